@@ -1,0 +1,271 @@
+"""``leverplus`` command line.
+
+Subcommands are registered in :data:`SUBCOMMANDS` (name -> function that adds an
+argparse subparser and sets ``func``); add a new one by writing ``_add_<name>`` and
+listing it there.
+
+    leverplus score vqa|caption|classification|latency --predictions P [--references R] ...
+    leverplus compare A B --references R [--task vqa|caption|classification] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+class CLIError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if callable(obj):
+        return None
+    return obj
+
+
+def _emit(result: dict, out: str | None) -> None:
+    text = json.dumps(_jsonable(result), indent=2, ensure_ascii=False) + "\n"
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def _read(path: str):
+    from leverplus.metrics.io import read_table
+
+    return read_table(path)
+
+
+def _common(p: argparse.ArgumentParser, *, references_required: bool = True) -> None:
+    p.add_argument("--predictions", required=True, help="predictions file (.jsonl or .parquet)")
+    p.add_argument("--references", required=references_required, help="references file (.jsonl or .parquet)")
+    p.add_argument("--out", help="write the JSON here instead of stdout")
+    p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def _csv_list(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+# ----------------------------------------------------------------------------------
+# score
+# ----------------------------------------------------------------------------------
+def _score_vqa(a) -> dict:
+    from leverplus.metrics.vqa import score_vqa
+
+    return score_vqa(_read(a.predictions), _read(a.references), stem=a.stem, n_resamples=a.n_resamples, seed=a.seed)
+
+
+def _bertscore_kwargs(a) -> dict:
+    kw = {"idf": a.bertscore_idf, "rescale_with_baseline": not a.no_rescale}
+    if a.bertscore_model:
+        kw["model_type"] = a.bertscore_model
+    if a.bertscore_layers is not None:
+        kw["num_layers"] = a.bertscore_layers
+    if a.bertscore_baseline:
+        kw["baseline_path"] = a.bertscore_baseline
+    return kw
+
+
+def _score_caption(a) -> dict:
+    from leverplus.metrics.text import score_caption
+
+    return score_caption(
+        _read(a.predictions), _read(a.references), lang=a.lang, metrics=_csv_list(a.metrics),
+        bleu_tokenize=a.bleu_tokenize, rouge_tokenizer=a.rouge_tokenizer,
+        bertscore_kwargs=_bertscore_kwargs(a), n_resamples=a.n_resamples, seed=a.seed,
+    )
+
+
+def _score_classification(a) -> dict:
+    from leverplus.metrics.classification import score_classification
+
+    return score_classification(_read(a.predictions), _read(a.references), pos_label=a.pos_label,
+                                n_resamples=a.n_resamples, seed=a.seed)
+
+
+def _score_latency(a) -> dict:
+    from leverplus.metrics.latency import summarize_latency
+
+    return summarize_latency(_read(a.predictions), n_resamples=a.n_resamples, seed=a.seed)
+
+
+def _add_caption_options(p: argparse.ArgumentParser) -> None:
+    from leverplus.metrics.text import ALL_METRICS, DEFAULT_METRICS
+
+    p.add_argument("--lang", help="language code; zh selects Chinese tokenization (BLEU zh, char ROUGE/CIDEr)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all but bertscore)")
+    p.add_argument("--bleu-tokenize", help="sacrebleu tokenizer override (default: zh for Chinese, else 13a)")
+    p.add_argument("--rouge-tokenizer", choices=["default", "char", "jieba"],
+                   help="ROUGE tokenizer (default: char for Chinese, rouge_score's own otherwise)")
+    p.add_argument("--bertscore-model", help="bert_score model name or local model directory")
+    p.add_argument("--bertscore-layers", type=int, help="layer (required with a local model directory)")
+    p.add_argument("--bertscore-baseline", help="baseline file (bert_score CSV format; required with a local model)")
+    p.add_argument("--bertscore-idf", action="store_true", help="idf weighting computed on the references")
+    p.add_argument("--no-rescale", action="store_true", help="report raw BERTScore (no baseline rescaling)")
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="rescore a predictions file against references (no model is run)")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="{vqa,caption,classification,latency}")
+
+    q = tasks.add_parser("vqa", help="VQA accuracy (official normalisation); references need 'answers'")
+    _common(q)
+    q.add_argument("--stem", action="store_true", help="OK-VQA answer stemming (offline approximation; off by default)")
+    q.set_defaults(func=_score_vqa)
+
+    c = tasks.add_parser("caption", help="BLEU, chrF, chrF++, TER, ROUGE, CIDEr-D, lengths, BERTScore")
+    _common(c)
+    _add_caption_options(c)
+    c.set_defaults(func=_score_caption)
+
+    k = tasks.add_parser("classification", help="accuracy, per-class P/R/F1, macro-F1, AUC-ROC, confusion matrix")
+    _common(k)
+    k.add_argument("--pos-label", help="positive class for a scalar 'score' (AUC-ROC)")
+    k.set_defaults(func=_score_classification)
+
+    t = tasks.add_parser("latency", help="TTFT, total time, decode and end-to-end token rates")
+    _common(t, references_required=False)
+    t.set_defaults(func=_score_latency)
+
+
+# ----------------------------------------------------------------------------------
+# compare
+# ----------------------------------------------------------------------------------
+def _compare(a) -> dict:
+    from leverplus.metrics import stats
+    from leverplus.metrics.io import MetricsInputError
+
+    pa, pb, refs = _read(a.a), _read(a.b), _read(a.references)
+    if "id" not in pa.columns or "id" not in pb.columns:
+        raise MetricsInputError("both prediction files need an 'id' column")
+    ida, idb = pa["id"].astype(str), pb["id"].astype(str)
+    if set(ida) != set(idb) or len(ida) != len(idb):
+        raise MetricsInputError(
+            f"A and B must cover the same ids ({len(set(ida) - set(idb))} only in A, {len(set(idb) - set(ida))} only in B)"
+        )
+    pb = pb.set_index(pb["id"].astype(str)).loc[ida.tolist()].reset_index(drop=True)
+    kw = {"n_resamples": a.n_resamples, "seed": a.seed}
+    out: dict = {"task": a.task, "a": a.a, "b": a.b, "references": a.references}
+    if a.task == "vqa":
+        from leverplus.metrics.vqa import vqa_accuracy_per_item, vqa_settings
+        from leverplus.metrics.signature import make_signature
+
+        va = vqa_accuracy_per_item(pa, refs, stem=a.stem)
+        vb = vqa_accuracy_per_item(pb, refs, stem=a.stem)
+        pbs = stats.paired_bootstrap(va, vb, **kw)
+        out.update(metric="vqa_accuracy", n=pbs["n"], score_a=round(100 * float(sum(va.tolist())) / va.size, 2),
+                   score_b=round(100 * float(sum(vb.tolist())) / vb.size, 2),
+                   diff=round(100 * pbs["diff"], 2), ci95=[round(100 * x, 2) for x in pbs["ci95"]],
+                   p_value=pbs["p_value"],
+                   signature=make_signature("vqa_accuracy", vqa_settings(stem=a.stem, **kw)) + "|test:paired-bootstrap")
+    elif a.task == "classification":
+        from leverplus.metrics.io import align
+
+        ma = align(pa, refs, ["prediction"], ["label"])
+        mb = align(pb, refs, ["prediction"], ["label"])
+        ca = (ma["prediction"].astype(str) == ma["label"].astype(str)).to_numpy(dtype=float)
+        cb = (mb["prediction"].astype(str) == mb["label"].astype(str)).to_numpy(dtype=float)
+        pbs = stats.paired_bootstrap(ca, cb, **kw)
+        out.update(metric="accuracy", n=pbs["n"], score_a=float(ca.mean()), score_b=float(cb.mean()),
+                   diff=pbs["diff"], ci95=pbs["ci95"], p_value=pbs["p_value"], mcnemar=stats.mcnemar(ca, cb))
+    elif a.task == "caption":
+        from leverplus.metrics import text
+
+        ha, refs_a, _ = text.caption_inputs(pa, refs)
+        hb, refs_b, _ = text.caption_inputs(pb, refs)
+        metric = a.metric
+        if metric in ("bleu", "chrf", "chrf++", "ter"):
+            from sacrebleu.metrics import BLEU, CHRF, TER
+
+            obj = {"bleu": lambda: BLEU(tokenize=a.bleu_tokenize or text.bleu_tokenizer_for(a.lang)),
+                   "chrf": lambda: CHRF(), "chrf++": lambda: CHRF(word_order=2),
+                   "ter": lambda: TER(asian_support=text.is_chinese(a.lang))}[metric]()
+            streams = text._ref_streams(refs_a)
+            ra = np.asarray(obj._extract_corpus_statistics(ha, streams), dtype=float)
+            rb = np.asarray(obj._extract_corpus_statistics(hb, streams), dtype=float)
+
+            def stat(rows):
+                return obj._compute_score_from_stats(np.asarray(rows).sum(axis=0)).score
+
+            pbs = stats.paired_bootstrap(ra, rb, statistic=stat, **kw)
+            obj.corpus_score(ha, streams)
+            out.update(signature=str(obj.get_signature()))
+        else:
+            raise CLIError(f"compare caption supports --metric bleu, chrf, chrf++, ter (got {metric!r})")
+        out.update(metric=metric, n=pbs["n"], diff=pbs["diff"], ci95=pbs["ci95"], p_value=pbs["p_value"])
+    out["test"] = {"method": "paired-bootstrap-percentile", "n_resamples": a.n_resamples, "seed": a.seed}
+    return out
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="paired test between two systems' predictions on the same items")
+    p.add_argument("a", help="predictions of system A")
+    p.add_argument("b", help="predictions of system B")
+    p.add_argument("--references", required=True)
+    p.add_argument("--task", choices=["vqa", "caption", "classification"], default="vqa")
+    p.add_argument("--metric", default="bleu", help="caption only: bleu, chrf, chrf++ or ter (default bleu)")
+    p.add_argument("--lang")
+    p.add_argument("--bleu-tokenize")
+    p.add_argument("--stem", action="store_true", help="vqa only: OK-VQA stemming")
+    p.add_argument("--out")
+    p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_compare)
+
+
+SUBCOMMANDS: dict[str, Callable] = {"score": _add_score, "compare": _add_compare}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leverplus", description="Lever-Plus command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from leverplus.metrics.io import MetricsInputError
+
+    try:
+        result = args.func(args)
+    except (MetricsInputError, CLIError, FileNotFoundError) as exc:
+        print(f"leverplus: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"leverplus: error: {exc}", file=sys.stderr)
+        return 2
+    _emit(result, getattr(args, "out", None))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

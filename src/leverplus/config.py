@@ -1,0 +1,106 @@
+"""Config validation against config/config.schema.yaml, with defaults, and the canonical config slices that rules
+receive as params (sorted-key JSON, so re-ordering YAML keys never looks like a change to Snakemake)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """One line: which key is wrong and what is allowed."""
+
+
+def _key_path(path) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
+    return "".join(parts) or "<top level>"
+
+
+def _describe(error) -> str:
+    where = _key_path(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{where}: unknown key(s) {extra}; allowed keys: {allowed}"
+    if v == "enum":
+        return f"{where}: {error.instance!r} is not allowed; allowed: {error.validator_value}"
+    if v == "required":
+        return f"{where}: {error.message}"
+    if v == "type":
+        return f"{where}: {error.instance!r} must be of type {error.validator_value}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{where}: {error.instance!r} violates {v} {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def _fill_defaults(schema: dict, instance: Any) -> None:
+    if not isinstance(instance, dict):
+        return
+    props = schema.get("properties", {})
+    for key, sub in props.items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(sub, instance[key])
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in props:
+                _fill_defaults(extra, value)
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Fill defaults into `config` (in place) and validate it; raise ConfigError with one line on failure."""
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema(schema_path)
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(f"invalid config: {_describe(errors[0])}")
+    _fill_defaults(schema, config)
+    _check_references(config)
+    return config
+
+
+def _check_references(config: dict) -> None:
+    if config["dataset"] not in config["datasets"]:
+        raise ConfigError(f"invalid config: dataset: {config['dataset']!r} is not a key of datasets {sorted(config['datasets'])}")
+    exp = config["experiment"]
+    for m in exp["models"]:
+        if m not in config["models"]:
+            raise ConfigError(f"invalid config: experiment.models: {m!r} is not a key of models {sorted(config['models'])}")
+    if exp["encoder"] not in config["encoders"]:
+        raise ConfigError(
+            f"invalid config: experiment.encoder: {exp['encoder']!r} is not a key of encoders {sorted(config['encoders'])}"
+        )
+    for name, spec in config["models"].items():
+        if spec["source"] == "hf" and "repo_id" not in spec:
+            raise ConfigError(f"invalid config: models.{name}: source hf needs repo_id")
+        if spec["source"] == "local" and "path" not in spec:
+            raise ConfigError(f"invalid config: models.{name}: source local needs path")
+
+
+def canonical(obj: Any) -> str:
+    """Sorted-key, whitespace-free JSON: the form every rule's params take."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def selector_config(config: dict, version: str) -> dict:
+    """The selector slice a version trains with: shared keys plus that version's overrides."""
+    sel = {k: v for k, v in config["selector"].items() if k not in ("per_version", "versions")}
+    sel.update(config["selector"].get("per_version", {}).get(version, {}))
+    if version != "v2_lora":
+        sel.pop("lora", None)
+    return sel

@@ -1,0 +1,203 @@
+"""Uncertainty: seeded bootstrap CIs, paired bootstrap and McNemar between two systems.
+
+All resampling draws item indices from ``numpy.random.default_rng(seed)`` in
+blocks of :data:`_BLOCK` resamples, so a given ``(n, n_resamples, seed)`` always
+yields the same resamples whatever the statistic.  Percentiles use numpy's default
+(linear) interpolation.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from scipy import stats as _sps
+
+_BLOCK = 256
+
+
+def _as_items(values) -> tuple[Any, int, bool]:
+    """Return (data, n, is_numeric_array)."""
+    if isinstance(values, np.ndarray):
+        if values.ndim == 0:
+            raise ValueError("values must be an array of items, got a scalar")
+        # 1-D numeric: per-item values; N-D: rows are items (e.g. sufficient statistics)
+        return values, len(values), values.ndim == 1 and values.dtype.kind in "biuf"
+    values = list(values)
+    if values and all(isinstance(v, (numbers.Real, np.bool_)) for v in values):
+        return np.asarray(values, dtype=float), len(values), True
+    return values, len(values), False
+
+
+def _take(data, idx: np.ndarray, numeric: bool):
+    if numeric or isinstance(data, np.ndarray):
+        return data[idx]
+    return [data[i] for i in idx]
+
+
+def resample_indices(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield blocks (k, n) of bootstrap item indices; seeded and deterministic."""
+    if n <= 0:
+        raise ValueError("cannot bootstrap zero items")
+    if n_resamples <= 0:
+        raise ValueError("n_resamples must be positive")
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < n_resamples:
+        k = min(_BLOCK, n_resamples - done)
+        yield rng.integers(0, n, size=(k, n))
+        done += k
+
+
+def _bootstrap_distribution(data, n: int, numeric: bool, statistic: Callable, n_resamples: int, seed: int):
+    out = np.empty(n_resamples, dtype=float)
+    pos = 0
+    for block in resample_indices(n, n_resamples, seed):
+        if numeric and statistic is np.mean:
+            out[pos : pos + len(block)] = data[block].mean(axis=1)
+        else:
+            for j, row in enumerate(block):
+                out[pos + j] = float(statistic(_take(data, row, numeric)))
+        pos += len(block)
+    return out
+
+
+def _percentile_interval(dist: np.ndarray, confidence: float) -> tuple[float, float]:
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be in (0, 1)")
+    alpha = (1 - confidence) / 2
+    finite = dist[~np.isnan(dist)]  # resamples where the statistic is undefined are dropped
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(finite, [100 * alpha, 100 * (1 - alpha)])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(
+    values,
+    *,
+    statistic: Callable = np.mean,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval over items.
+
+    ``values`` is a 1-D array of per-item values (``statistic`` defaults to the
+    mean), or any sequence of items (e.g. ``(hypothesis, references)`` tuples)
+    with a ``statistic`` that takes a resampled list of items and recomputes a
+    corpus-level score (e.g. corpus BLEU).
+    """
+    data, n, numeric = _as_items(values)
+    dist = _bootstrap_distribution(data, n, numeric, statistic, n_resamples, seed)
+    return _percentile_interval(dist, confidence)
+
+
+def paired_bootstrap(
+    a,
+    b,
+    *,
+    statistic: Callable = np.mean,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
+    """Paired bootstrap of ``statistic(a) - statistic(b)`` over the same items.
+
+    Both systems are resampled with the same item indices.  ``ci95`` is the
+    percentile interval of the resampled differences.  ``p_value`` is two-sided,
+    for H0 "no difference", computed by centring the bootstrap distribution on
+    the observed difference (Berg-Kirkpatrick et al., 2012 / Koehn, 2004 style):
+    ``(1 + #{|d* - d| >= |d|}) / (1 + n_resamples)``.
+    """
+    da, na, numa = _as_items(a)
+    db, nb, numb = _as_items(b)
+    if na != nb:
+        raise ValueError(f"paired test needs the same items: len(a)={na} != len(b)={nb}")
+    diff = float(statistic(da)) - float(statistic(db))
+    dists = np.empty(n_resamples, dtype=float)
+    pos = 0
+    for block in resample_indices(na, n_resamples, seed):
+        if numa and numb and statistic is np.mean:
+            dists[pos : pos + len(block)] = da[block].mean(axis=1) - db[block].mean(axis=1)
+        else:
+            for j, row in enumerate(block):
+                dists[pos + j] = float(statistic(_take(da, row, numa))) - float(statistic(_take(db, row, numb)))
+        pos += len(block)
+    lo, hi = _percentile_interval(dists, confidence)
+    extreme = int(np.sum(np.abs(dists - diff) >= abs(diff) - 1e-12))
+    p_value = (1 + extreme) / (1 + n_resamples)
+    return {
+        "diff": diff,
+        "ci95": [lo, hi],
+        "p_value": float(min(1.0, p_value)),
+        "n": na,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "method": "paired-bootstrap-percentile",
+    }
+
+
+def mcnemar(a_correct: Sequence, b_correct: Sequence, *, exact: bool | None = None, correction: bool = True) -> dict:
+    """McNemar's test on per-item correct/incorrect of two systems on the same items.
+
+    ``b01`` = items system A got wrong and system B got right; ``b10`` = items A got
+    right and B got wrong.  ``exact=None`` chooses the exact binomial (sign) test
+    when ``b01 + b10 < 25`` and the chi-square test otherwise.  Exact: statistic is
+    ``min(b01, b10)``, two-sided p = ``min(1, 2 * BinomCDF(min; b01+b10, 1/2))``.
+    Chi-square (1 d.o.f.): ``(|b01 - b10| - 1)^2 / (b01 + b10)`` with Edwards'
+    continuity correction (``correction=False``: without the ``- 1``).
+    """
+    a = np.asarray(a_correct).astype(bool)
+    b = np.asarray(b_correct).astype(bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("a_correct and b_correct must be 1-D and of equal length")
+    b01 = int(np.sum(~a & b))
+    b10 = int(np.sum(a & ~b))
+    n_disc = b01 + b10
+    if exact is None:
+        exact = n_disc < 25
+    if n_disc == 0:
+        return {"b01": 0, "b10": 0, "statistic": 0.0, "p_value": 1.0, "exact": bool(exact), "n": int(a.size)}
+    if exact:
+        k = min(b01, b10)
+        stat = float(k)
+        p = min(1.0, 2.0 * float(_sps.binom.cdf(k, n_disc, 0.5)))
+    else:
+        num = abs(b01 - b10) - (1 if correction else 0)
+        stat = float(max(num, 0) ** 2 / n_disc)
+        p = float(_sps.chi2.sf(stat, 1))
+    return {"b01": b01, "b10": b10, "statistic": stat, "p_value": p, "exact": bool(exact), "n": int(a.size)}
+
+
+def summarize(values, *, n_resamples: int = 1000, seed: int = 0, scale: float = 1.0, digits: int | None = 2) -> dict:
+    """``{"mean", "n", "ci95"}`` of per-item values (times ``scale``, rounded) for aggregation tables."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError("cannot summarize zero items")
+    mean = scale * float(sum(arr.tolist())) / arr.size
+    lo, hi = bootstrap_ci(arr, n_resamples=n_resamples, seed=seed)
+    lo, hi = scale * lo, scale * hi
+    if digits is not None:
+        mean, lo, hi = round(mean, digits), round(lo, digits), round(hi, digits)
+    return {"mean": mean, "n": int(arr.size), "ci95": [lo, hi]}
+
+
+def format_with_ci(mean: float, ci95: Sequence[float], n: int | None = None, digits: int = 2) -> str:
+    """``'57.30 [55.10, 59.40] (n=1000)'`` for tables."""
+    s = f"{mean:.{digits}f} [{ci95[0]:.{digits}f}, {ci95[1]:.{digits}f}]"
+    if n is not None:
+        s += f" (n={n})"
+    return s
+
+
+__all__ = [
+    "bootstrap_ci",
+    "paired_bootstrap",
+    "mcnemar",
+    "resample_indices",
+    "summarize",
+    "format_with_ci",
+]
+

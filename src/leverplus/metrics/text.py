@@ -1,0 +1,463 @@
+"""Text-generation metrics, each through its reference implementation.
+
+* BLEU / chrF / chrF++ / TER: sacrebleu (``corpus_bleu`` for the reported BLEU; the
+  same metric objects give the signature and the per-item sufficient statistics
+  that the bootstrap resamples, so the CI recomputes the *corpus* score).
+* ROUGE-1/2/L: ``rouge_score``.  Its default tokenizer lowercases and deletes every
+  character outside ``[a-z0-9]``, which erases Chinese; for ``lang=zh`` a tokenizer
+  that keeps CJK characters (one token per character, or jieba words) is passed in.
+* CIDEr-D: ``pycocoevalcap.cider.Cider`` called directly on pre-segmented text (no
+  Java PTBTokenizer).
+* BERTScore: ``bert_score.score``; ``lang='zh'`` -> bert-base-chinese, layer 8; a
+  local model directory needs explicit ``num_layers`` and ``baseline_path``.
+
+Every result is a dict ``{"metric", "score", "n", "ci95", "signature", "settings", ...}``;
+text scores are on sacrebleu's 0-100 scale (ROUGE and BERTScore x100), CIDEr-D on
+pycocoevalcap's scale (x1), unrounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from leverplus.metrics import stats
+from leverplus.metrics.io import MetricsInputError, align, as_str_list, as_text
+from leverplus.metrics.signature import ci_settings, make_signature, package_version
+
+ALL_METRICS = ("bleu", "chrf", "chrf++", "ter", "rouge", "cider", "length", "bertscore")
+DEFAULT_METRICS = ("bleu", "chrf", "chrf++", "ter", "rouge", "cider", "length")
+
+
+def is_chinese(lang: str | None) -> bool:
+    return bool(lang) and lang.lower().split("-")[0].split("_")[0] == "zh"
+
+
+def bleu_tokenizer_for(lang: str | None) -> str:
+    """sacrebleu tokenizer by language: ``zh`` for Chinese, ``13a`` otherwise."""
+    return "zh" if is_chinese(lang) else "13a"
+
+
+def _ref_streams(refs_per_item: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Per-item reference lists -> sacrebleu reference streams (``None`` pads)."""
+    k = max(len(r) for r in refs_per_item)
+    return [[r[j] if j < len(r) else None for r in refs_per_item] for j in range(k)]
+
+
+def _check_inputs(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]]) -> None:
+    if len(hyps) == 0:
+        raise MetricsInputError("no hypotheses to score")
+    if len(hyps) != len(refs_per_item):
+        raise MetricsInputError(f"{len(hyps)} hypotheses but {len(refs_per_item)} reference lists")
+    for i, r in enumerate(refs_per_item):
+        if len(r) == 0:
+            raise MetricsInputError(f"item {i}: empty list of references")
+
+
+def _result(metric: str, score: float, n: int, ci, settings: dict, **extra) -> dict:
+    return {
+        "metric": metric,
+        "score": float(score),
+        "n": int(n),
+        "ci95": [float(ci[0]), float(ci[1])],
+        "signature": make_signature(metric, settings),
+        "settings": settings,
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------------
+# sacrebleu metrics
+# ----------------------------------------------------------------------------------
+def _sacrebleu_ci(metric, hyps, streams, n_resamples, seed):
+    rows = np.asarray(metric._extract_corpus_statistics(hyps, streams), dtype=float)
+
+    def corpus_from_rows(sample) -> float:
+        return metric._compute_score_from_stats(np.asarray(sample).sum(axis=0)).score
+
+    return stats.bootstrap_ci(rows, statistic=corpus_from_rows, n_resamples=n_resamples, seed=seed)
+
+
+def corpus_bleu(
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    lang: str | None = None,
+    tokenize: str | None = None,
+    smooth_method: str = "exp",
+    lowercase: bool = False,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    per_item: bool = False,
+) -> dict:
+    """Corpus BLEU (``sacrebleu.corpus_bleu``); ``tokenize`` overrides the language default."""
+    import sacrebleu
+    from sacrebleu.metrics import BLEU
+
+    _check_inputs(hyps, refs_per_item)
+    tok = tokenize or bleu_tokenizer_for(lang)
+    streams = _ref_streams(refs_per_item)
+    res = sacrebleu.corpus_bleu(list(hyps), streams, smooth_method=smooth_method, tokenize=tok, lowercase=lowercase)
+    metric = BLEU(smooth_method=smooth_method, tokenize=tok, lowercase=lowercase)
+    metric.corpus_score(list(hyps), streams)  # fixes nrefs in the signature
+    ci = _sacrebleu_ci(metric, list(hyps), streams, n_resamples, seed)
+    settings = {
+        "sacrebleu": str(metric.get_signature()),
+        "tok": tok,
+        "smooth": smooth_method,
+        "case": "lc" if lowercase else "mixed",
+        **ci_settings(n_resamples, seed),
+    }
+    extra = {"bp": res.bp, "precisions": list(res.precisions), "sys_len": res.sys_len, "ref_len": res.ref_len}
+    if per_item:
+        extra["per_item_sentence_bleu"] = sentence_bleu(hyps, refs_per_item, lang=lang, tokenize=tok)
+    return _result("bleu", res.score, len(hyps), ci, settings, **extra)
+
+
+def sentence_bleu(
+    hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]], *, lang: str | None = None, tokenize: str | None = None
+) -> list[float]:
+    """Per-item sentence BLEU (sacrebleu, exp smoothing, effective order): a diagnostic
+    only -- never average it in place of corpus BLEU."""
+    import sacrebleu
+
+    tok = tokenize or bleu_tokenizer_for(lang)
+    return [float(sacrebleu.sentence_bleu(h, list(r), tokenize=tok).score) for h, r in zip(hyps, refs_per_item)]
+
+
+def corpus_chrf(
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    word_order: int = 0,
+    char_order: int = 6,
+    beta: int = 2,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """chrF (6/0/beta 2) and, with ``word_order=2``, chrF++ (sacrebleu ``CHRF``)."""
+    from sacrebleu.metrics import CHRF
+
+    _check_inputs(hyps, refs_per_item)
+    metric = CHRF(char_order=char_order, word_order=word_order, beta=beta)
+    streams = _ref_streams(refs_per_item)
+    res = metric.corpus_score(list(hyps), streams)
+    ci = _sacrebleu_ci(metric, list(hyps), streams, n_resamples, seed)
+    name = "chrf++" if word_order > 0 else "chrf"
+    settings = {"sacrebleu": str(metric.get_signature()), "nc": char_order, "nw": word_order, "beta": beta,
+                **ci_settings(n_resamples, seed)}
+    return _result(name, res.score, len(hyps), ci, settings)
+
+
+def corpus_ter(
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    lang: str | None = None,
+    asian_support: bool | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """TER (sacrebleu ``TER``; Asian-character support on for Chinese unless overridden)."""
+    from sacrebleu.metrics import TER
+
+    _check_inputs(hyps, refs_per_item)
+    asian = is_chinese(lang) if asian_support is None else asian_support
+    metric = TER(asian_support=asian)
+    streams = _ref_streams(refs_per_item)
+    res = metric.corpus_score(list(hyps), streams)
+    ci = _sacrebleu_ci(metric, list(hyps), streams, n_resamples, seed)
+    settings = {"sacrebleu": str(metric.get_signature()), "asian": asian, **ci_settings(n_resamples, seed)}
+    return _result("ter", res.score, len(hyps), ci, settings)
+
+
+# ----------------------------------------------------------------------------------
+# Segmentation (ROUGE, CIDEr)
+# ----------------------------------------------------------------------------------
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+_CHAR_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_WORD_TOKEN = re.compile(r"[^\W_]+")
+
+
+def segment(text: str, mode: str = "char") -> list[str]:
+    """Tokens that keep Chinese.
+
+    ``char``: lowercase; each CJK character is a token, runs of other letters/digits
+    are tokens, punctuation and whitespace are dropped.  ``jieba``: jieba's default
+    (accurate-mode) segmentation, lowercased, punctuation-only tokens dropped.
+    ``word``: lowercase Unicode letter/digit runs (for non-Chinese text).
+    """
+    text = text.lower()
+    if mode == "char":
+        return _CHAR_TOKEN.findall(text)
+    if mode == "jieba":
+        import jieba
+
+        jieba.setLogLevel(60)
+        return [t for t in (w.strip() for w in jieba.lcut(text)) if t and _WORD_TOKEN.search(t)]
+    if mode == "word":
+        return _WORD_TOKEN.findall(text)
+    raise ValueError(f"unknown segmentation mode {mode!r} (char, jieba, word)")
+
+
+class _SegTokenizer:
+    """Adapter with the ``tokenize(text)`` interface that rouge_score expects."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def tokenize(self, text: str) -> list[str]:
+        return segment(text, self.mode)
+
+
+def rouge(
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    lang: str | None = None,
+    tokenizer: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """ROUGE-1/2/L F-measure (x100), mean over items of the best reference
+    (``RougeScorer.score_multi``).  ``tokenizer``: ``default`` (rouge_score's own,
+    ASCII only), ``char`` or ``jieba``; default: ``char`` for Chinese, else ``default``."""
+    from rouge_score import rouge_scorer
+
+    _check_inputs(hyps, refs_per_item)
+    tok = tokenizer or ("char" if is_chinese(lang) else "default")
+    scorer = rouge_scorer.RougeScorer(
+        ["rouge1", "rouge2", "rougeL"], use_stemmer=False, tokenizer=None if tok == "default" else _SegTokenizer(tok)
+    )
+    per = {k: np.empty(len(hyps)) for k in ("rouge1", "rouge2", "rougeL")}
+    for i, (h, refs) in enumerate(zip(hyps, refs_per_item)):
+        s = scorer.score_multi(list(refs), h)
+        for k in per:
+            per[k][i] = 100 * s[k].fmeasure
+    out = {}
+    for k, v in per.items():
+        ci = stats.bootstrap_ci(v, n_resamples=n_resamples, seed=seed)
+        settings = {"tok": tok, "stemmer": False, "multi_ref": "max-f", "agg": "mean-f", "scale": 100,
+                    "version": package_version("rouge-score"), **ci_settings(n_resamples, seed)}
+        out[k] = _result(k, float(np.mean(v)), len(hyps), ci, settings)
+    return out
+
+
+def cider_d(
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    lang: str | None = None,
+    segmentation: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """CIDEr-D via ``pycocoevalcap.cider.Cider`` (n=4, sigma=6) on pre-segmented text.
+
+    Segmentation default: ``char`` for Chinese, ``word`` (lowercase letter/digit runs,
+    punctuation dropped -- close to what the PTB tokenizer produces) otherwise.  The
+    CI resamples the per-item scores, with document frequencies fixed on the full set.
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    _check_inputs(hyps, refs_per_item)
+    seg = segmentation or ("char" if is_chinese(lang) else "word")
+    gts = {i: [" ".join(segment(r, seg)) for r in refs] for i, refs in enumerate(refs_per_item)}
+    res = {i: [" ".join(segment(h, seg))] for i, h in enumerate(hyps)}
+    score, scores = Cider().compute_score(gts, res)
+    per_item = np.asarray(scores, dtype=float)
+    ci = stats.bootstrap_ci(per_item, n_resamples=n_resamples, seed=seed)
+    settings = {"impl": "pycocoevalcap.Cider", "n": 4, "sigma": 6.0, "seg": seg, "df": "corpus", "scale": 1,
+                "ci_over": "per-item-fixed-df", "version": package_version("pycocoevalcap"),
+                **ci_settings(n_resamples, seed)}
+    return _result("cider_d", score, len(hyps), ci, settings)
+
+
+def length_stats(hyps: Sequence[str], *, short_chars: int = 6) -> dict:
+    """Output length in characters (after ``strip()``): mean, median, p10, p90 and the
+    share of outputs with at most ``short_chars`` characters."""
+    if len(hyps) == 0:
+        raise MetricsInputError("no outputs")
+    lens = np.asarray([len(h.strip()) for h in hyps], dtype=float)
+    return {
+        "metric": "output_length",
+        "unit": "characters",
+        "n": int(lens.size),
+        "mean": float(lens.mean()),
+        "median": float(np.median(lens)),
+        "p10": float(np.percentile(lens, 10)),
+        "p90": float(np.percentile(lens, 90)),
+        f"share_le_{short_chars}": float(np.mean(lens <= short_chars)),
+        "signature": make_signature("output_length", {"unit": "chars", "strip": True, "pct": "numpy-linear"}),
+    }
+
+
+# ----------------------------------------------------------------------------------
+# BERTScore
+# ----------------------------------------------------------------------------------
+def read_baseline(path: str | os.PathLike, num_layers: int) -> tuple[float, float, float]:
+    """(P, R, F) baseline for ``num_layers`` from a bert_score baseline file (CSV with
+    header ``LAYER,P,R,F``; the row index is the layer, as bert_score reads it)."""
+    df = pd.read_csv(path)
+    if list(df.columns[:4]) != ["LAYER", "P", "R", "F"]:
+        raise MetricsInputError(f"{path}: not a bert_score baseline file (expected header LAYER,P,R,F)")
+    if not 0 <= num_layers < len(df):
+        raise MetricsInputError(f"{path}: no baseline row for layer {num_layers}")
+    row = df.iloc[num_layers]
+    return float(row["P"]), float(row["R"]), float(row["F"])
+
+
+def resolve_bertscore_settings(
+    *,
+    lang: str | None = None,
+    model_type: str | None = None,
+    num_layers: int | None = None,
+    rescale_with_baseline: bool = True,
+    baseline_path: str | None = None,
+) -> dict:
+    """Model, layer and baseline that ``bert_score.score`` will use (checked up front:
+    bert_score itself only warns and silently skips rescaling when the baseline is missing)."""
+    from bert_score.utils import lang2model, model2layers
+
+    if model_type is None:
+        if not lang:
+            raise ValueError("BERTScore needs lang or model_type")
+        if lang.lower() not in lang2model:
+            raise ValueError(f"bert_score has no default model for lang={lang!r}")
+        model_type = lang2model[lang.lower()]
+    local = os.path.isdir(model_type)
+    if num_layers is None:
+        if local or model_type not in model2layers:
+            raise ValueError(f"model {model_type!r} is not one of bert_score's known models: pass num_layers explicitly")
+        num_layers = model2layers[model_type]
+    resolved_baseline = None
+    if rescale_with_baseline:
+        if baseline_path is None:
+            if local:
+                raise ValueError("a local model directory needs an explicit baseline_path to rescale")
+            if not lang:
+                raise ValueError("rescaling with bert_score's baseline needs lang")
+            import bert_score
+
+            resolved_baseline = os.path.join(
+                os.path.dirname(bert_score.__file__), "rescale_baseline", lang.lower(), f"{model_type}.tsv"
+            )
+        else:
+            resolved_baseline = str(baseline_path)
+        if not os.path.isfile(resolved_baseline):
+            raise FileNotFoundError(f"BERTScore baseline file not found: {resolved_baseline}")
+    return {
+        "model_type": model_type,
+        "local_model": local,
+        "num_layers": int(num_layers),
+        "rescale": bool(rescale_with_baseline),
+        "baseline_path": resolved_baseline,
+        "custom_baseline": baseline_path is not None,
+    }
+
+
+def bertscore(
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    lang: str | None = None,
+    model_type: str | None = None,
+    num_layers: int | None = None,
+    idf: bool = False,
+    rescale_with_baseline: bool = True,
+    baseline_path: str | None = None,
+    batch_size: int = 32,
+    device: str | None = "cpu",
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """BERTScore P/R/F (x100, mean over items; multiple references: bert_score's max)."""
+    import bert_score
+
+    _check_inputs(hyps, refs_per_item)
+    cfg = resolve_bertscore_settings(lang=lang, model_type=model_type, num_layers=num_layers,
+                                     rescale_with_baseline=rescale_with_baseline, baseline_path=baseline_path)
+    (P, R, F), bs_hash = bert_score.score(
+        list(hyps),
+        [list(r) for r in refs_per_item],
+        model_type=cfg["model_type"],
+        num_layers=cfg["num_layers"],
+        idf=idf,
+        lang=(lang or "custom"),
+        rescale_with_baseline=cfg["rescale"],
+        baseline_path=baseline_path,  # None -> bert_score's shipped file (the one resolved above)
+        batch_size=batch_size,
+        device=device,
+        return_hash=True,
+    )
+    p, r, f = (100 * t.double().numpy() for t in (P, R, F))
+    ci = stats.bootstrap_ci(f, n_resamples=n_resamples, seed=seed)
+    model_name = os.path.basename(os.path.normpath(cfg["model_type"])) if cfg["local_model"] else cfg["model_type"]
+    settings = {
+        "model": model_name,
+        "layer": cfg["num_layers"],
+        "idf": bool(idf),
+        "rescale": cfg["rescale"],
+        "baseline": ("custom:" + os.path.basename(cfg["baseline_path"])) if cfg["custom_baseline"]
+        else ("default" if cfg["rescale"] else "none"),
+        "bert_score": package_version("bert-score"),
+        "transformers": package_version("transformers"),
+        "bert_score_hash": bs_hash,
+        **ci_settings(n_resamples, seed),
+    }
+    return _result(
+        "bertscore_f1", float(f.mean()), len(hyps), ci, settings,
+        precision=float(p.mean()), recall=float(r.mean()),
+        n_negative_f1=int(np.sum(f < 0)),
+        per_item_f1=[float(x) for x in f],
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Table-level entry point
+# ----------------------------------------------------------------------------------
+def caption_inputs(predictions: pd.DataFrame, references: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    merged = align(predictions, references, ["prediction"], ["references"])
+    hyps = [as_text(p, f"predictions id {i!r}") for i, p in zip(merged["id"], merged["prediction"])]
+    refs = [as_str_list(r, f"references id {i!r}") for i, r in zip(merged["id"], merged["references"])]
+    return hyps, refs, list(merged["id"])
+
+
+def score_caption(
+    predictions: pd.DataFrame,
+    references: pd.DataFrame,
+    *,
+    lang: str | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    bleu_tokenize: str | None = None,
+    rouge_tokenizer: str | None = None,
+    bertscore_kwargs: dict | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """All requested text metrics for a predictions/references table pair."""
+    unknown = [m for m in metrics if m not in ALL_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(ALL_METRICS)}")
+    hyps, refs, _ = caption_inputs(predictions, references)
+    kw = {"n_resamples": n_resamples, "seed": seed}
+    out: dict = {"task": "caption", "lang": lang, "n": len(hyps), "metrics": {}}
+    runners: dict[str, Callable[[], dict]] = {
+        "bleu": lambda: corpus_bleu(hyps, refs, lang=lang, tokenize=bleu_tokenize, **kw),
+        "chrf": lambda: corpus_chrf(hyps, refs, **kw),
+        "chrf++": lambda: corpus_chrf(hyps, refs, word_order=2, **kw),
+        "ter": lambda: corpus_ter(hyps, refs, lang=lang, **kw),
+        "cider": lambda: cider_d(hyps, refs, lang=lang, **kw),
+        "length": lambda: length_stats(hyps),
+        "bertscore": lambda: bertscore(hyps, refs, lang=lang, **(bertscore_kwargs or {}), **kw),
+    }
+    for m in metrics:
+        if m == "rouge":
+            out["metrics"].update(rouge(hyps, refs, lang=lang, tokenizer=rouge_tokenizer, **kw))
+        else:
+            out["metrics"][m] = runners[m]()
+    return out

@@ -1,0 +1,261 @@
+"""VQA accuracy with the semantics of the official VQA evaluation (``vqaEval.py``).
+
+Pinned reference: GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``
+at commit ``c4e6a0e4e84b9702d99800d3393652d92b5df224`` (the Python 3 revision whose
+punctuation list has 21 characters, including ``{ } - !`` and excluding ``:`` and ``'``;
+older revisions used a different list).
+
+What the official code does, and what is mirrored here:
+
+* prediction: ``\\n`` and ``\\t`` -> space, ``strip()``, punctuation processing, then
+  lowercase + whitespace split, number words zero..ten (and "none") -> digits,
+  articles a/an/the dropped, contraction table applied word by word, joined by one space;
+* ground-truth answers: *only* punctuation processing, and only when the answers
+  of the question are not all identical (no lowercasing, no digits, no articles);
+* punctuation processing: if the text contains a ``digit,digit`` pattern, or the
+  punctuation mark is preceded or followed by a space, the mark is deleted, otherwise
+  replaced by a space; then periods not followed by a digit are deleted (the official
+  call passes ``re.UNICODE`` positionally, i.e. ``count=32``, so at most 32 periods
+  are removed -- reproduced);
+* per question: for each of the (10) answers, take the other answers and score
+  ``min(1, #matches / 3)``; the question's accuracy is the mean of these;
+* overall: ``round(100 * sum(acc) / n, 2)``.
+
+``stem=True`` applies the OK-VQA answer stemming (as OpenFlamingo's ``ok_vqa_utils``)
+to the prediction before normalisation; see :func:`okvqa_stem` for what is possible
+offline.  It is off by default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from leverplus.metrics import stats
+from leverplus.metrics._okvqa_stems import MANUAL_MATCHES
+from leverplus.metrics.io import MetricsInputError, align, as_str_list, as_text
+from leverplus.metrics.signature import ci_settings, make_signature, package_version
+
+VQA_EVAL_REVISION = "GT-Vision-Lab/VQA@c4e6a0e4e84b9702d99800d3393652d92b5df224"
+
+PUNCTUATION: tuple[str, ...] = (
+    ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
+    ">", "<", "@", "`", ",", "?", "!",
+)
+NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+ARTICLES = frozenset({"a", "an", "the"})
+
+# The official contraction table, as "key=value" pairs (keys with capitals never
+# match because the text is lowercased first -- kept for fidelity).
+_CONTRACTION_PAIRS = """
+aint=ain't arent=aren't cant=can't couldve=could've couldnt=couldn't couldn'tve=couldn't've
+couldnt've=couldn't've didnt=didn't doesnt=doesn't dont=don't hadnt=hadn't hadnt've=hadn't've
+hadn'tve=hadn't've hasnt=hasn't havent=haven't hed=he'd hed've=he'd've he'dve=he'd've hes=he's
+howd=how'd howll=how'll hows=how's Id've=I'd've I'dve=I'd've Im=I'm Ive=I've isnt=isn't itd=it'd
+itd've=it'd've it'dve=it'd've itll=it'll let's=let's maam=ma'am mightnt=mightn't
+mightnt've=mightn't've mightn'tve=mightn't've mightve=might've mustnt=mustn't mustve=must've
+neednt=needn't notve=not've oclock=o'clock oughtnt=oughtn't ow's'at='ow's'at 'ows'at='ow's'at
+'ow'sat='ow's'at shant=shan't shed've=she'd've she'dve=she'd've she's=she's shouldve=should've
+shouldnt=shouldn't shouldnt've=shouldn't've shouldn'tve=shouldn't've somebody'd=somebodyd
+somebodyd've=somebody'd've somebody'dve=somebody'd've somebodyll=somebody'll somebodys=somebody's
+someoned=someone'd someoned've=someone'd've someone'dve=someone'd've someonell=someone'll
+someones=someone's somethingd=something'd somethingd've=something'd've
+something'dve=something'd've somethingll=something'll thats=that's thered=there'd
+thered've=there'd've there'dve=there'd've therere=there're theres=there's theyd=they'd
+theyd've=they'd've they'dve=they'd've theyll=they'll theyre=they're theyve=they've twas='twas
+wasnt=wasn't wed've=we'd've we'dve=we'd've weve=we've werent=weren't whatll=what'll
+whatre=what're whats=what's whatve=what've whens=when's whered=where'd wheres=where's
+whereve=where've whod=who'd whod've=who'd've who'dve=who'd've wholl=who'll whos=who's
+whove=who've whyll=why'll whyre=why're whys=why's wont=won't wouldve=would've wouldnt=wouldn't
+wouldnt've=wouldn't've wouldn'tve=wouldn't've yall=y'all yall'll=y'all'll y'allll=y'all'll
+yall'd've=y'all'd've y'alld've=y'all'd've y'all'dve=y'all'd've youd=you'd youd've=you'd've
+you'dve=you'd've youll=you'll youre=you're youve=you've
+"""
+CONTRACTIONS: dict[str, str] = dict(p.split("=", 1) for p in _CONTRACTION_PAIRS.split())
+
+# The official pattern is "(?!<=\d)(\.)(?!\d)": the first group is a negative
+# *lookahead* for the literal "<=" + digit (a mistyped lookbehind); kept verbatim in
+# meaning so that e.g. "2.5" keeps its period but "5." and "a.b" lose theirs.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_OFFICIAL_PERIOD_COUNT = int(re.UNICODE)  # 32, see module docstring
+
+
+def process_punctuation(text: str) -> str:
+    """The official ``processPunctuation`` (applied to predictions and to gt answers)."""
+    delete_all = _COMMA_STRIP.search(text) is not None
+    out = text
+    for mark in PUNCTUATION:
+        if delete_all or (mark + " ") in text or (" " + mark) in text:
+            out = out.replace(mark, "")
+        else:
+            out = out.replace(mark, " ")
+    return _PERIOD_STRIP.sub("", out, count=_OFFICIAL_PERIOD_COUNT)
+
+
+def process_digit_article(text: str) -> str:
+    """The official ``processDigitArticle`` (predictions only)."""
+    words = []
+    for word in text.lower().split():
+        word = NUMBER_WORDS.get(word, word)
+        if word not in ARTICLES:
+            words.append(word)
+    return " ".join(CONTRACTIONS.get(w, w) for w in words)
+
+
+def normalize_answer(s: str) -> str:
+    """Normalise a *prediction* exactly as the official evaluation does."""
+    s = s.replace("\n", " ").replace("\t", " ").strip()
+    return process_digit_article(process_punctuation(s))
+
+
+# ----------------------------------------------------------------------------------
+# OK-VQA stemming (offline approximation)
+# ----------------------------------------------------------------------------------
+_TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[^\sA-Za-z0-9]")
+_NOT_PLURAL = frozenset(
+    "is was has does this his its as us yes gas bus plus always perhaps series species news "
+    "lens glass grass dress bass chess class boss less across thus physics mathematics "
+    "politics gymnastics aerobics athletics economics pants scissors shorts".split()
+)
+
+
+def _singularize(word: str) -> str:
+    low = word.lower()
+    if len(low) <= 3 or not low.isalpha() or low in _NOT_PLURAL:
+        return word
+    if low.endswith(("ss", "us", "is")):
+        return word
+    if low.endswith("ies") and len(low) > 4:
+        return word[:-3] + "y"
+    if low.endswith(("ches", "shes", "xes", "zes", "sses")):
+        return word[:-2]
+    if low.endswith("s"):
+        return word[:-1]
+    return word
+
+
+def okvqa_stem(text: str) -> str:
+    """OK-VQA v1.1 answer stemming, offline approximation.
+
+    The reference procedure (OpenFlamingo ``OKVQAStemmer``) tokenises with NLTK's
+    ``word_tokenize``, POS-tags with NLTK's perceptron tagger, maps the manual
+    exception table, lemmatises words ending in "ing" as verbs with WordNet, and
+    singularises NNS/NNPS words with ``inflection.singularize``.  The NLTK data
+    (punkt, tagger, WordNet) cannot be fetched offline here, so this function:
+
+    * tokenises with a regular expression (words, optional 's suffix, single
+      punctuation marks) and re-joins with single spaces;
+    * applies the manual exception table exactly;
+    * leaves other "-ing" words unchanged (no WordNet lemmatiser);
+    * singularises words that *look* plural (no POS tagger) with simple suffix
+      rules: -ies -> -y, -ches/-shes/-xes/-zes/-sses -> drop "es", other -s -> drop
+      "s", except words ending in -ss/-us/-is, short words and a small list of
+      non-plural words.
+
+    Results therefore can differ from the reference stemmer on words outside the
+    exception table; the signature says ``stem:okvqa-approx``.
+    """
+    out = []
+    for tok in _TOKEN.findall(text):
+        if tok in MANUAL_MATCHES:
+            out.append(MANUAL_MATCHES[tok])
+        elif tok.lower().endswith("ing"):
+            out.append(tok)
+        else:
+            out.append(_singularize(tok))
+    return " ".join(out)
+
+
+# ----------------------------------------------------------------------------------
+# Accuracy
+# ----------------------------------------------------------------------------------
+def _gt_processed(answers: Sequence[str]) -> list[str]:
+    answers = [str(a) for a in answers]
+    if len(set(answers)) > 1:
+        return [process_punctuation(a) for a in answers]
+    return answers
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str], *, stem: bool = False) -> float:
+    """Accuracy of one prediction against its human answers, in [0, 1]."""
+    answers = list(answers)
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one ground-truth answer")
+    pred = okvqa_stem(prediction) if stem else prediction
+    pred = normalize_answer(pred)
+    gts = _gt_processed(answers)
+    matches = [g == pred for g in gts]
+    total = sum(matches)
+    accs = [min(1.0, float(total - m) / 3) for m in matches]
+    return float(sum(accs)) / len(accs)
+
+
+def vqa_accuracy_per_item(
+    predictions_df: pd.DataFrame, references_df: pd.DataFrame, stem: bool = False
+) -> np.ndarray:
+    """Per-question accuracy (in [0, 1]) aligned to the order of ``predictions_df``."""
+    merged = align(predictions_df, references_df, ["prediction"], ["answers"])
+    out = np.empty(len(merged), dtype=float)
+    for i, (qid, pred, answers) in enumerate(zip(merged["id"], merged["prediction"], merged["answers"])):
+        what = f"id {qid!r}"
+        out[i] = vqa_accuracy(as_text(pred, f"predictions {what}"), as_str_list(answers, f"references {what}"), stem=stem)
+    return out
+
+
+def vqa_settings(*, stem: bool, n_resamples: int, seed: int) -> dict:
+    return {
+        "eval": VQA_EVAL_REVISION,
+        "punct": "".join(PUNCTUATION),
+        "gt_norm": "punct-if-answers-differ",
+        "pred_norm": "punct+lower+digits+articles+contractions",
+        "acc": "mean-leave-one-out-min1-m/3",
+        "stem": "okvqa-approx" if stem else "no",
+        "scale": 100,
+        "round": 2,
+        **ci_settings(n_resamples, seed),
+        "version": f"leverplus-{package_version('leverplus')}",
+    }
+
+
+def score_vqa(
+    predictions: pd.DataFrame,
+    references: pd.DataFrame,
+    *,
+    stem: bool = False,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """VQA accuracy x100 (2 decimals) with n, a seeded bootstrap 95% CI and a signature."""
+    per_item = vqa_accuracy_per_item(predictions, references, stem=stem)
+    n = int(per_item.size)
+    score = round(100 * float(sum(per_item.tolist())) / n, 2)
+    lo, hi = stats.bootstrap_ci(per_item, n_resamples=n_resamples, seed=seed)
+    settings = vqa_settings(stem=stem, n_resamples=n_resamples, seed=seed)
+    return {
+        "metric": "vqa_accuracy",
+        "score": score,
+        "n": n,
+        "ci95": [round(100 * lo, 2), round(100 * hi, 2)],
+        "signature": make_signature("vqa_accuracy", settings),
+        "settings": settings,
+    }
+
+
+__all__ = [
+    "normalize_answer",
+    "process_punctuation",
+    "process_digit_article",
+    "okvqa_stem",
+    "vqa_accuracy",
+    "vqa_accuracy_per_item",
+    "score_vqa",
+    "VQA_EVAL_REVISION",
+    "MetricsInputError",
+]

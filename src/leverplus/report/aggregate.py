@@ -1,0 +1,158 @@
+"""Aggregation of one selector version over the experiment grid: JSON, parquet, a markdown table, a PNG plot.
+
+Results JSON schema (also in the README):
+{
+  "dataset", "version", "metric" (vqa_accuracy, ×100), "signature",
+  "cells":     [{model, sampler, sample_num, shot, score, n, ci95: [lo, hi], vs_random: {diff, ci95, p_value}}],
+  "baselines": [{model, retriever, shot, score, n, ci95}],
+  "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
+                   mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share}]
+}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write, write_json, write_parquet
+from ..metrics.stats import paired_bootstrap
+from ..metrics.vqa import vqa_accuracy_per_item
+
+SAMPLER_TITLES = {"rand": "RandSampler", "text_sim": "TextSimSampler", "img_sim": "ImgSimSampler", "mix": "MixSampler"}
+
+
+def _load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _per_item(score_json: str, val: pd.DataFrame, stem: bool) -> pd.Series:
+    preds = pd.read_parquet(Path(score_json).with_suffix(".parquet"))
+    acc = vqa_accuracy_per_item(preds[["id", "prediction"]], val[["id", "answers"]], stem=stem)
+    return pd.Series(acc, index=preds["id"].values)
+
+
+def beam_signal(beam_path: str) -> dict:
+    t = pd.read_parquet(beam_path)
+    steps = len(t["step_scores"].iloc[0])
+    gain = t["step_scores"].map(lambda s: float(np.sum(s)))
+    by_rank = t.assign(gain=gain).groupby("beam_rank")["gain"].mean()
+    best = t[t["beam_rank"] == 0]
+    best_first = best["step_scores"].map(lambda s: s[0])
+    mean_first = best["mean_candidate_scores"].map(lambda s: s[0])
+    return {
+        "anchors": int(t["anchor"].nunique()),
+        "steps": steps,
+        "mean_candidate_infoscore": [float(np.mean([m[i] for m in best["mean_candidate_scores"]])) for i in range(steps)],
+        "mean_infoscore_by_beam_rank": [float(by_rank[r]) for r in sorted(by_rank.index)],
+        "best_beam_above_mean_share": float(np.mean(best_first.values > mean_first.values)),
+        "mean_zero_shot_p": float(best["zero_shot_score"].mean()),
+        "mean_best_beam_p": float(best["score"].mean()),
+    }
+
+
+def aggregate(
+    *, dataset: str, version: str, infer_jsons: list[str], baseline_jsons: list[str], beam_tables: list[str],
+    val: pd.DataFrame, out_json: str, out_md: str, out_png: str, out_parquet: str, n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    cells = [_load(p) | {"_path": p} for p in infer_jsons]
+    bases = [_load(p) | {"_path": p} for p in baseline_jsons]
+    stem = bool(cells[0]["settings"].get("stem", False)) if cells and "settings" in cells[0] else False
+    random_items = {
+        (b["model"], b["shot"]): _per_item(b["_path"], val, stem) for b in bases if b["retriever"] == "random"
+    }
+    rows = []
+    for c in cells:
+        row = {k: c[k] for k in ("model", "sampler", "sample_num", "shot", "score", "n", "ci95")}
+        ref = random_items.get((c["model"], c["shot"]))
+        if ref is not None:
+            mine = _per_item(c["_path"], val, stem)
+            common = mine.index.intersection(ref.index)
+            test = paired_bootstrap(mine[common].values, ref[common].values, n_resamples=n_resamples, seed=seed)
+            row["vs_random"] = {
+                "diff": round(100 * test["diff"], 2),
+                "ci95": [round(100 * x, 2) for x in test["ci95"]],
+                "p_value": test["p_value"],
+                "n": test["n"],
+            }
+        rows.append(row)
+    base_rows = [{k: b[k] for k in ("model", "retriever", "shot", "score", "n", "ci95")} for b in bases]
+    signal = []
+    for p in beam_tables:
+        parts = Path(p).parts  # data/{dataset}/beam/{model}/{sampler}_{n}/beam.parquet
+        sampler, n = parts[-2].rsplit("_", 1)
+        signal.append({"model": parts[-3], "sampler": sampler, "sample_num": int(n), **beam_signal(p)})
+    result = {
+        "dataset": dataset,
+        "version": version,
+        "metric": "vqa_accuracy",
+        "scale": "percent",
+        "signature": cells[0]["signature"] if cells else (bases[0]["signature"] if bases else ""),
+        "cells": sorted(rows, key=lambda r: (r["sample_num"], r["shot"], r["model"], r["sampler"])),
+        "baselines": sorted(base_rows, key=lambda r: (r["model"], r["retriever"], r["shot"])),
+        "beam_signal": signal,
+    }
+    write_json(out_json, result)
+    write_parquet(out_parquet, pd.json_normalize(result["cells"]))
+    with atomic_write(out_md) as f:
+        f.write(markdown(result))
+    from .plots import plot_accuracy_vs_shot
+
+    plot_accuracy_vs_shot(result, out_png)
+    return result
+
+
+def _fmt(score: float, ci: list[float]) -> str:
+    return f"{score:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def markdown(result: dict) -> str:
+    cells = pd.DataFrame(result["cells"])
+    samplers = [s for s in SAMPLER_TITLES if s in set(cells["sampler"])] if len(cells) else []
+    bases = pd.DataFrame(result["baselines"])
+    retrievers = sorted(set(bases["retriever"]) - {"zero_shot"}) if len(bases) else []
+    lines = [
+        f"# {result['dataset']} — selector {result['version']}",
+        "",
+        f"VQA accuracy (×100) with 95% bootstrap CI `[lo, hi]`; n = questions per cell. Signature: `{result['signature']}`",
+        "",
+    ]
+    header = ["Sample Num", "Shot Num", "Model Name", "n"] + [SAMPLER_TITLES[s] for s in samplers]
+    header += [f"baseline {r}" for r in retrievers]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    if len(cells):
+        for (n, shot, model), g in cells.groupby(["sample_num", "shot", "model"], sort=True):
+            by = {r.sampler: r for r in g.itertuples()}
+            vals = [_fmt(by[s].score, by[s].ci95) if s in by else "—" for s in samplers]
+            for r in retrievers:
+                b = bases[(bases.model == model) & (bases.retriever == r) & (bases.shot == shot)]
+                vals.append(_fmt(b.iloc[0].score, b.iloc[0].ci95) if len(b) else "—")
+            lines.append(f"| {n} | {shot} | {model} | {int(g['n'].iloc[0])} | " + " | ".join(vals) + " |")
+    zs = bases[bases.retriever == "zero_shot"] if len(bases) else bases
+    for r in zs.itertuples():
+        lines += ["", f"Zero-shot ({r.model}): {_fmt(r.score, r.ci95)}, n = {r.n}"]
+    if len(cells) and "vs_random" in cells:
+        lines += ["", "## Selector vs random demonstrations (paired bootstrap, same questions)", "",
+                  "| Sample Num | Shot | Model | Sampler | Δ accuracy | 95% CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for r in cells.dropna(subset=["vs_random"]).itertuples():
+            v = r.vs_random
+            verdict = "inside the noise" if v["ci95"][0] <= 0 <= v["ci95"][1] else ("better" if v["diff"] > 0 else "worse")
+            lines.append(
+                f"| {r.sample_num} | {r.shot} | {r.model} | {r.sampler} | {v['diff']:+.2f} | "
+                f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] | {v['p_value']:.3g} | {verdict} |"
+            )
+    if result["beam_signal"]:
+        lines += ["", "## Beam-search InfoScore signal", "",
+                  "| Model | Sampler | Sample Num | anchors | mean candidate InfoScore (step 1) | mean InfoScore by beam rank (sum over steps) | best beam > mean candidate |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in result["beam_signal"]:
+            ranks = ", ".join(f"{x:.4f}" for x in s["mean_infoscore_by_beam_rank"])
+            lines.append(
+                f"| {s['model']} | {s['sampler']} | {s['sample_num']} | {s['anchors']} | "
+                f"{s['mean_candidate_infoscore'][0]:.4f} | {ranks} | {100 * s['best_beam_above_mean_share']:.1f}% |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""Stages: datasets, ICL models and encoders into data/ (generated, shipped, fetched or linked)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo_models"
+
+
+def download_dataset(*, input, output, params, wildcards, threads):
+    spec = params["spec"]
+    out_dir = Path(output.train).parent
+    if spec["source"] == "demo":
+        from ..data.demo import generate_demo
+
+        generate_demo(out_dir, seed=spec["seed"], n_train=spec["n_train"], n_val=spec["n_val"])
+    else:
+        from ..data.vqa_official import prepare_vqa_dataset
+
+        prepare_vqa_dataset(wildcards["dataset"], {k: v for k, v in spec.items() if k not in ("seed", "n_train", "n_val")}, out_dir)
+
+
+def _copy_shipped(name: str, dest: Path) -> bool:
+    src = ASSETS / name
+    if not (src / "config.json").is_file():
+        return False
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+    return True
+
+
+def download_model(*, input, output, params, wildcards, threads):
+    spec, dest = params["spec"], Path(output[0])
+    if spec["source"] == "demo":
+        if not _copy_shipped("tiny_vl", dest):
+            from ..models.demo_training import build_demo_vl
+
+            build_demo_vl(dest, seed=0)
+    elif spec["source"] == "random_tiny":
+        from ..models.demo_training import tokenizer_corpus
+        from ..models.tiny import build_tiny_qwen2_5_vl
+
+        build_tiny_qwen2_5_vl(dest, tokenizer_corpus(), seed=0)
+    else:
+        from ..data.hf_snapshot import materialize_model
+
+        materialize_model(spec, dest)
+
+
+def download_encoder(*, input, output, params, wildcards, threads):
+    spec, dest = params["spec"], Path(output[0])
+    if spec["source"] == "demo":
+        if not _copy_shipped("tiny_clip", dest):
+            from ..models.tiny_clip import build_and_train_tiny_clip
+
+            build_and_train_tiny_clip(dest, Path(input.train).parent, seed=0, threads=threads)
+    else:
+        from ..data.hf_snapshot import materialize_model
+
+        materialize_model(spec, dest)

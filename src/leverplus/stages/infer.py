@@ -1,0 +1,98 @@
+"""Stages: ICL inference with a trained selector, and the retrieval baselines.
+
+Pools (documented in the README): a selector picks a val query's demonstrations from
+`infer.pool.kind = all` — the whole train set — or `retrieval` — the `k` train examples most similar to that query
+by `infer.pool.by` (CLIP image or question-text cosine). Selections come back in selection order and are laid out
+in prompt order by the beam search's `construct_order` (`left`: the last pick is first in the prompt). Retrieval
+baselines put the most similar demonstration next to the query.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..data.records import examples, load_split
+from ..icd.features import Features, load_features
+from ..icd.retrieval import random_choice, retrieve
+from ..io import write_json, write_parquet
+from ..metrics.vqa import score_vqa
+from .common import dataset_dir, load_model
+
+
+def _subset(feats: Features, ids: list[str]) -> Features:
+    index = feats.index_of()
+    rows = [index[i] for i in ids]
+    return Features(ids=list(ids), image=feats.image[rows], text=feats.text[rows])
+
+
+def _val(input, params):
+    val = load_split(dataset_dir(input.val), "val")
+    limit = params["infer"].get("limit")
+    if limit:
+        val = val.head(limit).reset_index(drop=True)
+    return val
+
+
+def _answer_and_score(input, output, params, val, train, prompt_ids, meta):
+    by_id = dict(zip(train["id"], examples(train)))
+    queries = examples(val)
+    seqs = [[by_id[i] for i in ids] for ids in prompt_ids]
+    model = load_model(params["model"], input.model)
+    preds = model.generate(seqs, queries, max_new_tokens=params["infer"]["max_new_tokens"])
+    table = pd.DataFrame({"id": val["id"], "prediction": preds, "icd_ids": prompt_ids, "shot": meta["shot"]})
+    write_parquet(output.predictions, table)
+    m = params["metrics"]
+    score = score_vqa(
+        table[["id", "prediction"]], val[["id", "answers"]], stem=m["vqa_stem"], n_resamples=m["n_resamples"], seed=m["seed"]
+    )
+    write_json(output.score, {**meta, **score, "predictions": Path(output.predictions).name})
+
+
+def infer(*, input, output, params, wildcards, threads):
+    from ..icd.selectors import load_selector
+
+    train = load_split(dataset_dir(input.train), "train")
+    val = _val(input, params)
+    shot = int(wildcards["shot"])
+    train_f = load_features(input.train_features)
+    val_f = _subset(load_features(input.val_features), list(val["id"]))
+    pool = params["infer"]["pool"]
+    if pool["kind"] == "all":
+        pool_ids = [list(train_f.ids)] * len(val)
+    else:
+        pool_ids = retrieve(pool["by"], val_f, train_f, pool["k"])
+    selector = load_selector(Path(input.selector).parent, encoder_dir=input.encoder)
+    picks = selector.select(
+        val_f, pool_ids, train_f, shot, batch_size=params["infer"]["batch_size"], query_table=val, pool_table=train
+    )
+    prompt_ids = [list(reversed(p)) if params["order"] == "left" else list(p) for p in picks]
+    meta = {
+        "kind": "selector",
+        "version": wildcards["version"],
+        "model": wildcards["model"],
+        "sampler": wildcards["sampler"],
+        "sample_num": int(wildcards["sample_num"]),
+        "shot": shot,
+        "pool": pool,
+        "construct_order": params["order"],
+    }
+    _answer_and_score(input, output, params, val, train, prompt_ids, meta)
+
+
+def baseline(*, input, output, params, wildcards, threads):
+    train = load_split(dataset_dir(input.train), "train")
+    val = _val(input, params)
+    retriever = wildcards.get("retriever", "zero_shot")
+    shot = int(wildcards.get("shot", 0))
+    train_f = load_features(input.train_features)
+    val_f = _subset(load_features(input.val_features), list(val["id"]))
+    if retriever == "zero_shot":
+        picks = [[] for _ in range(len(val))]
+    elif retriever == "random":
+        picks = random_choice(val_f, train_f, shot, int(params["seed"]))
+    else:
+        picks = retrieve(retriever, val_f, train_f, shot)
+    prompt_ids = [list(reversed(p)) for p in picks]  # most similar next to the query
+    meta = {"kind": "baseline", "retriever": retriever, "model": wildcards["model"], "shot": shot}
+    _answer_and_score(input, output, params, val, train, prompt_ids, meta)
