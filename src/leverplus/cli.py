@@ -6,6 +6,7 @@ listing it there.
 
     leverplus score vqa|caption|classification|latency --predictions P [--references R] ...
     leverplus compare A B --references R [--task vqa|caption|classification] ...
+    leverplus bench-infoscore --model M --dataset D [--anchors 4 --cand-num 32 --order right] ...
 """
 
 from __future__ import annotations
@@ -239,7 +240,44 @@ def _add_compare(sub) -> None:
     p.set_defaults(func=_compare)
 
 
-SUBCOMMANDS: dict[str, Callable] = {"score": _add_score, "compare": _add_compare}
+# ----------------------------------------------------------------------------------
+# bench-infoscore
+# ----------------------------------------------------------------------------------
+def _bench_infoscore(a) -> dict:
+    from leverplus.bench import bench_infoscore
+
+    return bench_infoscore(
+        a.model, a.dataset, a.anchors, a.cand_num, a.beam_size, a.shot_num, a.order,
+        adapter=a.adapter, seed=a.seed, threads=a.threads, device=a.device, batch_size=a.batch_size,
+    )
+
+
+def _add_bench_infoscore(sub) -> None:
+    p = sub.add_parser(
+        "bench-infoscore",
+        help="InfoScore beam search, original algorithm vs ours: throughput ratio and largest score difference",
+    )
+    p.add_argument("--model", required=True, help="model directory (HF layout), e.g. data/models/tiny_vl")
+    p.add_argument("--dataset", required=True, help="dataset directory with train.parquet, e.g. data/demo")
+    p.add_argument("--adapter", default="qwen2_5_vl", help="ICL model adapter (default qwen2_5_vl)")
+    p.add_argument("--anchors", type=int, default=4, help="anchors searched (default 4)")
+    p.add_argument("--cand-num", type=int, default=32, help="pool size per anchor (default 32)")
+    p.add_argument("--beam-size", type=int, default=5)
+    p.add_argument("--shot-num", type=int, default=2)
+    p.add_argument("--order", choices=["left", "right"], default="right", help="construct order (default right)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the anchor and pool draw")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both paths (default 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per batched forward in our path")
+    p.add_argument("--out", help="write the JSON here instead of stdout")
+    p.set_defaults(func=_bench_infoscore)
+
+
+SUBCOMMANDS: dict[str, Callable] = {
+    "score": _add_score,
+    "compare": _add_compare,
+    "bench-infoscore": _add_bench_infoscore,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

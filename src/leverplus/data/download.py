@@ -72,7 +72,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 1 << 20
+CHUNK_SIZE = 1 << 20  # file reads / copies
+# Network reads: urllib3 discards a partially filled read buffer when the connection
+# drops, so smaller reads bound what an interruption loses (and must re-fetch).
+STREAM_CHUNK_SIZE = 1 << 16
 MANIFEST_NAME = "MANIFEST.json"
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE_RE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
@@ -279,7 +282,7 @@ def _attempt(
         try:
             with open(part, mode) as fh:
                 try:
-                    for chunk in resp.iter_content(chunk_size=CHUNK_SIZE):
+                    for chunk in resp.iter_content(chunk_size=STREAM_CHUNK_SIZE):
                         if not chunk:
                             continue
                         fh.write(chunk)

@@ -114,15 +114,23 @@ def validate_model_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _check_spec(spec: Mapping[str, Any]) -> None:
+_KNOWN_KEYS = frozenset(k for branch in MODEL_SPEC_SCHEMA["oneOf"] for k in branch["properties"])
+
+
+def _source_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys this module reads, validated; foreign keys of the project's model entry
+    (``adapter``, ``dtype``, ``batch_size``, ...) are dropped so they neither fail
+    validation nor invalidate an existing materialisation."""
+    relevant = {k: v for k, v in spec.items() if k in _KNOWN_KEYS}
     try:
         import jsonschema
     except ImportError:  # pragma: no cover - jsonschema is a project dependency
-        return
+        return relevant
     try:
-        jsonschema.validate(dict(spec), MODEL_SPEC_SCHEMA)
+        jsonschema.validate(relevant, MODEL_SPEC_SCHEMA)
     except jsonschema.ValidationError as exc:
-        raise ModelMaterializationError(f"invalid model spec {dict(spec)!r}: {exc.message}") from None
+        raise ModelMaterializationError(f"invalid model spec {relevant!r}: {exc.message}") from None
+    return relevant
 
 
 def _read_marker(dest: Path) -> dict[str, Any] | None:
@@ -173,13 +181,17 @@ def _hub_error_message(exc: BaseException) -> str:
         from huggingface_hub.errors import HfHubHTTPError
     except ImportError:  # pragma: no cover
         HfHubHTTPError = ()  # type: ignore[assignment]
+    def summary(e: BaseException) -> str:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        return " ".join(lines[:2])[:400]
+
     for e in chain:
         if HfHubHTTPError and isinstance(e, HfHubHTTPError):
             status = getattr(getattr(e, "response", None), "status_code", None)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return f"{type(e).__name__} (HTTP {status}): {first}" if status else f"{type(e).__name__}: {first}"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+            text = summary(e) or type(e).__name__
+            return f"{type(e).__name__} (HTTP {status}): {text}" if status else f"{type(e).__name__}: {text}"
+    text = summary(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _materialize_hf(spec: Mapping[str, Any], dest: Path) -> Path:
@@ -272,13 +284,15 @@ def _materialize_local(spec: Mapping[str, Any], dest: Path) -> Path:
 def materialize_model(spec: Mapping[str, Any], dest: str | os.PathLike[str]) -> Path:
     """Make ``dest`` an HF-layout model directory as described by ``spec``; returns ``Path(dest)``.
 
-    Idempotent: a ``dest`` already materialised from an identical spec is left alone.
+    Keys outside :data:`MODEL_SPEC_SCHEMA` (e.g. the project's ``adapter``,
+    ``dtype``) are ignored.  Idempotent: a ``dest`` already materialised from an
+    identical spec is left alone.
     Raises :class:`ModelMaterializationError` with a readable message on any failure.
     """
-    _check_spec(spec)
+    spec = _source_spec(spec)
     dest_path = Path(dest)
     existing = _read_marker(dest_path)
-    if existing is not None and canonical_json(existing.get("spec")) == canonical_json(dict(spec)):
+    if existing is not None and canonical_json(existing.get("spec")) == canonical_json(spec):
         if (dest_path / "config.json").is_file():
             log.info("%s is already materialised from the same spec; skipping", dest_path)
             return dest_path

@@ -381,15 +381,23 @@ def _find_extracted(root: Path, name: str) -> Path:
     raise VQADataError(f"{name} not found in {root} after extraction (present: {present[:20]})")
 
 
-def _check_spec(spec: Mapping[str, Any], name: str) -> None:
+_KNOWN_KEYS = frozenset(k for branch in DATASET_SPEC_SCHEMA["oneOf"] for k in branch["properties"])
+
+
+def _source_spec(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Validated copy of the keys this module reads.  Keys no source uses (e.g. the
+    project's ``seed``/``n_train`` for demo data) are dropped; keys of the *other*
+    source (``questions`` with ``source: http``) are rejected."""
+    relevant = {k: v for k, v in spec.items() if k in _KNOWN_KEYS}
     try:
         import jsonschema
     except ImportError:  # pragma: no cover - project dependency
-        return
+        return relevant
     try:
-        jsonschema.validate(dict(spec), DATASET_SPEC_SCHEMA)
+        jsonschema.validate(relevant, DATASET_SPEC_SCHEMA)
     except jsonschema.ValidationError as exc:
         raise VQADataError(f"invalid spec for dataset {name!r}: {exc.message}") from None
+    return relevant
 
 
 def _http_inputs(
@@ -425,11 +433,11 @@ def prepare_vqa_dataset(
 ) -> None:
     """Build ``out_dir/train.parquet`` and ``out_dir/val.parquet`` for dataset ``name``.
 
-    ``spec`` follows :data:`DATASET_SPEC_SCHEMA`.  Downloads (``source: http``)
+    ``spec`` follows :data:`DATASET_SPEC_SCHEMA` (other keys are ignored).  Downloads (``source: http``)
     happen here, i.e. inside the rule's job, never at DAG-construction time.
     Both tables are built and validated before either file is written.
     """
-    _check_spec(spec, name)
+    spec = _source_spec(spec, name)
     out = Path(out_dir)
     if spec["source"] == "http":
         inputs = _http_inputs(name, spec, out, progress)

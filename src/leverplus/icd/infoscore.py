@@ -93,12 +93,16 @@ def run_shard(
     partial = out_path.with_suffix(".partial.jsonl")
     done: dict[str, list[dict]] = {}
     if partial.exists():
-        with open(partial, encoding="utf-8") as f:
+        good = 0  # bytes up to the end of the last complete line
+        with open(partial, "rb") as f:
             for line in f:
-                if not line.endswith("\n"):
+                if not line.endswith(b"\n"):
                     break  # torn last line of a killed run: recompute that anchor
                 rec = json.loads(line)
                 done[rec["anchor"]] = rec["rows"]
+                good += len(line)
+        # Drop the torn tail before appending, or the next line would be glued to it and the checkpoint unreadable.
+        os.truncate(partial, good)
     with open(partial, "a", encoding="utf-8") as log:
         for anchor, pool in tqdm(list(zip(anchors, pools)), desc=f"beam search {out_path.stem}", mininterval=5):
             if anchor.id in done:

@@ -7,8 +7,9 @@ from .features import Features
 
 
 class SimilarityIndex:
-    """Cosine-similarity search over the rows of `vectors` (already L2-normalised). Ties are broken by row
-    order (faiss' flat index is exact and stable), so results are deterministic."""
+    """Cosine-similarity search over the rows of `vectors` (already L2-normalised). The flat index is exact and
+    deterministic; exactly tied rows come back in a fixed order that is *not* ascending row index (faiss' heap
+    returns the later row first), so a query's own row need not be in column 0 when it has a duplicate."""
 
     def __init__(self, vectors: np.ndarray):
         import faiss

@@ -15,7 +15,7 @@ import pandas as pd
 from ..data.records import examples, load_split
 from ..icd.features import Features, load_features
 from ..icd.retrieval import random_choice, retrieve
-from ..io import write_json, write_parquet
+from ..io import read_json, write_json, write_parquet
 from ..metrics.vqa import score_vqa
 from .common import dataset_dir, load_model
 
@@ -62,7 +62,9 @@ def infer(*, input, output, params, wildcards, threads):
         pool_ids = [list(train_f.ids)] * len(val)
     else:
         pool_ids = retrieve(pool["by"], val_f, train_f, pool["k"])
-    selector = load_selector(Path(input.selector).parent, encoder_dir=input.encoder)
+    selector_dir = Path(input.selector).parent
+    uses_encoder = "encoder_dir" in read_json(selector_dir / "selector.json").get("init", {})
+    selector = load_selector(selector_dir, encoder_dir=input.encoder if uses_encoder else None)
     picks = selector.select(
         val_f, pool_ids, train_f, shot, batch_size=params["infer"]["batch_size"], query_table=val, pool_table=train
     )

@@ -1,1 +1,78 @@
-"""Lever-Plus."""
+"""ICD selectors: models that pick, for a query, a sequence of in-context demonstrations from a candidate pool.
+
+=========  ==========================================================================================
+version    model (one module each; shared parts in ``common``)
+=========  ==========================================================================================
+v0         GPT-2 over train-example indices, CLIP features added to the index embeddings (Lever-LM)
+v1         bi-encoder pointer network (query and candidate MLP encoders, GRU query state, dot-product pointer)
+v2         v1 + query↔candidate cross-attention layers (residual + LayerNorm)
+v2_lora    v2 on example vectors from the CLIP encoder itself, adapted with LoRA (peft)
+=========  ==========================================================================================
+
+Use::
+
+    stats = train_selector("v2", beam=beam, pools=pools, train_features=feats, cfg=cfg, out_dir=out)
+    selector = load_selector(out)
+    icds = selector.select(val_feats, pool_ids, train_feats, shot=2)   # per query, ids in selection order
+
+Each version's ``DEFAULTS`` documents its configuration keys.  Saved selectors are ``model.safetensors`` (trained
+parameters) + ``selector.json`` (version, resolved config, constructor arguments, training stats).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import CONFIG_FILE, WEIGHTS_FILE, Selector, resolve_config
+from .v0 import GPT2Selector
+from .v1 import PointerSelector
+from .v2 import CrossAttentionPointerSelector
+from .v2_lora import LoRAPointerSelector
+
+SELECTORS: dict[str, type[Selector]] = {
+    cls.version: cls for cls in (GPT2Selector, PointerSelector, CrossAttentionPointerSelector, LoRAPointerSelector)
+}
+
+KNOWN_CONFIG_KEYS: set[str] = {key for cls in SELECTORS.values() for key in cls.DEFAULTS}
+
+
+def selector_class(version: str) -> type[Selector]:
+    try:
+        return SELECTORS[version]
+    except KeyError:
+        raise ValueError(f"unknown selector version {version!r}; known: {sorted(SELECTORS)}") from None
+
+
+def config_for(version: str, cfg: dict | None) -> dict:
+    """The version's DEFAULTS overlaid with the (shared) ``selector`` config slice."""
+    return resolve_config(selector_class(version).DEFAULTS, cfg, KNOWN_CONFIG_KEYS)
+
+
+def load_selector(out_dir: str | Path, *, encoder_dir: str | None = None) -> Selector:
+    """Rebuild a trained selector from ``out_dir``.  ``encoder_dir`` overrides the CLIP directory recorded at
+    training time (v2_lora only)."""
+    from ...io import read_json
+
+    out = Path(out_dir)
+    meta = read_json(out / CONFIG_FILE)
+    cls = selector_class(meta["version"])
+    init = dict(meta.get("init", {}))
+    if encoder_dir is not None:
+        if "encoder_dir" not in init:
+            raise ValueError(f"selector {meta['version']} does not use an encoder directory")
+        init["encoder_dir"] = str(encoder_dir)
+    model = cls(config_for(meta["version"], meta["config"]), meta["feat_dim"], **init)
+    model.load_weights(out / WEIGHTS_FILE)
+    model.eval()
+    return model
+
+
+def train_selector(version: str, *, beam, pools, train_features, cfg: dict, out_dir, encoder_dir=None,
+                   train_table=None, seed: int = 0) -> dict:
+    """Train a selector and save it to ``out_dir``; see :func:`leverplus.icd.selector_training.train_selector`."""
+    from ..selector_training import train_selector as _train
+
+    return _train(version, beam=beam, pools=pools, train_features=train_features, cfg=cfg, out_dir=out_dir,
+                  encoder_dir=encoder_dir, train_table=train_table, seed=seed)
+
+
+__all__ = ["SELECTORS", "Selector", "config_for", "load_selector", "selector_class", "train_selector"]

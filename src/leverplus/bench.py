@@ -1,0 +1,201 @@
+"""InfoScore benchmark: the same anchors and pools searched two ways.
+
+* reference — the original algorithm: every (beam, candidate) sequence scored with one full, uncached forward
+  through the processor (`ICLModel.score_reference`), every image re-encoded every time;
+* ours — `leverplus.icd.infoscore.beam_search_anchor`: image features computed once per run, the candidates of a
+  beam batched, the shared prefix run once per batch (the whole beam with construct_order `right`).
+
+Both run on fresh adapter instances (no cache is shared). Reported: candidate sequences scored per second by each
+path and their ratio, the largest absolute difference over every P̄ both paths computed, and whether the chosen
+beams agree. This is a measurement, not a timed test: `leverplus bench-infoscore` prints it as JSON.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data.records import VQAExample, examples, load_split
+from .icd.infoscore import Beam, beam_search_anchor
+from .models.base import ICLModel, extend, load_icl_model
+
+
+def _key(seq: Sequence[VQAExample]) -> tuple[str, ...]:
+    return tuple(d.id for d in seq)
+
+
+def reference_beam_search(
+    model: ICLModel,
+    anchor: VQAExample,
+    pool: Sequence[VQAExample],
+    *,
+    beam_size: int,
+    shot_num: int,
+    order: str,
+    record: dict[tuple[str, ...], float] | None = None,
+) -> tuple[list[Beam], float, list[float]]:
+    """The straightforward beam search: one `score_reference` call per (beam, unused candidate) sequence.
+
+    Selection rule (design.md §3): keep the `beam_size` (beam, candidate) pairs with the highest InfoScore
+    P̄(extended beam) − P̄(beam), ties broken by beam index, then candidate position in the pool. `record`, if
+    given, receives P̄ of every scored sequence keyed by its ICD ids in prompt order (the zero-shot row is `()`).
+    Returns the beams (best first), the zero-shot P̄ and the mean candidate InfoScore of each step.
+    """
+    record = {} if record is None else record
+    base = model.score_reference([], anchor)
+    record[()] = base
+    beams = [Beam([], [], base, [])]
+    means: list[float] = []
+    for _ in range(shot_num):
+        proposals: list[tuple[float, int, int, float]] = []  # (InfoScore, beam index, candidate index, P̄)
+        for b, beam in enumerate(beams):
+            for i, cand in enumerate(pool):
+                if cand.id in beam.picked:
+                    continue
+                seq = extend(beam.prompt, cand, order)
+                p = model.score_reference(seq, anchor)
+                record[_key(seq)] = p
+                proposals.append((p - beam.p_bar, b, i, p))
+        means.append(float(np.mean([s for s, *_ in proposals])))
+        proposals.sort(key=lambda t: (-t[0], t[1], t[2]))
+        beams = [
+            Beam(
+                beams[b].picked + [pool[i].id],
+                extend(beams[b].prompt, pool[i], order),
+                p,
+                beams[b].step_scores + [s],
+            )
+            for s, b, i, p in proposals[:beam_size]
+        ]
+    return beams, base, means
+
+
+class RecordingModel:
+    """Delegates `score` / `score_candidates` to an adapter and keeps every P̄ it returns, keyed like
+    `reference_beam_search`'s record. It changes no computation; `beam_search_anchor` only calls these two."""
+
+    def __init__(self, model: ICLModel):
+        self.model = model
+        self.scores: dict[tuple[str, ...], float] = {}
+
+    def score(self, icd_seqs, queries):
+        out = self.model.score(icd_seqs, queries)
+        for seq, p in zip(icd_seqs, out):
+            self.scores[_key(seq)] = float(p)
+        return out
+
+    def score_candidates(self, beam, candidates, query, order):
+        out = self.model.score_candidates(beam, candidates, query, order)
+        for cand, p in zip(candidates, out):
+            self.scores[_key(extend(beam, cand, order))] = float(p)
+        return out
+
+
+def bench_anchors(
+    train: Sequence[VQAExample], n_anchors: int, cand_num: int, seed: int
+) -> tuple[list[VQAExample], list[list[VQAExample]]]:
+    """`n_anchors` distinct anchors and, for each, `cand_num` distinct other train examples (seeded)."""
+    if cand_num >= len(train) or n_anchors > len(train):
+        raise ValueError(f"need more than cand_num={cand_num} and at least {n_anchors} train examples, have {len(train)}")
+    rng = np.random.default_rng(seed)
+    anchor_rows = rng.choice(len(train), size=n_anchors, replace=False)
+    pools = []
+    for a in anchor_rows:
+        draw = rng.choice(len(train) - 1, size=cand_num, replace=False)
+        pools.append([train[int(j) + int(j >= a)] for j in draw])
+    return [train[int(a)] for a in anchor_rows], pools
+
+
+def _beams_diff(ours: list[Beam], ref: list[Beam]) -> tuple[bool, float]:
+    same = [b.picked for b in ours] == [b.picked for b in ref] and [_key(b.prompt) for b in ours] == [
+        _key(b.prompt) for b in ref
+    ]
+    diff = 0.0
+    for a, b in zip(ours, ref):
+        diff = max(diff, abs(a.p_bar - b.p_bar), *(abs(x - y) for x, y in zip(a.step_scores, b.step_scores)))
+    return same, diff
+
+
+def bench_infoscore(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    n_anchors: int = 4,
+    cand_num: int = 32,
+    beam_size: int = 5,
+    shot_num: int = 2,
+    order: str = "right",
+    *,
+    adapter: str = "qwen2_5_vl",
+    seed: int = 0,
+    threads: int | None = 1,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> dict:
+    """Run one full beam search per anchor with the reference algorithm and with ours; see the module docstring."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    train = examples(load_split(dataset_dir, "train"))
+    anchors, pools = bench_anchors(train, n_anchors, cand_num, seed)
+    ref_model = load_icl_model(adapter, str(model_dir), device=device, batch_size=batch_size)
+    our_model = load_icl_model(adapter, str(model_dir), device=device, batch_size=batch_size)
+    kw = dict(beam_size=beam_size, shot_num=shot_num, order=order)
+
+    ref_scores: list[dict] = []
+    ref_results = []
+    t0 = time.perf_counter()
+    for anchor, pool in zip(anchors, pools):
+        rec: dict = {}
+        ref_results.append(reference_beam_search(ref_model, anchor, pool, record=rec, **kw))
+        ref_scores.append(rec)
+    t_ref = time.perf_counter() - t0
+
+    our_scores: list[dict] = []
+    our_results = []
+    t0 = time.perf_counter()
+    for anchor, pool in zip(anchors, pools):
+        rec_model = RecordingModel(our_model)
+        our_results.append(beam_search_anchor(rec_model, anchor, pool, **kw))
+        our_scores.append(rec_model.scores)
+    t_ours = time.perf_counter() - t0
+
+    n_ref = sum(len(r) for r in ref_scores)
+    n_ours = sum(len(r) for r in our_scores)
+    diffs, only_one = [], 0
+    for r, o in zip(ref_scores, our_scores):
+        common = r.keys() & o.keys()
+        only_one += len(r.keys() ^ o.keys())
+        diffs += [abs(r[k] - o[k]) for k in common]
+    beams_equal, beam_diff = True, 0.0
+    for (ob, obase, _), (rb, rbase, _) in zip(our_results, ref_results):
+        same, d = _beams_diff(ob, rb)
+        beams_equal &= same
+        beam_diff = max(beam_diff, d, abs(obase - rbase))
+    ref_rate, our_rate = n_ref / t_ref, n_ours / t_ours
+    all_ref = np.array([v for r in ref_scores for v in r.values()])
+    return {
+        "model": str(model_dir),
+        "dataset": str(dataset_dir),
+        "adapter": adapter,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "anchors": n_anchors,
+        "cand_num": cand_num,
+        "beam_size": beam_size,
+        "shot_num": shot_num,
+        "order": order,
+        "seed": seed,
+        "sequences": {"reference": n_ref, "ours": n_ours, "only_in_one_path": only_one},
+        "reference": {"seconds": round(t_ref, 3), "sequences_per_s": round(ref_rate, 2)},
+        "ours": {"seconds": round(t_ours, 3), "sequences_per_s": round(our_rate, 2)},
+        "speedup": round(our_rate / ref_rate, 2),
+        "max_abs_score_diff": float(max(diffs)) if diffs else None,
+        "max_abs_beam_diff": float(beam_diff),
+        "beams_equal": bool(beams_equal),
+        "reference_score_range": [float(all_ref.min()), float(all_ref.max())],
+    }

@@ -1,0 +1,581 @@
+"""OpenFlamingo adapter (the `open_flamingo` package, imported lazily by the loader).
+
+Prompt (OpenFlamingo's own VQA evaluation format): every demonstration is
+``<image>Question:{q} Short answer:{a}<|endofchunk|>``, the demonstrations are concatenated without separator and the
+query follows in the same format — with its answer and ``<|endofchunk|>`` when scored, ending at ``Short answer:``
+when generating. No BOS token is added (OpenFlamingo's GPT-NeoX tokenizer adds none either).
+
+Answer mask: the full scored string is tokenised once, with character offsets, and the mask is True exactly on the
+tokens whose character span overlaps the query answer's span ``[a0, a1)`` in that string. The trailing
+``<|endofchunk|>`` is *not* scored (same convention as the Qwen2.5-VL adapter, which does not score its end-of-turn
+token). The end boundary is always clean (``<|endofchunk|>`` is a special token and splits the text); the start
+boundary is clean unless an answer begins with punctuation that the tokenizer merges with the prompt's final ``:``
+(GPT-2-style pre-tokenisation groups runs of punctuation) — such a straddling token is scored, so the answer's first
+character is never dropped. Offsets are read from an untrimmed copy of the tokenizer (no post-processor), so
+whitespace tokens keep their span; the copy's ids are checked against the tokenizer's own.
+
+P̄ = exp(−mean cross-entropy over the masked tokens), computed from the logits of the preceding positions.
+
+Model directory (``leverplus_flamingo.json``; relative paths are resolved against the model directory)::
+
+    {
+      "vision_backend": "open_clip" | "hf_clip",
+      "clip_vision_encoder_path": "ViT-L-14",         # open_clip only
+      "clip_vision_encoder_pretrained": "openai",     # open_clip only
+      "vision_path": "vision",                        # hf_clip only: CLIPVisionModel + CLIPImageProcessor dir
+      "vision_tokens_ln_post": false,                 # hf_clip only, see below
+      "lang_encoder_path": "lang",                    # HF causal LM (dir or hub id)
+      "tokenizer_path": "tokenizer",
+      "cross_attn_every_n_layers": 1,
+      "decoder_layers_attr_name": null,               # inferred from the LM class name when null
+      "trust_remote_code": false,
+      "checkpoint": "checkpoint.pt"                   # or *.safetensors; OpenFlamingo's trainable weights
+    }
+
+`vision_backend: "open_clip"` is OpenFlamingo's own path: ``open_flamingo.create_model_and_transforms(...)`` (needs
+open_clip, which needs torchvision) and open_clip's eval transform. For OpenFlamingo-3B-vitl-mpt1b:
+``ViT-L-14``/``openai``, lang and tokenizer ``anas-awadalla/mpt-1b-redpajama-200b`` (remote code), every 1 layer.
+
+`vision_backend: "hf_clip"` assembles the same model from open_flamingo's own classes (`Flamingo`,
+`FlamingoLMMixin`, `extend_instance`), repeating `create_model_and_transforms`'s steps one by one, but with
+transformers' `CLIPVisionModel` as the vision tower — the path used where torchvision is unavailable (every CPU box
+of this project) and by the tiny test model. open_flamingo's package ``__init__`` imports its factory, which imports
+open_clip; `_open_flamingo()` therefore imports the three submodules it needs without running the two package
+``__init__`` files (no code is copied or patched: the modules loaded are the installed package's own files).
+Deviations of this path from open_clip's, both documented facts of the libraries' code:
+
+* features: Flamingo calls ``vision_encoder.visual(x)[1]``, open_clip's patch tokens (CLS dropped). In open_clip
+  2.20 (OpenFlamingo's training era) those tokens are the transformer output *without* ``ln_post``; in open_clip 3.x
+  (``final_ln_after_pool=False`` default) ``ln_post`` is applied to all tokens first. HF's ``last_hidden_state``
+  also carries no post-layernorm, so ``[:, 1:]`` reproduces open_clip 2.20; ``vision_tokens_ln_post: true``
+  reproduces 3.x. Weights: HF ``openai/clip-vit-large-patch14`` holds the same OpenAI ViT-L/14 weights.
+* preprocessing: `CLIPImageProcessorPil` instead of open_clip's torchvision transform. Both resize the shorter side
+  to 224 with PIL bicubic (same output size rule) and normalise with the OpenAI mean/std; they differ in the
+  centre-crop offset when the excess is odd (torchvision rounds ``(h−224)/2`` half-to-even, HF floors it: a 1-pixel
+  shift for some sizes), in RGB conversion order (HF converts before resizing, open_clip after cropping: only
+  non-RGB inputs differ; our loader already hands RGB images) and in float rounding (~1e-7).
+
+Fast paths: `score` runs the vision tower + perceiver once per distinct image path (cached on the adapter; the
+perceiver has no media/frame position embeddings, so an image's latents do not depend on its slot) and conditions
+the Flamingo layers with the cached latents directly; rows are right-padded and images zero-padded per row (padded
+image slots are never attended: text only attends its immediately preceding ``<image>``). The longest token prefix
+all rows of a batch share (same ids, same images), cut right before an ``<image>`` token, is run once and its KV
+cache repeated for every row — with construct_order `right` that is the whole beam's demonstrations. Because the
+remainder of each row starts with ``<image>``, its tokens never attend a prefix image, so the remainder is
+conditioned on its own images only. The prefix has no padding, so the cached keys are exactly the full forward's
+(MPT's ALiBi bias depends only on key offsets; rotary LMs continue positions from the cache length).
+
+`generate` conditions the layers once with the cached latents and runs in cached-media mode, as ``Flamingo.generate``
+does, with left padding and a greedy KV-cache loop of its own (see `_greedy`); it stops at ``<|endofchunk|>``
+(Flamingo.generate's eos) or the tokenizer's EOS and strips the answer there. OpenFlamingo's eval additionally cuts
+answers at "Question"/"Answer"/"Short" and ", " (`postprocess_vqa_generation`); that belongs to the metric side and
+is not applied here.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.images import load_image
+from ..data.records import VQAExample
+from . import prompting
+from .base import ICLModel, register_adapter
+
+CONFIG_NAME = "leverplus_flamingo.json"
+IMAGE_TOKEN = "<image>"
+EOC_TOKEN = "<|endofchunk|>"
+PAD_TOKEN = "<PAD>"  # what open_flamingo's factory adds when the tokenizer has no pad token
+
+# open_flamingo's factory infers the decoder-layer attribute from the LM class name; same table, for the
+# hf_clip path that cannot import the factory module.
+DECODER_LAYERS_ATTR = {
+    "opt": "model.decoder.layers",
+    "gptj": "transformer.h",
+    "gpt-j": "transformer.h",
+    "pythia": "gpt_neox.layers",
+    "llama": "model.layers",
+    "gptneoxforcausallm": "gpt_neox.layers",
+    "mpt": "transformer.blocks",
+    "mosaicgpt": "transformer.blocks",
+}
+
+
+def vqa_prompt(question: str, answer: str | None = None) -> str:
+    """OpenFlamingo's VQA prompt for one example (query: `answer=None`)."""
+    if answer is None:
+        return f"{IMAGE_TOKEN}Question:{question} Short answer:"
+    return f"{IMAGE_TOKEN}Question:{question} Short answer:{answer}{EOC_TOKEN}"
+
+
+def _check_text(ex: VQAExample) -> None:
+    for s in (ex.question, ex.answer):
+        if IMAGE_TOKEN in s or EOC_TOKEN in s:
+            raise ValueError(f"example {ex.id}: text contains a Flamingo special token: {s!r}")
+
+
+# ---- open_flamingo import ---------------------------------------------------------------------------------------
+def _open_flamingo() -> types.SimpleNamespace:
+    """open_flamingo's `Flamingo`, `FlamingoLMMixin`, `extend_instance` and, where open_clip imports,
+    `create_model_and_transforms` (else None)."""
+    try:
+        import open_flamingo
+        from open_flamingo.src.flamingo import Flamingo
+        from open_flamingo.src.flamingo_lm import FlamingoLMMixin
+        from open_flamingo.src.utils import extend_instance
+
+        return types.SimpleNamespace(
+            Flamingo=Flamingo,
+            FlamingoLMMixin=FlamingoLMMixin,
+            extend_instance=extend_instance,
+            create_model_and_transforms=open_flamingo.create_model_and_transforms,
+        )
+    except ImportError as err:
+        if err.name not in ("open_clip", "torchvision") and "open_clip" not in str(err):
+            raise
+    # The package __init__ files import the factory → open_clip → torchvision. Load the installed submodules
+    # themselves under package objects that carry the real __path__ but whose __init__ is not executed.
+    spec = importlib.util.find_spec("open_flamingo")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("open_flamingo is not installed")
+    saved = {k: sys.modules.pop(k) for k in ("open_flamingo", "open_flamingo.src") if k in sys.modules}
+    root = Path(list(spec.submodule_search_locations)[0])
+    try:
+        for name, path in (("open_flamingo", root), ("open_flamingo.src", root / "src")):
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(path)]
+            pkg.__package__ = name
+            sys.modules[name] = pkg
+        flamingo = importlib.import_module("open_flamingo.src.flamingo")
+        flamingo_lm = importlib.import_module("open_flamingo.src.flamingo_lm")
+        utils = importlib.import_module("open_flamingo.src.utils")
+    finally:
+        # Do not leave half-initialised packages behind: a later `import open_flamingo` behaves as before.
+        for k in ("open_flamingo", "open_flamingo.src"):
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)
+    return types.SimpleNamespace(
+        Flamingo=flamingo.Flamingo,
+        FlamingoLMMixin=flamingo_lm.FlamingoLMMixin,
+        extend_instance=utils.extend_instance,
+        create_model_and_transforms=None,
+    )
+
+
+# ---- model directory -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlamingoSpec:
+    """Contents of `leverplus_flamingo.json` (see the module docstring)."""
+
+    lang_encoder_path: str
+    tokenizer_path: str
+    checkpoint: str
+    vision_backend: str = "hf_clip"
+    cross_attn_every_n_layers: int = 1
+    clip_vision_encoder_path: str | None = None
+    clip_vision_encoder_pretrained: str | None = None
+    vision_path: str | None = None
+    vision_tokens_ln_post: bool = False
+    decoder_layers_attr_name: str | None = None
+    trust_remote_code: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, model_dir: str | Path) -> FlamingoSpec:
+        root = Path(model_dir)
+        raw = json.loads((root / CONFIG_NAME).read_text())
+        known = {f.name for f in fields(cls)} - {"extra"}
+        args = {k: v for k, v in raw.items() if k in known}
+        for k in ("lang_encoder_path", "tokenizer_path", "checkpoint", "vision_path"):
+            if args.get(k) and (root / args[k]).exists():
+                args[k] = str(root / args[k])
+        spec = cls(**args, extra={k: v for k, v in raw.items() if k not in known})
+        if spec.vision_backend not in ("open_clip", "hf_clip"):
+            raise ValueError(f"{root / CONFIG_NAME}: vision_backend must be open_clip or hf_clip")
+        return spec
+
+    def write(self, model_dir: str | Path) -> None:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d.update(self.extra)
+        (Path(model_dir) / CONFIG_NAME).write_text(json.dumps(d, sort_keys=True, indent=2) + "\n")
+
+
+class HFCLIPVisual(nn.Module):
+    """transformers `CLIPVisionModel` answering like open_clip's `VisionTransformer` with `output_tokens=True`:
+    `forward(pixels)` → (pooled, patch tokens without CLS)."""
+
+    def __init__(self, clip_vision_model: nn.Module, ln_post: bool = False):
+        super().__init__()
+        self.model = clip_vision_model
+        self.ln_post = ln_post
+
+    def forward(self, pixel_values: torch.Tensor):
+        out = self.model(pixel_values=pixel_values)
+        hidden = out.last_hidden_state
+        if self.ln_post:
+            hidden = self.model.vision_model.post_layernorm(hidden)
+        return out.pooler_output, hidden[:, 1:]
+
+
+class HFVisionEncoder(nn.Module):
+    """Container with the `.visual` attribute `Flamingo.__init__` takes from its vision encoder."""
+
+    def __init__(self, visual: HFCLIPVisual):
+        super().__init__()
+        self.visual = visual
+
+
+def _decoder_layers_attr(lm: nn.Module, name: str | None) -> str:
+    if name:
+        return name
+    cls = lm.__class__.__name__.lower()
+    for key, attr in DECODER_LAYERS_ATTR.items():
+        if key in cls:
+            return attr
+    raise ValueError(
+        f"cannot infer the decoder layers attribute of {lm.__class__.__name__}; set decoder_layers_attr_name"
+    )
+
+
+class _WteEmbeddingAccess:
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.transformer.wte = new_embeddings
+
+
+def _input_embeddings_missing(lm: nn.Module) -> bool:
+    try:
+        return lm.get_input_embeddings() is None
+    except (NotImplementedError, AttributeError):
+        return hasattr(lm, "transformer") and hasattr(lm.transformer, "wte")
+
+
+def add_flamingo_tokens(tokenizer) -> None:
+    """open_flamingo's factory: add `<|endofchunk|>`, `<image>` and a pad token where there is none."""
+    tokenizer.add_special_tokens({"additional_special_tokens": [EOC_TOKEN, IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+
+
+def assemble_flamingo(vision_model: nn.Module, lang_model: nn.Module, tokenizer, spec: FlamingoSpec) -> nn.Module:
+    """The steps of `open_flamingo.create_model_and_transforms` after the backbones are loaded, with an HF CLIP
+    vision tower. Mutates `lang_model` (mixin, resized embeddings) and `tokenizer` (special tokens)."""
+    of = _open_flamingo()
+    add_flamingo_tokens(tokenizer)
+    if _input_embeddings_missing(lang_model):
+        # The factory's fix for MPT-1B-redpajama's remote code (keyed there on the hub name), keyed here on the
+        # behaviour: expose `transformer.wte` as the input embeddings.
+        of.extend_instance(lang_model, _WteEmbeddingAccess)
+    of.extend_instance(lang_model, of.FlamingoLMMixin)
+    lang_model.set_decoder_layers_attr_name(_decoder_layers_attr(lang_model, spec.decoder_layers_attr_name))
+    lang_model.resize_token_embeddings(len(tokenizer))
+    visual = HFCLIPVisual(vision_model, ln_post=spec.vision_tokens_ln_post)
+    model = of.Flamingo(
+        HFVisionEncoder(visual),
+        lang_model,
+        tokenizer.encode(EOC_TOKEN, add_special_tokens=False)[-1],
+        tokenizer.encode(IMAGE_TOKEN, add_special_tokens=False)[-1],
+        vis_dim=vision_model.config.hidden_size,
+        cross_attn_every_n_layers=spec.cross_attn_every_n_layers,
+    )
+    model.requires_grad_(False)
+    return model
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What an OpenFlamingo checkpoint holds: perceiver, gated cross-attention layers, LM input embeddings (output
+    embeddings too when untied). One name per tensor (shared modules appear once)."""
+    keep = [model.perceiver, model.lang_encoder.gated_cross_attn_layers, model.lang_encoder.get_input_embeddings()]
+    out_emb = model.lang_encoder.get_output_embeddings()
+    if out_emb is not None:
+        keep.append(out_emb)
+    wanted = {id(p) for m in keep for p in m.parameters()}
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if id(p) in wanted}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load an OpenFlamingo checkpoint (`strict=False`, as OpenFlamingo's eval does) and check it provided every
+    perceiver and cross-attention weight."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "model_state_dict" in state:
+            state = {k.replace("module.", ""): v for k, v in state["model_state_dict"].items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{path}: keys not in the model: {result.unexpected_keys[:5]}")
+    named = model.state_dict(keep_vars=True)
+    loaded = {id(named[k]) for k in state}
+    required = [model.perceiver, model.lang_encoder.gated_cross_attn_layers]
+    missing = [n for m in required for n, p in m.named_parameters() if id(p) not in loaded]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks Flamingo weights, e.g. {missing[:5]}")
+
+
+def load_flamingo(model_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(Flamingo model, image transform PIL → (C, H, W) tensor, tokenizer) from a model directory."""
+    spec = FlamingoSpec.read(model_dir)
+    if spec.vision_backend == "open_clip":
+        of = _open_flamingo()
+        if of.create_model_and_transforms is None:
+            raise ImportError("vision_backend 'open_clip' needs open_clip (and torchvision); use 'hf_clip'")
+        model, transform, tokenizer = of.create_model_and_transforms(
+            spec.clip_vision_encoder_path,
+            spec.clip_vision_encoder_pretrained,
+            spec.lang_encoder_path,
+            spec.tokenizer_path,
+            cross_attn_every_n_layers=spec.cross_attn_every_n_layers,
+            decoder_layers_attr_name=spec.decoder_layers_attr_name,
+        )
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel
+
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path, trust_remote_code=spec.trust_remote_code)
+        lang = AutoModelForCausalLM.from_pretrained(
+            spec.lang_encoder_path, trust_remote_code=spec.trust_remote_code, dtype=torch.float32
+        )
+        vision = CLIPVisionModel.from_pretrained(spec.vision_path, dtype=torch.float32)
+        processor = CLIPImageProcessorPil.from_pretrained(spec.vision_path)
+        model = assemble_flamingo(vision, lang, tokenizer, spec)
+
+        def transform(image):
+            return processor(images=[image], return_tensors="pt")["pixel_values"][0]
+
+    load_checkpoint(model, spec.checkpoint)
+    model.to(device=device, dtype=dtype).eval()
+    return model, transform, tokenizer
+
+
+# ---- adapter ---------------------------------------------------------------------------------------------------
+@register_adapter("flamingo")
+class FlamingoICL(ICLModel):
+    name = "flamingo"
+
+    def __init__(self, path: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 8):
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        self.batch_size = batch_size
+        self.model, self.image_transform, self.tokenizer = load_flamingo(path, device=device, dtype=self.dtype)
+        self.lm = self.model.lang_encoder
+        self.media_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.eoc_id = self.tokenizer.convert_tokens_to_ids(EOC_TOKEN)
+        self.pad_id = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        self.stop_ids = [self.eoc_id] + ([eos] if eos is not None and eos != self.eoc_id else [])
+        p = self.model.perceiver
+        if p.media_time_embs is not None or p.frame_embs is not None:
+            raise ValueError("perceiver with media/frame position embeddings: per-image latent caching is invalid")
+        self._offset_tok = self._untrimmed_tokenizer()
+        self._latents: dict[str, torch.Tensor] = {}
+
+    # ---- tokenisation ------------------------------------------------------------------------------------------
+    def _untrimmed_tokenizer(self):
+        from tokenizers import Tokenizer
+
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise ValueError("the Flamingo adapter needs a tokenizers-backed (fast) tokenizer for offsets")
+        tok = Tokenizer.from_str(backend.to_str())
+        tok.post_processor = None  # no BOS/EOS templates (add_special_tokens=False anyway) and no offset trimming
+        return tok
+
+    def _text(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> tuple[str, int, int]:
+        """Prompt string and the query answer's character span in it."""
+        for ex in (*icds, query):
+            _check_text(ex)
+        prefix = "".join(vqa_prompt(d.question, d.answer) for d in icds) + vqa_prompt(query.question)
+        if not with_answer:
+            return prefix, len(prefix), len(prefix)
+        if not query.answer:
+            raise ValueError(f"query {query.id}: empty answer")
+        return prefix + query.answer + EOC_TOKEN, len(prefix), len(prefix) + len(query.answer)
+
+    def _tokenise(self, icds, query) -> tuple[np.ndarray, np.ndarray]:
+        text, a0, a1 = self._text(icds, query, with_answer=True)
+        enc = self._offset_tok.encode(text, add_special_tokens=False)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        if enc.ids != self.tokenizer(text, add_special_tokens=False)["input_ids"]:
+            raise RuntimeError("offset tokenizer disagrees with the model tokenizer")
+        off = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        mask = (off[:, 0] < a1) & (off[:, 1] > a0)
+        if not mask.any() or mask[0]:
+            raise ValueError(f"query {query.id}: answer has no scorable token")
+        return ids, mask
+
+    def answer_mask(self, icds, query):
+        ids, mask = self._tokenise(icds, query)
+        return ids.tolist(), mask.tolist()
+
+    @staticmethod
+    def _mean_ce(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean CE over masked positions, per row. logits (B, L, V), ids/mask (B, L)."""
+        ce = nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
+        )  # (B, L-1): loss of token t+1 given ≤ t
+        m = mask[:, 1:].to(ce.dtype)
+        return (ce * m).sum(1) / m.sum(1)
+
+    # ---- reference path: the original algorithm -----------------------------------------------------------------
+    @torch.no_grad()
+    def score_reference(self, icds, query) -> float:
+        """One `Flamingo.forward` over the full sequence, every image re-read and re-encoded."""
+        ids, mask = self._tokenise(icds, query)
+        pixels = [self.image_transform(load_image(p)) for p in prompting.images_in_order(icds, query)]
+        vision_x = torch.stack(pixels)[None, :, None].to(self.device, self.dtype)  # (1, T, F=1, C, H, W)
+        lang_x = torch.as_tensor(ids, device=self.device)[None]
+        out = self.model(vision_x=vision_x, lang_x=lang_x, attention_mask=torch.ones_like(lang_x))
+        ce = self._mean_ce(out.logits, lang_x, torch.as_tensor(mask, device=self.device)[None])
+        return float(torch.exp(-ce)[0])
+
+    # ---- fast path -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _image_latents(self, paths: Sequence[str]) -> list[torch.Tensor]:
+        """Perceiver latents (n_latents, vis_dim) per image, computed once per distinct path."""
+        todo = [p for p in dict.fromkeys(paths) if p not in self._latents]
+        for i in range(0, len(todo), 32):
+            chunk = todo[i : i + 32]
+            pix = torch.stack([self.image_transform(load_image(p)) for p in chunk]).to(self.device, self.dtype)
+            tokens = self.model.vision_encoder(pix)[1]  # (n, v, d), as Flamingo._encode_vision_x
+            latents = self.model.perceiver(tokens[:, None, None])  # (n, T=1, n_latents, d)
+            for p, lat in zip(chunk, latents[:, 0]):
+                self._latents[p] = lat
+        return [self._latents[p] for p in paths]
+
+    def clear_image_cache(self) -> None:
+        """Drop the cached perceiver latents (n_latents × vis_dim per image; the cache is otherwise unbounded)."""
+        self._latents.clear()
+
+    def _media(self, image_lists: Sequence[Sequence[str]]) -> torch.Tensor:
+        """(B, T_max, n_latents, d) latents, zero in the slots a row does not have."""
+        per_row = [torch.stack(self._image_latents(paths)) for paths in image_lists]
+        return nn.utils.rnn.pad_sequence(per_row, batch_first=True)
+
+    def _condition(self, media: torch.Tensor) -> None:
+        for layer in self.lm._get_decoder_layers():
+            layer.condition_vis_x(media)
+
+    @torch.no_grad()
+    def score(self, icd_seqs, queries) -> np.ndarray:
+        if len(icd_seqs) != len(queries):
+            raise ValueError("icd_seqs and queries differ in length")
+        out = np.empty(len(queries), dtype=np.float64)
+        for lo in range(0, len(queries), self.batch_size):
+            hi = min(lo + self.batch_size, len(queries))
+            out[lo:hi] = self._score_batch(icd_seqs[lo:hi], queries[lo:hi])
+        return out
+
+    def _shared_prefix(self, rows, image_lists) -> tuple[int, int]:
+        """(tokens, images) of the longest prefix every row shares that ends right before an `<image>` token (so
+        each row's remainder starts with its own media and needs no earlier image) and before any scored logit."""
+        ids = [r[0] for r in rows]
+        n = min(len(x) for x in ids)
+        same = np.ones(n, dtype=bool)
+        for x in ids[1:]:
+            same &= x[:n] == ids[0][:n]
+        common = int(np.argmin(same)) if not same.all() else n
+        limit = min(common, min(int(np.flatnonzero(r[1])[0]) for r in rows) - 1)
+        starts = np.flatnonzero(ids[0][1 : limit + 1] == self.media_id) + 1  # media positions p, 0 < p ≤ limit
+        for p in starts[::-1]:
+            k = int((ids[0][:p] == self.media_id).sum())
+            if all(list(imgs[:k]) == list(image_lists[0][:k]) for imgs in image_lists):
+                return int(p), k
+        return 0, 0
+
+    def _score_batch(self, icd_seqs, queries) -> np.ndarray:
+        rows = [self._tokenise(s, q) for s, q in zip(icd_seqs, queries)]
+        image_lists = [prompting.images_in_order(s, q) for s, q in zip(icd_seqs, queries)]
+        shared, k = self._shared_prefix(rows, image_lists) if len(rows) > 1 else (0, 0)
+        self.last_shared_prefix = shared
+        cache = None
+        if shared:
+            # The shared demonstrations once, their KV cache repeated for every row (construct_order `right`).
+            prefix = torch.as_tensor(rows[0][0][:shared], device=self.device)[None]
+            self._condition(self._media([image_lists[0][:k]]))
+            try:
+                out = self.lm(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+                cache = out.past_key_values
+            finally:
+                self.lm.clear_conditioned_layers()
+            cache.batch_repeat_interleave(len(rows))
+        ids = nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(r[0][shared:]) for r in rows], batch_first=True, padding_value=self.pad_id
+        ).to(self.device)  # right padding
+        mask = nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(r[1][shared:]) for r in rows], batch_first=True
+        ).to(self.device)
+        att = nn.utils.rnn.pad_sequence(
+            [torch.ones(len(r[0]), dtype=torch.long) for r in rows], batch_first=True
+        ).to(self.device)  # full length: shared prefix + row
+        # Each remainder starts with `<image>`, so its tokens only ever attend its own images: condition on those.
+        self._condition(self._media([imgs[k:] for imgs in image_lists]))
+        try:  # FlamingoLMMixin.forward sets the media locations from the ids it is given
+            logits = self.lm(
+                input_ids=ids, attention_mask=att, past_key_values=cache, use_cache=cache is not None
+            ).logits
+        finally:
+            self.lm.clear_conditioned_layers()
+        return torch.exp(-self._mean_ce(logits, ids, mask)).cpu().numpy()
+
+    # ---- generation ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, icd_seqs, queries, max_new_tokens: int = 10) -> list[str]:
+        answers: list[str] = []
+        for lo in range(0, len(queries), self.batch_size):
+            seqs, qs = icd_seqs[lo : lo + self.batch_size], queries[lo : lo + self.batch_size]
+            texts = [self._text(s, q, with_answer=False)[0] for s, q in zip(seqs, qs)]
+            enc = self.tokenizer(
+                texts, padding="longest", padding_side="left", add_special_tokens=False, return_tensors="pt"
+            ).to(self.device)
+            media = self._media([prompting.images_in_order(s, q) for s, q in zip(seqs, qs)])
+            # As Flamingo.generate: media conditioned once, cached-media mode for the decoding steps.
+            self._condition(media)
+            self.lm._use_cached_vision_x = True
+            try:
+                new = self._greedy(enc["input_ids"], enc["attention_mask"], max_new_tokens)
+            finally:
+                self.lm.clear_conditioned_layers()
+                self.lm._use_cached_vision_x = False
+            answers += [self._decode_answer(row) for row in new.tolist()]
+        return answers
+
+    def _greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding with the LM's KV cache. transformers' `generate` is not used: since transformers 5 it
+        drops an all-ones attention mask, and `FlamingoLMMixin.forward` requires one (so does `Flamingo.generate`
+        on an unpadded batch). Rows that have stopped are fed the pad token (masked out)."""
+        stop = torch.tensor(self.stop_ids, device=input_ids.device)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        step_ids, att, cache, out_ids = input_ids, attention_mask, None, []
+        for _ in range(max_new_tokens):
+            out = self.lm(input_ids=step_ids, attention_mask=att, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            nxt = out.logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            out_ids.append(nxt)
+            done |= torch.isin(nxt, stop)
+            if bool(done.all()):
+                break
+            step_ids = nxt[:, None]
+            att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
+        if not out_ids:
+            return input_ids.new_zeros((input_ids.shape[0], 0))
+        return torch.stack(out_ids, dim=1)
+
+    def _decode_answer(self, new_ids: list[int]) -> str:
+        stops = [i for i, t in enumerate(new_ids) if t in self.stop_ids]
+        cut = new_ids[: stops[0]] if stops else new_ids
+        return self.tokenizer.decode(cut, skip_special_tokens=True).strip()

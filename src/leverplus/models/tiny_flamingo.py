@@ -1,0 +1,139 @@
+"""A tiny OpenFlamingo of the real architecture classes, built locally (no hub), for tests and the demo.
+
+Same families as OpenFlamingo-3B-vitl-mpt1b: a CLIP ViT vision tower (transformers `CLIPVisionModel`), an MPT causal
+LM (transformers `MptForCausalLM`; the 3B uses MosaicML's remote-code MPT-1B, same block layout
+``transformer.blocks``), a GPT-NeoX byte-level BPE tokenizer trained on a given corpus, and open_flamingo's own
+`Flamingo` (perceiver resampler + gated cross-attention after every decoder layer) assembled by
+`flamingo.assemble_flamingo`.
+
+Written like the real checkpoint is distributed — backbones and tokenizer as they are *before* Flamingo touches
+them, plus the OpenFlamingo checkpoint of trainable weights:
+
+    out_dir/leverplus_flamingo.json   loader parameters (vision_backend "hf_clip")
+    out_dir/vision/                   CLIPVisionModel + CLIPImageProcessor (save_pretrained)
+    out_dir/lang/                     MptForCausalLM (save_pretrained, original vocabulary)
+    out_dir/tokenizer/                GPT-NeoX tokenizer without the Flamingo tokens
+    out_dir/checkpoint.safetensors    perceiver, gated cross-attention, resized LM embeddings
+    out_dir/leverplus_tiny.json       seed and sizes
+
+The cross-attention gates are initialised away from OpenFlamingo's 0 (tanh(0) = 0 would make the images invisible
+to the LM), so tests see the vision path.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .flamingo import FlamingoSpec, assemble_flamingo, trainable_state
+
+# Prompt skeleton added to every training corpus so the template's words are whole tokens, as in a real vocabulary.
+TEMPLATE_TEXT = ["Question: Short answer:", "Question:what is it? Short answer:yes"]
+
+
+@dataclass(frozen=True)
+class TinyFlamingoSize:
+    vocab_size: int = 512
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    vision_hidden_size: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    vision_intermediate_size: int = 64
+    image_size: int = 28
+    patch_size: int = 14
+    cross_attn_every_n_layers: int = 1
+    max_seq_len: int = 2048
+    gate_init: float = 1.0
+
+
+def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int):
+    """Byte-level BPE trained on `corpus`, as a `GPTNeoXTokenizer` (the family of MPT-1B's tokenizer):
+    `<|endoftext|>` is bos/eos/unk, no pad token (open_flamingo's factory adds one)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPTNeoXTokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    bpe.train_from_iterator(list(corpus) + TEMPLATE_TEXT, trainer=trainer)
+    model_json = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
+    return GPTNeoXTokenizer(vocab=model_json["vocab"], merges=merges, pad_token=None)
+
+
+def build_tiny_flamingo(
+    out_dir: str | Path, corpus: Iterable[str], seed: int = 0, *, size: TinyFlamingoSize = TinyFlamingoSize()
+) -> Path:
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, MptConfig, MptForCausalLM
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    tokenizer = train_neox_tokenizer(corpus, size.vocab_size)
+    tokenizer.save_pretrained(out / "tokenizer")
+
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=size.vision_hidden_size,
+            intermediate_size=size.vision_intermediate_size,
+            num_hidden_layers=size.vision_layers,
+            num_attention_heads=size.vision_heads,
+            image_size=size.image_size,
+            patch_size=size.patch_size,
+            hidden_act="quick_gelu",  # OpenAI CLIP's activation
+        )
+    ).eval()
+    vision.save_pretrained(out / "vision", safe_serialization=True)
+    CLIPImageProcessorPil(
+        size={"shortest_edge": size.image_size}, crop_size={"height": size.image_size, "width": size.image_size}
+    ).save_pretrained(out / "vision")
+
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    lang = MptForCausalLM(
+        MptConfig(
+            d_model=size.d_model,
+            n_heads=size.n_heads,
+            n_layers=size.n_layers,
+            expansion_ratio=4,
+            max_seq_len=size.max_seq_len,
+            vocab_size=len(tokenizer),
+            no_bias=True,
+            bos_token_id=eos,
+            eos_token_id=eos,
+        )
+    ).eval()
+    lang.generation_config.do_sample = False
+    lang.save_pretrained(out / "lang", safe_serialization=True)
+
+    spec = FlamingoSpec(
+        vision_backend="hf_clip",
+        vision_path="vision",
+        lang_encoder_path="lang",
+        tokenizer_path="tokenizer",
+        checkpoint="checkpoint.safetensors",
+        cross_attn_every_n_layers=size.cross_attn_every_n_layers,
+    )
+    model = assemble_flamingo(vision, lang, tokenizer, spec)
+    with torch.no_grad():
+        for layer in model.lang_encoder.gated_cross_attn_layers:
+            if layer is not None:
+                layer.attn_gate.fill_(size.gate_init)
+                layer.ff_gate.fill_(size.gate_init)
+    save_file(trainable_state(model), str(out / "checkpoint.safetensors"))
+    spec.write(out)
+    (out / "leverplus_tiny.json").write_text(
+        json.dumps({"seed": seed, "size": asdict(size)}, sort_keys=True, indent=2) + "\n"
+    )
+    return out

@@ -1,0 +1,186 @@
+"""Config validation: defaults filled from the schema, one-line errors that name the key and what is allowed, the
+same line from Snakemake at parse time (before any job), and the canonical slices rules receive as params."""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leverplus.config import ConfigError, canonical, selector_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "config.schema.yaml"
+
+
+def demo_config() -> dict:
+    with open(REPO / "config" / "config.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def minimal_config() -> dict:
+    return {
+        "dataset": "d",
+        "datasets": {"d": {"source": "demo"}},
+        "models": {"m": {"adapter": "qwen2_5_vl", "source": "demo"}},
+        "encoders": {"e": {"source": "demo"}},
+        "experiment": {"models": ["m"], "encoder": "e", "samplers": ["rand"], "sample_num": [10], "cand_num": 4},
+    }
+
+
+def error_line(cfg: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg, SCHEMA)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_demo_config_is_valid():
+    cfg = demo_config()
+    assert validate_config(cfg, SCHEMA) is cfg
+
+
+def test_defaults_are_filled():
+    cfg = validate_config(minimal_config(), SCHEMA)
+    assert cfg["beam"] == {"beam_size": 5, "shot_num": 2, "construct_order": "right", "shards": 1}
+    assert cfg["datasets"]["d"] == {"source": "demo", "seed": 0, "n_train": 3000, "n_val": 500,
+                                    "max_train": None, "max_val": None}
+    m = cfg["models"]["m"]
+    assert (m["dtype"], m["batch_size"], m["revision"], m["trust_remote_code"]) == ("float32", 16, "main", False)
+    assert cfg["experiment"]["seed"] == 0
+    assert cfg["selector"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.1,
+                                       "target_modules": ["q_proj", "k_proj", "v_proj", "out_proj"]}
+    assert cfg["selector"]["versions"] == ["v0", "v1", "v2", "v2_lora"]
+    assert cfg["infer"]["pool"] == {"kind": "retrieval", "by": "img_sim", "k": 64}
+    assert cfg["metrics"] == {"vqa_stem": False, "n_resamples": 1000, "seed": 0}
+    assert cfg["baselines"] == ["zero_shot", "random", "text_sim", "img_sim"]
+
+
+def test_given_values_are_kept_over_defaults():
+    cfg = minimal_config()
+    cfg["beam"] = {"shot_num": 3}
+    validate_config(cfg, SCHEMA)
+    assert cfg["beam"]["shot_num"] == 3 and cfg["beam"]["beam_size"] == 5
+
+
+def test_bad_enum_value_names_key_and_allowed_values():
+    cfg = demo_config()
+    cfg["beam"]["construct_order"] = "middle"
+    msg = error_line(cfg)
+    assert "beam.construct_order" in msg and "'middle'" in msg
+    assert "allowed" in msg and "left" in msg and "right" in msg
+
+
+@pytest.mark.parametrize(
+    "where, key, allowed_example",
+    [((), "colour", "experiment"), (("beam",), "colour", "construct_order"), (("models", "tiny_vl"), "colour", "adapter")],
+)
+def test_unknown_key_names_key_and_allowed_keys(where, key, allowed_example):
+    cfg = demo_config()
+    node = cfg
+    for w in where:
+        node = node[w]
+    node[key] = 1
+    msg = error_line(cfg)
+    assert f"'{key}'" in msg and "unknown key" in msg
+    assert "allowed keys" in msg and allowed_example in msg
+    if where:
+        assert msg.split(":")[1].strip() == ".".join(where)
+
+
+@pytest.mark.parametrize(
+    "path, value, needle",
+    [
+        (("beam", "beam_size"), 0, "beam.beam_size"),
+        (("beam", "beam_size"), "five", "beam.beam_size"),
+        (("experiment", "samplers"), ["rand", "bogus"], "experiment.samplers[1]"),
+        (("models", "tiny_vl", "adapter"), "llama", "models.tiny_vl.adapter"),
+    ],
+)
+def test_other_bad_values_name_their_key(path, value, needle):
+    cfg = demo_config()
+    node = cfg
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    assert needle in error_line(cfg)
+
+
+def test_several_errors_still_give_one_line():
+    cfg = demo_config()
+    cfg["beam"]["construct_order"] = "middle"
+    cfg["beam"]["shards"] = 0
+    cfg["colour"] = 1
+    error_line(cfg)
+
+
+def test_cross_references_are_checked():
+    cfg = minimal_config()
+    cfg["experiment"]["models"] = ["nope"]
+    assert "experiment.models" in error_line(cfg)
+    cfg = minimal_config()
+    cfg["dataset"] = "elsewhere"
+    assert "dataset" in error_line(cfg)
+    cfg = minimal_config()
+    cfg["models"]["m"]["source"] = "hf"
+    assert "repo_id" in error_line(cfg)
+
+
+def test_canonical_slices_ignore_key_order():
+    a = {"beam_size": 5, "shot_num": 2, "nested": {"y": 1, "x": [1, 2]}}
+    b = {"nested": {"x": [1, 2], "y": 1}, "shot_num": 2, "beam_size": 5}
+    assert canonical(a) == canonical(b)
+    assert " " not in canonical(a)
+
+
+def test_selector_config_applies_per_version_overrides():
+    cfg = validate_config(demo_config(), SCHEMA)
+    cfg = copy.deepcopy(cfg)
+    cfg["selector"]["per_version"] = {"v2_lora": {"lr": 0.0005}}
+    lora = selector_config(cfg, "v2_lora")
+    assert lora["lr"] == 0.0005 and "lora" in lora and "per_version" not in lora and "versions" not in lora
+    v1 = selector_config(cfg, "v1")
+    assert v1["lr"] == cfg["selector"]["lr"] and "lora" not in v1
+
+
+# ---- through Snakemake ----------------------------------------------------------------------------------------------
+def _snakemake(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    return subprocess.run(
+        [exe, "-n", "--nolock", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ({"beam": {"construct_order": "middle"}}, ["beam.construct_order", "'middle'", "allowed", "left"]),
+        ({"beam": {"colour": 3}}, ["beam:", "unknown key", "'colour'", "allowed keys", "construct_order"]),
+    ],
+)
+def test_snakemake_rejects_a_bad_config_before_any_job(tmp_path, override, needles):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    res = _snakemake("--configfile", str(bad))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    lines = [line for line in out.splitlines() if line.startswith("lever-plus:")]
+    assert len(lines) == 1, out
+    for needle in needles:
+        assert needle in lines[0], out
+    for job_marker in ("Building DAG", "Job stats", "rule download_dataset"):
+        assert job_marker not in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "config" / "okvqa.yaml").exists(), reason="config/okvqa.yaml not written yet")
+def test_okvqa_target_resolves_offline():
+    res = _snakemake("--cores", "8", "--configfile", "config/okvqa.yaml", "results/okvqa/v2_lora.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "results/okvqa/v2_lora.json" in res.stdout + res.stderr
