@@ -43,6 +43,14 @@ def slice_json(*keys):
     return canonical(node)
 
 
+SOURCE_KEYS = ("source", "repo_id", "revision", "path", "allow_patterns", "link", "layout", "adapter_config")
+
+
+def source_json(spec):
+    """Only the keys that say where a model comes from: changing batch_size or dtype must not re-download it."""
+    return canonical({k: v for k, v in spec.items() if k in SOURCE_KEYS})
+
+
 def code(*modules):
     return code_fingerprint(*modules)
 

@@ -14,6 +14,8 @@ rule download_dataset:
     benchmark:
         "benchmarks/{dataset}/download_dataset.tsv"
     threads: 1
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/download_dataset.py"
 
@@ -22,13 +24,16 @@ rule download_model:
     output:
         directory("data/models/{model}"),
     params:
-        spec=lambda w: slice_json("models", w.model),
+        spec=lambda w: source_json(config["models"][w.model]),
+        adapter=lambda w: config["models"][w.model]["adapter"],
         code=code("leverplus.data", "leverplus.models.tiny", "leverplus.models.demo_training"),
     log:
         "logs/models/{model}.log",
     benchmark:
         "benchmarks/models/{model}.tsv"
     threads: 1
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/download_model.py"
 
@@ -39,13 +44,15 @@ rule download_encoder:
     output:
         directory("data/encoders/{encoder}"),
     params:
-        spec=lambda w: slice_json("encoders", w.encoder),
+        spec=lambda w: source_json(config["encoders"][w.encoder]),
         code=code("leverplus.data", "leverplus.models.tiny_clip"),
     log:
         "logs/encoders/{encoder}.log",
     benchmark:
         "benchmarks/encoders/{encoder}.tsv"
     threads: 1
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/download_encoder.py"
 
@@ -65,6 +72,8 @@ rule encode:
     threads: 2
     resources:
         gpu=1,
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/encode.py"
 
@@ -82,6 +91,8 @@ rule candidates:
     benchmark:
         "benchmarks/{dataset}/candidates_{sampler}_{sample_num}.tsv"
     threads: 1
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/candidates.py"
 
@@ -104,6 +115,8 @@ rule beam_search:
     threads: 2
     resources:
         gpu=1,
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/beam_search.py"
 
@@ -121,6 +134,8 @@ rule gather_beam:
     benchmark:
         "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/gather.tsv"
     threads: 1
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/gather_beam.py"
 
@@ -146,6 +161,8 @@ rule train_selector:
     threads: 2
     resources:
         gpu=1,
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/train_selector.py"
 
@@ -175,6 +192,8 @@ rule infer:
     threads: 2
     resources:
         gpu=1,
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/infer.py"
 
@@ -202,6 +221,8 @@ rule baseline:
     threads: 2
     resources:
         gpu=1,
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/baseline.py"
 
@@ -236,5 +257,7 @@ rule aggregate:
     benchmark:
         "benchmarks/{dataset}/aggregate_{version}.tsv"
     threads: 1
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/aggregate.py"

@@ -305,7 +305,7 @@ def image_task(tmp_path_factory):
     beam, pools = task.beams_and_pools(train.image, beams=1)
     val_pools, gold = task.val_pools(train.image, val.image)
     out = root / "v2_lora"
-    cfg = {"epochs": 4, "batch_size": 16, "lr": 3e-3, "d_model": 32, "beam_ranks": 1, "dropout": 0.0}
+    cfg = {"epochs": 12, "batch_size": 16, "lr": 3e-3, "d_model": 32, "beam_ranks": 1, "dropout": 0.0}
     stats = train_selector("v2_lora", beam=beam, pools=pools, train_features=train, cfg=cfg, out_dir=out,
                            encoder_dir=str(root / "clip"), train_table=train_table, seed=0)
     return dict(root=root, train=train, val=val, train_table=train_table, val_table=val_table, beam=beam,
@@ -338,6 +338,8 @@ def test_lora_trainable_params_and_config(image_task):
     assert not any(p.requires_grad for n, p in sel.named_parameters() if n.startswith("clip.") and "lora_" not in n)
     saved = load_file(str(image_task["out"] / "model.safetensors"))
     assert set(saved) == trainable  # frozen CLIP weights are not duplicated into the selector
+    params = dict(sel.named_parameters())
+    assert all(torch.equal(saved[n], params[n].detach()) for n in saved)
     # LoRA actually trained (B starts at zero) and was restored on load
     assert any(saved[n].abs().sum() > 0 for n in saved if ".lora_B." in n)
 

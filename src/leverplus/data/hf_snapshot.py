@@ -68,6 +68,7 @@ MODEL_SPEC_SCHEMA: dict[str, Any] = {
                 "allow_patterns": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "ignore_patterns": {"type": "array", "items": {"type": "string"}},
                 "endpoint": {"type": "string", "pattern": "^https?://"},
+                "layout": {"enum": ["hf", "checkpoint"], "description": "checkpoint: weights-only repo"},
             },
             "required": ["source", "repo_id"],
             "additionalProperties": False,
@@ -238,7 +239,8 @@ def _materialize_hf(spec: Mapping[str, Any], dest: Path) -> Path:
             f"cannot download model {repo_id!r} at revision {revision!r} from {where}: {reason}{hint}"
         ) from None
     try:
-        validate_model_dir(staging)
+        if spec.get("layout", "hf") == "hf":  # "checkpoint": a bare weights repo (OpenFlamingo), no config.json
+            validate_model_dir(staging)
     except ModelMaterializationError as exc:
         raise ModelMaterializationError(
             f"snapshot of {repo_id}@{revision} is not a usable model directory ({exc}); "

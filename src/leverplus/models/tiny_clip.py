@@ -44,26 +44,53 @@ def clip_text_corpus() -> list[str]:
     return lines * 20
 
 
+def bpe_merges(words: dict[tuple[str, ...], int], max_merges: int) -> list[tuple[str, str]]:
+    """Plain BPE over symbol tuples with counts, ties broken by the pair itself, so the result never depends on
+    hash order (the `tokenizers` trainer breaks ties arbitrarily)."""
+    words = dict(words)
+    merges: list[tuple[str, str]] = []
+    while len(merges) < max_merges:
+        counts: dict[tuple[str, str], int] = {}
+        for w, n in words.items():
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(best)
+        merged: dict[tuple[str, ...], int] = {}
+        for w, n in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + n
+        words = merged
+    return merges
+
+
 def train_clip_tokenizer(corpus: Sequence[str], vocab_size: int):
-    """CLIP-style BPE (lower-cased, `</w>` word ends) trained on `corpus`, wrapped as transformers' CLIPTokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """CLIP-style BPE (lower-cased words with `</w>` ends) learnt deterministically from `corpus`, wrapped as
+    transformers' CLIPTokenizer."""
+    import re
+
     from transformers import CLIPTokenizer
 
     specials = ["<|startoftext|>", "<|endoftext|>"]
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.normalizer = normalizers.Lowercase()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        end_of_word_suffix="</w>",
-        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz?.,!'"),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(list(corpus), trainer=trainer)
-    model_json = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
-    return CLIPTokenizer(vocab=model_json["vocab"], merges=merges)
+    counts: dict[tuple[str, ...], int] = {}
+    for line in corpus:
+        for word in re.findall(r"[a-z]+|[^\sa-z]", line.lower()):
+            key = tuple(word[:-1]) + (word[-1] + "</w>",)
+            counts[key] = counts.get(key, 0) + 1
+    alphabet = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789?.,!'") | {c for w in counts for c in w[:-1]})
+    base = specials + alphabet + [c + "</w>" for c in alphabet]
+    merges = bpe_merges(counts, max(0, vocab_size - len(base)))
+    vocab = {t: i for i, t in enumerate(base + [a + b for a, b in merges])}
+    return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
 def build_tiny_clip(out_dir: str | Path, *, size: TinyCLIPSize = TinyCLIPSize(), seed: int = 0):

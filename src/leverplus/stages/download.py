@@ -44,8 +44,11 @@ def download_model(*, input, output, params, wildcards, threads):
         build_tiny_qwen2_5_vl(dest, tokenizer_corpus(), seed=0)
     else:
         from ..data.hf_snapshot import materialize_model
+        from ..io import write_json
 
         materialize_model(spec, dest)
+        if "adapter_config" in spec:
+            write_json(dest / f"leverplus_{params['adapter']}.json", spec["adapter_config"])
 
 
 def download_encoder(*, input, output, params, wildcards, threads):

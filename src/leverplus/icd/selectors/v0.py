@@ -54,6 +54,8 @@ class GPT2Selector(Selector):
             embd_pdrop=cfg["dropout"],
             attn_pdrop=cfg["dropout"],
             tie_word_embeddings=True,
+            bos_token_id=None,  # no text vocabulary: GPT-2's default ids would point outside ours
+            eos_token_id=None,
         ))
         with torch.no_grad():
             self.gpt.transformer.wte.weight[: self.query_token].zero_()
