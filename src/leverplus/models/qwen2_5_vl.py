@@ -14,7 +14,6 @@ model's own 3-D M-RoPE ids (`get_rope_index`) of the full row, sliced.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,6 +67,7 @@ class Qwen25VLICL(ICLModel):
         self.merge = self.processor.image_processor.merge_size
         self._header = self._assistant_header()
         self._pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._n_tokens: dict[str, int] = {}
         self._features: dict[str, torch.Tensor] = {}
 
     # ---- tokenisation -------------------------------------------------------------------------------------
@@ -91,9 +91,20 @@ class Qwen25VLICL(ICLModel):
         return self._pixels[path]
 
     def _n_image_tokens(self, path: str) -> int:
-        return int(self._pixels_of(path)[1].prod()) // (self.merge**2)
+        if path not in self._n_tokens:
+            self._n_tokens[path] = int(self._pixels_of(path)[1].prod()) // (self.merge**2)
+        return self._n_tokens[path]
 
     def _tokenise(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> list[int]:
+        return self._tokenise_many([icds], [query], with_answer=with_answer)[0]
+
+    def _tokenise_many(self, icd_seqs, queries, *, with_answer: bool) -> list[list[int]]:
+        """Token ids of each row: the chat template's text with every image pad expanded to the image's grid,
+        encoded in one batched tokenizer call."""
+        texts = [self._expanded_text(s, q, with_answer=with_answer) for s, q in zip(icd_seqs, queries)]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def _expanded_text(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> str:
         text = self.processor.apply_chat_template(
             prompting.conversation(icds, query, with_answer=with_answer),
             tokenize=False,
@@ -107,7 +118,7 @@ class Qwen25VLICL(ICLModel):
         expanded = pieces[0]
         for path, piece in zip(images, pieces[1:]):
             expanded += pad * self._n_image_tokens(path) + piece
-        return self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+        return expanded
 
     def _answer_span(self, ids: list[int]) -> tuple[int, int]:
         start = _find_last(ids, self._header)
@@ -168,18 +179,30 @@ class Qwen25VLICL(ICLModel):
             keys[pos] = -(image_key[owner] * 4096 + offset) - 1
         return keys
 
-    def _row_inputs(self, ids: list[int], images: Sequence[str]):
-        """Embeddings (L, H) and 3-D position ids (3, L) of one full row."""
-        t = torch.tensor([ids], device=self.device)
-        emb = self.model.get_input_embeddings()(t)[0]
-        feats = self._image_features(images)
-        if feats:
-            mask = t[0] == self.image_token_id
-            emb = emb.masked_scatter(mask[:, None], torch.cat(feats).to(emb.dtype))
-        thw = torch.cat([self._pixels_of(p)[1] for p in images]).to(self.device) if images else None
-        mm = (t == self.image_token_id).int()
-        pos, _ = self.model.model.get_rope_index(t, mm, image_grid_thw=thw, attention_mask=torch.ones_like(t))
-        return emb, pos[:, 0]
+    def _rows_inputs(self, rows: Sequence[list[int]], paths: Sequence[Sequence[str]]):
+        """Embeddings (L_b, H) and 3-D position ids (3, L_b) of each full row. The batch's new images go through
+        the vision tower in one call, and the M-RoPE ids of all rows come from one `get_rope_index` call on the
+        right-padded batch (padding is excluded by its attention mask)."""
+        self._image_features([p for ps in paths for p in ps])
+        t = torch.full((len(rows), max(len(r) for r in rows)), self.pad_id, dtype=torch.long)
+        att = torch.zeros_like(t)
+        for b, r in enumerate(rows):
+            t[b, : len(r)] = torch.tensor(r)
+            att[b, : len(r)] = 1
+        t, att = t.to(self.device), att.to(self.device)
+        mm = ((t == self.image_token_id) & (att == 1)).int()
+        all_paths = [p for ps in paths for p in ps]
+        thw = torch.cat([self._pixels_of(p)[1] for p in all_paths]).to(self.device) if all_paths else None
+        pos, _ = self.model.model.get_rope_index(t, mm, image_grid_thw=thw, attention_mask=att)
+        emb_all = self.model.get_input_embeddings()(t)
+        out = []
+        for b, (r, ps) in enumerate(zip(rows, paths)):
+            emb = emb_all[b, : len(r)]
+            if ps:
+                feats = torch.cat(self._image_features(ps)).to(emb.dtype)
+                emb = emb.masked_scatter(mm[b, : len(r), None].bool(), feats)
+            out.append((emb, pos[:, b, : len(r)]))
+        return out
 
     @torch.no_grad()
     def score(self, icd_seqs, queries) -> np.ndarray:
@@ -190,12 +213,12 @@ class Qwen25VLICL(ICLModel):
         return out
 
     def _score_batch(self, icd_seqs, queries) -> np.ndarray:
-        rows = [self._tokenise(s, q, with_answer=True) for s, q in zip(icd_seqs, queries)]
+        rows = self._tokenise_many(icd_seqs, queries, with_answer=True)
         spans = [self._answer_span(r) for r in rows]
-        inputs = [self._row_inputs(r, prompting.images_in_order(s, q)) for r, s, q in zip(rows, icd_seqs, queries)]
+        paths = [prompting.images_in_order(s, q) for s, q in zip(icd_seqs, queries)]
+        inputs = self._rows_inputs(rows, paths)
         # Longest prefix shared by every row — same token and, on image tokens, the same image — ending before
         # the first scored logit of any row.
-        paths = [prompting.images_in_order(s, q) for s, q in zip(icd_seqs, queries)]
         image_ids = {p: i for i, p in enumerate(dict.fromkeys(p for ps in paths for p in ps))}
         keys = [self._prefix_keys(r, ps, image_ids) for r, ps in zip(rows, paths)]
         shared = min(len(k) for k in keys)
@@ -224,18 +247,21 @@ class Qwen25VLICL(ICLModel):
             pos_b[:, b, n:] = pos[:, -1:] + 1  # padding positions: never attended by real tokens
             att[b, shared : shared + n] = 1
         if cache is not None and B > 1:
-            cache = copy.deepcopy(cache)
-            cache.batch_repeat_interleave(B)
+            cache.batch_repeat_interleave(B)  # in place: the prefix cache serves this batch only
         hidden = self.model.model(
             inputs_embeds=emb_b, position_ids=pos_b, attention_mask=att, past_key_values=cache, use_cache=False
         ).last_hidden_state
-        scores = np.empty(B)
-        for b, ((a0, a1), r) in enumerate(zip(spans, rows)):
-            h = hidden[b, a0 - 1 - shared : a1 - 1 - shared]
-            logits = self.model.lm_head(h).float()
-            target = torch.tensor(r[a0:a1], device=self.device)
-            scores[b] = float(torch.exp(-torch.nn.functional.cross_entropy(logits, target)))
-        return scores
+        # One lm_head call over the answer-predicting positions of every row, then the per-row mean CE.
+        h = torch.cat([hidden[b, a0 - 1 - shared : a1 - 1 - shared] for b, (a0, a1) in enumerate(spans)])
+        logits = self.model.lm_head(h).float()
+        target = torch.tensor([t for (a0, a1), r in zip(spans, rows) for t in r[a0:a1]], device=self.device)
+        ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        owner = torch.repeat_interleave(
+            torch.arange(B, device=self.device), torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device)
+        )
+        mean_ce = torch.zeros(B, device=self.device, dtype=ce.dtype).index_add_(0, owner, ce)
+        mean_ce /= torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device, dtype=ce.dtype)
+        return torch.exp(-mean_ce).double().cpu().numpy()
 
     # ---- generation ----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -219,7 +219,7 @@ class Selector(nn.Module):
     def masked_logits(self, state: Any, batch: PoolBatch, prefix: torch.Tensor) -> torch.Tensor:
         """Step logits with padding and this query's own earlier picks set to −inf."""
         logits = self.step_logits(state, prefix)
-        blocked = chosen_mask(prefix, logits.shape[-1]).any(0, keepdim=True) | ~batch.mask.unsqueeze(1)
+        blocked = chosen_mask(prefix, logits.shape[-1]) | ~batch.mask.unsqueeze(1)
         return logits.masked_fill(blocked, float("-inf"))
 
     def sequence_loss(self, batch: PoolBatch, query_src, pool_src) -> torch.Tensor:

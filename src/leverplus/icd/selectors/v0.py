@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "n_layer": 2,  # GPT-2 blocks
     "n_head": 4,  # attention heads per block (must divide d_model)
     "dropout": 0.1,  # GPT-2 embedding / residual / attention dropout
-    "max_shot": 8,  # longest ICD sequence the model can write (GPT-2 n_positions = max_shot + 1)
+    "max_shot": 8,  # longest ICD sequence it trains on or selects (GPT-2 n_positions = max_shot + 1)
 }
 
 
@@ -91,6 +91,8 @@ class GPT2Selector(Selector):
 
     def step_logits(self, state, prefix: torch.Tensor) -> torch.Tensor:
         query, candidates = state
+        if prefix.shape[1] >= self.cfg["max_shot"]:
+            raise ValueError(f"v0 was built for at most max_shot={self.cfg['max_shot']} ICDs")
         inputs = torch.cat([query.unsqueeze(1), gather_positions(candidates, prefix)], dim=1)
         hidden = self.gpt.transformer(inputs_embeds=inputs).last_hidden_state  # (B, T+1, d)
         return hidden @ candidates.transpose(1, 2)

@@ -1,0 +1,180 @@
+"""The demo DAG end to end on the `.test/config.yaml` slice, in a temporary working directory, plus the checks a
+user meets first: lint, the real configs' DAG resolving offline, bad configs failing in one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(*args, cwd=ROOT, check=True, timeout=1200):
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+TARGETS = ["results/demo/v1.json", "results/demo/v2_lora.json"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("dag")
+    smk(*TARGETS, "--cores", "2", "--directory", str(work), f"--configfile={ROOT / '.test/config.yaml'}")
+    return work
+
+
+def pending(work: Path, *overlays: str, env: dict | None = None) -> dict[str, set[str]]:
+    """Rules with `update pending` in `snakemake --summary` (the 9.x way to ask what would rerun), with the
+    .test config and then each overlay YAML text applied on top."""
+    files = [str(ROOT / ".test/config.yaml")]
+    for i, text in enumerate(overlays):
+        f = work / f"overlay_{i}.yaml"
+        f.write_text(text)
+        files.append(str(f))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *TARGETS, "--summary", "--directory", str(work),
+         "--configfile", *files],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 6 and cols[-1] == "update pending":
+            out.setdefault(cols[2], set()).add(cols[0])
+    return out
+
+
+@pytest.mark.slow
+def test_demo_slice_produces_filled_results(demo_run):
+    res = json.loads((demo_run / "results/demo/v2_lora.json").read_text())
+    assert (demo_run / "results/demo/v2_lora.md").stat().st_size > 0
+    assert (demo_run / "results/demo/v2_lora.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # grid of .test/config.yaml: 1 model × 2 samplers × 1 sample_num × 2 shots, baselines zero/random/img_sim
+    assert len(res["cells"]) == 4
+    for cell in res["cells"]:
+        assert cell["n"] == 24 and 0 <= cell["ci95"][0] <= cell["score"] <= cell["ci95"][1] <= 100
+        assert "vs_random" in cell
+    assert {(b["retriever"], b["shot"]) for b in res["baselines"]} == {
+        ("zero_shot", 0), ("random", 1), ("random", 2), ("img_sim", 1), ("img_sim", 2)
+    }
+    assert len(res["beam_signal"]) == 2 and all(s["anchors"] == 6 for s in res["beam_signal"])
+    md = (demo_run / "results/demo/v2_lora.md").read_text()
+    assert "RandSampler" in md and "ImgSimSampler" in md and "95%" in md
+
+
+@pytest.mark.slow
+def test_cli_rescoring_reproduces_pipeline_number(demo_run):
+    shot = demo_run / "results/demo/tiny_vl/img_sim_6/v2_lora/shot2"
+    pipeline = json.loads(shot.with_suffix(".json").read_text())
+    out = subprocess.run(
+        [sys.executable, "-m", "leverplus.cli", "score", "vqa", "--predictions", str(shot.with_suffix(".parquet")),
+         "--references", str(demo_run / "data/demo/val.parquet")],
+        capture_output=True, text=True, check=True,
+    )
+    rescored = json.loads(out.stdout)
+    for key in ("score", "n", "ci95", "signature"):
+        assert rescored[key] == pipeline[key], key
+
+
+@pytest.mark.slow
+def test_beam_rows_are_well_formed(demo_run):
+    beam = pd.read_parquet(demo_run / "data/demo/beam/tiny_vl/img_sim_6/beam.parquet")
+    pools = pd.read_parquet(demo_run / "data/demo/candidates/img_sim_6.parquet").set_index("anchor")
+    assert sorted(beam["beam_rank"].unique()) == [0, 1]
+    for row in beam.itertuples():
+        assert len(row.icd_ids) == 2 and set(row.icd_ids) == set(row.picked)
+        assert set(row.picked) <= set(pools.loc[row.anchor, "candidates"])
+        assert row.anchor not in row.picked
+    # rank 0 holds the highest final-step InfoScore of its anchor (top-k keeps the highest scores)
+    last = beam.assign(last=beam["step_scores"].map(lambda s: s[-1]))
+    for _, g in last.groupby("anchor"):
+        assert g.loc[g.beam_rank == 0, "last"].iloc[0] == g["last"].max()
+        assert list(g.sort_values("beam_rank")["last"]) == sorted(g["last"], reverse=True)
+
+
+def test_lint_is_clean():
+    proc = smk("--lint", check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_real_configs_resolve_offline():
+    for ds in ("okvqa", "vqav2"):
+        proc = smk("-n", "--cores", "8", f"results/{ds}/v2_lora.json", f"--configfile=config/{ds}.yaml", timeout=300)
+        out = proc.stdout + proc.stderr
+        for rule in ("download_dataset", "download_model", "encode", "candidates", "beam_search", "gather_beam",
+                     "train_selector", "infer", "baseline", "zero_shot", "aggregate"):
+            assert rule in out, (ds, rule)
+
+
+def test_bad_config_stops_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("beam: {construct_order: middle}\n")
+    proc = smk("-n", "--cores", "1", f"--configfile={bad}", check=False, timeout=300)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config" in ln]
+    assert lines == ["lever-plus: invalid config: beam.construct_order: 'middle' is not allowed; allowed: ['left', 'right']"]
+
+
+@pytest.mark.slow
+def test_rerun_nothing_after_a_complete_run(demo_run):
+    assert pending(demo_run) == {}
+
+
+@pytest.mark.slow
+def test_rerun_selector_hyperparameter_touches_only_that_version(demo_run):
+    p = pending(demo_run, "selector: {per_version: {v2_lora: {lr: 0.005}}}\n")
+    assert set(p) == {"train_selector", "infer", "aggregate"}
+    assert all("/v2_lora/" in f or f.endswith("v2_lora.json") or "v2_lora." in f for fs in p.values() for f in fs)
+
+
+@pytest.mark.slow
+def test_rerun_beam_setting_touches_beam_search_and_below(demo_run):
+    p = pending(demo_run, "beam: {beam_size: 3}\n")
+    assert set(p) == {"beam_search", "gather_beam", "train_selector", "infer", "aggregate"}
+
+
+@pytest.mark.slow
+def test_rerun_shot_list_touches_only_infer_and_aggregate(demo_run):
+    p = pending(demo_run, "infer: {shots: [1, 2, 3]}\n")
+    assert set(p) == {"infer", "baseline", "aggregate"}
+    assert all("shot3" in f for rule in ("infer", "baseline") for f in p[rule])
+
+
+@pytest.mark.slow
+def test_rerun_unread_key_and_reordered_yaml_change_nothing(demo_run):
+    assert pending(demo_run, "unused_note: nobody reads this\n") == {}
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / ".test/config.yaml").read_text())
+    reordered = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(list(cfg.items()))}
+    assert pending(demo_run, yaml.safe_dump(reordered, sort_keys=False)) == {}
+
+
+@pytest.mark.slow
+def test_rerun_library_code_change_touches_that_stage_and_below(demo_run, tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src/leverplus", copy / "leverplus")
+    with open(copy / "leverplus/icd/infoscore.py", "a") as f:
+        f.write("\n# a change to the beam-search library code\n")
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    p = pending(demo_run, env=env)
+    assert set(p) == {"beam_search", "gather_beam", "train_selector", "infer", "aggregate"}
