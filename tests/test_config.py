@@ -181,6 +181,7 @@ def test_snakemake_rejects_a_bad_config_before_any_job(tmp_path, override, needl
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "config" / "okvqa.yaml").exists(), reason="config/okvqa.yaml not written yet")
 def test_okvqa_target_resolves_offline():
-    res = _snakemake("--cores", "8", "--configfile", "config/okvqa.yaml", "results/okvqa/v2_lora.json")
+    # Snakemake 9's --configfile takes several files, so the target goes before it (README, "Real runs").
+    res = _snakemake("--cores", "8", "results/okvqa/v2_lora.json", "--configfile", "config/okvqa.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "results/okvqa/v2_lora.json" in res.stdout + res.stderr

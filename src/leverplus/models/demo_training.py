@@ -35,9 +35,9 @@ from .tiny import TinyQwenVLSize, build_tiny_qwen2_5_vl
 @dataclass(frozen=True)
 class MetaTrainConfig:
     seed: int = 0
-    steps: int = 2500
+    steps: int = 3000
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup: int = 100
     weight_decay: float = 0.01
@@ -46,6 +46,7 @@ class MetaTrainConfig:
     max_shots: int = 2  # the demo evaluates at 2 shots; longer episodes cost time per step
     p_match: float = 0.85  # episodes with ≥1 demonstration of the query's class (when shots ≥ 1)
     p_hard: float = 0.6  # a non-matching demonstration shares the query's colour or shape
+    curriculum: int = 600  # first steps: every demonstration is of the query's class (pure copying), then mixed
     threads: int = 1  # bit-for-bit reproducibility holds for a fixed thread count (and CPU/torch build)
     size: TinyQwenVLSize = field(default_factory=TinyQwenVLSize)
 
@@ -69,12 +70,17 @@ class Episode:
     classes: list[int]  # class of each icd, then of the query
 
 
-def sample_episode(rng: np.random.Generator, vocabulary: Sequence[str], cfg: MetaTrainConfig, image_size: int) -> Episode:
+def sample_episode(
+    rng: np.random.Generator, vocabulary: Sequence[str], cfg: MetaTrainConfig, image_size: int, *, copy_only: bool = False
+) -> Episode:
+    """One training episode; `copy_only` (the curriculum's first phase) makes every demonstration match the query."""
     naming = demo.draw_naming(rng, list(vocabulary))
     q = int(rng.integers(demo.N_CLASSES))
     k = int(rng.choice(cfg.max_shots + 1, p=_shot_probs(cfg.max_shots)))
     classes: list[int] = []
-    if k:
+    if copy_only:
+        classes = [q] * max(k, 1)
+    elif k:
         n_match = 0
         if rng.random() < cfg.p_match:
             n_match = 1 + int(k >= 2 and rng.random() < 0.3)
@@ -165,7 +171,7 @@ def build_demo_vl(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    steps: int = 2500,
+    steps: int = MetaTrainConfig.steps,
     log_every: int = 100,
     save_every: int = 0,
     log=print,
@@ -208,7 +214,10 @@ def build_demo_vl(
     model.train()
     t0, hist = time.perf_counter(), []
     for step in range(cfg.steps):
-        episodes = [sample_episode(rng, vocab, cfg, cfg.size.image_size) for _ in range(cfg.batch_size)]
+        copy_only = step < cfg.curriculum
+        episodes = [
+            sample_episode(rng, vocab, cfg, cfg.size.image_size, copy_only=copy_only) for _ in range(cfg.batch_size)
+        ]
         enc = encode_batch(processor, episodes, with_answer=True)
         loss, ans, eos = episode_loss(model, enc, ids, cfg.eos_weight)
         for g in opt.param_groups:
@@ -230,7 +239,6 @@ def build_demo_vl(
         "seed": seed,
         "meta_training": {k: v for k, v in asdict(cfg).items() if k != "size"},
         "size": asdict(cfg.size),
-        "train_seconds": round(time.perf_counter() - t0, 1),
         "final_answer_ce": float(np.mean([h[0] for h in hist[-100:]])) if hist else None,
     }
     (out / "leverplus_tiny.json").write_text(json.dumps(info, sort_keys=True, indent=2) + "\n")
