@@ -3,7 +3,8 @@
 import re
 
 from leverplus.config import ConfigError, canonical, selector_config, validate_config
-from leverplus.fingerprint import code_fingerprint
+from leverplus.fingerprint import code_fingerprint, file_digest
+from leverplus.models.demo_assets import ASSETS
 
 try:
     validate_config(config, workflow.source_path("../config/config.schema.yaml"))
@@ -53,6 +54,12 @@ def source_json(spec):
 
 def code(*modules):
     return code_fingerprint(*modules)
+
+
+def shipped(spec):
+    """For `source: demo` models/encoders: the digest of the shipped models' build record, so new shipped weights
+    rerun the download and everything below it."""
+    return file_digest(ASSETS / "BUILD.json") if spec["source"] == "demo" else ""
 
 
 def grid(dataset):

@@ -26,6 +26,7 @@ rule download_model:
     params:
         spec=lambda w: source_json(config["models"][w.model]),
         adapter=lambda w: config["models"][w.model]["adapter"],
+        shipped=lambda w: shipped(config["models"][w.model]),
         code=code("leverplus.data", "leverplus.models.tiny", "leverplus.models.demo_training"),
     log:
         "logs/models/{model}.log",
@@ -45,6 +46,7 @@ rule download_encoder:
         directory("data/encoders/{encoder}"),
     params:
         spec=lambda w: source_json(config["encoders"][w.encoder]),
+        shipped=lambda w: shipped(config["encoders"][w.encoder]),
         code=code("leverplus.data", "leverplus.models.tiny_clip"),
     log:
         "logs/encoders/{encoder}.log",

@@ -163,3 +163,16 @@ def test_shipped_models_match_their_build_record():
     for name, rec in build["models"].items():
         for fname, digest in rec["sha256"].items():
             assert hashlib.sha256((ASSETS / name / fname).read_bytes()).hexdigest() == digest, (name, fname)
+
+
+def test_curriculum_episodes_are_pure_copying():
+    """The first `curriculum` steps train copying only: ≥1 demonstration, every one of the query's class."""
+    cfg = dt.MetaTrainConfig()
+    assert 0 < cfg.curriculum < cfg.steps
+    rng = np.random.default_rng(0)
+    vocab = demo.nonce_vocabulary()
+    for _ in range(100):
+        e = dt.sample_episode(rng, vocab, cfg, 56, copy_only=True)
+        assert 1 <= len(e.icds) <= cfg.max_shots
+        assert all(c == e.classes[-1] for c in e.classes[:-1])
+        assert all(icd.answer == e.query.answer for icd in e.icds)

@@ -3,11 +3,12 @@
 * test_profile_* -- fast checks that profiles/slurm and profiles/slurm-test agree.
 * test_dry_run_*  (slow) -- the real workflow's DAG under --profile profiles/slurm:
   every GPU job on the GPU partition, every other job CPU-throttled.
-* test_toy_dag_on_real_slurm  (slurm) -- starts slurmctld/slurmd/munged on
+* test_demo_dag_on_real_slurm  (slurm) -- starts slurmctld/slurmd/munged on
   127.0.0.1 (tests/slurm/start_slurm.sh, installs Debian's slurm packages if
-  needed), runs the toy DAG with --profile profiles/slurm-test, checks each job
-  ran as a SLURM job in its profile's partition with its thread limit, compares
-  the results with a local run, and stops the cluster again.
+  needed), runs the real Snakefile on the tiny slice .test/slurm.yaml (every rule,
+  14 jobs) with --profile profiles/slurm-test, checks that each job ran as a SLURM
+  job in its profile's partition with its thread limit, compares the results with
+  a local run of the same slice, and stops the cluster again.
   Needs root; skipped otherwise (LEVERPLUS_REQUIRE_SLURM=1 turns skips into failures).
   Run it with:  pytest -m slurm
 """
@@ -22,17 +23,16 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "slurm"))
-import toyrun  # noqa: E402
-
-REPO = toyrun.REPO
+REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
 PROFILES = REPO / "profiles"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 GPU_RULES = {"encode", "beam_search", "train_selector", "infer", "baseline", "zero_shot"}
 CPU_RULES = {"download_dataset", "download_model", "candidates", "gather_beam", "aggregate"}
 
@@ -102,7 +102,7 @@ _JOB_RE = re.compile(r"^(local)?rule (\w+):$")
 
 def _dry_run_jobs(args: list[str]) -> list[tuple[str, dict]]:
     proc = subprocess.run(
-        [*toyrun.snakemake_cmd(), "--profile", str(PROFILES / "slurm"), "-n", "--nolock", *args],
+        [*SNAKEMAKE, "--profile", str(PROFILES / "slurm"), "-n", "--nolock", *args],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -209,65 +209,182 @@ def _alive(pid: int) -> bool:
 
 
 def _squeue_all(env: dict) -> dict[str, dict]:
+    """Every job slurmctld still knows (finished ones too: MinJobAge=3600 on the test cluster; it has no
+    accounting, so sacct cannot answer): partition, state, submit/start/end time, the plugin's comment."""
     out = subprocess.run(
-        ["squeue", "--states=all", "--noheader", "--format=%i|%P|%T|%k"],
+        ["squeue", "--states=all", "--noheader", "--format=%i|%P|%T|%V|%S|%e|%k"],
         env=dict(os.environ, **env), capture_output=True, text=True, check=True,
     ).stdout
     jobs = {}
     for line in out.splitlines():
-        jid, part, state, comment = line.strip().split("|", 3)
-        jobs[jid] = {"partition": part, "state": state, "comment": comment}
+        jid, part, state, submit, start, end, comment = line.strip().split("|", 6)
+        jobs[jid] = {"partition": part, "state": state, "submit": submit, "start": start, "end": end,
+                     "comment": comment}
     return jobs
+
+
+# --------------------------------------------------------------------------- #
+# the real demo DAG (tiny slice .test/slurm.yaml) on the real SLURM cluster
+# --------------------------------------------------------------------------- #
+SNAKEFILE = REPO / "Snakefile"
+SLICE = REPO / ".test" / "slurm.yaml"
+SLICE_TARGET = "results/demo/v1.json"
+# the jobs .test/slurm.yaml gives for SLICE_TARGET: every rule once, encode for train and val, two beam shards
+SLICE_JOBS = {
+    "download_dataset": 1, "download_model": 1, "download_encoder": 1, "encode": 2, "candidates": 1,
+    "beam_search": 2, "gather_beam": 1, "train_selector": 1, "infer": 1, "baseline": 1, "zero_shot": 1,
+    "aggregate": 1,
+}
+# The CPU-throttled rules declare `threads: 1`. The SLURM run raises that to 2 (--set-threads), so the
+# profile's cpus_per_task: 1 has something to cap. Inside the job they still run with 1 thread, as in the
+# local run. The GPU-class rules declare 2 threads and get --cpus-per-task=2 (no cpus_per_task in the
+# profile), as they get 2 of `--cores 2` locally. So every job has the same thread count in both runs.
+DECLARED_THROTTLED = 2
+DECLARED_GPU_CLASS = 2
+# fields of results/**/*.json that legitimately differ between two runs
+VOLATILE = {"selector.json": [("training", "wall_time_s")]}  # seconds the selector's training loop took
+
+
+def _run_real(workdir: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real Snakefile on the .test/slurm.yaml slice, started from the repository root as a user would
+    (so profiles/default also applies, as the workflow profile)."""
+    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), f"--configfile={SLICE}", SLICE_TARGET,
+           *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, **(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "snakemake.out").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return proc
+
+
+def _job_headers(workdir: Path) -> dict[tuple, dict]:
+    """The first line of every rule log: the JSON header that leverplus.stages.runner writes (rule, wildcards,
+    and the dict leverplus.runtime.configure_job returned inside the job). Keyed by (rule, wildcards).
+    SLURM's own job logs (logs/slurm/) are not rule logs."""
+    out = {}
+    for log in sorted((workdir / "logs").rglob("*.log")):
+        if log.relative_to(workdir / "logs").parts[0] == "slurm":
+            continue
+        head = json.loads(log.read_text().splitlines()[0])
+        key = (head["rule"], tuple(sorted(head["wildcards"].items())))
+        assert key not in out, (key, log)
+        out[key] = dict(head["job"], log=str(log.relative_to(workdir)))
+    return out
+
+
+def _results(workdir: Path) -> tuple[dict, dict, dict]:
+    """(JSON documents, tables, selector weights) of a run: every results/**/*.json (parsed, minus VOLATILE),
+    every results/**/*.parquet and the gathered beam table (as DataFrames), the selector's safetensors (bytes)."""
+    import pandas as pd
+
+    docs, tables, weights = {}, {}, {}
+    for p in sorted((workdir / "results").rglob("*.json")):
+        doc = json.loads(p.read_text())
+        for path in VOLATILE.get(p.name, []):
+            node = doc
+            for k in path[:-1]:
+                node = node[k]
+            del node[path[-1]]
+        docs[str(p.relative_to(workdir))] = doc
+    for p in sorted([*(workdir / "results").rglob("*.parquet"), *(workdir / "data").rglob("beam.parquet")]):
+        tables[str(p.relative_to(workdir))] = pd.read_parquet(p)
+    for p in sorted((workdir / "results").rglob("*.safetensors")):
+        weights[str(p.relative_to(workdir))] = p.read_bytes()
+    return docs, tables, weights
+
+
+def _t(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_toy_dag_on_real_slurm(slurm_cluster, tmp_path):
+def test_demo_dag_on_real_slurm(slurm_cluster, tmp_path):
     env = slurm_cluster["env"]
     timings = slurm_cluster["timings"]
-    test_prof = _profile("slurm-test")["set-resources"]
+    test_prof = _profile("slurm-test")
+    sr = test_prof["set-resources"]
+    _, throttled = _classes(test_prof)
 
+    rules = subprocess.run([*SNAKEMAKE, "-s", str(SNAKEFILE), "--list-rules"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert set(rules) - {"all"} == set(SLICE_JOBS), "the slice must run every rule of the Snakefile"
+
+    # ---- under SLURM ---------------------------------------------------------
     wd = tmp_path / "slurm"
     t0 = time.monotonic()
-    # barrier: the two beam_search shards must be running at the same time
-    proc = toyrun.run_toy(
-        wd, "--profile", str(PROFILES / "slurm-test"), "--config", "barrier=120", env=env, timeout=480
+    proc = _run_real(
+        wd, "--profile", str(PROFILES / "slurm-test"),
+        "--set-threads", *[f"{r}={DECLARED_THROTTLED}" for r in sorted(set(throttled) & set(SLICE_JOBS))],
+        env=env,
     )
-    timings["toy_slurm_run_s"] = time.monotonic() - t0
-    toyrun.assert_ok(proc)
-    log = proc.stdout + proc.stderr
-    assert len(re.findall(r"submitted with SLURM jobid \d+", log)) == 4, log[-3000:]
+    timings["demo_slurm_run_s"] = time.monotonic() - t0
+    n_jobs = sum(SLICE_JOBS.values())
+    submitted = re.findall(r"submitted with SLURM jobid \d+", proc.stdout + proc.stderr)
+    assert len(submitted) == n_jobs, (proc.stdout + proc.stderr)[-3000:]
 
-    meta = toyrun.read_meta(wd)
-    assert set(meta) == {"candidates", "beam_search_0", "beam_search_1", "gather_beam"}
+    heads = _job_headers(wd)
+    ran: dict[str, int] = {}
+    for rule, _ in heads:
+        ran[rule] = ran.get(rule, 0) + 1
+    assert ran == SLICE_JOBS, ran
     squeue = _squeue_all(env)
-    job_ids = set()
-    for key, m in meta.items():
-        rule = m["rule"]
-        want = test_prof[rule]
-        # seen from inside the job ...
-        assert m["slurm_job_id"], f"{key} did not run as a SLURM job"
-        assert m["slurm_job_partition"] == want["slurm_partition"], (key, m["slurm_job_partition"])
+    by_job = {}
+    for (rule, wc), h in heads.items():
+        want = sr[rule]
+        where = f"{rule} {dict(wc)} ({h['log']})"
+        # seen from inside the job (leverplus.runtime.configure_job) ...
+        assert h["slurm_job_id"], f"{where} did not run as a SLURM job"
+        assert h["slurm_partition"] == want["slurm_partition"], (where, h["slurm_partition"])
         # ... and from SLURM's side
-        sq = squeue[m["slurm_job_id"]]
-        assert sq["partition"] == want["slurm_partition"] and sq["state"] == "COMPLETED", sq
-        assert sq["comment"].startswith(f"rule_{rule}"), sq
-        job_ids.add(m["slurm_job_id"])
-        # thread limit, read inside the job after parallel work
-        cpus = want.get("cpus_per_task", m["snakemake_threads"])
-        assert m["slurm_cpus_per_task"] == str(cpus)
-        assert m["runtime"]["threads"] == cpus
-        assert m["torch_threads"] == cpus and m["omp_num_threads"] == str(cpus)
-        assert m["os_threads"] == cpus == 1
-    assert len(job_ids) == 4
-    # the CPU-throttled rules declare 2 threads; the partition's 1 CPU wins
-    assert meta["candidates"]["snakemake_threads"] == 2 and meta["candidates"]["torch_threads"] == 1
-    assert toyrun.overlaps(meta["beam_search_0"], meta["beam_search_1"])
+        sq = squeue[h["slurm_job_id"]]
+        assert sq["partition"] == want["slurm_partition"] and sq["state"] == "COMPLETED", (where, sq)
+        assert sq["comment"].startswith(f"rule_{rule}"), (where, sq)
+        by_job[h["slurm_job_id"]] = (rule, dict(wc), sq)
+        # the thread limit, read inside the job: the profile's cpus_per_task, else the rule's threads
+        if rule in throttled:
+            cpus = want["cpus_per_task"]
+            assert h["declared_threads"] == DECLARED_THROTTLED > cpus == 1, (where, h)
+            assert h["gpu_source"] == "cpu-only", (where, h)
+        else:
+            assert "cpus_per_task" not in want
+            cpus = DECLARED_GPU_CLASS
+            assert h["declared_threads"] == cpus, (where, h)
+            assert h["gpu_source"] == "slurm", (where, h)  # SLURM's allocation is left alone
+        assert h["slurm_cpus_per_task"] == str(cpus), (where, h)
+        assert h["threads"] == h["torch_threads"] == cpus, (where, h)
+        assert h["env"]["OMP_NUM_THREADS"] == str(cpus) and set(h["env"].values()) == {str(cpus)}, (where, h)
+    assert len(by_job) == n_jobs
 
+    # Several gpu=1 jobs were in flight at once: Snakemake submitted the second beam_search shard before the
+    # first one had finished, so profiles/default's `gpu: 1` (scope local) does not serialise cluster jobs.
+    # (SLURM then runs them one after the other: each asks for 2 CPUs and the test node has 2.)
+    shards = sorted((sq for rule, _, sq in by_job.values() if rule == "beam_search"), key=lambda sq: sq["start"])
+    assert _t(shards[1]["submit"]) < _t(shards[0]["end"]), shards
+    # ... and the node ran two jobs at the same time: the two 1-CPU download jobs that start the DAG
+    dl = [sq for rule, _, sq in by_job.values() if rule in ("download_dataset", "download_model")]
+    assert _t(dl[0]["start"]) < _t(dl[1]["end"]) and _t(dl[1]["start"]) < _t(dl[0]["end"]), dl
+
+    # ---- locally: same slice, same thread counts -----------------------------
     local = tmp_path / "local"
     t0 = time.monotonic()
-    toyrun.assert_ok(toyrun.run_toy(local, env={"LEVERPLUS_GPU_LOCK_DIR": str(tmp_path / "locks")}))
-    timings["toy_local_run_s"] = time.monotonic() - t0
-    assert all(m["slurm_job_id"] is None for m in toyrun.read_meta(local).values())
-    slurm_results, local_results = toyrun.read_results(wd), toyrun.read_results(local)
-    assert len(slurm_results) == 4 and slurm_results == local_results
+    _run_real(local, "--cores", "2", env={"LEVERPLUS_GPU_LOCK_DIR": str(tmp_path / "locks")})
+    timings["demo_local_run_s"] = time.monotonic() - t0
+    local_heads = _job_headers(local)
+    assert set(local_heads) == set(heads)
+    for key, h in local_heads.items():
+        assert h["slurm_job_id"] is None, key
+        assert h["threads"] == h["torch_threads"] == heads[key]["threads"], (key, h, heads[key])
+
+    # ---- the results are the same -------------------------------------------
+    s_docs, s_tables, s_weights = _results(wd)
+    l_docs, l_tables, l_weights = _results(local)
+    assert SLICE_TARGET in s_docs and sum("/shot" in k for k in s_docs) == 3, sorted(s_docs)
+    assert s_docs.keys() == l_docs.keys()
+    for name in s_docs:
+        assert s_docs[name] == l_docs[name], name
+    assert s_tables.keys() == l_tables.keys() and len(s_tables) == 5, sorted(s_tables)
+    for name in s_tables:
+        assert s_tables[name].equals(l_tables[name]), name
+    assert len(s_weights) == 1 and s_weights == l_weights

@@ -1,4 +1,4 @@
-"""Helpers shared by tests/test_runtime.py and tests/test_slurm.py: run the toy DAG, read its records."""
+"""Helpers for tests/test_runtime.py: run the toy DAG, read its records."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo_models"
+from ..models.demo_assets import ASSETS, CLIP_STEPS, VL_STEPS  # the shipped models' location and recipe
 
 
 def download_dataset(*, input, output, params, wildcards, threads):
@@ -36,7 +36,7 @@ def download_model(*, input, output, params, wildcards, threads):
         if not _copy_shipped("tiny_vl", dest):
             from ..models.demo_training import build_demo_vl
 
-            build_demo_vl(dest, seed=0)
+            build_demo_vl(dest, seed=0, steps=VL_STEPS)
     elif spec["source"] == "random_tiny":
         from ..models.demo_training import tokenizer_corpus
         from ..models.tiny import build_tiny_qwen2_5_vl
@@ -57,7 +57,7 @@ def download_encoder(*, input, output, params, wildcards, threads):
         if not _copy_shipped("tiny_clip", dest):
             from ..models.tiny_clip import build_and_train_tiny_clip
 
-            build_and_train_tiny_clip(dest, Path(input.train).parent, seed=0, threads=threads)
+            build_and_train_tiny_clip(dest, Path(input.train).parent, seed=0, steps=CLIP_STEPS, threads=1)
     else:
         from ..data.hf_snapshot import materialize_model
 
