@@ -25,7 +25,7 @@ wildcard_constraints:
     encoder=_alternatives(config["encoders"]),
     sampler="rand|text_sim|img_sim|mix",
     version=_alternatives(VERSIONS),
-    retriever="random|text_sim|img_sim",
+    retriever="random|text_sim|img_sim|pool_random",
     split="train|val",
     shot=r"\d+",
     shard=r"\d+",

@@ -212,6 +212,7 @@ rule baseline:
         score="results/{dataset}/{model}/baseline/{retriever}/shot{shot}.json",
     params:
         infer=lambda w: canonical({k: v for k, v in config["infer"].items() if k not in ("shots", "pool")}),
+        pool=lambda w: canonical(config["infer"]["pool"]) if w.get("retriever") == "pool_random" else "",
         seed=lambda w: EXP["seed"],
         model=lambda w: slice_json("models", w.model),
         metrics=lambda w: slice_json("metrics"),

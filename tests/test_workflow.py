@@ -178,3 +178,17 @@ def test_rerun_library_code_change_touches_that_stage_and_below(demo_run, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(copy)}
     p = pending(demo_run, env=env)
     assert set(p) == {"beam_search", "gather_beam", "train_selector", "infer", "aggregate"}
+
+
+@pytest.mark.slow
+def test_rerun_new_shipped_demo_models_touches_downloads_and_below(demo_run, tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src/leverplus", copy / "leverplus")
+    build = copy / "leverplus/assets/demo_models/BUILD.json"
+    build.write_text(build.read_text().replace('"command"', '"rebuilt": true, "command"', 1))
+    p = pending(demo_run, env={**os.environ, "PYTHONPATH": str(copy)})
+    assert {"download_model", "download_encoder", "beam_search", "train_selector", "infer", "aggregate"} <= set(p)
+    assert "download_dataset" not in p

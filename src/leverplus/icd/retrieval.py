@@ -1,6 +1,8 @@
 """Exact inner-product search (faiss) over L2-normalised features, and the retrieval baselines built on it."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from .features import Features
@@ -36,11 +38,26 @@ def retrieve(kind: str, queries: Features, pool: Features, k: int, *, exclude_sa
     return out
 
 
+def query_rng(seed: int, qid: str) -> np.random.Generator:
+    """A random stream of its own for each query id (a hash of the whole id), independent of query order."""
+    digest = hashlib.sha256(str(qid).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
 def random_choice(queries: Features, pool: Features, k: int, seed: int) -> list[list[str]]:
     """k distinct random pool ids per query; each query has its own seeded stream (order-independent)."""
     out = []
     for qid in queries.ids:
-        rng = np.random.default_rng([seed, int.from_bytes(qid.encode()[:8].ljust(8, b"\0"), "little"), len(qid)])
+        rng = query_rng(seed, qid)
         picks = [pool.ids[j] for j in rng.choice(len(pool.ids), size=k + 1, replace=False)]
         out.append([p for p in picks if p != qid][:k])
+    return out
+
+
+def random_from_pools(pool_ids: list[list[str]], k: int, query_ids: list[str], seed: int) -> list[list[str]]:
+    """k distinct random ids from each query's own candidate pool (e.g. its retrieval pre-filter)."""
+    out = []
+    for qid, ids in zip(query_ids, pool_ids):
+        rng = query_rng(seed, qid)
+        out.append([ids[j] for j in rng.choice(len(ids), size=min(k, len(ids)), replace=False)])
     return out

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..data.records import examples, load_split
 from ..icd.features import Features, load_features
-from ..icd.retrieval import random_choice, retrieve
+from ..icd.retrieval import random_choice, random_from_pools, retrieve
 from ..io import read_json, write_json, write_parquet
 from ..metrics.vqa import score_vqa
 from .common import dataset_dir, load_model
@@ -49,6 +49,13 @@ def _answer_and_score(input, output, params, val, train, prompt_ids, meta):
     write_json(output.score, {**meta, **score, "predictions": Path(output.predictions).name})
 
 
+def inference_pools(pool: dict, val_f: Features, train_f: Features) -> list[list[str]]:
+    """Each val query's candidate ids under `infer.pool` (see the module docstring)."""
+    if pool["kind"] == "all":
+        return [list(train_f.ids)] * len(val_f.ids)
+    return retrieve(pool["by"], val_f, train_f, pool["k"])
+
+
 def infer(*, input, output, params, wildcards, threads):
     from ..icd.selectors import load_selector
 
@@ -58,10 +65,7 @@ def infer(*, input, output, params, wildcards, threads):
     train_f = load_features(input.train_features)
     val_f = _subset(load_features(input.val_features), list(val["id"]))
     pool = params["infer"]["pool"]
-    if pool["kind"] == "all":
-        pool_ids = [list(train_f.ids)] * len(val)
-    else:
-        pool_ids = retrieve(pool["by"], val_f, train_f, pool["k"])
+    pool_ids = inference_pools(pool, val_f, train_f)
     selector_dir = Path(input.selector).parent
     uses_encoder = "encoder_dir" in read_json(selector_dir / "selector.json").get("init", {})
     selector = load_selector(selector_dir, encoder_dir=input.encoder if uses_encoder else None)
@@ -93,8 +97,12 @@ def baseline(*, input, output, params, wildcards, threads):
         picks = [[] for _ in range(len(val))]
     elif retriever == "random":
         picks = random_choice(val_f, train_f, shot, int(params["seed"]))
+    elif retriever == "pool_random":  # the selectors' own pool, picked at random: what a selector adds beyond it
+        picks = random_from_pools(inference_pools(params["pool"], val_f, train_f), shot, list(val_f.ids), int(params["seed"]))
     else:
         picks = retrieve(retriever, val_f, train_f, shot)
     prompt_ids = [list(reversed(p)) for p in picks]  # most similar next to the query
     meta = {"kind": "baseline", "retriever": retriever, "model": wildcards["model"], "shot": shot}
+    if retriever == "pool_random":
+        meta["pool"] = params["pool"]
     _answer_and_score(input, output, params, val, train, prompt_ids, meta)
