@@ -12,6 +12,8 @@ except ConfigError as err:
     sys.exit(f"lever-plus: {err}")
 
 EXP = config["experiment"]
+# threads of the rules that run a model or an encoder (GPU rules): their CPU-side work on a GPU box, all of it on CPU
+MODEL_THREADS = config["compute"]["model_threads"]
 VERSIONS = ["v0", "v1", "v2", "v2_lora"]
 
 

@@ -71,7 +71,7 @@ rule encode:
         "logs/{dataset}/encode_{encoder}_{split}.log",
     benchmark:
         "benchmarks/{dataset}/encode_{encoder}_{split}.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
     conda:
@@ -114,7 +114,7 @@ rule beam_search:
         "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.log",
     benchmark:
         "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
     conda:
@@ -160,7 +160,7 @@ rule train_selector:
         "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/train_selector.log",
     benchmark:
         "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/train_selector.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
     conda:
@@ -191,7 +191,7 @@ rule infer:
         "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/infer_shot{shot}.log",
     benchmark:
         "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/infer_shot{shot}.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
     conda:
@@ -221,7 +221,7 @@ rule baseline:
         "logs/{dataset}/{model}/baseline/{retriever}_shot{shot}.log",
     benchmark:
         "benchmarks/{dataset}/{model}/baseline/{retriever}_shot{shot}.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
     conda:

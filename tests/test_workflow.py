@@ -33,7 +33,9 @@ TARGETS = ["results/demo/v1.json", "results/demo/v2_lora.json"]
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("dag")
-    smk(*TARGETS, "--cores", "2", "--directory", str(work), f"--configfile={ROOT / '.test/config.yaml'}")
+    # as the README's demo command: no GPU here, so two 1-thread model jobs may run at once
+    smk(*TARGETS, "--cores", "2", "--resources", "gpu=2", "--directory", str(work),
+        f"--configfile={ROOT / '.test/config.yaml'}")
     return work
 
 

@@ -3,7 +3,8 @@
 Results JSON schema (also in the README):
 {
   "dataset", "version", "metric" (vqa_accuracy, ×100), "signature",
-  "cells":     [{model, sampler, sample_num, shot, score, n, ci95: [lo, hi], vs_random: {diff, ci95, p_value}}],
+  "cells":     [{model, sampler, sample_num, shot, score, n, ci95: [lo, hi], vs_random / vs_pool_random: {diff, ci95,
+                p_value, n}}],
   "baselines": [{model, retriever, shot, score, n, ci95}],
   "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
                    mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share}]
@@ -21,6 +22,13 @@ from ..io import atomic_write, write_json, write_parquet
 from ..metrics.stats import paired_bootstrap
 from ..metrics.vqa import vqa_accuracy_per_item
 
+# Baselines every selector cell is compared with, paired on the same questions: random demonstrations from the whole
+# train set, and random demonstrations from the selector's own inference pool (what the selector adds beyond it).
+COMPARED_BASELINES = ("random", "pool_random")
+COMPARISON_TITLES = {
+    "random": "Selector vs random demonstrations from the train set",
+    "pool_random": "Selector vs random demonstrations from its own inference pool",
+}
 SAMPLER_TITLES = {"rand": "RandSampler", "text_sim": "TextSimSampler", "img_sim": "ImgSimSampler", "mix": "MixSampler"}
 
 
@@ -43,12 +51,20 @@ def beam_signal(beam_path: str) -> dict:
     best = t[t["beam_rank"] == 0]
     best_first = best["step_scores"].map(lambda s: s[0])
     mean_first = best["mean_candidate_scores"].map(lambda s: s[0])
+    # per step: the best beam's InfoScore vs the mean InfoScore of every candidate scored at that step. The last step
+    # is high by construction (beams are ranked by it); step 1 says whether the best final sequence began with a
+    # better-than-average demonstration (with right order it may begin with a distractor and gain most at step 2).
+    above_by_step = [
+        float(np.mean([b[i] > m[i] for b, m in zip(best["step_scores"], best["mean_candidate_scores"])]))
+        for i in range(steps)
+    ]
     return {
         "anchors": int(t["anchor"].nunique()),
         "steps": steps,
         "mean_candidate_infoscore": [float(np.mean([m[i] for m in best["mean_candidate_scores"]])) for i in range(steps)],
         "mean_infoscore_by_beam_rank": [float(by_rank[r]) for r in sorted(by_rank.index)],
         "best_beam_above_mean_share": float(np.mean(best_first.values > mean_first.values)),
+        "best_beam_above_mean_share_by_step": above_by_step,
         "mean_zero_shot_p": float(best["zero_shot_score"].mean()),
         "mean_best_beam_p": float(best["score"].mean()),
     }
@@ -62,18 +78,23 @@ def aggregate(
     cells = [_load(p) | {"_path": p} for p in infer_jsons]
     bases = [_load(p) | {"_path": p} for p in baseline_jsons]
     stem = bool(cells[0]["settings"].get("stem", False)) if cells and "settings" in cells[0] else False
-    random_items = {
-        (b["model"], b["shot"]): _per_item(b["_path"], val, stem) for b in bases if b["retriever"] == "random"
+    reference_items = {  # (retriever, model, shot) → per-question accuracy of the random baselines
+        (b["retriever"], b["model"], b["shot"]): _per_item(b["_path"], val, stem)
+        for b in bases
+        if b["retriever"] in COMPARED_BASELINES
     }
     rows = []
     for c in cells:
         row = {k: c[k] for k in ("model", "sampler", "sample_num", "shot", "score", "n", "ci95")}
-        ref = random_items.get((c["model"], c["shot"]))
-        if ref is not None:
-            mine = _per_item(c["_path"], val, stem)
+        mine = None
+        for retriever in COMPARED_BASELINES:
+            ref = reference_items.get((retriever, c["model"], c["shot"]))
+            if ref is None:
+                continue
+            mine = _per_item(c["_path"], val, stem) if mine is None else mine
             common = mine.index.intersection(ref.index)
             test = paired_bootstrap(mine[common].values, ref[common].values, n_resamples=n_resamples, seed=seed)
-            row["vs_random"] = {
+            row[f"vs_{retriever}"] = {
                 "diff": round(100 * test["diff"], 2),
                 "ci95": [round(100 * x, 2) for x in test["ci95"]],
                 "p_value": test["p_value"],
@@ -135,11 +156,14 @@ def markdown(result: dict) -> str:
     zs = bases[bases.retriever == "zero_shot"] if len(bases) else bases
     for r in zs.itertuples():
         lines += ["", f"Zero-shot ({r.model}): {_fmt(r.score, r.ci95)}, n = {r.n}"]
-    if len(cells) and "vs_random" in cells:
-        lines += ["", "## Selector vs random demonstrations (paired bootstrap, same questions)", "",
+    for retriever in COMPARED_BASELINES:
+        key = f"vs_{retriever}"
+        if not len(cells) or key not in cells:
+            continue
+        lines += ["", f"## {COMPARISON_TITLES[retriever]} (paired bootstrap, same questions)", "",
                   "| Sample Num | Shot | Model | Sampler | Δ accuracy | 95% CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
-        for r in cells.dropna(subset=["vs_random"]).itertuples():
-            v = r.vs_random
+        for r in cells.dropna(subset=[key]).itertuples():
+            v = getattr(r, key)
             verdict = "inside the noise" if v["ci95"][0] <= 0 <= v["ci95"][1] else ("better" if v["diff"] > 0 else "worse")
             lines.append(
                 f"| {r.sample_num} | {r.shot} | {r.model} | {r.sampler} | {v['diff']:+.2f} | "
@@ -147,12 +171,14 @@ def markdown(result: dict) -> str:
             )
     if result["beam_signal"]:
         lines += ["", "## Beam-search InfoScore signal", "",
-                  "| Model | Sampler | Sample Num | anchors | mean candidate InfoScore (step 1) | mean InfoScore by beam rank (sum over steps) | best beam > mean candidate |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| Model | Sampler | Sample Num | anchors | mean candidate InfoScore (step 1) | mean InfoScore by beam rank (sum over steps) | best beam > mean candidate, by step | P̄ zero-shot → best beam |",
+                  "|---|---|---|---|---|---|---|---|"]
         for s in result["beam_signal"]:
             ranks = ", ".join(f"{x:.4f}" for x in s["mean_infoscore_by_beam_rank"])
             lines.append(
                 f"| {s['model']} | {s['sampler']} | {s['sample_num']} | {s['anchors']} | "
-                f"{s['mean_candidate_infoscore'][0]:.4f} | {ranks} | {100 * s['best_beam_above_mean_share']:.1f}% |"
+                f"{s['mean_candidate_infoscore'][0]:.4f} | {ranks} | "
+                + ", ".join(f"{100 * x:.1f}%" for x in s["best_beam_above_mean_share_by_step"])
+                + f" | {s['mean_zero_shot_p']:.4f} → {s['mean_best_beam_p']:.4f} |"
             )
     return "\n".join(lines) + "\n"
