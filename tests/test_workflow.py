@@ -66,13 +66,14 @@ def test_demo_slice_produces_filled_results(demo_run):
     res = json.loads((demo_run / "results/demo/v2_lora.json").read_text())
     assert (demo_run / "results/demo/v2_lora.md").stat().st_size > 0
     assert (demo_run / "results/demo/v2_lora.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # grid of .test/config.yaml: 1 model × 2 samplers × 1 sample_num × 2 shots, baselines zero/random/img_sim
+    # grid of .test/config.yaml: 1 model × 2 samplers × 1 sample_num × 2 shots, baselines zero/random/img_sim/pool_random
     assert len(res["cells"]) == 4
     for cell in res["cells"]:
         assert cell["n"] == 24 and 0 <= cell["ci95"][0] <= cell["score"] <= cell["ci95"][1] <= 100
-        assert "vs_random" in cell
+        assert "vs_random" in cell and "vs_pool_random" in cell
     assert {(b["retriever"], b["shot"]) for b in res["baselines"]} == {
-        ("zero_shot", 0), ("random", 1), ("random", 2), ("img_sim", 1), ("img_sim", 2)
+        ("zero_shot", 0), ("random", 1), ("random", 2), ("img_sim", 1), ("img_sim", 2), ("pool_random", 1),
+        ("pool_random", 2)
     }
     assert len(res["beam_signal"]) == 2 and all(s["anchors"] == 6 for s in res["beam_signal"])
     md = (demo_run / "results/demo/v2_lora.md").read_text()
