@@ -3,8 +3,8 @@
 import re
 
 from leverplus.config import ConfigError, canonical, selector_config, validate_config
-from leverplus.fingerprint import code_fingerprint, file_digest
-from leverplus.models.demo_assets import ASSETS
+from leverplus.fingerprint import code_fingerprint
+from leverplus.models.demo_assets import shipped_digest
 
 try:
     validate_config(config, workflow.source_path("../config/config.schema.yaml"))
@@ -59,9 +59,9 @@ def code(*modules):
 
 
 def shipped(spec):
-    """For `source: demo` models/encoders: the digest of the shipped models' build record, so new shipped weights
-    rerun the download and everything below it."""
-    return file_digest(ASSETS / "BUILD.json") if spec["source"] == "demo" else ""
+    """For `source: demo` models/encoders: a digest of the shipped files' checksums, so new shipped weights rerun
+    the download and everything below it."""
+    return shipped_digest() if spec["source"] == "demo" else ""
 
 
 def grid(dataset):

@@ -191,7 +191,13 @@ def test_rerun_new_shipped_demo_models_touches_downloads_and_below(demo_run, tmp
     copy = tmp_path / "src"
     shutil.copytree(ROOT / "src/leverplus", copy / "leverplus")
     build = copy / "leverplus/assets/demo_models/BUILD.json"
-    build.write_text(build.read_text().replace('"command"', '"rebuilt": true, "command"', 1))
-    p = pending(demo_run, env={**os.environ, "PYTHONPATH": str(copy)})
+    record = json.loads(build.read_text())
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    record["build_seconds"] += 1.0  # a rebuild that reproduced the files: nothing to rerun
+    build.write_text(json.dumps(record))
+    assert pending(demo_run, env=env) == {}
+    record["models"]["tiny_vl"]["sha256"]["model.safetensors"] = "0" * 64  # new weights
+    build.write_text(json.dumps(record))
+    p = pending(demo_run, env=env)
     assert {"download_model", "download_encoder", "beam_search", "train_selector", "infer", "aggregate"} <= set(p)
     assert "download_dataset" not in p

@@ -33,9 +33,3 @@ def code_fingerprint(*modules: str) -> str:
         h.update(b"\0")
     return h.hexdigest()[:16]
 
-
-def file_digest(path: str | Path) -> str:
-    """sha256 (16 hex digits) of a data file a stage depends on but Snakemake does not track (e.g. the shipped demo
-    models' BUILD.json); "absent" when it does not exist."""
-    p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else "absent"

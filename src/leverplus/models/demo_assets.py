@@ -28,8 +28,15 @@ CLIP_STEPS = 1000
 VL_STEPS = 3000
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def shipped_digest(assets: Path = ASSETS) -> str:
+    """Digest of the shipped files' sha256 values in `BUILD.json` ("absent" without one): it changes when the shipped
+    weights change, not when a rebuild reproduces them (timings and evaluation are left out)."""
+    build = assets / "BUILD.json"
+    if not build.is_file():
+        return "absent"
+    models = json.loads(build.read_text())["models"]
+    files = {name: rec["sha256"] for name, rec in models.items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:
@@ -47,10 +54,12 @@ def _versions() -> dict[str, str]:
 
 def _keep_shipped(model_dir: Path) -> dict[str, str]:
     """Drop training leftovers (checkpoint folders) and return {file: sha256} of what ships."""
+    from ..data.download import file_digest
+
     for p in list(model_dir.iterdir()):
         if p.is_dir():
             shutil.rmtree(p)
-    return {p.name: _sha256(p) for p in sorted(model_dir.iterdir())}
+    return {p.name: file_digest(p) for p in sorted(model_dir.iterdir())}
 
 
 def build_assets(out: str | Path = ASSETS, *, eval_n: int | None = None, log=print) -> dict:

@@ -1,10 +1,11 @@
 """Meta-training of the demo VL model: a tiny Qwen2.5-VL that learns to *use* in-context demonstrations.
 
 Training episodes come from the demo generator (`leverplus.data.demo`) with a **fresh random naming per episode**:
-the query's answer is a nonce word that appears only in the demonstrations of the query's class (if any). Episodes
-hold 0–4 demonstrations in random order — usually one or two of the query's class and distractors that share its
-colour or its shape — so the only way to lower the loss is to find the demonstration whose *image* matches the query
-and copy its answer. Prompts are built exactly as at evaluation time: `prompting.conversation` →
+the query's answer is a nonce word that appears only in the demonstrations of the query's class (if any). For the
+first `curriculum` steps every demonstration is of the query's class, so the model first learns to copy an answer;
+after that episodes hold 0–`max_shots` demonstrations in random order — usually one or two of the query's class and
+distractors that share its colour or its shape — so the only way to lower the loss is to find the demonstration
+whose *image* matches the query and copy its answer. Prompts are built exactly as at evaluation time: `prompting.conversation` →
 `processor.apply_chat_template(tokenize=False)` → `processor(text=…, images=…)`.
 
 Loss: mean cross-entropy over the query answer's text tokens (the last assistant turn, the same tokens InfoScore

@@ -7,7 +7,8 @@ Results JSON schema (also in the README):
                 p_value, n}}],
   "baselines": [{model, retriever, shot, score, n, ci95}],
   "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
-                   mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share}]
+                   mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share (step 1),
+                   best_beam_above_mean_share_by_step, mean_zero_shot_p, mean_best_beam_p}]
 }
 """
 from __future__ import annotations
