@@ -83,6 +83,62 @@ def test_fast_tokenisation_equals_processor(qwen, vqa_examples, n_icds, with_ans
         assert ids == ours
 
 
+@pytest.mark.parametrize("n_icds", [0, 1, 3])
+def test_assembled_positions_equal_get_rope_index_on_the_whole_row(qwen, vqa_examples, n_icds):
+    """Rows are assembled from per-turn pieces; their M-RoPE ids must be the model's own for the whole row."""
+    query = vqa_examples[4]
+    icds = vqa_examples[8 : 8 + n_icds]
+    enc = processor_encoding(qwen, icds, query, with_answer=True)
+    ids = enc["input_ids"]
+    want, _ = qwen.model.model.get_rope_index(
+        ids, (ids == qwen.image_token_id).int(), image_grid_thw=enc["image_grid_thw"]
+    )
+    row = qwen._row(icds, query, with_answer=True)
+    assert qwen._blockwise, "the Qwen2.5-VL template should decompose into turns"
+    assert row.ids == ids[0].tolist()
+    assert torch.equal(row.pos, want[:, 0])
+
+
+def test_chat_segments_detect_a_template_that_does_not_decompose():
+    from leverplus.models.chat_segments import ChatSegments
+
+    def numbered(msgs, gen):  # a template that numbers the pictures: a turn's text depends on its position
+        out, n = "<s>", 0
+        for m in msgs:
+            parts = []
+            for c in m["content"]:
+                if c["type"] == "image":
+                    n += 1
+                    parts.append(f"Picture {n}: <img>")
+                else:
+                    parts.append(c["text"])
+            out += f"<|{m['role']}|>" + "".join(parts) + "\n"
+        return out + ("<|assistant|>" if gen else "")
+
+    def plain(msgs, gen):
+        out = "<s>" + "".join(
+            f"<|{m['role']}|>" + "".join("<img>" if c["type"] == "image" else c["text"] for c in m["content"]) + "\n"
+            for m in msgs
+        )
+        return out + ("<|assistant|>" if gen else "")
+
+    assert not ChatSegments(numbered).exact
+    seg = ChatSegments(plain)
+    assert seg.exact and seg.head == "<s>" and seg.generation_header == "<|assistant|>"
+
+
+def test_whole_row_fallback_scores_like_the_reference(tiny_qwen_dir, vqa_examples):
+    """With a template that does not decompose, rows are rendered and tokenised whole; scores are unchanged."""
+    ex = vqa_examples
+    model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=4)
+    model._blockwise = False
+    seqs, queries = [[], [ex[1]], [ex[2], ex[3]]], [ex[10], ex[11], ex[12]]
+    enc = processor_encoding(model, seqs[2], queries[2], with_answer=True)
+    assert model._tokenise(seqs[2], queries[2], with_answer=True) == enc["input_ids"][0].tolist()
+    assert_scores_close(model.score(seqs, queries), [model.score_reference(s, q) for s, q in zip(seqs, queries)])
+    assert not model._pieces
+
+
 # ---- fast scoring vs the reference forward ---------------------------------------------------------------------------
 def test_score_equals_reference_on_a_mixed_batch(tiny_qwen_dir, vqa_examples):
     ex = vqa_examples
@@ -120,6 +176,20 @@ def test_score_candidates_equals_reference(qwen, vqa_examples, order, beam_len):
     fast = qwen.score_candidates(beam, cands, query, order)
     ref = [qwen.score_reference(extend(beam, c, order), query) for c in cands]
     assert_scores_close(fast, ref)
+
+
+@pytest.mark.parametrize("order", ["left", "right"])
+@pytest.mark.parametrize("batch_size", [3, 64])  # groups split across batches / several groups in one batch
+def test_score_step_equals_reference_across_beams(tiny_qwen_dir, vqa_examples, order, batch_size):
+    ex = vqa_examples
+    query = ex[0]
+    beams = [[ex[1]], [ex[2], ex[3]], [ex[4]], []]  # prefixes of different lengths, one empty beam
+    cands = [[ex[5], ex[6], ex[7]], [ex[8], ex[12]], [ex[9], ex[15], ex[13], ex[14]], [ex[10]]]
+    model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=batch_size)
+    got = model.score_step(beams, cands, query, order)
+    assert [len(g) for g in got] == [len(c) for c in cands]
+    for beam, cs, g in zip(beams, cands, got):
+        assert_scores_close(g, [model.score_reference(extend(beam, c, order), query) for c in cs])
 
 
 def test_left_and_right_orders_score_different_sequences(qwen, vqa_examples):

@@ -74,8 +74,8 @@ def reference_beam_search(
 
 
 class RecordingModel:
-    """Delegates `score` / `score_candidates` to an adapter and keeps every P̄ it returns, keyed like
-    `reference_beam_search`'s record. It changes no computation; `beam_search_anchor` only calls these two."""
+    """Delegates `score` / `score_candidates` / `score_step` to an adapter and keeps every P̄ it returns, keyed
+    like `reference_beam_search`'s record. It changes no computation; `beam_search_anchor` only calls these."""
 
     def __init__(self, model: ICLModel):
         self.model = model
@@ -91,6 +91,13 @@ class RecordingModel:
         out = self.model.score_candidates(beam, candidates, query, order)
         for cand, p in zip(candidates, out):
             self.scores[_key(extend(beam, cand, order))] = float(p)
+        return out
+
+    def score_step(self, beams, candidates, query, order):
+        out = self.model.score_step(beams, candidates, query, order)
+        for beam, cands, ps in zip(beams, candidates, out):
+            for cand, p in zip(cands, ps):
+                self.scores[_key(extend(beam, cand, order))] = float(p)
         return out
 
 

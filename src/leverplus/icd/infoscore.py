@@ -55,13 +55,14 @@ def beam_search_anchor(
         proposals: list[tuple[float, int, int]] = []  # (info, beam index, candidate index)
         new_p: dict[tuple[int, int], float] = {}
         step_infos = []
-        for b, beam in enumerate(beams):
-            used = set(beam.picked)
-            cand_idx = [i for i, c in enumerate(pool) if c.id not in used]
-            p_bar = model.score_candidates(beam.prompt, [pool[i] for i in cand_idx], anchor, order)
+        cand_idx = [[i for i, c in enumerate(pool) if c.id not in set(beam.picked)] for beam in beams]
+        p_bars = model.score_step(
+            [beam.prompt for beam in beams], [[pool[i] for i in idx] for idx in cand_idx], anchor, order
+        )
+        for b, (beam, idx, p_bar) in enumerate(zip(beams, cand_idx, p_bars)):
             info = p_bar - beam.p_bar
             step_infos.append(info)
-            for i, s, p in zip(cand_idx, info, p_bar):
+            for i, s, p in zip(idx, info, p_bar):
                 proposals.append((float(s), b, i))
                 new_p[(b, i)] = float(p)
         mean_scores.append(float(np.mean(np.concatenate(step_infos))))

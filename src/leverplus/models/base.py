@@ -52,6 +52,17 @@ class ICLModel(ABC):
         seqs = [extend(beam, c, order) for c in candidates]
         return self.score(seqs, [query] * len(seqs))
 
+    def score_step(
+        self,
+        beams: Sequence[Sequence[VQAExample]],
+        candidates: Sequence[Sequence[VQAExample]],
+        query: VQAExample,
+        order: str,
+    ) -> list[np.ndarray]:
+        """`score_candidates(beams[i], candidates[i], ...)` for every beam of one beam-search step. Adapters
+        override this to batch rows of several beams together."""
+        return [self.score_candidates(b, c, query, order) for b, c in zip(beams, candidates)]
+
     @abstractmethod
     def generate(
         self, icd_seqs: Sequence[Sequence[VQAExample]], queries: Sequence[VQAExample], max_new_tokens: int = 10

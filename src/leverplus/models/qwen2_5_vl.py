@@ -14,7 +14,8 @@ model's own 3-D M-RoPE ids (`get_rope_index`) of the full row, sliced.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +23,19 @@ import torch
 from ..data.images import load_image
 from ..data.records import VQAExample
 from . import prompting
-from .base import ICLModel, register_adapter
+from .base import ICLModel, extend, register_adapter
+from .chat_segments import ChatSegments, splits_before
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Tokenised conversation text: ids, M-RoPE ids (3, n) starting at 0, the position the next piece starts at,
+    and the images of its image pads in order."""
+
+    ids: list[int]
+    pos: torch.Tensor
+    advance: int
+    images: tuple[str, ...]
 
 
 def _find_last(haystack: list[int], needle: list[int]) -> int:
@@ -69,13 +82,21 @@ class Qwen25VLICL(ICLModel):
         self._pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._n_tokens: dict[str, int] = {}
         self._features: dict[str, torch.Tensor] = {}
+        self._pieces: dict[tuple, _Piece] = {}
+        self._segments = ChatSegments(self._render)
+        self._blockwise = self._segments.exact and all(
+            splits_before(self.tokenizer, self._segments.block(ex, with_answer=w))
+            for ex, w in self._segments.probe_blocks()
+        )
 
     # ---- tokenisation -------------------------------------------------------------------------------------
+    def _render(self, msgs: list[dict], add_generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+
     def _assistant_header(self) -> list[int]:
         """Token ids the chat template adds for the assistant's turn, read off the template itself."""
         probe = [prompting.user_turn(VQAExample("probe", "", "probe", ""))]
-        plain = self.processor.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
-        gen = self.processor.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        plain, gen = self._render(probe, False), self._render(probe, True)
         if not gen.startswith(plain):
             raise ValueError("chat template: the generation prompt is not an extension of the conversation")
         ids_plain = self.tokenizer(plain, add_special_tokens=False)["input_ids"]
@@ -86,39 +107,77 @@ class Qwen25VLICL(ICLModel):
 
     def _pixels_of(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
         if path not in self._pixels:
-            enc = self.processor.image_processor(images=[load_image(path)], return_tensors="pt")
-            self._pixels[path] = (enc["pixel_values"], enc["image_grid_thw"])
+            self._load_pixels([path])
         return self._pixels[path]
+
+    def _load_pixels(self, paths: Sequence[str]) -> None:
+        """Run the image processor once over every image not seen yet (it processes each image on its own and
+        concatenates the patches; they are split back by each image's grid)."""
+        todo = [p for p in dict.fromkeys(paths) if p not in self._pixels]
+        if not todo:
+            return
+        enc = self.processor.image_processor(images=[load_image(p) for p in todo], return_tensors="pt")
+        grids = enc["image_grid_thw"]
+        for path, pix, thw in zip(todo, enc["pixel_values"].split(grids.prod(-1).tolist()), grids):
+            self._pixels[path] = (pix, thw[None])
 
     def _n_image_tokens(self, path: str) -> int:
         if path not in self._n_tokens:
             self._n_tokens[path] = int(self._pixels_of(path)[1].prod()) // (self.merge**2)
         return self._n_tokens[path]
 
-    def _tokenise(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> list[int]:
-        return self._tokenise_many([icds], [query], with_answer=with_answer)[0]
-
-    def _tokenise_many(self, icd_seqs, queries, *, with_answer: bool) -> list[list[int]]:
-        """Token ids of each row: the chat template's text with every image pad expanded to the image's grid,
-        encoded in one batched tokenizer call."""
-        texts = [self._expanded_text(s, q, with_answer=with_answer) for s, q in zip(icd_seqs, queries)]
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-    def _expanded_text(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> str:
-        text = self.processor.apply_chat_template(
-            prompting.conversation(icds, query, with_answer=with_answer),
-            tokenize=False,
-            add_generation_prompt=not with_answer,
-        )
+    def _expand(self, text: str, images: Sequence[str]) -> str:
+        """`text` with its i-th image pad repeated to image i's token count, as the processor does."""
         pad = self.processor.image_token
         pieces = text.split(pad)
-        images = prompting.images_in_order(icds, query)
         if len(pieces) != len(images) + 1:
             raise ValueError(f"expected {len(images)} image placeholders, found {len(pieces) - 1}")
-        expanded = pieces[0]
+        out = pieces[0]
         for path, piece in zip(images, pieces[1:]):
-            expanded += pad * self._n_image_tokens(path) + piece
-        return expanded
+            out += pad * self._n_image_tokens(path) + piece
+        return out
+
+    def _positions(self, ids: list[int], images: Sequence[str]) -> torch.Tensor:
+        """The model's own 3-D M-RoPE ids (3, n) of one token sequence that starts at position 0."""
+        t = torch.tensor([ids], dtype=torch.long)
+        thw = torch.cat([self._pixels_of(p)[1] for p in images]) if images else None
+        pos, _ = self.model.model.get_rope_index(t, (t == self.image_token_id).int(), image_grid_thw=thw)
+        return pos[:, 0]
+
+    def _piece(self, key: tuple, render: Callable[[], str], images: Sequence[str]) -> _Piece:
+        if key not in self._pieces:
+            text = render()
+            if not splits_before(self.tokenizer, text) and key != ("head",):
+                raise RuntimeError("a cached chat turn does not start at a tokenizer split point")
+            ids = self.tokenizer(self._expand(text, images), add_special_tokens=False)["input_ids"]
+            pos = self._positions(ids, images)
+            self._pieces[key] = _Piece(ids, pos, int(pos.max()) + 1 if ids else 0, tuple(images))
+        return self._pieces[key]
+
+    def _row(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> _Piece:
+        """Token ids, M-RoPE ids and images of one conversation. With a template that decomposes into turns
+        (`ChatSegments.exact`) it is assembled from per-example pieces, tokenised once each; M-RoPE ids are
+        additive over pieces (each starts where the previous one's positions end), and a test checks both the ids
+        and the positions against the processor and `get_rope_index` on the whole row."""
+        images = prompting.images_in_order(icds, query)
+        if not self._blockwise:
+            text = self._render(prompting.conversation(icds, query, with_answer=with_answer), not with_answer)
+            ids = self.tokenizer(self._expand(text, images), add_special_tokens=False)["input_ids"]
+            return _Piece(ids, self._positions(ids, images), 0, tuple(images))
+        seg = self._segments
+        pieces = [self._piece(("head",), lambda: seg.head, [])]
+        for ex, answered in [*((d, True) for d in icds), (query, with_answer)]:
+            key = (ex.image, ex.question, ex.answer if answered else None)
+            pieces.append(self._piece(key, lambda: seg.block(ex, with_answer=answered), [ex.image]))
+        ids, pos, start = [], [], 0
+        for piece in pieces:
+            ids += piece.ids
+            pos.append(piece.pos + start)
+            start += piece.advance
+        return _Piece(ids, torch.cat(pos, dim=1), start, tuple(images))
+
+    def _tokenise(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> list[int]:
+        return self._row(icds, query, with_answer=with_answer).ids
 
     def _answer_span(self, ids: list[int]) -> tuple[int, int]:
         start = _find_last(ids, self._header)
@@ -153,6 +212,11 @@ class Qwen25VLICL(ICLModel):
         return float(torch.exp(-ce))
 
     # ---- fast path -----------------------------------------------------------------------------------------
+    def clear_image_cache(self) -> None:
+        """Drop cached image features and tokenised turns (the caches otherwise grow with every new example)."""
+        self._features.clear()
+        self._pieces.clear()
+
     @torch.no_grad()
     def _image_features(self, paths: Sequence[str]) -> list[torch.Tensor]:
         todo = [p for p in dict.fromkeys(paths) if p not in self._features]
@@ -165,102 +229,120 @@ class Qwen25VLICL(ICLModel):
                 self._features[p] = f
         return [self._features[p] for p in paths]
 
-    def _prefix_keys(self, ids: list[int], images: Sequence[str], image_ids: dict[str, int]) -> np.ndarray:
+    def _prefix_keys(self, row: _Piece, image_ids: dict[str, int]) -> np.ndarray:
         """Token ids with each image token replaced by a key unique to (image, token index in the image)."""
-        keys = np.asarray(ids, dtype=np.int64)
+        keys = np.asarray(row.ids, dtype=np.int64)
         pos = np.flatnonzero(keys == self.image_token_id)
         if len(pos):
-            owner = np.repeat(np.arange(len(images)), [self._n_image_tokens(p) for p in images])
-            image_key = np.array([image_ids[p] for p in images], dtype=np.int64)
-            offset = np.arange(len(pos)) - np.repeat(
-                np.cumsum([0] + [self._n_image_tokens(p) for p in images])[:-1],
-                [self._n_image_tokens(p) for p in images],
-            )
+            counts = [self._n_image_tokens(p) for p in row.images]
+            owner = np.repeat(np.arange(len(counts)), counts)
+            image_key = np.array([image_ids[p] for p in row.images], dtype=np.int64)
+            offset = np.arange(len(pos)) - np.repeat(np.cumsum([0] + counts)[:-1], counts)
             keys[pos] = -(image_key[owner] * 4096 + offset) - 1
         return keys
 
-    def _rows_inputs(self, rows: Sequence[list[int]], paths: Sequence[Sequence[str]]):
-        """Embeddings (L_b, H) and 3-D position ids (3, L_b) of each full row. The batch's new images go through
-        the vision tower in one call, and the M-RoPE ids of all rows come from one `get_rope_index` call on the
-        right-padded batch (padding is excluded by its attention mask)."""
-        self._image_features([p for ps in paths for p in ps])
-        t = torch.full((len(rows), max(len(r) for r in rows)), self.pad_id, dtype=torch.long)
-        att = torch.zeros_like(t)
-        for b, r in enumerate(rows):
-            t[b, : len(r)] = torch.tensor(r)
-            att[b, : len(r)] = 1
-        t, att = t.to(self.device), att.to(self.device)
-        mm = ((t == self.image_token_id) & (att == 1)).int()
-        all_paths = [p for ps in paths for p in ps]
-        thw = torch.cat([self._pixels_of(p)[1] for p in all_paths]).to(self.device) if all_paths else None
-        pos, _ = self.model.model.get_rope_index(t, mm, image_grid_thw=thw, attention_mask=att)
-        emb_all = self.model.get_input_embeddings()(t)
-        out = []
-        for b, (r, ps) in enumerate(zip(rows, paths)):
-            emb = emb_all[b, : len(r)]
-            if ps:
-                feats = torch.cat(self._image_features(ps)).to(emb.dtype)
-                emb = emb.masked_scatter(mm[b, : len(r), None].bool(), feats)
-            out.append((emb, pos[:, b, : len(r)]))
-        return out
+    def _embed(self, pieces: Sequence[tuple[_Piece, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded input embeddings (B, L, H) and M-RoPE ids (3, B, L) of token ranges [lo, hi) of rows;
+        image tokens carry their image's cached vision features. Padding ids/positions are never attended."""
+        L = max(hi - lo for _, lo, hi in pieces)
+        ids = torch.full((len(pieces), L), self.pad_id, dtype=torch.long)
+        pos = torch.zeros(3, len(pieces), L, dtype=torch.long)
+        feats = []
+        for b, (row, lo, hi) in enumerate(pieces):
+            ids[b, : hi - lo] = torch.tensor(row.ids[lo:hi])
+            pos[:, b, : hi - lo] = row.pos[:, lo:hi]
+            if row.images:
+                skip = sum(1 for t in row.ids[:lo] if t == self.image_token_id)
+                take = sum(1 for t in row.ids[lo:hi] if t == self.image_token_id)
+                if take:
+                    feats.append(torch.cat(self._image_features(row.images))[skip : skip + take])
+        ids, pos = ids.to(self.device), pos.to(self.device)
+        emb = self.model.get_input_embeddings()(ids)
+        if feats:
+            is_image = (ids == self.image_token_id)[..., None]
+            emb = emb.masked_scatter(is_image, torch.cat(feats).to(emb.dtype))
+        return emb, pos
 
     @torch.no_grad()
     def score(self, icd_seqs, queries) -> np.ndarray:
-        out = np.empty(len(queries), dtype=np.float64)
-        for lo in range(0, len(queries), self.batch_size):
-            hi = min(lo + self.batch_size, len(queries))
-            out[lo:hi] = self._score_batch(icd_seqs[lo:hi], queries[lo:hi])
+        self._load_pixels([p for s, q in zip(icd_seqs, queries) for p in prompting.images_in_order(s, q)])
+        rows = [self._row(s, q, with_answer=True) for s, q in zip(icd_seqs, queries)]
+        return self._score_rows(rows, [0] * len(rows))
+
+    @torch.no_grad()
+    def score_step(self, beams, candidates, query, order) -> list[np.ndarray]:
+        """All (beam, candidate) extensions of one beam-search step, batched across beams: each beam's shared
+        prefix (its demonstrations, with construct_order `right`) is run once, rows of several beams share one
+        forward."""
+        self._load_pixels([d.image for seq in (*beams, *candidates) for d in seq] + [query.image])
+        rows, groups = [], []
+        for g, (beam, cands) in enumerate(zip(beams, candidates)):
+            rows += [self._row(extend(beam, c, order), query, with_answer=True) for c in cands]
+            groups += [g] * len(cands)
+        flat = self._score_rows(rows, groups)
+        return np.split(flat, np.cumsum([len(c) for c in candidates])[:-1])
+
+    def _score_rows(self, rows: Sequence[_Piece], groups: Sequence[int]) -> np.ndarray:
+        out = np.empty(len(rows), dtype=np.float64)
+        for lo in range(0, len(rows), self.batch_size):
+            hi = min(lo + self.batch_size, len(rows))
+            out[lo:hi] = self._score_batch(rows[lo:hi], groups[lo:hi])
         return out
 
-    def _score_batch(self, icd_seqs, queries) -> np.ndarray:
-        rows = self._tokenise_many(icd_seqs, queries, with_answer=True)
-        spans = [self._answer_span(r) for r in rows]
-        paths = [prompting.images_in_order(s, q) for s, q in zip(icd_seqs, queries)]
-        inputs = self._rows_inputs(rows, paths)
-        # Longest prefix shared by every row — same token and, on image tokens, the same image — ending before
-        # the first scored logit of any row.
-        image_ids = {p: i for i, p in enumerate(dict.fromkeys(p for ps in paths for p in ps))}
-        keys = [self._prefix_keys(r, ps, image_ids) for r, ps in zip(rows, paths)]
-        shared = min(len(k) for k in keys)
-        for k in keys[1:]:
-            same = np.flatnonzero(k[:shared] != keys[0][:shared])
-            shared = int(same[0]) if len(same) else shared
-        shared = min(shared, min(a0 for a0, _ in spans) - 1)
+    def _group_prefixes(self, rows, groups, spans) -> dict[int, tuple[int, int]]:
+        """For each group: (row index of its representative, length of the longest prefix all its rows share —
+        same token and, on image tokens, the same image — ending before the group's first scored logit)."""
+        image_ids = {p: i for i, p in enumerate(dict.fromkeys(p for r in rows for p in r.images))}
+        keys = [self._prefix_keys(r, image_ids) for r in rows]
+        out: dict[int, tuple[int, int]] = {}
+        for g in dict.fromkeys(groups):
+            members = [b for b, gb in enumerate(groups) if gb == g]
+            first = keys[members[0]]
+            shared = min(spans[b][0] for b in members) - 1
+            for b in members[1:]:
+                n = min(shared, len(keys[b]))
+                diff = np.flatnonzero(keys[b][:n] != first[:n])
+                shared = int(diff[0]) if len(diff) else n
+            out[g] = (members[0], max(shared, 0))
+        return out
+
+    def _score_batch(self, rows: Sequence[_Piece], groups: Sequence[int]) -> np.ndarray:
+        spans = [self._answer_span(r.ids) for r in rows]
+        self._image_features([p for r in rows for p in r.images])
+        prefixes = self._group_prefixes(rows, groups, spans)
+        order = list(prefixes)
+        P = [prefixes[g][1] for g in groups]  # prefix length of each row's group
+        P_max = max(P)
         cache = None
-        if shared > 0:
-            emb, pos = inputs[0]
-            out = self.model.model(
-                inputs_embeds=emb[None, :shared], position_ids=pos[:, None, :shared], use_cache=True
-            )
-            cache = out.past_key_values
-        B = len(rows)
-        L = max(len(r) for r in rows) - shared
-        H = inputs[0][0].shape[-1]
-        emb_b = torch.zeros(B, L, H, device=self.device, dtype=inputs[0][0].dtype)
-        pos_b = torch.zeros(3, B, L, device=self.device, dtype=torch.long)
-        att = torch.zeros(B, shared + L, device=self.device, dtype=torch.long)
-        att[:, :shared] = 1
-        for b, ((emb, pos), r) in enumerate(zip(inputs, rows)):
-            n = len(r) - shared
-            emb_b[b, :n] = emb[shared:]
-            pos_b[:, b, :n] = pos[:, shared:]
-            pos_b[:, b, n:] = pos[:, -1:] + 1  # padding positions: never attended by real tokens
-            att[b, shared : shared + n] = 1
-        if cache is not None and B > 1:
-            cache.batch_repeat_interleave(B)  # in place: the prefix cache serves this batch only
+        if P_max > 0:
+            # Every group's prefix in one forward (right-padded: a real token never sees a later pad), then each
+            # row gets its group's KV cache.
+            emb, pos = self._embed([(rows[prefixes[g][0]], 0, prefixes[g][1]) for g in order])
+            cache = self.model.model(inputs_embeds=emb, position_ids=pos, use_cache=True).past_key_values
+            cache.batch_select_indices(torch.tensor([order.index(g) for g in groups], device=self.device))
+        # The rest of each row, up to the input of its last scored logit: the last answer token and what follows
+        # it are never inputs to a scored position.
+        emb, pos = self._embed([(r, p, a1 - 1) for r, p, (_, a1) in zip(rows, P, spans)])
+        B, L = emb.shape[:2]
+        att = torch.zeros(B, P_max + L, dtype=torch.long)
+        for b, (p, (_, a1)) in enumerate(zip(P, spans)):
+            att[b, :p] = 1
+            att[b, P_max : P_max + a1 - 1 - p] = 1
         hidden = self.model.model(
-            inputs_embeds=emb_b, position_ids=pos_b, attention_mask=att, past_key_values=cache, use_cache=False
+            inputs_embeds=emb,
+            position_ids=pos,
+            attention_mask=att.to(self.device),
+            past_key_values=cache,
+            use_cache=False,
         ).last_hidden_state
         # One lm_head call over the answer-predicting positions of every row, then the per-row mean CE.
-        h = torch.cat([hidden[b, a0 - 1 - shared : a1 - 1 - shared] for b, (a0, a1) in enumerate(spans)])
+        h = torch.cat([hidden[b, a0 - 1 - p : a1 - 1 - p] for b, (p, (a0, a1)) in enumerate(zip(P, spans))])
         logits = self.model.lm_head(h).float()
-        target = torch.tensor([t for (a0, a1), r in zip(spans, rows) for t in r[a0:a1]], device=self.device)
+        target = torch.tensor([t for (a0, a1), r in zip(spans, rows) for t in r.ids[a0:a1]], device=self.device)
         ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-        owner = torch.repeat_interleave(
-            torch.arange(B, device=self.device), torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device)
-        )
-        mean_ce = torch.zeros(B, device=self.device, dtype=ce.dtype).index_add_(0, owner, ce)
-        mean_ce /= torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device, dtype=ce.dtype)
+        n = torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device)
+        owner = torch.repeat_interleave(torch.arange(B, device=self.device), n)
+        mean_ce = torch.zeros(B, device=self.device, dtype=ce.dtype).index_add_(0, owner, ce) / n.to(ce.dtype)
         return torch.exp(-mean_ce).double().cpu().numpy()
 
     # ---- generation ----------------------------------------------------------------------------------------
