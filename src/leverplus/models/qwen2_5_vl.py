@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from ..data.images import load_image
 from ..data.records import VQAExample
@@ -32,17 +33,17 @@ class _Piece:
     """Tokenised conversation text: ids, M-RoPE ids (3, n) starting at 0, the position the next piece starts at,
     and the images of its image pads in order."""
 
-    ids: list[int]
-    pos: torch.Tensor
+    ids: np.ndarray  # int64 (n,)
+    pos: np.ndarray  # int64 (3, n)
     advance: int
     images: tuple[str, ...]
 
 
-def _find_last(haystack: list[int], needle: list[int]) -> int:
+def _find_last(haystack: np.ndarray, needle: list[int]) -> int:
     n = len(needle)
-    for start in range(len(haystack) - n, -1, -1):
-        if haystack[start : start + n] == needle:
-            return start
+    for start in np.flatnonzero(haystack[: len(haystack) - n + 1] == needle[0])[::-1]:
+        if haystack[start : start + n].tolist() == needle:
+            return int(start)
     return -1
 
 
@@ -137,21 +138,24 @@ class Qwen25VLICL(ICLModel):
             out += pad * self._n_image_tokens(path) + piece
         return out
 
-    def _positions(self, ids: list[int], images: Sequence[str]) -> torch.Tensor:
+    def _positions(self, ids: np.ndarray, images: Sequence[str]) -> np.ndarray:
         """The model's own 3-D M-RoPE ids (3, n) of one token sequence that starts at position 0."""
-        t = torch.tensor([ids], dtype=torch.long)
+        t = torch.from_numpy(ids)[None]
         thw = torch.cat([self._pixels_of(p)[1] for p in images]) if images else None
         pos, _ = self.model.model.get_rope_index(t, (t == self.image_token_id).int(), image_grid_thw=thw)
-        return pos[:, 0]
+        return pos[:, 0].numpy()
+
+    def _ids(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
     def _piece(self, key: tuple, render: Callable[[], str], images: Sequence[str]) -> _Piece:
         if key not in self._pieces:
             text = render()
             if not splits_before(self.tokenizer, text) and key != ("head",):
                 raise RuntimeError("a cached chat turn does not start at a tokenizer split point")
-            ids = self.tokenizer(self._expand(text, images), add_special_tokens=False)["input_ids"]
+            ids = self._ids(self._expand(text, images))
             pos = self._positions(ids, images)
-            self._pieces[key] = _Piece(ids, pos, int(pos.max()) + 1 if ids else 0, tuple(images))
+            self._pieces[key] = _Piece(ids, pos, int(pos.max()) + 1 if len(ids) else 0, tuple(images))
         return self._pieces[key]
 
     def _row(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> _Piece:
@@ -162,32 +166,31 @@ class Qwen25VLICL(ICLModel):
         images = prompting.images_in_order(icds, query)
         if not self._blockwise:
             text = self._render(prompting.conversation(icds, query, with_answer=with_answer), not with_answer)
-            ids = self.tokenizer(self._expand(text, images), add_special_tokens=False)["input_ids"]
+            ids = self._ids(self._expand(text, images))
             return _Piece(ids, self._positions(ids, images), 0, tuple(images))
         seg = self._segments
         pieces = [self._piece(("head",), lambda: seg.head, [])]
         for ex, answered in [*((d, True) for d in icds), (query, with_answer)]:
             key = (ex.image, ex.question, ex.answer if answered else None)
             pieces.append(self._piece(key, lambda: seg.block(ex, with_answer=answered), [ex.image]))
-        ids, pos, start = [], [], 0
-        for piece in pieces:
-            ids += piece.ids
-            pos.append(piece.pos + start)
-            start += piece.advance
-        return _Piece(ids, torch.cat(pos, dim=1), start, tuple(images))
+        starts = np.cumsum([0] + [piece.advance for piece in pieces])
+        ids = np.concatenate([piece.ids for piece in pieces])
+        pos = np.concatenate([piece.pos + start for piece, start in zip(pieces, starts)], axis=1)
+        return _Piece(ids, pos, int(starts[-1]), tuple(images))
 
     def _tokenise(self, icds: Sequence[VQAExample], query: VQAExample, *, with_answer: bool) -> list[int]:
-        return self._row(icds, query, with_answer=with_answer).ids
+        return self._row(icds, query, with_answer=with_answer).ids.tolist()
 
-    def _answer_span(self, ids: list[int]) -> tuple[int, int]:
+    def _answer_span(self, ids: Sequence[int]) -> tuple[int, int]:
+        ids = np.asarray(ids)
         start = _find_last(ids, self._header)
         if start < 0:
             raise ValueError("no assistant turn in the scored sequence")
         a0 = start + len(self._header)
-        try:
-            a1 = ids.index(self.end_id, a0)
-        except ValueError:
-            raise ValueError("the scored answer has no end-of-turn token") from None
+        ends = np.flatnonzero(ids[a0:] == self.end_id)
+        if not len(ends):
+            raise ValueError("the scored answer has no end-of-turn token")
+        a1 = a0 + int(ends[0])
         if a1 == a0:
             raise ValueError("empty answer")
         return a0, a1
@@ -231,7 +234,7 @@ class Qwen25VLICL(ICLModel):
 
     def _prefix_keys(self, row: _Piece, image_ids: dict[str, int]) -> np.ndarray:
         """Token ids with each image token replaced by a key unique to (image, token index in the image)."""
-        keys = np.asarray(row.ids, dtype=np.int64)
+        keys = row.ids.copy()
         pos = np.flatnonzero(keys == self.image_token_id)
         if len(pos):
             counts = [self._n_image_tokens(p) for p in row.images]
@@ -245,18 +248,18 @@ class Qwen25VLICL(ICLModel):
         """Right-padded input embeddings (B, L, H) and M-RoPE ids (3, B, L) of token ranges [lo, hi) of rows;
         image tokens carry their image's cached vision features. Padding ids/positions are never attended."""
         L = max(hi - lo for _, lo, hi in pieces)
-        ids = torch.full((len(pieces), L), self.pad_id, dtype=torch.long)
-        pos = torch.zeros(3, len(pieces), L, dtype=torch.long)
+        ids = np.full((len(pieces), L), self.pad_id, dtype=np.int64)
+        pos = np.zeros((3, len(pieces), L), dtype=np.int64)
         feats = []
         for b, (row, lo, hi) in enumerate(pieces):
-            ids[b, : hi - lo] = torch.tensor(row.ids[lo:hi])
+            ids[b, : hi - lo] = row.ids[lo:hi]
             pos[:, b, : hi - lo] = row.pos[:, lo:hi]
             if row.images:
-                skip = sum(1 for t in row.ids[:lo] if t == self.image_token_id)
-                take = sum(1 for t in row.ids[lo:hi] if t == self.image_token_id)
+                skip = int(np.count_nonzero(row.ids[:lo] == self.image_token_id))
+                take = int(np.count_nonzero(row.ids[lo:hi] == self.image_token_id))
                 if take:
                     feats.append(torch.cat(self._image_features(row.images))[skip : skip + take])
-        ids, pos = ids.to(self.device), pos.to(self.device)
+        ids, pos = torch.from_numpy(ids).to(self.device), torch.from_numpy(pos).to(self.device)
         emb = self.model.get_input_embeddings()(ids)
         if feats:
             is_image = (ids == self.image_token_id)[..., None]
@@ -283,10 +286,23 @@ class Qwen25VLICL(ICLModel):
         return np.split(flat, np.cumsum([len(c) for c in candidates])[:-1])
 
     def _score_rows(self, rows: Sequence[_Piece], groups: Sequence[int]) -> np.ndarray:
+        """P̄ of every row. Rows of one group share a prefix (`_group_prefixes`); every group's prefix is run once,
+        in one forward, and its KV cache serves the group's rows in whichever batch they fall."""
+        spans = [self._answer_span(r.ids) for r in rows]
+        self._image_features([p for r in rows for p in r.images])
+        prefixes = self._group_prefixes(rows, groups, spans)
+        slot = {g: i for i, g in enumerate(prefixes)}
+        P = [prefixes[g][1] for g in groups]
+        kv = None
+        if max(P) > 0:
+            # Right-padded: a real token never attends a later pad, and pads are masked out of every row below.
+            emb, pos = self._embed([(rows[rep], 0, n) for rep, n in prefixes.values()])
+            cache = self.model.model(inputs_embeds=emb, position_ids=pos, use_cache=True).past_key_values
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
         out = np.empty(len(rows), dtype=np.float64)
         for lo in range(0, len(rows), self.batch_size):
             hi = min(lo + self.batch_size, len(rows))
-            out[lo:hi] = self._score_batch(rows[lo:hi], groups[lo:hi])
+            out[lo:hi] = self._score_batch(rows[lo:hi], P[lo:hi], spans[lo:hi], kv, [slot[g] for g in groups[lo:hi]])
         return out
 
     def _group_prefixes(self, rows, groups, spans) -> dict[int, tuple[int, int]]:
@@ -306,20 +322,13 @@ class Qwen25VLICL(ICLModel):
             out[g] = (members[0], max(shared, 0))
         return out
 
-    def _score_batch(self, rows: Sequence[_Piece], groups: Sequence[int]) -> np.ndarray:
-        spans = [self._answer_span(r.ids) for r in rows]
-        self._image_features([p for r in rows for p in r.images])
-        prefixes = self._group_prefixes(rows, groups, spans)
-        order = list(prefixes)
-        P = [prefixes[g][1] for g in groups]  # prefix length of each row's group
+    def _score_batch(self, rows, P, spans, kv, slots) -> np.ndarray:
+        """Rows whose first P[b] tokens are in the prefix KV `kv` at batch index slots[b]."""
         P_max = max(P)
         cache = None
         if P_max > 0:
-            # Every group's prefix in one forward (right-padded: a real token never sees a later pad), then each
-            # row gets its group's KV cache.
-            emb, pos = self._embed([(rows[prefixes[g][0]], 0, prefixes[g][1]) for g in order])
-            cache = self.model.model(inputs_embeds=emb, position_ids=pos, use_cache=True).past_key_values
-            cache.batch_select_indices(torch.tensor([order.index(g) for g in groups], device=self.device))
+            idx = torch.tensor(slots, device=self.device)
+            cache = DynamicCache([(k[idx, :, :P_max], v[idx, :, :P_max]) for k, v in kv], config=self.model.config)
         # The rest of each row, up to the input of its last scored logit: the last answer token and what follows
         # it are never inputs to a scored position.
         emb, pos = self._embed([(r, p, a1 - 1) for r, p, (_, a1) in zip(rows, P, spans)])
@@ -338,7 +347,7 @@ class Qwen25VLICL(ICLModel):
         # One lm_head call over the answer-predicting positions of every row, then the per-row mean CE.
         h = torch.cat([hidden[b, a0 - 1 - p : a1 - 1 - p] for b, (p, (a0, a1)) in enumerate(zip(P, spans))])
         logits = self.model.lm_head(h).float()
-        target = torch.tensor([t for (a0, a1), r in zip(spans, rows) for t in r.ids[a0:a1]], device=self.device)
+        target = torch.from_numpy(np.concatenate([r.ids[a0:a1] for (a0, a1), r in zip(spans, rows)])).to(self.device)
         ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         n = torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device)
         owner = torch.repeat_interleave(torch.arange(B, device=self.device), n)
