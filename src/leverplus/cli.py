@@ -249,6 +249,7 @@ def _bench_infoscore(a) -> dict:
     return bench_infoscore(
         a.model, a.dataset, a.anchors, a.cand_num, a.beam_size, a.shot_num, a.order,
         adapter=a.adapter, seed=a.seed, threads=a.threads, device=a.device, batch_size=a.batch_size,
+        repeats=a.repeats,
     )
 
 
@@ -269,6 +270,8 @@ def _add_bench_infoscore(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads for both paths (default 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32, help="rows per batched forward in our path")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs of each path, alternating, fresh adapters each time; the fastest counts (default 3)")
     p.add_argument("--out", help="write the JSON here instead of stdout")
     p.set_defaults(func=_bench_infoscore)
 

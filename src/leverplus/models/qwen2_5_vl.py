@@ -5,12 +5,15 @@ tokens are located in the token ids themselves: the scored span starts right aft
 assistant generation header (the token ids the chat template appends for `add_generation_prompt=True`, derived
 once from the template) and ends before the next `<|im_end|>`; the end-of-turn token is not scored.
 
-Fast path (`score`): every image is run through the vision tower once per adapter lifetime and its features are
-cached by path; rows are tokenised with the tokenizer alone (image pads expanded to the image's grid, as the
-processor does — a test checks the ids equal the processor's); the token prefix that all rows of a batch share is
-run once and its KV cache is reused for every row (with construct_order `right`, this is the whole beam's
-demonstrations); rows are right-padded, so padding never changes a real token's attention. Positions are the
-model's own 3-D M-RoPE ids (`get_rope_index`) of the full row, sliced.
+Fast path (`score`, `score_step`): every image goes through the image processor and the vision tower once per adapter
+lifetime, features cached by path. A row is assembled from per-turn pieces — the template's head, one block per
+demonstration, the query's block — each rendered by the chat template, tokenised (image pads expanded to the image's
+grid, as the processor does) and given its M-RoPE ids by the model's own `get_rope_index` once (`ChatSegments`
+checks that the template decomposes; otherwise rows are rendered whole). Tests check the ids equal the processor's
+and the positions equal `get_rope_index` on the whole row. Rows are grouped by the prefix they share (a beam's
+demonstrations with construct_order `right`); every group's prefix is run once per call, and its KV cache serves the
+group's rows in every batch. Each row is run only up to the input of its last scored logit, right-padded, so padding
+never changes a real token's attention.
 """
 from __future__ import annotations
 
