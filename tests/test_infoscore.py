@@ -199,7 +199,7 @@ def test_bench_infoscore_reports_agreement(tiny_qwen_dir, vqa_examples, tmp_path
     out = tmp_path / "bench.json"
     rc = cli.main(
         ["bench-infoscore", "--model", str(tiny_qwen_dir), "--dataset", str(ds), "--anchors", "1", "--cand-num", "4",
-         "--beam-size", "2", "--shot-num", "2", "--order", "left", "--out", str(out)]
+         "--beam-size", "2", "--shot-num", "2", "--order", "left", "--repeats", "2", "--out", str(out)]
     )
     assert rc == 0
     res = json.loads(out.read_text())
@@ -207,6 +207,8 @@ def test_bench_infoscore_reports_agreement(tiny_qwen_dir, vqa_examples, tmp_path
     assert res["beams_equal"] is True
     assert res["max_abs_score_diff"] <= TOL and res["max_abs_beam_diff"] <= TOL
     assert res["speedup"] > 0 and res["order"] == "left"
+    assert res["repeats"] == 2 and len(res["speedup_per_repeat"]) == 2
+    assert res["reference"]["seconds"] == min(res["reference"]["all_seconds"])
 
 
 # ---- kill and resume ------------------------------------------------------------------------------------------------
