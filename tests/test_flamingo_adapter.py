@@ -274,3 +274,24 @@ def test_special_tokens_in_text_are_rejected(adapter, examples):
     bad = VQAExample("b", examples[0].image, "what <image> is this?", "x")
     with pytest.raises(ValueError, match="special token"):
         adapter.answer_mask([], bad)
+
+
+def test_workflow_stages_load_the_adapter_from_a_model_config(model_dir, monkeypatch):
+    """Stages build adapters from `models.<name>` (stages.common.load_model), which passes `trust_remote_code`;
+    the flag reaches the language model's loaders."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from leverplus.stages.common import load_model
+
+    assert isinstance(load_model({"adapter": "flamingo", "batch_size": 2}, str(model_dir)), fl.FlamingoICL)
+    seen = []
+    for cls in (AutoTokenizer, AutoModelForCausalLM):
+        original = cls.from_pretrained.__func__
+
+        def spy(klass, *a, _orig=original, **k):
+            seen.append(k.get("trust_remote_code"))
+            return _orig(klass, *a, **k)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    load_model({"adapter": "flamingo", "trust_remote_code": True}, str(model_dir))
+    assert seen == [True, True]

@@ -253,3 +253,11 @@ def test_registry_returns_the_qwen_adapter(tiny_qwen_dir):
 def test_registry_rejects_an_unknown_adapter(tiny_qwen_dir):
     with pytest.raises(ValueError, match=r"unknown model adapter 'qwen9'.*qwen2_5_vl"):
         load_icl_model("qwen9", str(tiny_qwen_dir))
+
+
+def test_workflow_stages_load_the_adapter_from_a_model_config(tiny_qwen_dir):
+    from leverplus.models.qwen2_5_vl import Qwen25VLICL
+    from leverplus.stages.common import load_model
+
+    model = load_model({"adapter": "qwen2_5_vl", "batch_size": 3, "trust_remote_code": False}, str(tiny_qwen_dir))
+    assert isinstance(model, Qwen25VLICL) and model.batch_size == 3

@@ -79,7 +79,7 @@ import json
 import sys
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -327,9 +327,13 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path}: checkpoint lacks Flamingo weights, e.g. {missing[:5]}")
 
 
-def load_flamingo(model_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+def load_flamingo(
+    model_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+):
     """(Flamingo model, image transform PIL → (C, H, W) tensor, tokenizer) from a model directory."""
     spec = FlamingoSpec.read(model_dir)
+    if trust_remote_code:
+        spec = replace(spec, trust_remote_code=True)
     if spec.vision_backend == "open_clip":
         of = _open_flamingo()
         if of.create_model_and_transforms is None:
@@ -366,11 +370,23 @@ def load_flamingo(model_dir: str | Path, *, device: str = "cpu", dtype: torch.dt
 class FlamingoICL(ICLModel):
     name = "flamingo"
 
-    def __init__(self, path: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 8):
+    def __init__(
+        self,
+        path: str,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+    ):
+        """`trust_remote_code` (the model's config key) enables remote code for the language model, as does
+        `adapter_config.trust_remote_code`; either must say so explicitly."""
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.batch_size = batch_size
-        self.model, self.image_transform, self.tokenizer = load_flamingo(path, device=device, dtype=self.dtype)
+        self.model, self.image_transform, self.tokenizer = load_flamingo(
+            path, device=device, dtype=self.dtype, trust_remote_code=trust_remote_code
+        )
         self.lm = self.model.lang_encoder
         self.media_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.eoc_id = self.tokenizer.convert_tokens_to_ids(EOC_TOKEN)
