@@ -334,6 +334,44 @@ def test_local_model_symlink_and_copy(tmp_path):
     assert dest.is_symlink()
 
 
+def test_local_model_from_a_project_model_entry(tmp_path):
+    """A `models.<name>` entry after the project schema's defaults (revision: main, layout: hf) with source local."""
+    src = _model_dir(tmp_path / "src_model")
+    entry = {"adapter": "qwen2_5_vl", "source": "local", "path": str(src), "revision": "main", "link": "symlink",
+             "layout": "hf", "dtype": "float32", "batch_size": 16, "trust_remote_code": False}
+    assert materialize_model(entry, tmp_path / "m").resolve() == src.resolve()
+
+
+def test_local_checkpoint_layout_needs_weights_not_config(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "lang").mkdir(parents=True)
+    (ckpt / "lang" / "model.safetensors").write_bytes(b"\0" * 8)
+    dest = materialize_model({"source": "local", "path": str(ckpt), "layout": "checkpoint"}, tmp_path / "m")
+    assert dest.is_symlink()
+    with pytest.raises(ModelMaterializationError, match="config.json is missing"):
+        materialize_model({"source": "local", "path": str(ckpt)}, tmp_path / "m2")
+    (tmp_path / "no_weights").mkdir()
+    with pytest.raises(ModelMaterializationError, match="no .*weight files"):
+        materialize_model({"source": "local", "path": str(tmp_path / "no_weights"), "layout": "checkpoint"},
+                          tmp_path / "m3")
+
+
+def test_adapter_config_is_never_written_into_a_linked_local_model(tmp_path):
+    from leverplus.stages.download import download_model
+
+    src = _model_dir(tmp_path / "src_model")
+    dest = tmp_path / "data" / "models" / "m"
+    spec = {"source": "local", "path": str(src), "adapter_config": {"cross_attn_every_n_layers": 2}}
+    with pytest.raises(ValueError, match="link: copy"):
+        download_model(input=[], output=[str(dest)], params={"spec": spec, "adapter": "flamingo"},
+                       wildcards={"model": "m"}, threads=1)
+    assert not (src / "leverplus_flamingo.json").exists()
+    download_model(input=[], output=[str(dest)], params={"spec": {**spec, "link": "copy"}, "adapter": "flamingo"},
+                   wildcards={"model": "m"}, threads=1)
+    assert json.loads((dest / "leverplus_flamingo.json").read_text()) == {"cross_attn_every_n_layers": 2}
+    assert not (src / "leverplus_flamingo.json").exists()
+
+
 def test_local_model_errors(tmp_path):
     with pytest.raises(ModelMaterializationError, match="does not exist"):
         materialize_model({"source": "local", "path": str(tmp_path / "nope")}, tmp_path / "d")
@@ -347,8 +385,14 @@ def test_local_model_errors(tmp_path):
         validate_model_dir(bad)
     with pytest.raises(ModelMaterializationError, match="invalid model spec"):
         materialize_model({"source": "local"}, tmp_path / "d")
+    # keys of the other source are dropped, not errors: the project schema gives every model entry the defaults
+    # revision: main and link: symlink whatever its source
+    from leverplus.data.hf_snapshot import _source_spec
+
+    assert _source_spec({"source": "hf", "repo_id": "a/b", "link": "symlink", "path": "/x"}) == {
+        "source": "hf", "repo_id": "a/b"}
     with pytest.raises(ModelMaterializationError, match="invalid model spec"):
-        materialize_model({"source": "hf", "repo_id": "a/b", "path": "/x"}, tmp_path / "d")
+        materialize_model({"source": "hf", "repo_id": "not a repo id"}, tmp_path / "d")
     # refuses to clobber a directory it did not create
     src = _model_dir(tmp_path / "src")
     foreign = tmp_path / "foreign"
@@ -431,3 +475,19 @@ def test_hf_snapshot_without_env_token_sends_no_credentials(tmp_path, monkeypatc
         # pinned commit: no revision lookup needed
         assert not [r for r in srv.requests if "/revision/" in r.path]
     assert (tmp_path / "m" / "README.md").exists()
+
+
+def test_hf_model_entry_with_project_defaults_downloads_through_the_stage(tmp_path, monkeypatch):
+    """What `rule download_model` passes for an hf model once the project schema filled its defaults
+    (link: symlink and layout: hf apply to every source)."""
+    from leverplus.stages.download import download_model
+
+    dest = tmp_path / "data" / "models" / "tiny"
+    with serve_fake_hf_hub("org/tiny", HUB_FILES) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.base_url)
+        spec = {"source": "hf", "repo_id": "org/tiny", "revision": "main", "link": "symlink", "layout": "hf",
+                "adapter_config": {"k": 1}}
+        download_model(input=[], output=[str(dest)], params={"spec": spec, "adapter": "qwen2_5_vl"},
+                       wildcards={"model": "tiny"}, threads=1)
+    assert (dest / "config.json").read_bytes() == HUB_FILES["config.json"]
+    assert json.loads((dest / "leverplus_qwen2_5_vl.json").read_text()) == {"k": 1}

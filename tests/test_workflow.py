@@ -201,3 +201,45 @@ def test_rerun_new_shipped_demo_models_touches_downloads_and_below(demo_run, tmp
     p = pending(demo_run, env=env)
     assert {"download_model", "download_encoder", "beam_search", "train_selector", "infer", "aggregate"} <= set(p)
     assert "download_dataset" not in p
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("open_flamingo") is None, reason="open_flamingo not installed"
+)
+def test_flamingo_model_runs_through_every_stage(tmp_path):
+    """The second adapter through the real DAG: a tiny OpenFlamingo (open_flamingo code, MPT LM, CLIP vision) as a
+    `local` checkpoint-layout model — download (link), beam search, selector training, inference, aggregation."""
+    from leverplus.models.demo_training import tokenizer_corpus
+    from leverplus.models.tiny_flamingo import build_tiny_flamingo
+
+    model_dir = build_tiny_flamingo(tmp_path / "tiny_flamingo", tokenizer_corpus(), seed=0)
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = work / "flamingo.yaml"
+    cfg.write_text(
+        f"""
+dataset: demo
+datasets:
+  demo: {{source: demo, seed: 0, n_train: 3000, n_val: 500}}
+models:
+  tiny_fl: {{adapter: flamingo, source: local, path: "{model_dir}", layout: checkpoint, batch_size: 8}}
+encoders:
+  tiny_clip: {{source: demo}}
+compute: {{model_threads: 1}}
+experiment: {{models: [tiny_fl], encoder: tiny_clip, samplers: [rand], sample_num: [4], cand_num: 6}}
+beam: {{beam_size: 2, shot_num: 2, construct_order: right, shards: 1}}
+selector: {{epochs: 1, batch_size: 4, versions: [v1]}}
+infer: {{shots: [1], limit: 8, pool: {{kind: retrieval, by: img_sim, k: 8}}}}
+baselines: [zero_shot, random]
+"""
+    )
+    smk("results/demo/v1.json", "--cores", "2", "--resources", "gpu=2", "--directory", str(work),
+        f"--configfile={cfg}")
+    assert (work / "data/models/tiny_fl").is_symlink()
+    beams = pd.read_parquet(work / "data/demo/beam/tiny_fl/rand_4/beam.parquet")
+    assert beams.anchor.nunique() == 4 and (beams.icd_ids.apply(len) == 2).all()
+    res = json.loads((work / "results/demo/v1.json").read_text())
+    text = json.dumps(res)
+    assert "tiny_fl" in text and "zero_shot" in text
+    (work / "results/demo/v1.md").read_text()
+    assert (work / "results/demo/v1.png").stat().st_size > 0

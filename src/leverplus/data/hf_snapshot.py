@@ -80,6 +80,7 @@ MODEL_SPEC_SCHEMA: dict[str, Any] = {
                 "source": {"const": "local"},
                 "path": {"type": "string", "minLength": 1},
                 "link": {"enum": ["symlink", "copy"], "default": "symlink"},
+                "layout": {"enum": ["hf", "checkpoint"], "description": "checkpoint: weights without config.json"},
             },
             "required": ["source", "path"],
             "additionalProperties": False,
@@ -92,13 +93,18 @@ class ModelMaterializationError(RuntimeError):
     """The model could not be downloaded / linked, or is not an HF-layout directory."""
 
 
-def validate_model_dir(path: str | os.PathLike[str]) -> Path:
-    """Check that ``path`` is a directory with a parseable ``config.json``; returns it."""
+def validate_model_dir(path: str | os.PathLike[str], layout: str = "hf") -> Path:
+    """Check that ``path`` is a directory with a parseable ``config.json`` (layout ``hf``) or with weight files
+    anywhere below it (layout ``checkpoint``, e.g. an OpenFlamingo checkpoint); returns it."""
     p = Path(path)
     if not p.exists():
         raise ModelMaterializationError(f"model directory {p} does not exist")
     if not p.is_dir():
         raise ModelMaterializationError(f"model path {p} is not a directory")
+    if layout == "checkpoint":
+        if not any(next(p.rglob(pattern), None) for pattern in ("*.safetensors", "*.pt", "*.bin")):
+            raise ModelMaterializationError(f"{p} holds no *.safetensors / *.pt / *.bin weight files")
+        return p
     cfg = p / "config.json"
     if not cfg.is_file():
         raise ModelMaterializationError(
@@ -116,13 +122,18 @@ def validate_model_dir(path: str | os.PathLike[str]) -> Path:
 
 
 _KNOWN_KEYS = frozenset(k for branch in MODEL_SPEC_SCHEMA["oneOf"] for k in branch["properties"])
+_KEYS_BY_SOURCE = {
+    branch["properties"]["source"]["const"]: frozenset(branch["properties"]) for branch in MODEL_SPEC_SCHEMA["oneOf"]
+}
 
 
 def _source_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The keys this module reads, validated; foreign keys of the project's model entry
-    (``adapter``, ``dtype``, ``batch_size``, ...) are dropped so they neither fail
+    (``adapter``, ``dtype``, ``batch_size``, ...) and keys of the other source (the project
+    schema's ``revision: main`` default on a ``local`` model) are dropped so they neither fail
     validation nor invalidate an existing materialisation."""
-    relevant = {k: v for k, v in spec.items() if k in _KNOWN_KEYS}
+    keys = _KEYS_BY_SOURCE.get(spec.get("source"), _KNOWN_KEYS)
+    relevant = {k: v for k, v in spec.items() if k in keys}
     try:
         import jsonschema
     except ImportError:  # pragma: no cover - jsonschema is a project dependency
@@ -251,7 +262,7 @@ def _materialize_hf(spec: Mapping[str, Any], dest: Path) -> Path:
 
 
 def _materialize_local(spec: Mapping[str, Any], dest: Path) -> Path:
-    src = validate_model_dir(Path(spec["path"]).expanduser()).resolve()
+    src = validate_model_dir(Path(spec["path"]).expanduser(), spec.get("layout", "hf")).resolve()
     link = spec.get("link", "symlink")
     if dest.resolve() == src and not dest.is_symlink():
         raise ModelMaterializationError(f"model source {src} and destination {dest} are the same directory")

@@ -1,6 +1,7 @@
 """Stages: datasets, ICL models and encoders into data/ (generated, shipped, fetched or linked)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -48,7 +49,15 @@ def download_model(*, input, output, params, wildcards, threads):
 
         materialize_model(spec, dest)
         if "adapter_config" in spec:
-            write_json(dest / f"leverplus_{params['adapter']}.json", spec["adapter_config"])
+            target = dest / f"leverplus_{params['adapter']}.json"
+            if dest.is_symlink():  # a linked local directory: never write into the user's own model files
+                if not (target.is_file() and json.loads(target.read_text()) == spec["adapter_config"]):
+                    raise ValueError(
+                        f"models.{wildcards['model']}.adapter_config would be written into the linked local "
+                        f"directory {dest.resolve()}; set link: copy"
+                    )
+            else:
+                write_json(target, spec["adapter_config"])
 
 
 def download_encoder(*, input, output, params, wildcards, threads):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from contextlib import redirect_stderr, redirect_stdout
 
 
@@ -25,5 +26,9 @@ def run_stage(smk, func, *, gpu: bool = False) -> None:
         params = {k: _param(v) for k, v in smk.params.items() if k != "code"}
         print(json.dumps({"rule": smk.rule, "wildcards": dict(smk.wildcards), "job": job}, sort_keys=True, default=str))
         t0 = time.time()
-        func(input=smk.input, output=smk.output, params=params, wildcards=dict(smk.wildcards), threads=smk.threads)
+        try:
+            func(input=smk.input, output=smk.output, params=params, wildcards=dict(smk.wildcards), threads=smk.threads)
+        except BaseException:
+            traceback.print_exc()  # into the rule's log, which Snakemake prints when the job fails
+            raise
         print(f"done in {time.time() - t0:.1f}s", file=sys.stderr)
