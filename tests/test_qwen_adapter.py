@@ -261,3 +261,32 @@ def test_workflow_stages_load_the_adapter_from_a_model_config(tiny_qwen_dir):
 
     model = load_model({"adapter": "qwen2_5_vl", "batch_size": 3, "trust_remote_code": False}, str(tiny_qwen_dir))
     assert isinstance(model, Qwen25VLICL) and model.batch_size == 3
+
+
+def test_image_feature_cache_is_bounded_and_eviction_changes_no_score(tiny_qwen_dir, vqa_examples):
+    """With a cache smaller than one image's features every image is re-encoded when needed: same scores, the
+    cache never holds more than one image, and no pixel values are left behind."""
+    ex = vqa_examples
+    seqs, queries = [[ex[1], ex[2]], [ex[3]], [ex[2], ex[4], ex[1]]], [ex[5], ex[6], ex[7]]
+    roomy = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=2)
+    tight = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=2, image_cache_mb=1e-6)
+    np.testing.assert_array_equal(tight.score(seqs, queries), roomy.score(seqs, queries))
+    assert len(tight._features) == 1 and not tight._pending
+    assert len(roomy._features) == 7 and not roomy._pending
+    got = tight.score_step([[ex[1]], []], [[ex[2], ex[3]], [ex[4]]], ex[0], "right")
+    want = roomy.score_step([[ex[1]], []], [[ex[2], ex[3]], [ex[4]]], ex[0], "right")
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_tensor_lru_evicts_least_recently_used_first():
+    from leverplus.models.feature_cache import TensorLRU
+
+    cache = TensorLRU(max_mb=3 * 4 / 2**20)  # room for three float32 scalars
+    for k in "abc":
+        cache.put(k, torch.zeros(1))
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("d", torch.zeros(1))
+    assert cache.keys() == ["c", "a", "d"] and cache.nbytes == 12
+    cache.put("big", torch.zeros(10))  # larger than the bound: kept alone (it is in use), the rest evicted
+    assert cache.keys() == ["big"] and cache.get("b") is None

@@ -90,6 +90,7 @@ from ..data.images import load_image
 from ..data.records import VQAExample
 from . import prompting
 from .base import ICLModel, register_adapter
+from .feature_cache import TensorLRU
 
 CONFIG_NAME = "leverplus_flamingo.json"
 IMAGE_TOKEN = "<image>"
@@ -378,6 +379,7 @@ class FlamingoICL(ICLModel):
         dtype: str = "float32",
         batch_size: int = 8,
         trust_remote_code: bool = False,
+        image_cache_mb: float | None = None,
     ):
         """`trust_remote_code` (the model's config key) enables remote code for the language model, as does
         `adapter_config.trust_remote_code`; either must say so explicitly."""
@@ -397,7 +399,7 @@ class FlamingoICL(ICLModel):
         if p.media_time_embs is not None or p.frame_embs is not None:
             raise ValueError("perceiver with media/frame position embeddings: per-image latent caching is invalid")
         self._offset_tok = self._untrimmed_tokenizer()
-        self._latents: dict[str, torch.Tensor] = {}
+        self._latents = TensorLRU.for_images(image_cache_mb)
 
     # ---- tokenisation ------------------------------------------------------------------------------------------
     def _untrimmed_tokenizer(self):
@@ -462,18 +464,20 @@ class FlamingoICL(ICLModel):
     @torch.no_grad()
     def _image_latents(self, paths: Sequence[str]) -> list[torch.Tensor]:
         """Perceiver latents (n_latents, vis_dim) per image, computed once per distinct path."""
-        todo = [p for p in dict.fromkeys(paths) if p not in self._latents]
+        found = {p: t for p in dict.fromkeys(paths) if (t := self._latents.get(p)) is not None}
+        todo = [p for p in dict.fromkeys(paths) if p not in found]
         for i in range(0, len(todo), 32):
             chunk = todo[i : i + 32]
             pix = torch.stack([self.image_transform(load_image(p)) for p in chunk]).to(self.device, self.dtype)
             tokens = self.model.vision_encoder(pix)[1]  # (n, v, d), as Flamingo._encode_vision_x
             latents = self.model.perceiver(tokens[:, None, None])  # (n, T=1, n_latents, d)
             for p, lat in zip(chunk, latents[:, 0]):
-                self._latents[p] = lat
-        return [self._latents[p] for p in paths]
+                found[p] = lat
+                self._latents.put(p, lat)
+        return [found[p] for p in paths]
 
     def clear_image_cache(self) -> None:
-        """Drop the cached perceiver latents (n_latents × vis_dim per image; the cache is otherwise unbounded)."""
+        """Drop the cached perceiver latents (n_latents × vis_dim per image, at most image_cache_mb in all)."""
         self._latents.clear()
 
     def _media(self, image_lists: Sequence[Sequence[str]]) -> torch.Tensor:

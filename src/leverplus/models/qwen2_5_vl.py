@@ -29,6 +29,7 @@ from ..data.records import VQAExample
 from . import prompting
 from .base import ICLModel, extend, register_adapter
 from .chat_segments import ChatSegments, splits_before
+from .feature_cache import TensorLRU
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Qwen25VLICL(ICLModel):
         batch_size: int = 16,
         trust_remote_code: bool = False,
         attn_implementation: str = "sdpa",
+        image_cache_mb: float | None = None,
     ):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -83,9 +85,10 @@ class Qwen25VLICL(ICLModel):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_id
         self.merge = self.processor.image_processor.merge_size
         self._header = self._assistant_header()
-        self._pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._grids: dict[str, torch.Tensor] = {}  # image_grid_thw (1, 3) per image, kept
+        self._pending: dict[str, torch.Tensor] = {}  # pixel values until the image's features are computed
         self._n_tokens: dict[str, int] = {}
-        self._features: dict[str, torch.Tensor] = {}
+        self._features = TensorLRU.for_images(image_cache_mb)
         self._pieces: dict[tuple, _Piece] = {}
         self._segments = ChatSegments(self._render)
         self._blockwise = self._segments.exact and all(
@@ -109,25 +112,31 @@ class Qwen25VLICL(ICLModel):
             raise ValueError("chat template: generation header does not tokenise as a suffix")
         return ids_gen[len(ids_plain) :]
 
-    def _pixels_of(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if path not in self._pixels:
+    def _grid_of(self, path: str) -> torch.Tensor:
+        if path not in self._grids:
             self._load_pixels([path])
-        return self._pixels[path]
+        return self._grids[path]
 
     def _load_pixels(self, paths: Sequence[str]) -> None:
-        """Run the image processor once over every image not seen yet (it processes each image on its own and
-        concatenates the patches; they are split back by each image's grid)."""
-        todo = [p for p in dict.fromkeys(paths) if p not in self._pixels]
+        """Run the image processor once over every image whose grid is unknown or whose features must be
+        (re)computed (it processes each image on its own and concatenates the patches; they are split back by each
+        image's grid). Pixel values are kept only until the image's features exist."""
+        todo = [
+            p for p in dict.fromkeys(paths)
+            if p not in self._grids or (p not in self._features and p not in self._pending)
+        ]
         if not todo:
             return
         enc = self.processor.image_processor(images=[load_image(p) for p in todo], return_tensors="pt")
         grids = enc["image_grid_thw"]
         for path, pix, thw in zip(todo, enc["pixel_values"].split(grids.prod(-1).tolist()), grids):
-            self._pixels[path] = (pix, thw[None])
+            self._grids[path] = thw[None]
+            if path not in self._features:
+                self._pending[path] = pix
 
     def _n_image_tokens(self, path: str) -> int:
         if path not in self._n_tokens:
-            self._n_tokens[path] = int(self._pixels_of(path)[1].prod()) // (self.merge**2)
+            self._n_tokens[path] = int(self._grid_of(path).prod()) // (self.merge**2)
         return self._n_tokens[path]
 
     def _expand(self, text: str, images: Sequence[str]) -> str:
@@ -144,7 +153,7 @@ class Qwen25VLICL(ICLModel):
     def _positions(self, ids: np.ndarray, images: Sequence[str]) -> np.ndarray:
         """The model's own 3-D M-RoPE ids (3, n) of one token sequence that starts at position 0."""
         t = torch.from_numpy(ids)[None]
-        thw = torch.cat([self._pixels_of(p)[1] for p in images]) if images else None
+        thw = torch.cat([self._grid_of(p) for p in images]) if images else None
         pos, _ = self.model.model.get_rope_index(t, (t == self.image_token_id).int(), image_grid_thw=thw)
         return pos[:, 0].numpy()
 
@@ -221,19 +230,25 @@ class Qwen25VLICL(ICLModel):
     def clear_image_cache(self) -> None:
         """Drop cached image features and tokenised turns (the caches otherwise grow with every new example)."""
         self._features.clear()
+        self._pending.clear()
         self._pieces.clear()
 
     @torch.no_grad()
     def _image_features(self, paths: Sequence[str]) -> list[torch.Tensor]:
+        """Vision-tower features of each image (computed once while they stay in the LRU cache; the returned
+        tensors stay valid whatever the cache evicts later)."""
         todo = [p for p in dict.fromkeys(paths) if p not in self._features]
+        self._load_pixels(todo)
+        found = {p: f for p in dict.fromkeys(paths) if (f := self._features.get(p)) is not None}
         for i in range(0, len(todo), 32):
             chunk = todo[i : i + 32]
-            pix = torch.cat([self._pixels_of(p)[0] for p in chunk]).to(self.device, self.dtype)
-            thw = torch.cat([self._pixels_of(p)[1] for p in chunk]).to(self.device)
+            pix = torch.cat([self._pending.pop(p) for p in chunk]).to(self.device, self.dtype)
+            thw = torch.cat([self._grids[p] for p in chunk]).to(self.device)
             out = self.model.model.get_image_features(pix, thw, return_dict=True).pooler_output
             for p, f in zip(chunk, out):
-                self._features[p] = f
-        return [self._features[p] for p in paths]
+                found[p] = f
+                self._features.put(p, f)
+        return [found[p] for p in paths]
 
     def _prefix_keys(self, row: _Piece, image_ids: dict[str, int]) -> np.ndarray:
         """Token ids with each image token replaced by a key unique to (image, token index in the image)."""
