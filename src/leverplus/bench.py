@@ -9,7 +9,8 @@
 Every run uses fresh adapter instances (no cache is shared or carried over). The two paths run alternately
 `repeats` times and the fastest run of each counts (machine-speed drift hits both). Reported: candidate sequences
 scored per second by each path and their ratio, the ratio of every repeat, the largest absolute difference over
-every P̄ both paths computed, and whether the chosen beams agree. This is a measurement, not a timed test: `leverplus bench-infoscore` prints it as JSON.
+every P̄ both paths computed, and whether the chosen beams agree. This is a measurement, not a timed test:
+`leverplus bench-infoscore` prints it as JSON.
 """
 from __future__ import annotations
 
@@ -89,17 +90,19 @@ class RecordingModel:
             self.scores[_key(seq)] = float(p)
         return out
 
+    def _record(self, beam, candidates, order, p_bars) -> None:
+        for cand, p in zip(candidates, p_bars):
+            self.scores[_key(extend(beam, cand, order))] = float(p)
+
     def score_candidates(self, beam, candidates, query, order):
         out = self.model.score_candidates(beam, candidates, query, order)
-        for cand, p in zip(candidates, out):
-            self.scores[_key(extend(beam, cand, order))] = float(p)
+        self._record(beam, candidates, order, out)
         return out
 
     def score_step(self, beams, candidates, query, order):
         out = self.model.score_step(beams, candidates, query, order)
         for beam, cands, ps in zip(beams, candidates, out):
-            for cand, p in zip(cands, ps):
-                self.scores[_key(extend(beam, cand, order))] = float(p)
+            self._record(beam, cands, order, ps)
         return out
 
 
@@ -147,6 +150,8 @@ def bench_infoscore(
     """Run one full beam search per anchor with the reference algorithm and with ours; see the module docstring."""
     import torch
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     if threads:
         torch.set_num_threads(threads)
     train = examples(load_split(dataset_dir, "train"))

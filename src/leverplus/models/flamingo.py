@@ -463,7 +463,7 @@ class FlamingoICL(ICLModel):
     # ---- fast path -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _image_latents(self, paths: Sequence[str]) -> list[torch.Tensor]:
-        """Perceiver latents (n_latents, vis_dim) per image, computed once per distinct path."""
+        """Perceiver latents (n_latents, vis_dim) per image, computed once per path while it stays cached."""
         found = {p: t for p in dict.fromkeys(paths) if (t := self._latents.get(p)) is not None}
         todo = [p for p in dict.fromkeys(paths) if p not in found]
         for i in range(0, len(todo), 32):
