@@ -1,9 +1,10 @@
-# Config validation (parse time, before any job), canonical-JSON config slices for params, wildcard
-# constraints and target builders. Nothing here touches the network or imports torch.
+# Config validation (parse time, before any job), the per-dataset run configs, canonical-JSON config slices for
+# params, wildcard constraints and target builders. Nothing here touches the network or imports torch.
 import re
+from pathlib import Path
 
-from leverplus.config import ConfigError, canonical, selector_config, validate_config
-from leverplus.fingerprint import code_fingerprint
+from leverplus.config import ConfigError, canonical, run_config, selector_config, validate_config
+from leverplus.fingerprint import script_fingerprint
 from leverplus.models.demo_assets import shipped_digest
 
 try:
@@ -11,7 +12,19 @@ try:
 except ConfigError as err:
     sys.exit(f"lever-plus: {err}")
 
-EXP = config["experiment"]
+# every dataset's run: `runs.<dataset>` deep-merged over the global (demo) blocks; the target path picks one
+RUNS = {name: run_config(config, name) for name in config["datasets"]}
+
+
+def run(w):
+    """The merged config of the job's dataset."""
+    return RUNS[w.dataset]
+
+
+def exp(w):
+    return RUNS[w.dataset]["experiment"]
+
+
 # threads of the rules that run a model or an encoder (GPU rules): their CPU-side work on a GPU box, all of it on CPU
 MODEL_THREADS = config["compute"]["model_threads"]
 VERSIONS = ["v0", "v1", "v2", "v2_lora"]
@@ -19,6 +32,21 @@ VERSIONS = ["v0", "v1", "v2", "v2_lora"]
 
 def _alternatives(names):
     return "|".join(re.escape(n) for n in names)
+
+
+# names under data/ that are not datasets
+NOT_DATASETS = ("models", "encoders", "raw")
+# wildcard regex of the unknown_dataset rule: any first path component that is no dataset (nor models/encoders/raw)
+UNKNOWN_DATASET = f"(?!(?:{_alternatives([*RUNS, *NOT_DATASETS])})/)[^/]+"
+
+
+def unknown_dataset(w):
+    """Input function of the unknown_dataset catch-all in rules/vqa.smk. It stops the DAG with one line naming the
+    known datasets (without it, a target of an unknown dataset gives only Snakemake's `No rule to produce`)."""
+    sys.exit(
+        f"lever-plus: unknown dataset {w.dataset!r} in target {w.top}/{w.dataset}/{w.rest}; known datasets: "
+        f"{', '.join(sorted(RUNS))} (config `datasets`)"
+    )
 
 
 wildcard_constraints:
@@ -39,11 +67,26 @@ def run_dir(w):
 
 
 def slice_json(*keys):
-    """params value: the config slice at `keys`, canonical JSON."""
+    """params value: the (global) config slice at `keys`, canonical JSON."""
     node = config
     for k in keys:
         node = node[k]
     return canonical(node)
+
+
+def run_slice(w, block, drop=()):
+    """params value: block `block` of the job's dataset run, without the keys `drop`, canonical JSON."""
+    node = RUNS[w.dataset].get(block, {})
+    return canonical({k: v for k, v in node.items() if k not in drop} if drop else node)
+
+
+def features(split):
+    """input: the job's dataset's `split` features under that run's encoder."""
+    return lambda w: f"data/{w.dataset}/features/{exp(w)['encoder']}/{split}.safetensors"
+
+
+def encoder_dir(w):
+    return f"data/encoders/{exp(w)['encoder']}"
 
 
 SOURCE_KEYS = ("source", "repo_id", "revision", "path", "allow_patterns", "link", "layout", "adapter_config")
@@ -54,8 +97,13 @@ def source_json(spec):
     return canonical({k: v for k, v in spec.items() if k in SOURCE_KEYS})
 
 
-def code(*modules):
-    return code_fingerprint(*modules)
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def code(script):
+    """params value: a digest of every leverplus source file that workflow/scripts/<script>.py reaches through its
+    imports (leverplus.fingerprint), so no module list is kept by hand."""
+    return script_fingerprint(str(SCRIPTS / f"{script}.py"))
 
 
 def shipped(spec):
@@ -65,28 +113,28 @@ def shipped(spec):
 
 
 def grid(dataset):
-    """(model, sampler, sample_num) cells of the experiment grid."""
-    return [
-        (m, s, n) for m in EXP["models"] for s in EXP["samplers"] for n in EXP["sample_num"]
-    ]
+    """(model, sampler, sample_num) cells of the dataset's experiment grid."""
+    e = RUNS[dataset]["experiment"]
+    return [(m, s, n) for m in e["models"] for s in e["samplers"] for n in e["sample_num"]]
 
 
 def infer_jsons(dataset, version):
     return [
         f"results/{dataset}/{m}/{s}_{n}/{version}/shot{k}.json"
         for m, s, n in grid(dataset)
-        for k in config["infer"]["shots"]
+        for k in RUNS[dataset]["infer"]["shots"]
     ]
 
 
 def baseline_jsons(dataset):
+    r = RUNS[dataset]
     out = []
-    for m in EXP["models"]:
-        for b in config["baselines"]:
+    for m in r["experiment"]["models"]:
+        for b in r["baselines"]:
             if b == "zero_shot":
                 out.append(f"results/{dataset}/{m}/baseline/zero_shot/shot0.json")
             else:
-                out += [f"results/{dataset}/{m}/baseline/{b}/shot{k}.json" for k in config["infer"]["shots"]]
+                out += [f"results/{dataset}/{m}/baseline/{b}/shot{k}.json" for k in r["infer"]["shots"]]
     return out
 
 
@@ -95,4 +143,5 @@ def beam_tables(dataset):
 
 
 def all_targets():
-    return [f"results/{config['dataset']}/{v}.json" for v in config["selector"]["versions"]]
+    d = config["dataset"]
+    return [f"results/{d}/{v}.json" for v in RUNS[d]["selector"]["versions"]]

@@ -8,7 +8,7 @@ rule download_dataset:
         val="data/{dataset}/val.parquet",
     params:
         spec=lambda w: slice_json("datasets", w.dataset),
-        code=code("leverplus.data"),
+        code=code("download_dataset"),
     log:
         "logs/{dataset}/download_dataset.log",
     benchmark:
@@ -27,7 +27,7 @@ rule download_model:
         spec=lambda w: source_json(config["models"][w.model]),
         adapter=lambda w: config["models"][w.model]["adapter"],
         shipped=lambda w: shipped(config["models"][w.model]),
-        code=code("leverplus.data", "leverplus.models.tiny", "leverplus.models.demo_training"),
+        code=code("download_model"),
     log:
         "logs/models/{model}.log",
     benchmark:
@@ -47,7 +47,7 @@ rule download_encoder:
     params:
         spec=lambda w: source_json(config["encoders"][w.encoder]),
         shipped=lambda w: shipped(config["encoders"][w.encoder]),
-        code=code("leverplus.data", "leverplus.models.tiny_clip"),
+        code=code("download_encoder"),
     log:
         "logs/encoders/{encoder}.log",
     benchmark:
@@ -66,7 +66,7 @@ rule encode:
     output:
         "data/{dataset}/features/{encoder}/{split}.safetensors",
     params:
-        code=code("leverplus.icd.encode", "leverplus.icd.features"),
+        code=code("encode"),
     log:
         "logs/{dataset}/encode_{encoder}_{split}.log",
     benchmark:
@@ -82,12 +82,12 @@ rule encode:
 
 rule candidates:
     input:
-        features=f"data/{{dataset}}/features/{EXP['encoder']}/train.safetensors",
+        features=features("train"),
     output:
         "data/{dataset}/candidates/{sampler}_{sample_num}.parquet",
     params:
-        sampling=lambda w: canonical({"cand_num": EXP["cand_num"], "seed": EXP["seed"]}),
-        code=code("leverplus.icd.samplers", "leverplus.icd.retrieval"),
+        sampling=lambda w: canonical({"cand_num": exp(w)["cand_num"], "seed": exp(w)["seed"]}),
+        code=code("candidates"),
     log:
         "logs/{dataset}/candidates_{sampler}_{sample_num}.log",
     benchmark:
@@ -107,9 +107,10 @@ rule beam_search:
     output:
         "data/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.parquet",
     params:
-        beam=lambda w: slice_json("beam"),
+        beam=lambda w: run_slice(w, "beam"),
         model=lambda w: slice_json("models", w.model),
-        code=code("leverplus.icd.infoscore", "leverplus.models"),
+        prompt=lambda w: run_slice(w, "prompt"),
+        code=code("beam_search"),
     log:
         "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.log",
     benchmark:
@@ -127,10 +128,12 @@ rule gather_beam:
     input:
         lambda w: expand(
             "data/{{dataset}}/beam/{{model}}/{{sampler}}_{{sample_num}}/shard_{shard}.parquet",
-            shard=range(config["beam"]["shards"]),
+            shard=range(run(w)["beam"]["shards"]),
         ),
     output:
         "data/{dataset}/beam/{model}/{sampler}_{sample_num}/beam.parquet",
+    params:
+        code=code("gather_beam"),
     log:
         "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/gather.log",
     benchmark:
@@ -146,16 +149,16 @@ rule train_selector:
     input:
         beam="data/{dataset}/beam/{model}/{sampler}_{sample_num}/beam.parquet",
         pools="data/{dataset}/candidates/{sampler}_{sample_num}.parquet",
-        features=f"data/{{dataset}}/features/{EXP['encoder']}/train.safetensors",
+        features=features("train"),
         train="data/{dataset}/train.parquet",
-        encoder=f"data/encoders/{EXP['encoder']}",
+        encoder=encoder_dir,
     output:
         weights="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/selector/model.safetensors",
         config="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/selector/selector.json",
     params:
-        selector=lambda w: canonical(selector_config(config, w.version)),
-        seed=lambda w: EXP["seed"],
-        code=code("leverplus.icd.selectors"),
+        selector=lambda w: canonical(selector_config(run(w), w.version)),
+        seed=lambda w: exp(w)["seed"],
+        code=code("train_selector"),
     log:
         "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/train_selector.log",
     benchmark:
@@ -174,19 +177,20 @@ rule infer:
         selector="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/selector/model.safetensors",
         train="data/{dataset}/train.parquet",
         val="data/{dataset}/val.parquet",
-        train_features=f"data/{{dataset}}/features/{EXP['encoder']}/train.safetensors",
-        val_features=f"data/{{dataset}}/features/{EXP['encoder']}/val.safetensors",
-        encoder=f"data/encoders/{EXP['encoder']}",
+        train_features=features("train"),
+        val_features=features("val"),
+        encoder=encoder_dir,
         model="data/models/{model}",
     output:
         predictions="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/shot{shot}.parquet",
         score="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/shot{shot}.json",
     params:
-        infer=lambda w: canonical({k: v for k, v in config["infer"].items() if k != "shots"}),
-        order=lambda w: config["beam"]["construct_order"],
+        infer=lambda w: run_slice(w, "infer", drop=("shots",)),
+        order=lambda w: run(w)["beam"]["construct_order"],
         model=lambda w: slice_json("models", w.model),
-        metrics=lambda w: slice_json("metrics"),
-        code=code("leverplus.stages.infer", "leverplus.models", "leverplus.metrics", "leverplus.icd.selectors"),
+        metrics=lambda w: run_slice(w, "metrics"),
+        prompt=lambda w: run_slice(w, "prompt"),
+        code=code("infer"),
     log:
         "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/infer_shot{shot}.log",
     benchmark:
@@ -204,19 +208,20 @@ rule baseline:
     input:
         train="data/{dataset}/train.parquet",
         val="data/{dataset}/val.parquet",
-        train_features=f"data/{{dataset}}/features/{EXP['encoder']}/train.safetensors",
-        val_features=f"data/{{dataset}}/features/{EXP['encoder']}/val.safetensors",
+        train_features=features("train"),
+        val_features=features("val"),
         model="data/models/{model}",
     output:
         predictions="results/{dataset}/{model}/baseline/{retriever}/shot{shot}.parquet",
         score="results/{dataset}/{model}/baseline/{retriever}/shot{shot}.json",
     params:
-        infer=lambda w: canonical({k: v for k, v in config["infer"].items() if k not in ("shots", "pool")}),
-        pool=lambda w: canonical(config["infer"]["pool"]) if w.get("retriever") == "pool_random" else "",
-        seed=lambda w: EXP["seed"],
+        infer=lambda w: run_slice(w, "infer", drop=("shots", "pool")),
+        pool=lambda w: canonical(run(w)["infer"]["pool"]) if w.get("retriever") == "pool_random" else "",
+        seed=lambda w: exp(w)["seed"],
         model=lambda w: slice_json("models", w.model),
-        metrics=lambda w: slice_json("metrics"),
-        code=code("leverplus.stages.infer", "leverplus.models", "leverplus.metrics", "leverplus.icd.retrieval"),
+        metrics=lambda w: run_slice(w, "metrics"),
+        prompt=lambda w: run_slice(w, "prompt"),
+        code=code("baseline"),
     log:
         "logs/{dataset}/{model}/baseline/{retriever}_shot{shot}.log",
     benchmark:
@@ -247,14 +252,27 @@ rule aggregate:
         beams=lambda w: beam_tables(w.dataset),
     output:
         json="results/{dataset}/{version}.json",
-        md="results/{dataset}/{version}.md",
-        png="results/{dataset}/{version}.png",
+        md=report(
+            "results/{dataset}/{version}.md",
+            caption="../workflow/report/table.rst",
+            category="Results",
+            subcategory="{dataset}",
+            labels={"version": "{version}", "figure": "table"},
+        ),
+        png=report(
+            "results/{dataset}/{version}.png",
+            caption="../workflow/report/accuracy_vs_shot.rst",
+            category="Results",
+            subcategory="{dataset}",
+            labels={"version": "{version}", "figure": "accuracy vs shots"},
+        ),
         parquet="results/{dataset}/{version}.parquet",
     params:
         grid=lambda w: canonical(
-            {"experiment": EXP, "shots": config["infer"]["shots"], "baselines": config["baselines"]}
+            {"experiment": exp(w), "shots": run(w)["infer"]["shots"], "baselines": run(w)["baselines"]}
         ),
-        code=code("leverplus.report"),
+        metrics=lambda w: run_slice(w, "metrics"),
+        code=code("aggregate"),
     log:
         "logs/{dataset}/aggregate_{version}.log",
     benchmark:
@@ -264,3 +282,23 @@ rule aggregate:
         "../envs/cpu.yaml"
     script:
         "../workflow/scripts/aggregate.py"
+
+
+# Last resort for a target under results/ or data/ whose dataset the config does not know: its input function stops
+# with one line naming the known datasets. Known datasets never match it.
+rule unknown_dataset:
+    input:
+        unknown_dataset,
+    output:
+        "{top}/{dataset}/{rest}",
+    wildcard_constraints:
+        top="results|data",
+        dataset=UNKNOWN_DATASET,
+        rest=".+",
+    log:
+        "logs/unknown_dataset/{top}/{dataset}/{rest}.log",
+    localrule: True
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "exit 1"

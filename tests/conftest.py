@@ -11,10 +11,30 @@ the demonstrations, so the tolerances in the tests are meaningful.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+# ---- offline, proven: before anything imports huggingface_hub / transformers ---------------------------------------
+# The hub libraries read these once, at import. Subprocesses (Snakemake, its jobs) inherit them.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Non-loopback sockets are refused here and, via tests/netguard/sitecustomize.py on PYTHONPATH, in every Python
+# subprocess; refused attempts are logged to one file per session, checked in pytest_sessionfinish.
+NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
+sys.path.insert(0, str(NETGUARD_DIR))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(NETGUARD_DIR), os.environ.get("PYTHONPATH")) if p)
+if "LEVERPLUS_NETGUARD_LOG" not in os.environ:  # xdist workers inherit the controller's file
+    _fd, _log = tempfile.mkstemp(prefix="leverplus-netguard-", suffix=".log")
+    os.close(_fd)
+    os.environ["LEVERPLUS_NETGUARD_LOG"] = _log
+import lp_netguard  # noqa: E402
+
+lp_netguard.install()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -55,6 +75,30 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything -- here or in a subprocess -- tried to leave the machine, even if the library that
+    tried caught the refusal. Checked once, in the controlling process (xdist workers share its log file)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    log = Path(os.environ["LEVERPLUS_NETGUARD_LOG"])
+    attempts = log.read_text() if log.exists() else ""
+    if attempts.strip():
+        sys.stderr.write(f"\nnon-loopback network access attempted during the tests ({log}):\n{attempts}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def hub_online(monkeypatch):
+    """For tests that talk to the local fake hub (tests/httpserver.py): lift huggingface_hub's offline switch for
+    this test only. The network guard still refuses anything but loopback."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture(scope="session")

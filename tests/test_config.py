@@ -47,7 +47,7 @@ def test_demo_config_is_valid():
 
 def test_defaults_are_filled():
     cfg = validate_config(minimal_config(), SCHEMA)
-    assert cfg["beam"] == {"beam_size": 5, "shot_num": 2, "construct_order": "right", "shards": 1}
+    assert cfg["beam"] == {"beam_size": 5, "shot_num": 2, "construct_order": "right", "shards": 1, "score_grid": 1e-5}
     assert cfg["datasets"]["d"] == {"source": "demo", "seed": 0, "n_train": 3000, "n_val": 500,
                                     "max_train": None, "max_val": None}
     m = cfg["models"]["m"]
@@ -57,7 +57,7 @@ def test_defaults_are_filled():
                                        "target_modules": ["q_proj", "k_proj", "v_proj", "out_proj"]}
     assert cfg["selector"]["versions"] == ["v0", "v1", "v2", "v2_lora"]
     assert cfg["infer"]["pool"] == {"kind": "retrieval", "by": "img_sim", "k": 64}
-    assert cfg["metrics"] == {"vqa_stem": False, "n_resamples": 1000, "seed": 0}
+    assert cfg["metrics"] == {"vqa_stem": False, "vqa_eval": "official", "n_resamples": 1000, "seed": 0}
     assert cfg["baselines"] == ["zero_shot", "random", "text_sim", "img_sim", "pool_random"]
     assert cfg["compute"] == {"model_threads": 2}
 
@@ -151,10 +151,20 @@ def test_selector_config_applies_per_version_overrides():
 
 # ---- through Snakemake ----------------------------------------------------------------------------------------------
 def _snakemake(*args: str) -> subprocess.CompletedProcess:
+    """A dry run of the repository's Snakefile in an empty working directory (config/ linked there), so the
+    checkout's own data/ and results/ (e.g. from the README demo) change nothing."""
+    import tempfile
+
     exe = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
-    return subprocess.run(
-        [exe, "-n", "--nolock", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    work = Path(tempfile.mkdtemp(prefix="lp-dry-"))
+    (work / "config").symlink_to(REPO / "config")
+    try:
+        return subprocess.run(
+            [exe, "-s", str(REPO / "Snakefile"), "--directory", str(work), "-n", "--nolock", *args], cwd=REPO,
+            capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.slow

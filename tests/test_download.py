@@ -411,7 +411,7 @@ HUB_FILES = {
 }
 
 
-def test_hf_snapshot_from_fake_endpoint_with_env_token(tmp_path, monkeypatch):
+def test_hf_snapshot_from_fake_endpoint_with_env_token(tmp_path, monkeypatch, hub_online):  # hub_online: the local fake hub (conftest)
     monkeypatch.setenv("HF_TOKEN", "hf_test_secret")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     dest = tmp_path / "models" / "tiny"
@@ -437,7 +437,7 @@ def test_hf_snapshot_from_fake_endpoint_with_env_token(tmp_path, monkeypatch):
         assert srv.request_count == n
 
 
-def test_hf_snapshot_errors_are_clear_and_do_not_leak_token(tmp_path, monkeypatch):
+def test_hf_snapshot_errors_are_clear_and_do_not_leak_token(tmp_path, monkeypatch, hub_online):  # hub_online: the local fake hub (conftest)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("HF_TOKEN", "hf_wrong_secret")
     with serve_fake_hf_hub("org/tiny", HUB_FILES, token="hf_right") as srv:
@@ -456,7 +456,7 @@ def test_hf_snapshot_errors_are_clear_and_do_not_leak_token(tmp_path, monkeypatc
     assert not (tmp_path / "m").exists()
 
 
-def test_hf_snapshot_without_env_token_sends_no_credentials(tmp_path, monkeypatch):
+def test_hf_snapshot_without_env_token_sends_no_credentials(tmp_path, monkeypatch, hub_online):  # hub_online: the local fake hub (conftest)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # a token cached on disk must not be picked up implicitly
@@ -477,7 +477,7 @@ def test_hf_snapshot_without_env_token_sends_no_credentials(tmp_path, monkeypatc
     assert (tmp_path / "m" / "README.md").exists()
 
 
-def test_hf_model_entry_with_project_defaults_downloads_through_the_stage(tmp_path, monkeypatch):
+def test_hf_model_entry_with_project_defaults_downloads_through_the_stage(tmp_path, monkeypatch, hub_online):  # hub_online: the local fake hub (conftest)
     """What `rule download_model` passes for an hf model once the project schema filled its defaults
     (link: symlink and layout: hf apply to every source)."""
     from leverplus.stages.download import download_model

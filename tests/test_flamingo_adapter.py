@@ -295,3 +295,50 @@ def test_workflow_stages_load_the_adapter_from_a_model_config(model_dir, monkeyp
         monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
     load_model({"adapter": "flamingo", "trust_remote_code": True}, str(model_dir))
     assert seen == [True, True]
+
+
+def _open_clip_dir(model_dir, tmp_path):
+    """The tiny model's directory, but asking for OpenFlamingo's own open_clip vision backend (as
+    config/okvqa.yaml's OpenFlamingo-3B does, with its checkpoint.pt)."""
+    import json
+    import shutil
+
+    d = tmp_path / "open_clip_model"
+    shutil.copytree(model_dir, d)
+    spec = json.loads((d / fl.CONFIG_NAME).read_text())
+    spec.update(vision_backend="open_clip", clip_vision_encoder_path="ViT-L-14", clip_vision_encoder_pretrained="openai")
+    (d / fl.CONFIG_NAME).write_text(json.dumps(spec))
+    return d
+
+
+@pytest.mark.skipif(importlib.util.find_spec("open_clip") is not None, reason="open_clip is installed here")
+def test_open_clip_backend_without_open_clip_names_the_package(model_dir, tmp_path):
+    d = _open_clip_dir(model_dir, tmp_path)
+    with pytest.raises(ImportError, match=r"leverplus_flamingo\.json: vision_backend 'open_clip' needs .*open_clip_torch"):
+        fl.load_flamingo(d)
+
+
+def test_broken_torchvision_is_named_in_the_open_clip_error(model_dir, tmp_path):
+    """PyPI's torchvision beside the CPU torch: its import raises RuntimeError (not ImportError); the open_clip
+    path must say what failed instead of passing the bare RuntimeError on. (Such a torchvision also breaks
+    transformers' own `CLIPImageProcessorPil` import, so the hf_clip path cannot load beside it either.)"""
+    fake = tmp_path / "fake_site"
+    (fake / "open_clip").mkdir(parents=True)
+    (fake / "open_clip" / "__init__.py").write_text("import torchvision\n")
+    (fake / "torchvision").mkdir()
+    (fake / "torchvision" / "__init__.py").write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist')\n"
+    )
+    d = _open_clip_dir(model_dir, tmp_path)
+    code = (
+        f"import sys; sys.path.insert(0, {str(fake)!r})\n"
+        "import leverplus.models.flamingo as fl\n"
+        "try:\n"
+        f"    fl.load_flamingo({str(d)!r})\n"
+        "except ImportError as e:\n"
+        "    print('MSG', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    msg = out.stdout.split("MSG", 1)[1]
+    assert "open_clip_torch" in msg and "torchvision::nms does not exist" in msg

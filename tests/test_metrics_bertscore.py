@@ -94,3 +94,26 @@ def test_local_model_needs_explicit_layers_and_baseline(tmp_path):
         resolve_bertscore_settings(model_type=MODEL, num_layers=6)
     with pytest.raises(FileNotFoundError):  # bert_score itself would only warn and skip rescaling
         resolve_bertscore_settings(model_type=MODEL, num_layers=6, baseline_path=str(tmp_path / "none.tsv"))
+
+
+@pytest.mark.parametrize(
+    "num_layers, idf, rescale",
+    [(6, False, False), (4, True, True), (6, False, True), (3, True, False)],
+    ids=["layer6", "layer4-idf-rescaled", "layer6-rescaled", "layer3-idf"],
+)
+def test_equals_bert_score_itself(baseline_file, num_layers, idf, rescale):
+    """Our number is the one `bert_score.score` returns for the same local model, layer, idf and baseline."""
+    import bert_score
+
+    kw = {"baseline_path": baseline_file} if rescale else {"rescale_with_baseline": False}
+    ours = bertscore(HYPS, REFS, model_type=MODEL, num_layers=num_layers, idf=idf, **kw, **FAST)
+    P, R, F = bert_score.score(
+        HYPS, REFS, model_type=MODEL, num_layers=num_layers, idf=idf, lang="custom",
+        rescale_with_baseline=rescale, baseline_path=baseline_file if rescale else None, device="cpu",
+    )
+    np.testing.assert_allclose(ours["per_item_f1"], 100 * F.double().numpy(), rtol=0, atol=1e-6)
+    assert ours["score"] == pytest.approx(100 * F.double().mean().item(), abs=1e-6)
+    assert ours["precision"] == pytest.approx(100 * P.double().mean().item(), abs=1e-6)
+    assert ours["recall"] == pytest.approx(100 * R.double().mean().item(), abs=1e-6)
+    assert ours["settings"]["layer"] == num_layers and ours["settings"]["idf"] is idf
+    assert ours["settings"]["rescale"] is rescale

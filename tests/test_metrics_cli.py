@@ -40,14 +40,38 @@ def test_cli_vqa_reproduces_pipeline_results(pipeline_files, capsys):
     got = json.loads(out)
     want = json.loads(results.read_text())["vqa"]
     assert got == want  # score, n, ci95, signature, settings: all identical
-    assert got["score"] == 68.57 and got["n"] == 7  # hand-derived in test_metrics_vqa.py
+    assert got["score"] == 54.29 and got["n"] == 7  # default official (a013f00); see test_metrics_vqa.py
+    assert got["settings"]["eval"] == "official"
+
+
+# printed by each variant's reference code on the fixture (see FIXTURE_REFERENCE in test_metrics_vqa.py)
+FIXTURE_SCORES = {"official": 54.29, "official_2016": 68.57, "lever_lm": 82.86}
+
+
+@pytest.mark.parametrize("variant", list(FIXTURE_SCORES))
+def test_cli_vqa_eval_option(pipeline_files, capsys, variant):
+    p, r, _ = pipeline_files
+    rc, out, _ = _run(["score", "vqa", "--predictions", str(p), "--references", str(r), "--vqa-eval", variant], capsys)
+    assert rc == 0
+    got = json.loads(out)
+    assert got["score"] == FIXTURE_SCORES[variant]
+    assert got == score_vqa(pd.read_parquet(p), pd.read_parquet(r), vqa_eval=variant)
+    assert f"eval:{variant}|" in got["signature"]
+
+
+def test_cli_unknown_vqa_eval_is_refused(pipeline_files, capsys):
+    p, r, _ = pipeline_files
+    with pytest.raises(SystemExit) as exc:
+        main(["score", "vqa", "--predictions", str(p), "--references", str(r), "--vqa-eval", "vqav3"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'vqav3'" in capsys.readouterr().err
 
 
 def test_cli_out_file(pipeline_files, tmp_path, capsys):
     p, r, _ = pipeline_files
     out = tmp_path / "o" / "score.json"
     assert main(["score", "vqa", "--predictions", str(p), "--references", str(r), "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["score"] == 68.57
+    assert json.loads(out.read_text())["score"] == 54.29
 
 
 @pytest.mark.parametrize(
@@ -88,7 +112,8 @@ def test_cli_classification_and_latency(capsys):
     assert rc == 0 and json.loads(out)["metrics"]["decode_rate_tok_s"]["mean"] == pytest.approx(10.0)
 
 
-def test_cli_compare_vqa(tmp_path, capsys):
+@pytest.mark.parametrize("variant", list(FIXTURE_SCORES))
+def test_cli_compare_vqa(tmp_path, capsys, variant):
     preds = read_table(FIX / "vqa_predictions.jsonl")
     b = preds.copy()
     b["prediction"] = "no answer"  # scores 0 on every question
@@ -96,10 +121,12 @@ def test_cli_compare_vqa(tmp_path, capsys):
     bp = tmp_path / "b.jsonl"
     b[["id", "prediction"]].to_json(bp, orient="records", lines=True)
     rc, out, _ = _run(["compare", str(FIX / "vqa_predictions.jsonl"), str(bp), "--references",
-                       str(FIX / "vqa_val.jsonl"), "--n-resamples", "200"], capsys)
+                       str(FIX / "vqa_val.jsonl"), "--n-resamples", "200", "--vqa-eval", variant], capsys)
     assert rc == 0
     r = json.loads(out)
-    assert r["score_a"] == 68.57 and r["score_b"] == 0.0 and r["diff"] == 68.57  # 4.8/7 - 0
+    want = FIXTURE_SCORES[variant]
+    assert r["score_a"] == want and r["score_b"] == 0.0 and r["diff"] == want
+    assert f"eval:{variant}|" in r["signature"]
     assert r["ci95"][0] > 0 and r["p_value"] < 0.05 and r["n"] == 7
 
 

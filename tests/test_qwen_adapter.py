@@ -26,7 +26,8 @@ def assert_scores_close(fast, ref):
 
 
 def processor_encoding(model, icds, query, *, with_answer: bool):
-    msgs = prompting.conversation(icds, query, with_answer=with_answer)
+    """The processor's encoding of the conversation in the adapter's own layout (its instruction included)."""
+    msgs = model.layout.conversation(icds, query, with_answer=with_answer)
     text = model.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not with_answer)
     images = [load_image(p) for p in prompting.images_in_order(icds, query)]
     return model.processor(text=[text], images=images, return_tensors="pt")

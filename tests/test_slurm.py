@@ -100,9 +100,14 @@ def test_default_profile_is_harmless_on_a_cluster():
 _JOB_RE = re.compile(r"^(local)?rule (\w+):$")
 
 
-def _dry_run_jobs(args: list[str]) -> list[tuple[str, dict]]:
+def _dry_run_jobs(workdir: Path, args: list[str]) -> list[tuple[str, dict]]:
+    """The jobs of a dry run in an empty working directory: the whole DAG, whatever the checkout holds
+    (a demo run in the repository root would leave "Nothing to be done"). The Snakefile's own
+    `configfile: config/config.yaml` is read from the working directory, so config/ is linked there."""
+    (workdir / "config").symlink_to(REPO / "config")
     proc = subprocess.run(
-        [*SNAKEMAKE, "--profile", str(PROFILES / "slurm"), "-n", "--nolock", *args],
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile",
+         str(PROFILES / "slurm"), "-n", "--nolock", *args],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -129,14 +134,14 @@ if (REPO / "config" / "okvqa.yaml").exists():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", _DRY_RUNS)
-def test_dry_run_places_gpu_and_cpu_rules(args):
+def test_dry_run_places_gpu_and_cpu_rules(args, tmp_path):
     prof = _profile("slurm")
     gpu, cpu = _classes(prof)
     gpu_part = next(iter(gpu.values()))["slurm_partition"]
     cpu_part = next(iter(cpu.values()))["slurm_partition"]
     cpt = str(next(iter(cpu.values()))["cpus_per_task"])
     seen = set()
-    for rule, res in _dry_run_jobs(args):
+    for rule, res in _dry_run_jobs(tmp_path, args):
         if rule == "all":
             continue
         seen.add(rule)
@@ -158,19 +163,35 @@ def _cannot_run(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
+SLURM_PORT = "16837"
+SYS_CONF = Path("/etc/slurm/slurm.conf")
+
+
+def _cluster_lock():
+    """An exclusive lock on this machine's one test-cluster slot (the port and /etc/slurm/slurm.conf)."""
+    lock = open("/tmp/leverplus-slurm-test.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def _can_run_here():
     if sys.platform != "linux":
         _cannot_run("needs Linux")
     if os.geteuid() != 0:
         _cannot_run("needs root: starts munged/slurmctld/slurmd (and may apt-get install slurm-wlm)")
     if not (shutil.which("slurmctld") or shutil.which("apt-get")):
         _cannot_run("SLURM is not installed and apt-get is unavailable")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    _can_run_here()
     # one test cluster at a time on this machine (parallel pytest runs wait here)
-    lock = open("/tmp/leverplus-slurm-test.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = _cluster_lock()
     state = tmp_path_factory.mktemp("slurm")
-    env = dict(os.environ, LEVERPLUS_SLURM_STATE=str(state), LEVERPLUS_SLURM_PORT="16837")
+    # this pytest process owns the cluster: if it is killed, the next run finds the cluster stale and stops it
+    env = dict(os.environ, LEVERPLUS_SLURM_STATE=str(state), LEVERPLUS_SLURM_PORT=SLURM_PORT,
+               LEVERPLUS_SLURM_OWNER_PID=str(os.getpid()))
     t0 = time.monotonic()
     proc = subprocess.run([str(SLURM_DIR / "start_slurm.sh")], env=env, capture_output=True, text=True, timeout=900)
     started = time.monotonic() - t0
@@ -206,6 +227,68 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _start(state: Path, owner_pid: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LEVERPLUS_SLURM_STATE=str(state), LEVERPLUS_SLURM_PORT=SLURM_PORT,
+               LEVERPLUS_SLURM_OWNER_PID=str(owner_pid))
+    proc = subprocess.run([str(SLURM_DIR / "start_slurm.sh")], env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode == 2 and "not ours" not in proc.stderr:
+        _cannot_run(proc.stderr.strip().splitlines()[-1])
+    return proc
+
+
+def _stop(state: Path) -> None:
+    subprocess.run([str(SLURM_DIR / "stop_slurm.sh")], env=dict(os.environ, LEVERPLUS_SLURM_STATE=str(state)),
+                   capture_output=True, text=True, timeout=120)
+
+
+def _daemon_pids(state: Path) -> dict[str, int]:
+    return {p.stem: int(p.read_text()) for p in (state / "run").glob("*.pid")}
+
+
+# Before test_demo_dag_on_real_slurm in this file, so that on one xdist worker it runs before the module's
+# cluster fixture takes the lock (flock is per open file: a second lock in the same process would wait forever).
+@pytest.mark.slurm
+def test_stale_cluster_of_a_killed_run_is_stopped(tmp_path_factory):
+    """A run killed mid-test leaves its daemons up and /etc/slurm/slurm.conf linked into its state dir. The next
+    start must see that the owner is gone, stop that cluster and start its own; a live owner's is left alone."""
+    _can_run_here()
+    root = tmp_path_factory.mktemp("stale")
+    old, new = root / "old", root / "new"
+    with _cluster_lock():
+        owner = subprocess.Popen(["sleep", "900"])  # stands in for the pytest process of the killed run
+        try:
+            first = _start(old, owner.pid)
+            assert first.returncode == 0, first.stderr
+            old_pids = _daemon_pids(old)
+            assert set(old_pids) == {"munged", "slurmctld", "slurmd"}
+            assert (old / "owner").read_text().split()[0] == str(owner.pid)
+
+            # the owner is alive: its cluster is in use, the second start must refuse and touch nothing
+            busy = _start(new, os.getpid())
+            assert busy.returncode == 2 and "not ours" in busy.stderr, busy.stderr
+            assert all(_alive(pid) for pid in old_pids.values())
+            assert os.readlink(SYS_CONF) == str(old / "etc" / "slurm.conf")
+
+            owner.kill()  # the killed test run
+            owner.wait()
+            second = _start(new, os.getpid())
+            assert second.returncode == 0, second.stderr
+            assert "stale test cluster" in second.stderr, second.stderr
+            assert not [name for name, pid in old_pids.items() if _alive(pid)], "the stale daemons were stopped"
+            assert os.readlink(SYS_CONF) == str(new / "etc" / "slurm.conf")
+            new_pids = _daemon_pids(new)
+            assert set(new_pids) == {"munged", "slurmctld", "slurmd"} and all(map(_alive, new_pids.values()))
+            sinfo = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True,
+                                   env=dict(os.environ, SLURM_CONF=str(new / "etc" / "slurm.conf")))
+            assert sinfo.returncode == 0 and set(sinfo.stdout.split()) == {"idle"}, sinfo  # one line per partition
+        finally:
+            owner.kill()
+            owner.wait()
+            _stop(new)
+            _stop(old)
+    assert not SYS_CONF.is_symlink()
 
 
 def _squeue_all(env: dict) -> dict[str, dict]:

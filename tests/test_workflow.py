@@ -116,9 +116,12 @@ def test_lint_is_clean():
     assert "Congratulations" in proc.stdout + proc.stderr
 
 
-def test_real_configs_resolve_offline():
+def test_real_configs_resolve_offline(tmp_path):
+    # in an empty working directory (config/ linked): the whole DAG, whatever this checkout's data/ and results/ hold
+    (tmp_path / "config").symlink_to(ROOT / "config")
     for ds in ("okvqa", "vqav2"):
-        proc = smk("-n", "--cores", "8", f"results/{ds}/v2_lora.json", f"--configfile=config/{ds}.yaml", timeout=300)
+        proc = smk("-n", "--cores", "8", f"results/{ds}/v2_lora.json", f"--configfile=config/{ds}.yaml",
+                   "--directory", str(tmp_path), timeout=300)
         out = proc.stdout + proc.stderr
         for rule in ("download_dataset", "download_model", "encode", "candidates", "beam_search", "gather_beam",
                      "train_selector", "infer", "baseline", "zero_shot", "aggregate"):
@@ -128,7 +131,8 @@ def test_real_configs_resolve_offline():
 def test_bad_config_stops_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("beam: {construct_order: middle}\n")
-    proc = smk("-n", "--cores", "1", f"--configfile={bad}", check=False, timeout=300)
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    proc = smk("-n", "--cores", "1", f"--configfile={bad}", "--directory", str(tmp_path), check=False, timeout=300)
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config" in ln]
     assert lines == ["lever-plus: invalid config: beam.construct_order: 'middle' is not allowed; allowed: ['left', 'right']"]

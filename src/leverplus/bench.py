@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.records import VQAExample, examples, load_split
-from .icd.infoscore import Beam, beam_search_anchor
+from .icd.infoscore import Beam, beam_search_anchor, rank_step
 from .models.base import ICLModel, extend, load_icl_model
 
 
@@ -43,7 +43,8 @@ def reference_beam_search(
     """The straightforward beam search: one `score_reference` call per (beam, unused candidate) sequence.
 
     Selection rule (design.md §3): keep the `beam_size` (beam, candidate) pairs with the highest InfoScore
-    P̄(extended beam) − P̄(beam), ties broken by beam index, then candidate position in the pool. `record`, if
+    P̄(extended beam) − P̄(beam), compared on the same grid as the optimised search (`rank_step`), ties broken
+    by beam index, then candidate position in the pool. `record`, if
     given, receives P̄ of every scored sequence keyed by its ICD ids in prompt order (the zero-shot row is `()`).
     Returns the beams (best first), the zero-shot P̄ and the mean candidate InfoScore of each step.
     """
@@ -63,7 +64,8 @@ def reference_beam_search(
                 record[_key(seq)] = p
                 proposals.append((p - beam.p_bar, b, i, p))
         means.append(float(np.mean([s for s, *_ in proposals])))
-        proposals.sort(key=lambda t: (-t[0], t[1], t[2]))
+        _, b_, i_, p_ = (np.array(col) for col in zip(*proposals))
+        top, _ = rank_step(p_, np.array([beams[b].p_bar for b in b_]), b_, i_, beam_size)
         beams = [
             Beam(
                 beams[b].picked + [pool[i].id],
@@ -71,7 +73,7 @@ def reference_beam_search(
                 p,
                 beams[b].step_scores + [s],
             )
-            for s, b, i, p in proposals[:beam_size]
+            for s, b, i, p in (proposals[t] for t in top)
         ]
     return beams, base, means
 

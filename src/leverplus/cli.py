@@ -68,6 +68,16 @@ def _common(p: argparse.ArgumentParser, *, references_required: bool = True) -> 
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
+def _add_vqa_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    from leverplus.metrics.vqa import DEFAULT_VQA_EVAL, VQA_EVALS
+
+    p.add_argument("--stem", action="store_true",
+                   help=f"{prefix}OK-VQA answer stemming of predictions (offline approximation; off by default)")
+    p.add_argument("--vqa-eval", choices=list(VQA_EVALS), default=DEFAULT_VQA_EVAL,
+                   help=f"{prefix}VQA evaluation variant (default {DEFAULT_VQA_EVAL}: GT-Vision-Lab/VQA master a013f00; "
+                        "official_2016: 458a8b2; lever_lm: Lever-LM / OpenFlamingo v2); see docs/metrics.md")
+
+
 def _csv_list(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
@@ -78,7 +88,8 @@ def _csv_list(s: str) -> list[str]:
 def _score_vqa(a) -> dict:
     from leverplus.metrics.vqa import score_vqa
 
-    return score_vqa(_read(a.predictions), _read(a.references), stem=a.stem, n_resamples=a.n_resamples, seed=a.seed)
+    return score_vqa(_read(a.predictions), _read(a.references), stem=a.stem, vqa_eval=a.vqa_eval,
+                     n_resamples=a.n_resamples, seed=a.seed)
 
 
 def _bertscore_kwargs(a) -> dict:
@@ -135,9 +146,9 @@ def _add_score(sub) -> None:
     p = sub.add_parser("score", help="rescore a predictions file against references (no model is run)")
     tasks = p.add_subparsers(dest="task", required=True, metavar="{vqa,caption,classification,latency}")
 
-    q = tasks.add_parser("vqa", help="VQA accuracy (official normalisation); references need 'answers'")
+    q = tasks.add_parser("vqa", help="VQA accuracy (--vqa-eval variant); references need 'answers'")
     _common(q)
-    q.add_argument("--stem", action="store_true", help="OK-VQA answer stemming (offline approximation; off by default)")
+    _add_vqa_options(q)
     q.set_defaults(func=_score_vqa)
 
     c = tasks.add_parser("caption", help="BLEU, chrF, chrF++, TER, ROUGE, CIDEr-D, lengths, BERTScore")
@@ -177,14 +188,15 @@ def _compare(a) -> dict:
         from leverplus.metrics.vqa import vqa_accuracy_per_item, vqa_settings
         from leverplus.metrics.signature import make_signature
 
-        va = vqa_accuracy_per_item(pa, refs, stem=a.stem)
-        vb = vqa_accuracy_per_item(pb, refs, stem=a.stem)
+        scoring = {"stem": a.stem, "vqa_eval": a.vqa_eval}
+        va = vqa_accuracy_per_item(pa, refs, **scoring)
+        vb = vqa_accuracy_per_item(pb, refs, **scoring)
         pbs = stats.paired_bootstrap(va, vb, **kw)
         out.update(metric="vqa_accuracy", n=pbs["n"], score_a=round(100 * float(sum(va.tolist())) / va.size, 2),
                    score_b=round(100 * float(sum(vb.tolist())) / vb.size, 2),
                    diff=round(100 * pbs["diff"], 2), ci95=[round(100 * x, 2) for x in pbs["ci95"]],
                    p_value=pbs["p_value"],
-                   signature=make_signature("vqa_accuracy", vqa_settings(stem=a.stem, **kw)) + "|test:paired-bootstrap")
+                   signature=make_signature("vqa_accuracy", vqa_settings(**scoring, **kw)) + "|test:paired-bootstrap")
     elif a.task == "classification":
         from leverplus.metrics.io import align
 
@@ -233,7 +245,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--metric", default="bleu", help="caption only: bleu, chrf, chrf++ or ter (default bleu)")
     p.add_argument("--lang")
     p.add_argument("--bleu-tokenize")
-    p.add_argument("--stem", action="store_true", help="vqa only: OK-VQA stemming")
+    _add_vqa_options(p, prefix="vqa only: ")
     p.add_argument("--out")
     p.add_argument("--n-resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)

@@ -71,12 +71,48 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         raise ConfigError(f"invalid config: {_describe(errors[0])}")
     _fill_defaults(schema, config)
     _check_references(config)
+    for name in config["datasets"]:
+        run = run_config(config, name)
+        errors = sorted(validator.iter_errors(run), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+        if errors:
+            raise ConfigError(f"invalid config: runs.{name} (merged over the global blocks): {_describe(errors[0])}")
+        _fill_defaults(schema, run)
+        try:
+            _check_references(run)
+        except ConfigError as err:
+            raise ConfigError(str(err).replace("invalid config: ", f"invalid config: runs.{name} (merged): ", 1)) from None
     return config
+
+
+# the blocks a dataset's run may set in `runs.<dataset>` (config.schema.yaml); the rest is shared by every run
+RUN_BLOCKS = ("experiment", "beam", "selector", "infer", "prompt", "baselines", "metrics")
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """`over` merged into a copy of `base`: mappings key by key, anything else (lists included) replaced."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if key in out else copy.deepcopy(value)
+    return out
+
+
+def run_config(config: dict, dataset: str) -> dict:
+    """The config one dataset's targets run with: `runs.<dataset>` deep-merged over the global blocks (which are
+    the demo's). Keys a run does not name come from the global blocks; `runs` itself is left out."""
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(config['datasets']))}")
+    base = {k: v for k, v in config.items() if k != "runs"}
+    return deep_merge(base, (config.get("runs") or {}).get(dataset, {}))
 
 
 def _check_references(config: dict) -> None:
     if config["dataset"] not in config["datasets"]:
         raise ConfigError(f"invalid config: dataset: {config['dataset']!r} is not a key of datasets {sorted(config['datasets'])}")
+    for name in config.get("runs") or {}:
+        if name not in config["datasets"]:
+            raise ConfigError(f"invalid config: runs.{name}: not a key of datasets {sorted(config['datasets'])}")
     exp = config["experiment"]
     for m in exp["models"]:
         if m not in config["models"]:

@@ -6,14 +6,26 @@ pairs with the **highest** InfoScore are kept, for every model. `construct_order
 demonstration goes: `left` prepends it (the paper's order), `right` places it next to the query — the order that
 lets the beam's demonstrations be computed once as a shared prefix.
 
-Checkpointing: a shard appends one JSON line per finished anchor to `<out>.partial.jsonl` (flushed and fsynced);
-a restarted shard skips those anchors and the final parquet — written atomically — is identical to an
-uninterrupted run's.
+Ranking (see `leverplus.icd.ranking`): InfoScores are compared on a grid of `score_grid` (P̄ units, default
+1e-5, well above float32 noise), as round(P̄(c ⊕ S ⊕ x)/grid) − round(P̄(S ⊕ x)/grid) whole units; equal units
+are broken by beam index, then candidate position in the pool. So the beams depend on the config and the data,
+not on the last bits a CPU computes. The stored scores are the unquantised P̄ / InfoScores; the grid is stored
+with every row (`score_grid`), and `near_boundary_steps` counts the anchor's steps whose kept beams a ±noise
+move of every P̄ could change (the residual risk; logged per shard).
+
+Checkpointing: a shard writes a header line with the hash of everything that determines its result (beam
+settings, grid, the anchors and their pools by id, and the caller's `settings` — the model slice and the pool
+file's digest), then one JSON line per finished anchor to `<out>.partial.jsonl` (flushed and fsynced). A
+restarted shard with the same hash skips those anchors and the final parquet — written atomically — is identical
+to an uninterrupted run's; a checkpoint from other settings is discarded with one log line and the shard starts
+afresh.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +35,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data.records import VQAExample
-from ..io import write_parquet
+from ..io import canonical_json, write_parquet
 from ..models.base import ICLModel, extend
+from .ranking import INFOSCORE_GRID, INFOSCORE_NOISE, check_grid, grid_units, unit_bounds
 
 BEAM_COLUMNS = ["anchor", "beam_rank", "picked", "icd_ids", "step_scores", "score", "zero_shot_score",
-                "mean_candidate_scores"]
+                "mean_candidate_scores", "score_grid", "near_boundary_steps"]
+CHECKPOINT_FORMAT = 2  # header line with the settings hash (format 1 had none and is discarded on resume)
 
 
 @dataclass
@@ -38,6 +52,43 @@ class Beam:
     step_scores: list[float]  # InfoScore gained at each step
 
 
+def rank_step(
+    p_new: np.ndarray,
+    p_beam: np.ndarray,
+    beam_idx: np.ndarray,
+    pos: np.ndarray,
+    keep: int,
+    *,
+    grid: float = INFOSCORE_GRID,
+    noise: float = INFOSCORE_NOISE,
+) -> tuple[np.ndarray, bool]:
+    """One beam-search decision over proposals (beam, candidate): P̄ of the extended beam `p_new`, P̄ of its beam
+    `p_beam`, the beam index and the candidate's pool position (one entry per proposal).
+
+    Returns the indices of the `keep` best proposals, best first — InfoScore in whole grid units
+    round(p_new/grid) − round(p_beam/grid), highest first, then lowest beam index, then lowest pool position — and
+    whether moving every P̄ by up to ±`noise` could change that outcome (which proposals are kept, or their order).
+    """
+    p_new, p_beam = np.asarray(p_new, np.float64), np.asarray(p_beam, np.float64)
+    beam_idx, pos = np.asarray(beam_idx, np.int64), np.asarray(pos, np.int64)
+    units = grid_units(p_new, grid) - grid_units(p_beam, grid)
+    order = np.lexsort((pos, beam_idx, -units))
+    top = order[:keep]
+    # Robustness: every kept proposal must stay ahead of every proposal ranked after it under any ±noise move.
+    lo_n, hi_n = unit_bounds(p_new[order], grid, noise)
+    lo_b, hi_b = unit_bounds(p_beam[order], grid, noise)
+    b, q = beam_idx[order], pos[order]
+    k = len(top)
+    same = b[:k, None] == b[None, :]
+    # Same beam: its P̄ cancels in the comparison; other beams: both P̄s move independently.
+    margin = np.where(same, lo_n[:k, None] - hi_n[None, :],
+                      (lo_n - hi_b)[:k, None] - (hi_n - lo_b)[None, :])
+    wins_tie = (b[:k, None] < b[None, :]) | (same & (q[:k, None] < q[None, :]))
+    robust = (margin > 0) | ((margin == 0) & wins_tie)
+    later = np.arange(len(order))[None, :] > np.arange(k)[:, None]
+    return top, bool(np.any(later & ~robust))
+
+
 def beam_search_anchor(
     model: ICLModel,
     anchor: VQAExample,
@@ -46,38 +97,83 @@ def beam_search_anchor(
     beam_size: int,
     shot_num: int,
     order: str,
+    score_grid: float = INFOSCORE_GRID,
+    stats: dict | None = None,
 ) -> tuple[list[Beam], float, list[float]]:
-    """Beams for one anchor (best first), the zero-shot P̄ and the mean candidate InfoScore at each step."""
+    """Beams for one anchor (best first), the zero-shot P̄ and the mean candidate InfoScore at each step.
+    `stats`, if given, receives `near_boundary_steps` (see `rank_step`)."""
     base = float(model.score([[]], [anchor])[0])
     beams = [Beam([], [], base, [])]
     mean_scores: list[float] = []
+    near = 0
     for _ in range(shot_num):
-        proposals: list[tuple[float, int, int]] = []  # (info, beam index, candidate index)
-        new_p: dict[tuple[int, int], float] = {}
-        step_infos = []
         cand_idx = [[i for i, c in enumerate(pool) if c.id not in set(beam.picked)] for beam in beams]
         p_bars = model.score_step(
             [beam.prompt for beam in beams], [[pool[i] for i in idx] for idx in cand_idx], anchor, order
         )
-        for b, (beam, idx, p_bar) in enumerate(zip(beams, cand_idx, p_bars)):
-            info = p_bar - beam.p_bar
-            step_infos.append(info)
-            for i, s, p in zip(idx, info, p_bar):
-                proposals.append((float(s), b, i))
-                new_p[(b, i)] = float(p)
-        mean_scores.append(float(np.mean(np.concatenate(step_infos))))
-        # Highest InfoScore first; ties broken by beam then candidate position, so the result is deterministic.
-        proposals.sort(key=lambda t: (-t[0], t[1], t[2]))
+        p_new = np.concatenate([np.asarray(p, np.float64) for p in p_bars])
+        p_beam = np.concatenate([np.full(len(idx), beam.p_bar) for beam, idx in zip(beams, cand_idx)])
+        beam_idx = np.concatenate([np.full(len(idx), b) for b, idx in enumerate(cand_idx)])
+        pos = np.concatenate([np.asarray(idx, np.int64) for idx in cand_idx])
+        infos = p_new - p_beam
+        mean_scores.append(float(np.mean(infos)))
+        top, fragile = rank_step(p_new, p_beam, beam_idx, pos, beam_size, grid=score_grid)
+        near += fragile
         beams = [
             Beam(
-                beams[b].picked + [pool[i].id],
-                extend(beams[b].prompt, pool[i], order),
-                new_p[(b, i)],
-                beams[b].step_scores + [s],
+                beams[beam_idx[t]].picked + [pool[pos[t]].id],
+                extend(beams[beam_idx[t]].prompt, pool[pos[t]], order),
+                float(p_new[t]),
+                beams[beam_idx[t]].step_scores + [float(infos[t])],
             )
-            for s, b, i in proposals[:beam_size]
+            for t in top
         ]
+    if stats is not None:
+        stats["near_boundary_steps"] = near
     return beams, base, mean_scores
+
+
+def settings_hash(
+    anchors: Sequence[VQAExample], pools: Sequence[Sequence[VQAExample]], search: dict, settings: dict | None
+) -> str:
+    """sha256 of everything that determines a shard's rows: the search settings (beam size, shots, order, grid),
+    the anchors and their pools (ids, in order) and the caller's `settings` (model slice, pool file digest…)."""
+    doc = {
+        "format": CHECKPOINT_FORMAT,
+        "search": search,
+        "anchors": [a.id for a in anchors],
+        "pools": [[c.id for c in p] for p in pools],
+        "settings": settings or {},
+    }
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+def _read_checkpoint(partial: Path, want: str) -> dict[str, list[dict]] | None:
+    """Finished anchors of a checkpoint written with settings hash `want`; None if it was written with other
+    settings (or has no readable header). Drops a torn last line (a killed run) from the file."""
+    done: dict[str, list[dict]] = {}
+    good = 0  # bytes up to the end of the last complete line
+    with open(partial, "rb") as f:
+        header = f.readline()
+        try:
+            head = json.loads(header) if header.endswith(b"\n") else {}
+        except json.JSONDecodeError:
+            head = {}
+        if not isinstance(head, dict) or head.get("settings_hash") != want:
+            got = head.get("settings_hash") if isinstance(head, dict) else None
+            print(f"{partial}: checkpoint written with other settings (hash {str(got)[:12]}, now {want[:12]}); "
+                  f"discarding it and starting the shard afresh", file=sys.stderr)
+            return None
+        good = len(header)
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # torn last line of a killed run: recompute that anchor
+            rec = json.loads(line)
+            done[rec["anchor"]] = rec["rows"]
+            good += len(line)
+    # Drop the torn tail before appending, or the next line would be glued to it and the checkpoint unreadable.
+    os.truncate(partial, good)
+    return done
 
 
 def run_shard(
@@ -89,27 +185,32 @@ def run_shard(
     beam_size: int,
     shot_num: int,
     order: str,
+    score_grid: float = INFOSCORE_GRID,
+    settings: dict | None = None,
 ) -> pd.DataFrame:
+    """Beam search every anchor of a shard with a resumable checkpoint (module docstring). `settings`: what else
+    determines the result (JSON-able: the model's config slice, the pool file's digest); it goes into the hash."""
     out_path = Path(out_path)
+    score_grid = check_grid(score_grid, "beam.score_grid")
     partial = out_path.with_suffix(".partial.jsonl")
-    done: dict[str, list[dict]] = {}
-    if partial.exists():
-        good = 0  # bytes up to the end of the last complete line
-        with open(partial, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # torn last line of a killed run: recompute that anchor
-                rec = json.loads(line)
-                done[rec["anchor"]] = rec["rows"]
-                good += len(line)
-        # Drop the torn tail before appending, or the next line would be glued to it and the checkpoint unreadable.
-        os.truncate(partial, good)
-    with open(partial, "a", encoding="utf-8") as log:
+    search = {"beam_size": beam_size, "shot_num": shot_num, "order": order, "score_grid": score_grid}
+    want = settings_hash(anchors, pools, search, settings)
+    done = _read_checkpoint(partial, want) if partial.exists() else None
+    mode = "a"
+    if done is None:
+        done, mode = {}, "w"
+    with open(partial, mode, encoding="utf-8") as log:
+        if mode == "w":
+            log.write(json.dumps({"format": CHECKPOINT_FORMAT, "settings_hash": want, "search": search}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
         for anchor, pool in tqdm(list(zip(anchors, pools)), desc=f"beam search {out_path.stem}", mininterval=5):
             if anchor.id in done:
                 continue
+            stats: dict = {}
             beams, base, means = beam_search_anchor(
-                model, anchor, pool, beam_size=beam_size, shot_num=shot_num, order=order
+                model, anchor, pool, beam_size=beam_size, shot_num=shot_num, order=order, score_grid=score_grid,
+                stats=stats,
             )
             rows = [
                 {
@@ -121,6 +222,8 @@ def run_shard(
                     "score": beam.p_bar,
                     "zero_shot_score": base,
                     "mean_candidate_scores": means,
+                    "score_grid": score_grid,
+                    "near_boundary_steps": stats["near_boundary_steps"],
                 }
                 for rank, beam in enumerate(beams)
             ]
@@ -129,6 +232,9 @@ def run_shard(
             os.fsync(log.fileno())
             done[anchor.id] = rows
     table = pd.DataFrame([r for a in anchors for r in done[a.id]], columns=BEAM_COLUMNS)
+    near = sum(done[a.id][0]["near_boundary_steps"] > 0 for a in anchors if done[a.id])
+    print(f"{out_path.name}: {len(anchors)} anchors, score_grid {score_grid:g}; {near} with a step whose kept "
+          f"beams a ±{INFOSCORE_NOISE:g} move of P̄ could change", file=sys.stderr)
     write_parquet(out_path, table)
     partial.unlink()
     return table

@@ -1,35 +1,36 @@
-"""VQA accuracy with the semantics of the official VQA evaluation (``vqaEval.py``).
+"""VQA accuracy with the semantics of a named VQA evaluation variant (``metrics.vqa_eval``).
 
-Pinned reference: GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``
-at commit ``c4e6a0e4e84b9702d99800d3393652d92b5df224`` (the Python 3 revision whose
-punctuation list has 21 characters, including ``{ } - !`` and excluding ``:`` and ``'``;
-older revisions used a different list).
+Three variants exist in published work and give different numbers on the same predictions
+(docs/metrics.md has the separating examples and which tables use which):
 
-What the official code does, and what is mirrored here:
+* ``official`` (default) -- GT-Vision-Lab/VQA master, commit ``a013f00`` ("Fixed processing answers
+  bug", 2021), ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``: prediction and answers get
+  ``\\n``/``\\t`` -> space and ``strip()``; *only when the (stripped) answers of a question are not all
+  identical* both sides get punctuation processing + lowercase, number words -> digits, articles
+  dropped, contractions; otherwise both are compared as stripped, case and punctuation included.
+* ``official_2016`` -- the same file at ``458a8b2`` (2016; ``c4e6a0e``, the Python 3 pull request,
+  only changes ``print``): the prediction is always fully normalised, the answers are never
+  stripped and get only the punctuation step, and only when they are not all identical.
+* ``lever_lm`` -- Lever-LM ``open_mmicl/metrics/vqa_metrics.py`` (identical to OpenFlamingo's
+  ``open_flamingo/eval/vqa_metric.py`` since its commit ``60a5fd6``, i.e. OpenFlamingo v2): both
+  sides always stripped and fully normalised.
 
-* prediction: ``\\n`` and ``\\t`` -> space, ``strip()``, punctuation processing, then
-  lowercase + whitespace split, number words zero..ten (and "none") -> digits,
-  articles a/an/the dropped, contraction table applied word by word, joined by one space;
-* ground-truth answers: *only* punctuation processing, and only when the answers
-  of the question are not all identical (no lowercasing, no digits, no articles);
-* punctuation processing: if the text contains a ``digit,digit`` pattern, or the
-  punctuation mark is preceded or followed by a space, the mark is deleted, otherwise
-  replaced by a space; then periods not followed by a digit are deleted (the official
-  call passes ``re.UNICODE`` positionally, i.e. ``count=32``, so at most 32 periods
-  are removed -- reproduced);
-* per question: for each of the (10) answers, take the other answers and score
-  ``min(1, #matches / 3)``; the question's accuracy is the mean of these;
-* overall: ``round(100 * sum(acc) / n, 2)``.
+Shared by all three: the 21-mark punctuation list (``{ } - !`` in, ``:`` and ``'`` out); the
+punctuation step deletes every mark when the text has a ``digit,digit`` pattern or the mark touches a
+space, else replaces it by a space, then deletes periods not followed by a digit (at most 32: the
+reference passes ``re.UNICODE`` as ``count``); per question the mean over the answers of
+``min(1, #other answers matching / 3)``; overall ``round(100 * sum(acc) / n, 2)``.
 
-``stem=True`` applies the OK-VQA answer stemming (as OpenFlamingo's ``ok_vqa_utils``)
-to the prediction before normalisation; see :func:`okvqa_stem` for what is possible
-offline.  It is off by default.
+``stem=True`` applies the OK-VQA answer stemming (as OpenFlamingo's ``ok_vqa_utils``) to the
+prediction before the variant's normalisation, whatever the variant; see :func:`okvqa_stem` for
+what is possible offline.  It is off by default.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,8 +39,6 @@ from leverplus.metrics import stats
 from leverplus.metrics._okvqa_stems import MANUAL_MATCHES
 from leverplus.metrics.io import MetricsInputError, align, as_str_list, as_text
 from leverplus.metrics.signature import ci_settings, make_signature, package_version
-
-VQA_EVAL_REVISION = "GT-Vision-Lab/VQA@c4e6a0e4e84b9702d99800d3393652d92b5df224"
 
 PUNCTUATION: tuple[str, ...] = (
     ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
@@ -110,7 +109,8 @@ def process_digit_article(text: str) -> str:
 
 
 def normalize_answer(s: str) -> str:
-    """Normalise a *prediction* exactly as the official evaluation does."""
+    """Full normalisation (strip, punctuation, lowercase, digits, articles, contractions); which side gets it,
+    and when, depends on the variant (see VQA_EVALS)."""
     s = s.replace("\n", " ").replace("\t", " ").strip()
     return process_digit_article(process_punctuation(s))
 
@@ -176,21 +176,116 @@ def okvqa_stem(text: str) -> str:
 # ----------------------------------------------------------------------------------
 # Accuracy
 # ----------------------------------------------------------------------------------
-def _gt_processed(answers: Sequence[str]) -> list[str]:
-    answers = [str(a) for a in answers]
+# ----------------------------------------------------------------------------------
+# Evaluation variants
+# ----------------------------------------------------------------------------------
+_FULL = "punct+lower+digits+articles+contractions"
+
+
+def _clean(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def _full(text: str) -> str:
+    return process_digit_article(process_punctuation(text))
+
+
+def _prepare_official(pred: str, answers: list[str]) -> tuple[str, list[str]]:
+    gts = [_clean(a) for a in answers]
+    pred = _clean(pred)
+    if len(set(gts)) > 1:
+        return _full(pred), [_full(g) for g in gts]
+    return pred, gts
+
+
+def _prepare_official_2016(pred: str, answers: list[str]) -> tuple[str, list[str]]:
+    pred = normalize_answer(pred)
     if len(set(answers)) > 1:
-        return [process_punctuation(a) for a in answers]
-    return answers
+        return pred, [process_punctuation(a) for a in answers]
+    return pred, list(answers)
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str], *, stem: bool = False) -> float:
-    """Accuracy of one prediction against its human answers, in [0, 1]."""
-    answers = list(answers)
+def _prepare_lever_lm(pred: str, answers: list[str]) -> tuple[str, list[str]]:
+    return normalize_answer(pred), [normalize_answer(a) for a in answers]
+
+
+@dataclass(frozen=True)
+class VQAEvalVariant:
+    """One VQA evaluation: its reference code (repo@commit:path) and how it normalises both sides."""
+
+    name: str
+    reference: str
+    gt_norm: str
+    pred_norm: str
+    prepare: Callable[[str, list[str]], tuple[str, list[str]]]
+
+
+VQA_EVALS: dict[str, VQAEvalVariant] = {
+    "official": VQAEvalVariant(
+        "official",
+        "GT-Vision-Lab/VQA@a013f0043c1e2cdc995922dfe257f7149aa9af06:PythonEvaluationTools/vqaEvaluation/vqaEval.py",
+        gt_norm=f"strip+{_FULL}-if-answers-differ",
+        pred_norm=f"strip+{_FULL}-if-answers-differ",
+        prepare=_prepare_official,
+    ),
+    "official_2016": VQAEvalVariant(
+        "official_2016",
+        "GT-Vision-Lab/VQA@458a8b268b1a239dc388e0af4423f3fe7477b04f:PythonEvaluationTools/vqaEvaluation/vqaEval.py",
+        gt_norm="punct-if-answers-differ",
+        pred_norm=_FULL,
+        prepare=_prepare_official_2016,
+    ),
+    "lever_lm": VQAEvalVariant(
+        "lever_lm",
+        "ForJadeForest/Lever-LM@11d61e44b3e9c0b0b972b37b2a1b6ec366530d5f:open_mmicl/metrics/vqa_metrics.py",
+        gt_norm=f"strip+{_FULL}",
+        pred_norm=f"strip+{_FULL}",
+        prepare=_prepare_lever_lm,
+    ),
+}
+DEFAULT_VQA_EVAL = "official"
+# reference code of each variant (was a single VQA_EVAL_REVISION pinned to c4e6a0e = official_2016)
+VQA_EVAL_REVISIONS: dict[str, str] = {k: v.reference.split(":", 1)[0] for k, v in VQA_EVALS.items()}
+# what results files written before the variants existed recorded as settings["eval"]
+_LEGACY_EVAL = {"GT-Vision-Lab/VQA@c4e6a0e4e84b9702d99800d3393652d92b5df224": "official_2016"}
+_STEM_VALUES = {"no": False, "okvqa-approx": True, False: False, True: True}
+
+
+def get_vqa_eval(name: str) -> VQAEvalVariant:
+    try:
+        return VQA_EVALS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown VQA evaluation {name!r}; known: {', '.join(VQA_EVALS)}") from None
+
+
+def scoring_from_settings(settings: dict, what: str) -> dict:
+    """``{"vqa_eval", "stem"}`` that reproduce the per-item accuracies recorded in ``settings``
+    (the ``settings`` of a score_vqa result); ``what`` names the file in error messages."""
+    if not isinstance(settings, dict):
+        raise MetricsInputError(f"{what}: no VQA 'settings' recorded")
+    raw_eval = settings.get("eval")
+    vqa_eval = _LEGACY_EVAL.get(raw_eval, raw_eval)
+    if vqa_eval not in VQA_EVALS:
+        raise MetricsInputError(f"{what}: unknown VQA evaluation settings.eval={raw_eval!r}; known: {', '.join(VQA_EVALS)}")
+    raw_stem = settings.get("stem", "no")
+    if raw_stem not in _STEM_VALUES:
+        raise MetricsInputError(f"{what}: unknown settings.stem={raw_stem!r}; expected 'no' or 'okvqa-approx'")
+    return {"vqa_eval": vqa_eval, "stem": _STEM_VALUES[raw_stem]}
+
+
+# ----------------------------------------------------------------------------------
+# Accuracy
+# ----------------------------------------------------------------------------------
+def vqa_accuracy(
+    prediction: str, answers: Sequence[str], *, stem: bool = False, vqa_eval: str = DEFAULT_VQA_EVAL
+) -> float:
+    """Accuracy of one prediction against its human answers, in [0, 1], under ``vqa_eval``."""
+    variant = get_vqa_eval(vqa_eval)
+    answers = [str(a) for a in answers]
     if not answers:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer")
     pred = okvqa_stem(prediction) if stem else prediction
-    pred = normalize_answer(pred)
-    gts = _gt_processed(answers)
+    pred, gts = variant.prepare(pred, answers)
     matches = [g == pred for g in gts]
     total = sum(matches)
     accs = [min(1.0, float(total - m) / 3) for m in matches]
@@ -198,23 +293,27 @@ def vqa_accuracy(prediction: str, answers: Sequence[str], *, stem: bool = False)
 
 
 def vqa_accuracy_per_item(
-    predictions_df: pd.DataFrame, references_df: pd.DataFrame, stem: bool = False
+    predictions_df: pd.DataFrame, references_df: pd.DataFrame, stem: bool = False, vqa_eval: str = DEFAULT_VQA_EVAL
 ) -> np.ndarray:
     """Per-question accuracy (in [0, 1]) aligned to the order of ``predictions_df``."""
     merged = align(predictions_df, references_df, ["prediction"], ["answers"])
     out = np.empty(len(merged), dtype=float)
     for i, (qid, pred, answers) in enumerate(zip(merged["id"], merged["prediction"], merged["answers"])):
         what = f"id {qid!r}"
-        out[i] = vqa_accuracy(as_text(pred, f"predictions {what}"), as_str_list(answers, f"references {what}"), stem=stem)
+        out[i] = vqa_accuracy(
+            as_text(pred, f"predictions {what}"), as_str_list(answers, f"references {what}"), stem=stem, vqa_eval=vqa_eval
+        )
     return out
 
 
-def vqa_settings(*, stem: bool, n_resamples: int, seed: int) -> dict:
+def vqa_settings(*, stem: bool, n_resamples: int, seed: int, vqa_eval: str = DEFAULT_VQA_EVAL) -> dict:
+    variant = get_vqa_eval(vqa_eval)
     return {
-        "eval": VQA_EVAL_REVISION,
+        "eval": variant.name,
+        "eval_ref": VQA_EVAL_REVISIONS[variant.name],
         "punct": "".join(PUNCTUATION),
-        "gt_norm": "punct-if-answers-differ",
-        "pred_norm": "punct+lower+digits+articles+contractions",
+        "gt_norm": variant.gt_norm,
+        "pred_norm": variant.pred_norm,
         "acc": "mean-leave-one-out-min1-m/3",
         "stem": "okvqa-approx" if stem else "no",
         "scale": 100,
@@ -229,15 +328,16 @@ def score_vqa(
     references: pd.DataFrame,
     *,
     stem: bool = False,
+    vqa_eval: str = DEFAULT_VQA_EVAL,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """VQA accuracy x100 (2 decimals) with n, a seeded bootstrap 95% CI and a signature."""
-    per_item = vqa_accuracy_per_item(predictions, references, stem=stem)
+    """VQA accuracy x100 (2 decimals) under ``vqa_eval`` with n, a seeded bootstrap 95% CI and a signature."""
+    settings = vqa_settings(stem=stem, n_resamples=n_resamples, seed=seed, vqa_eval=vqa_eval)
+    per_item = vqa_accuracy_per_item(predictions, references, stem=stem, vqa_eval=vqa_eval)
     n = int(per_item.size)
     score = round(100 * float(sum(per_item.tolist())) / n, 2)
     lo, hi = stats.bootstrap_ci(per_item, n_resamples=n_resamples, seed=seed)
-    settings = vqa_settings(stem=stem, n_resamples=n_resamples, seed=seed)
     return {
         "metric": "vqa_accuracy",
         "score": score,
@@ -256,6 +356,11 @@ __all__ = [
     "vqa_accuracy",
     "vqa_accuracy_per_item",
     "score_vqa",
-    "VQA_EVAL_REVISION",
+    "vqa_settings",
+    "scoring_from_settings",
+    "get_vqa_eval",
+    "VQA_EVALS",
+    "VQA_EVAL_REVISIONS",
+    "DEFAULT_VQA_EVAL",
     "MetricsInputError",
 ]

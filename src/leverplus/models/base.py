@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..data.records import VQAExample
+from .generation import GenerationSettings
 
 ORDERS = ("left", "right")
 
@@ -65,9 +66,20 @@ class ICLModel(ABC):
 
     @abstractmethod
     def generate(
-        self, icd_seqs: Sequence[Sequence[VQAExample]], queries: Sequence[VQAExample], max_new_tokens: int = 10
+        self,
+        icd_seqs: Sequence[Sequence[VQAExample]],
+        queries: Sequence[VQAExample],
+        generation: GenerationSettings | dict | None = None,
+        *,
+        max_new_tokens: int | None = None,
     ) -> list[str]:
-        """Greedy answers, batched; equal to batch-size-1 answers."""
+        """Answers under the explicit decoding settings `generation` (config `infer.generation`; None: the
+        defaults of `GenerationSettings`, greedy), `max_new_tokens` overriding theirs; batched, equal to
+        batch-size-1 answers. Nothing is taken from a checkpoint's own generation config."""
+
+    def prompt_settings(self) -> dict:
+        """The prompt format, instruction and answer post-processing this adapter applies (for the signature)."""
+        return {}
 
 
 _ADAPTERS: dict[str, Callable[..., ICLModel]] = {}

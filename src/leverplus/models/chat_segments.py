@@ -1,7 +1,8 @@
 """A chat template's text for a demonstration conversation, cut into per-turn pieces that can be cached.
 
 ChatML templates (Qwen2 / Qwen2.5-VL) render each message on its own: the text of
-`prompting.conversation(icds, query)` is `head + Σ block(d) + block(query)`, where `head` is what the template puts
+`layout.conversation(icds, query)` (a `prompting.ChatLayout`, carrying the adapter's instruction; the probes use the
+same layout, so the exactness check covers it) is `head + Σ block(d) + block(query)`, where `head` is what the template puts
 before the first message (the default system turn) and a block is one example's user turn followed by its assistant
 turn (or, for the query being answered, by the generation header). `ChatSegments` reads those pieces off the
 template itself — rendering short probe conversations and taking the differences — and then checks the
@@ -35,12 +36,13 @@ def _suffix(longer: str, shorter: str) -> str | None:
 
 
 class ChatSegments:
-    def __init__(self, render: Render):
+    def __init__(self, render: Render, layout: prompting.ChatLayout = prompting.ChatLayout()):
         self._render = render
+        self.layout = layout
         p = _PROBES[0]
-        self._ctx_user = render([prompting.user_turn(p)], False)
-        self._ctx_turns = render([prompting.user_turn(p), prompting.assistant_turn(p.answer)], False)
-        gen = _suffix(render([prompting.user_turn(p)], True), self._ctx_user)
+        self._ctx_user = render([layout.user_turn(p)], False)
+        self._ctx_turns = render([layout.user_turn(p), layout.assistant_turn(p.answer)], False)
+        gen = _suffix(render([layout.user_turn(p)], True), self._ctx_user)
         first_user = self.user(p)
         self.exact = gen is not None and first_user is not None and self._ctx_user.endswith(first_user)
         if not self.exact:
@@ -61,18 +63,20 @@ class ChatSegments:
         return [(p, w) for p in _PROBES for w in (True, False)]
 
     def _whole(self, icds, query, with_answer: bool) -> str:
-        return self._render(prompting.conversation(icds, query, with_answer=with_answer), not with_answer)
+        return self._render(self.layout.conversation(icds, query, with_answer=with_answer), not with_answer)
 
     def user(self, ex: VQAExample) -> str | None:
         """The user turn of `ex` as rendered after an earlier demonstration."""
         p = _PROBES[0]
-        msgs = [prompting.user_turn(p), prompting.assistant_turn(p.answer), prompting.user_turn(ex)]
+        lay = self.layout
+        msgs = [lay.user_turn(p), lay.assistant_turn(p.answer), lay.user_turn(ex)]
         return _suffix(self._render(msgs, False), self._ctx_turns)
 
     def assistant(self, answer: str) -> str | None:
         """An assistant turn holding `answer`, as rendered after a user turn."""
         p = _PROBES[0]
-        return _suffix(self._render([prompting.user_turn(p), prompting.assistant_turn(answer)], False), self._ctx_user)
+        lay = self.layout
+        return _suffix(self._render([lay.user_turn(p), lay.assistant_turn(answer)], False), self._ctx_user)
 
     def block(self, ex: VQAExample, *, with_answer: bool) -> str:
         """`ex`'s user turn, then its answer's assistant turn (a demonstration, or a scored query) or the

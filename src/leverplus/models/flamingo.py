@@ -33,7 +33,8 @@ Model directory (``leverplus_flamingo.json``; relative paths are resolved agains
     }
 
 `vision_backend: "open_clip"` is OpenFlamingo's own path: ``open_flamingo.create_model_and_transforms(...)`` (needs
-open_clip, which needs torchvision) and open_clip's eval transform. For OpenFlamingo-3B-vitl-mpt1b:
+open_clip_torch, which needs a torchvision built for the installed torch: PyPI has only CUDA builds, so the CPU
+machines of this project cannot run it; loading stops with a message naming the packages and the import error) and open_clip's eval transform. For OpenFlamingo-3B-vitl-mpt1b:
 ``ViT-L-14``/``openai``, lang and tokenizer ``anas-awadalla/mpt-1b-redpajama-200b`` (remote code), every 1 layer.
 
 `vision_backend: "hf_clip"` assembles the same model from open_flamingo's own classes (`Flamingo`,
@@ -63,13 +64,22 @@ all rows of a batch share (same ids, same images), cut right before an ``<image>
 cache repeated for every row — with construct_order `right` that is the whole beam's demonstrations. Because the
 remainder of each row starts with ``<image>``, its tokens never attend a prefix image, so the remainder is
 conditioned on its own images only. The prefix has no padding, so the cached keys are exactly the full forward's
-(MPT's ALiBi bias depends only on key offsets; rotary LMs continue positions from the cache length).
+(MPT's ALiBi bias depends only on key offsets; rotary LMs continue positions from the cache length). The cache may
+be a transformers `Cache` or, for OpenFlamingo-3B's remote-code MosaicGPT, a legacy list of per-layer (key, value)
+tuples that the model must get back in its own format: `kv_cache.repeat_prefix_cache` handles both. MosaicGPT also
+needs boolean attention masks (`BoolAttentionMask`, mixed into the LM at load). `tiny_mosaic_gpt` is a test LM with
+that interface (`build_tiny_flamingo(lang="mosaic_gpt")`).
 
 `generate` conditions the layers once with the cached latents and runs in cached-media mode, as ``Flamingo.generate``
 does, with left padding and a greedy KV-cache loop of its own (see `_greedy`); it stops at ``<|endofchunk|>``
-(Flamingo.generate's eos) or the tokenizer's EOS and strips the answer there. OpenFlamingo's eval additionally cuts
-answers at "Question"/"Answer"/"Short" and ", " (`postprocess_vqa_generation`); that belongs to the metric side and
-is not applied here.
+(Flamingo.generate's eos) or the tokenizer's EOS and strips the answer there. Decoding settings are explicit
+(`GenerationSettings`, config `infer.generation`); this adapter implements greedy decoding only (num_beams 1,
+repetition_penalty 1.0) and stops with a message otherwise. Answer post-processing (config
+`prompt.flamingo_postprocess`): `open_flamingo_vqa` (default) applies the semantics of OpenFlamingo's own
+`postprocess_vqa_generation` (open_flamingo/eval/vqa_metric.py) to the decoded text — keep what precedes the first
+"Question", "Answer" or "Short" (case-sensitive, wherever it occurs), then what precedes the first ", " — before
+stripping; `none` only strips. The chat models' instruction (`prompt.instruction`) does not apply to this prompt
+format; `prompt_settings()` records what was applied.
 """
 from __future__ import annotations
 
@@ -90,7 +100,9 @@ from ..data.images import load_image
 from ..data.records import VQAExample
 from . import prompting
 from .base import ICLModel, register_adapter
+from .generation import GenerationSettings, resolve
 from .feature_cache import TensorLRU
+from .kv_cache import repeat_prefix_cache
 
 CONFIG_NAME = "leverplus_flamingo.json"
 IMAGE_TOKEN = "<image>"
@@ -118,6 +130,19 @@ def vqa_prompt(question: str, answer: str | None = None) -> str:
     return f"{IMAGE_TOKEN}Question:{question} Short answer:{answer}{EOC_TOKEN}"
 
 
+_OPEN_FLAMINGO_CUT_WORDS = ("Question", "Answer", "Short")
+
+
+def open_flamingo_vqa_postprocess(text: str) -> str:
+    """The semantics of OpenFlamingo's `postprocess_vqa_generation` (open_flamingo/eval/vqa_metric.py, commit
+    655f693): the text before the first occurrence of "Question", "Answer" or "Short" (case-sensitive, anywhere,
+    also inside a word), then the part of that before the first ", ". No other change (no stripping)."""
+    cut = min((i for w in _OPEN_FLAMINGO_CUT_WORDS if (i := text.find(w)) >= 0), default=len(text))
+    text = text[:cut]
+    comma = text.find(", ")
+    return text if comma < 0 else text[:comma]
+
+
 def _check_text(ex: VQAExample) -> None:
     for s in (ex.question, ex.answer):
         if IMAGE_TOKEN in s or EOC_TOKEN in s:
@@ -139,10 +164,14 @@ def _open_flamingo() -> types.SimpleNamespace:
             FlamingoLMMixin=FlamingoLMMixin,
             extend_instance=extend_instance,
             create_model_and_transforms=open_flamingo.create_model_and_transforms,
+            factory_error=None,
         )
-    except ImportError as err:
-        if err.name not in ("open_clip", "torchvision") and "open_clip" not in str(err):
+    except (ImportError, RuntimeError, OSError) as err:
+        # open_clip missing, or a torchvision that cannot load beside this torch (PyPI's torchvision is a CUDA
+        # build: beside the CPU torch its `import` fails with "operator torchvision::nms does not exist")
+        if not _is_factory_import_error(err):
             raise
+        factory_error = err
     # The package __init__ files import the factory → open_clip → torchvision. Load the installed submodules
     # themselves under package objects that carry the real __path__ but whose __init__ is not executed.
     spec = importlib.util.find_spec("open_flamingo")
@@ -169,7 +198,15 @@ def _open_flamingo() -> types.SimpleNamespace:
         FlamingoLMMixin=flamingo_lm.FlamingoLMMixin,
         extend_instance=utils.extend_instance,
         create_model_and_transforms=None,
+        factory_error=factory_error,
     )
+
+
+def _is_factory_import_error(err: BaseException) -> bool:
+    """Whether importing open_flamingo's factory failed in open_clip or torchvision (not in open_flamingo)."""
+    if isinstance(err, ImportError) and (err.name or "").split(".")[0] in ("open_clip", "torchvision"):
+        return True
+    return any(k in str(err) for k in ("open_clip", "torchvision"))
 
 
 # ---- model directory -------------------------------------------------------------------------------------------
@@ -255,6 +292,19 @@ class _WteEmbeddingAccess:
         self.transformer.wte = new_embeddings
 
 
+class BoolAttentionMask:
+    """Hands the language model its attention mask as booleans. OpenFlamingo's own eval does so
+    (`_prepare_text` returns ``attention_mask.bool()``) because MosaicGPT, the 3B's remote-code LM, applies the
+    mask with ``masked_fill(~attention_mask)``, which rejects integer masks; transformers' models take either.
+    Mixed into the Flamingo LM (outside `FlamingoLMMixin`) by `load_flamingo`, so every call — the adapter's and
+    `Flamingo.generate`'s — passes through it."""
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        if attention_mask is not None:
+            attention_mask = attention_mask.bool()
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
 def _input_embeddings_missing(lm: nn.Module) -> bool:
     try:
         return lm.get_input_embeddings() is None
@@ -338,7 +388,12 @@ def load_flamingo(
     if spec.vision_backend == "open_clip":
         of = _open_flamingo()
         if of.create_model_and_transforms is None:
-            raise ImportError("vision_backend 'open_clip' needs open_clip (and torchvision); use 'hf_clip'")
+            raise ImportError(
+                f"{Path(model_dir) / CONFIG_NAME}: vision_backend 'open_clip' needs the packages open_clip_torch and "
+                f"a torchvision built for the installed torch {torch.__version__}, but importing open_flamingo's "
+                f"factory failed: {type(of.factory_error).__name__}: {of.factory_error}. "
+                "Install them, or use vision_backend 'hf_clip' (see models/flamingo.py)."
+            )
         model, transform, tokenizer = of.create_model_and_transforms(
             spec.clip_vision_encoder_path,
             spec.clip_vision_encoder_pretrained,
@@ -362,6 +417,7 @@ def load_flamingo(
             return processor(images=[image], return_tensors="pt")["pixel_values"][0]
 
     load_checkpoint(model, spec.checkpoint)
+    _open_flamingo().extend_instance(model.lang_encoder, BoolAttentionMask)
     model.to(device=device, dtype=dtype).eval()
     return model, transform, tokenizer
 
@@ -380,9 +436,14 @@ class FlamingoICL(ICLModel):
         batch_size: int = 8,
         trust_remote_code: bool = False,
         image_cache_mb: float | None = None,
+        prompt: prompting.PromptSettings | dict | None = None,
     ):
         """`trust_remote_code` (the model's config key) enables remote code for the language model, as does
-        `adapter_config.trust_remote_code`; either must say so explicitly."""
+        `adapter_config.trust_remote_code`; either must say so explicitly. `prompt`: config `prompt` (only its
+        `flamingo_postprocess` applies to this adapter)."""
+        if not isinstance(prompt, prompting.PromptSettings):
+            prompt = prompting.PromptSettings.from_config(prompt)
+        self.postprocess = prompt.flamingo_postprocess
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.batch_size = batch_size
@@ -531,7 +592,7 @@ class FlamingoICL(ICLModel):
                 cache = out.past_key_values
             finally:
                 self.lm.clear_conditioned_layers()
-            cache.batch_repeat_interleave(len(rows))
+            cache = repeat_prefix_cache(cache, len(rows))  # a Cache object, or MosaicGPT's list of tuples
         ids = nn.utils.rnn.pad_sequence(
             [torch.as_tensor(r[0][shared:]) for r in rows], batch_first=True, padding_value=self.pad_id
         ).to(self.device)  # right padding
@@ -552,8 +613,19 @@ class FlamingoICL(ICLModel):
         return torch.exp(-self._mean_ce(logits, ids, mask)).cpu().numpy()
 
     # ---- generation ------------------------------------------------------------------------------------------------
+    def prompt_settings(self) -> dict:
+        return {"prompt": "open_flamingo_vqa", "instruction": None, "postprocess": self.postprocess}
+
     @torch.no_grad()
-    def generate(self, icd_seqs, queries, max_new_tokens: int = 10) -> list[str]:
+    def generate(
+        self, icd_seqs, queries, generation: GenerationSettings | dict | None = None, *, max_new_tokens: int | None = None
+    ) -> list[str]:
+        settings = resolve(generation, max_new_tokens)
+        if not settings.is_greedy:
+            raise ValueError(
+                f"the flamingo adapter decodes greedily only (num_beams 1, repetition_penalty 1.0); got {settings}"
+            )
+        max_new_tokens = settings.max_new_tokens
         answers: list[str] = []
         for lo in range(0, len(queries), self.batch_size):
             seqs, qs = icd_seqs[lo : lo + self.batch_size], queries[lo : lo + self.batch_size]
@@ -598,4 +670,7 @@ class FlamingoICL(ICLModel):
     def _decode_answer(self, new_ids: list[int]) -> str:
         stops = [i for i, t in enumerate(new_ids) if t in self.stop_ids]
         cut = new_ids[: stops[0]] if stops else new_ids
-        return self.tokenizer.decode(cut, skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(cut, skip_special_tokens=True)
+        if self.postprocess == "open_flamingo_vqa":
+            text = open_flamingo_vqa_postprocess(text)
+        return text.strip()

@@ -1,6 +1,10 @@
 """Qwen2.5-VL adapter (transformers `Qwen2_5_VLForConditionalGeneration`).
 
-Scored sequence: the chat conversation of `prompting.conversation(icds, query, with_answer=True)`. The answer
+Prompt: `prompting.ChatLayout` with the adapter's instruction (config `prompt.instruction`, passed at construction;
+default the Qwen-VL short-answer instruction): it follows the question in every user turn. Scoring (the InfoScore
+beam search), the reference path and generation all build their turns through that one layout.
+
+Scored sequence: the chat conversation of `layout.conversation(icds, query, with_answer=True)`. The answer
 tokens are located in the token ids themselves: the scored span starts right after the last occurrence of the
 assistant generation header (the token ids the chat template appends for `add_generation_prompt=True`, derived
 once from the template) and ends before the next `<|im_end|>`; the end-of-turn token is not scored.
@@ -14,6 +18,12 @@ and the positions equal `get_rope_index` on the whole row. Rows are grouped by t
 demonstrations with construct_order `right`); every group's prefix is run once per call, and its KV cache serves the
 group's rows in every batch. Each row is run only up to the input of its last scored logit, right-padded, so padding
 never changes a real token's attention.
+
+Generation (`generate`): transformers' `generate` with a fresh `GenerationConfig` built from the explicit
+`GenerationSettings` (config `infer.generation`); the checkpoint's own `generation_config` is replaced at load by
+one that holds only the special token ids, so no sampling setting or repetition penalty of the checkpoint is ever
+merged in (see `generation.py`). Answers are the new tokens up to `<|im_end|>`, decoded without special tokens and
+stripped.
 """
 from __future__ import annotations
 
@@ -28,6 +38,7 @@ from ..data.images import load_image
 from ..data.records import VQAExample
 from . import prompting
 from .base import ICLModel, extend, register_adapter
+from .generation import GenerationSettings, hf_generation_config, neutral_generation_config, resolve
 from .chat_segments import ChatSegments, splits_before
 from .feature_cache import TensorLRU
 
@@ -65,6 +76,7 @@ class Qwen25VLICL(ICLModel):
         trust_remote_code: bool = False,
         attn_implementation: str = "sdpa",
         image_cache_mb: float | None = None,
+        prompt: prompting.PromptSettings | dict | None = None,
     ):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -84,13 +96,21 @@ class Qwen25VLICL(ICLModel):
         self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_id
         self.merge = self.processor.image_processor.merge_size
+        if not isinstance(prompt, prompting.PromptSettings):
+            prompt = prompting.PromptSettings.from_config(prompt)
+        self.instruction = prompt.instruction
+        self.layout = prompting.ChatLayout(prompt.instruction)
+        # Nothing of the checkpoint's generation_config (sampling, repetition_penalty, ...) may reach `generate`.
+        self.model.generation_config = neutral_generation_config(
+            eos_token_id=self.end_id, pad_token_id=self.pad_id, bos_token_id=self.model.generation_config.bos_token_id
+        )
         self._header = self._assistant_header()
         self._grids: dict[str, torch.Tensor] = {}  # image_grid_thw (1, 3) per image, kept
         self._pending: dict[str, torch.Tensor] = {}  # pixel values until the image's features are computed
         self._n_tokens: dict[str, int] = {}
         self._features = TensorLRU.for_images(image_cache_mb)
         self._pieces: dict[tuple, _Piece] = {}
-        self._segments = ChatSegments(self._render)
+        self._segments = ChatSegments(self._render, self.layout)
         self._blockwise = self._segments.exact and all(
             splits_before(self.tokenizer, self._segments.block(ex, with_answer=w))
             for ex, w in self._segments.probe_blocks()
@@ -102,7 +122,7 @@ class Qwen25VLICL(ICLModel):
 
     def _assistant_header(self) -> list[int]:
         """Token ids the chat template adds for the assistant's turn, read off the template itself."""
-        probe = [prompting.user_turn(VQAExample("probe", "", "probe", ""))]
+        probe = [self.layout.user_turn(VQAExample("probe", "", "probe", ""))]
         plain, gen = self._render(probe, False), self._render(probe, True)
         if not gen.startswith(plain):
             raise ValueError("chat template: the generation prompt is not an extension of the conversation")
@@ -177,7 +197,7 @@ class Qwen25VLICL(ICLModel):
         and the positions against the processor and `get_rope_index` on the whole row."""
         images = prompting.images_in_order(icds, query)
         if not self._blockwise:
-            text = self._render(prompting.conversation(icds, query, with_answer=with_answer), not with_answer)
+            text = self._render(self.layout.conversation(icds, query, with_answer=with_answer), not with_answer)
             ids = self._ids(self._expand(text, images))
             return _Piece(ids, self._positions(ids, images), 0, tuple(images))
         seg = self._segments
@@ -215,7 +235,7 @@ class Qwen25VLICL(ICLModel):
     # ---- reference path: the original algorithm ---------------------------------------------------------------
     @torch.no_grad()
     def score_reference(self, icds, query) -> float:
-        msgs = prompting.conversation(icds, query, with_answer=True)
+        msgs = self.layout.conversation(icds, query, with_answer=True)
         text = self.processor.apply_chat_template(msgs, tokenize=False)
         images = [load_image(p) for p in prompting.images_in_order(icds, query)]
         enc = self.processor(text=[text], images=images, return_tensors="pt").to(self.device)
@@ -373,28 +393,35 @@ class Qwen25VLICL(ICLModel):
         return torch.exp(-mean_ce).double().cpu().numpy()
 
     # ---- generation ----------------------------------------------------------------------------------------
+    def prompt_settings(self) -> dict:
+        """What this adapter puts around a question and does to an answer (recorded in every results file)."""
+        return {"prompt": "chat_template", "instruction": self.instruction, "postprocess": "strip"}
+
+    def generation_inputs(self, icd_seqs, queries):
+        """Processor encoding (left-padded) of the generation prompts: each conversation up to the assistant's
+        generation header."""
+        texts = [
+            self._render(self.layout.conversation(s, q, with_answer=False), True) for s, q in zip(icd_seqs, queries)
+        ]
+        images = [load_image(p) for s, q in zip(icd_seqs, queries) for p in prompting.images_in_order(s, q)]
+        return self.processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="left")
+
     @torch.no_grad()
-    def generate(self, icd_seqs, queries, max_new_tokens: int = 10) -> list[str]:
+    def generate(
+        self, icd_seqs, queries, generation: GenerationSettings | dict | None = None, *, max_new_tokens: int | None = None
+    ) -> list[str]:
+        settings = resolve(generation, max_new_tokens)
+        config = hf_generation_config(
+            settings,
+            eos_token_id=self.end_id,
+            pad_token_id=self.pad_id,
+            bos_token_id=self.model.generation_config.bos_token_id,
+        )
         answers: list[str] = []
         for lo in range(0, len(queries), self.batch_size):
             seqs, qs = icd_seqs[lo : lo + self.batch_size], queries[lo : lo + self.batch_size]
-            texts = [
-                self.processor.apply_chat_template(
-                    prompting.conversation(s, q, with_answer=False), tokenize=False, add_generation_prompt=True
-                )
-                for s, q in zip(seqs, qs)
-            ]
-            images = [load_image(p) for s, q in zip(seqs, qs) for p in prompting.images_in_order(s, q)]
-            enc = self.processor(
-                text=texts, images=images, return_tensors="pt", padding=True, padding_side="left"
-            ).to(self.device)
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=self.end_id,
-                pad_token_id=self.pad_id,
-            )
+            enc = self.generation_inputs(seqs, qs).to(self.device)
+            out = self.model.generate(**enc, generation_config=config)
             new = out[:, enc["input_ids"].shape[1] :]
             answers += [a.strip() for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return answers

@@ -49,6 +49,7 @@ class TinyFlamingoSize:
     cross_attn_every_n_layers: int = 1
     max_seq_len: int = 2048
     gate_init: float = 1.0
+    lang_init_std: float | None = None  # None: the language model's default init (0.02)
 
 
 def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int):
@@ -71,10 +72,62 @@ def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int):
     return GPTNeoXTokenizer(vocab=model_json["vocab"], merges=merges, pad_token=None)
 
 
+LANG_FAMILIES = ("mpt", "mosaic_gpt")
+
+
+def _tiny_lang(lang: str, size: TinyFlamingoSize, vocab_size: int, eos: int):
+    """The language model before Flamingo touches it: transformers' native MPT, or the remote-code MosaicGPT
+    stand-in (`tiny_mosaic_gpt`, saved with its source file and `auto_map`, as the real 3B's LM is)."""
+    if lang == "mpt":
+        from transformers import MptConfig, MptForCausalLM
+
+        model = MptForCausalLM(
+            MptConfig(
+                d_model=size.d_model,
+                n_heads=size.n_heads,
+                n_layers=size.n_layers,
+                expansion_ratio=4,
+                max_seq_len=size.max_seq_len,
+                vocab_size=vocab_size,
+                no_bias=True,
+                **({} if size.lang_init_std is None else {"initializer_range": size.lang_init_std}),
+                bos_token_id=eos,
+                eos_token_id=eos,
+            )
+        ).eval()
+        model.generation_config.do_sample = False
+        return model
+    if lang == "mosaic_gpt":
+        from .tiny_mosaic_gpt import TinyMosaicGPT, TinyMosaicGPTConfig
+
+        # save_pretrained then copies tiny_mosaic_gpt.py beside the weights and names it in config.json's auto_map
+        TinyMosaicGPTConfig.register_for_auto_class()
+        TinyMosaicGPT.register_for_auto_class("AutoModelForCausalLM")
+        config = TinyMosaicGPTConfig(
+            d_model=size.d_model,
+            n_heads=size.n_heads,
+            n_layers=size.n_layers,
+            max_seq_len=size.max_seq_len,
+            vocab_size=vocab_size,
+            **({} if size.lang_init_std is None else {"init_std": size.lang_init_std}),
+            bos_token_id=eos,
+            eos_token_id=eos,
+        )
+        return TinyMosaicGPT(config).eval()
+    raise ValueError(f"unknown tiny Flamingo language model {lang!r}; known: {', '.join(LANG_FAMILIES)}")
+
+
 def build_tiny_flamingo(
-    out_dir: str | Path, corpus: Iterable[str], seed: int = 0, *, size: TinyFlamingoSize = TinyFlamingoSize()
+    out_dir: str | Path,
+    corpus: Iterable[str],
+    seed: int = 0,
+    *,
+    size: TinyFlamingoSize = TinyFlamingoSize(),
+    lang: str = "mpt",
 ) -> Path:
-    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, MptConfig, MptForCausalLM
+    """`lang`: "mpt" (transformers' `MptForCausalLM`) or "mosaic_gpt" (remote code with MosaicGPT's interface:
+    legacy list-of-tuples KV cache, boolean masks; the model directory then says `trust_remote_code: true`)."""
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -101,21 +154,8 @@ def build_tiny_flamingo(
     ).save_pretrained(out / "vision")
 
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    lang = MptForCausalLM(
-        MptConfig(
-            d_model=size.d_model,
-            n_heads=size.n_heads,
-            n_layers=size.n_layers,
-            expansion_ratio=4,
-            max_seq_len=size.max_seq_len,
-            vocab_size=len(tokenizer),
-            no_bias=True,
-            bos_token_id=eos,
-            eos_token_id=eos,
-        )
-    ).eval()
-    lang.generation_config.do_sample = False
-    lang.save_pretrained(out / "lang", safe_serialization=True)
+    lang_model = _tiny_lang(lang, size, len(tokenizer), eos)
+    lang_model.save_pretrained(out / "lang", safe_serialization=True)
 
     spec = FlamingoSpec(
         vision_backend="hf_clip",
@@ -124,8 +164,9 @@ def build_tiny_flamingo(
         tokenizer_path="tokenizer",
         checkpoint="checkpoint.safetensors",
         cross_attn_every_n_layers=size.cross_attn_every_n_layers,
+        trust_remote_code=lang == "mosaic_gpt",
     )
-    model = assemble_flamingo(vision, lang, tokenizer, spec)
+    model = assemble_flamingo(vision, lang_model, tokenizer, spec)
     with torch.no_grad():
         for layer in model.lang_encoder.gated_cross_attn_layers:
             if layer is not None:
@@ -134,6 +175,6 @@ def build_tiny_flamingo(
     save_file(trainable_state(model), str(out / "checkpoint.safetensors"))
     spec.write(out)
     (out / "leverplus_tiny.json").write_text(
-        json.dumps({"seed": seed, "size": asdict(size)}, sort_keys=True, indent=2) + "\n"
+        json.dumps({"seed": seed, "size": asdict(size), "lang": lang}, sort_keys=True, indent=2) + "\n"
     )
     return out

@@ -8,8 +8,15 @@ Results JSON schema (also in the README):
   "baselines": [{model, retriever, shot, score, n, ci95}],
   "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
                    mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share (step 1),
-                   best_beam_above_mean_share_by_step, mean_zero_shot_p, mean_best_beam_p}]
+                   best_beam_above_mean_share_by_step, mean_zero_shot_p, mean_best_beam_p}],
+  "paired_test": {method, n_resamples, seed, vqa_eval, stem}
 }
+
+Paired differences are computed from per-question accuracies recomputed with the scoring settings each cell's own
+JSON records (`settings.eval`, `settings.stem`), so `vs_*` equals what `leverplus compare CELL BASELINE --references
+val --vqa-eval E [--stem] --n-resamples N --seed S` prints for the same two predictions files. A cell is never
+paired with a baseline scored differently, and with `metrics` given every file must have been scored with its
+`vqa_eval` / `vqa_stem` (else: rerun that rule); the bootstrap uses `metrics.n_resamples` and `metrics.seed`.
 """
 from __future__ import annotations
 
@@ -20,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write, write_json, write_parquet
+from ..metrics.io import MetricsInputError
 from ..metrics.stats import paired_bootstrap
-from ..metrics.vqa import vqa_accuracy_per_item
+from ..metrics.vqa import DEFAULT_VQA_EVAL, scoring_from_settings, vqa_accuracy_per_item
 
 # Baselines every selector cell is compared with, paired on the same questions: random demonstrations from the whole
 # train set, and random demonstrations from the selector's own inference pool (what the selector adds beyond it).
@@ -33,15 +41,58 @@ COMPARISON_TITLES = {
 SAMPLER_TITLES = {"rand": "RandSampler", "text_sim": "TextSimSampler", "img_sim": "ImgSimSampler", "mix": "MixSampler"}
 
 
+# used only when the aggregate is called without the config's `metrics` slice
+DEFAULT_METRICS = {"n_resamples": 1000, "seed": 0}
+
+
 def _load(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        doc = json.load(f)
+    doc["_path"] = path
+    doc["_scoring"] = scoring_from_settings(doc.get("settings"), path)
+    return doc
 
 
-def _per_item(score_json: str, val: pd.DataFrame, stem: bool) -> pd.Series:
-    preds = pd.read_parquet(Path(score_json).with_suffix(".parquet"))
-    acc = vqa_accuracy_per_item(preds[["id", "prediction"]], val[["id", "answers"]], stem=stem)
+def _describe(scoring: dict) -> str:
+    return f"vqa_eval={scoring['vqa_eval']}, stem={'okvqa-approx' if scoring['stem'] else 'no'}"
+
+
+def _per_item(doc: dict, val: pd.DataFrame) -> pd.Series:
+    """Per-question accuracy of one results file, recomputed with the settings it records; its score must agree."""
+    preds = pd.read_parquet(Path(doc["_path"]).with_suffix(".parquet"))
+    acc = vqa_accuracy_per_item(preds[["id", "prediction"]], val[["id", "answers"]], **doc["_scoring"])
+    recomputed = round(100 * float(sum(acc.tolist())) / acc.size, 2) if acc.size else None
+    if recomputed != doc["score"]:
+        raise MetricsInputError(
+            f"{doc['_path']}: score {doc['score']} but its predictions rescore to {recomputed} with "
+            f"{_describe(doc['_scoring'])}: the JSON and its parquet are out of step; rerun that rule"
+        )
     return pd.Series(acc, index=preds["id"].values)
+
+
+def _check_config(docs: list[dict], metrics: dict | None) -> None:
+    if metrics is None:
+        return
+    want = {"vqa_eval": metrics.get("vqa_eval", DEFAULT_VQA_EVAL), "stem": bool(metrics.get("vqa_stem", False))}
+    for d in docs:
+        if d["_scoring"] != want:
+            raise MetricsInputError(
+                f"{d['_path']}: scored with {_describe(d['_scoring'])} but the config's metrics say "
+                f"{_describe(want)}; rerun that rule"
+            )
+
+
+def _paired(mine: pd.Series, ref: pd.Series, n_resamples: int, seed: int) -> dict:
+    # the cell's question order, as `leverplus compare CELL BASELINE` aligns B to A
+    in_ref = set(ref.index)
+    common = [i for i in mine.index if i in in_ref]
+    test = paired_bootstrap(mine[common].values, ref[common].values, n_resamples=n_resamples, seed=seed)
+    return {
+        "diff": round(100 * test["diff"], 2),
+        "ci95": [round(100 * x, 2) for x in test["ci95"]],
+        "p_value": test["p_value"],
+        "n": test["n"],
+    }
 
 
 def beam_signal(beam_path: str) -> dict:
@@ -73,34 +124,36 @@ def beam_signal(beam_path: str) -> dict:
 
 def aggregate(
     *, dataset: str, version: str, infer_jsons: list[str], baseline_jsons: list[str], beam_tables: list[str],
-    val: pd.DataFrame, out_json: str, out_md: str, out_png: str, out_parquet: str, n_resamples: int = 1000,
-    seed: int = 0,
+    val: pd.DataFrame, out_json: str, out_md: str, out_png: str, out_parquet: str, metrics: dict | None = None,
 ) -> dict:
-    cells = [_load(p) | {"_path": p} for p in infer_jsons]
-    bases = [_load(p) | {"_path": p} for p in baseline_jsons]
-    stem = bool(cells[0]["settings"].get("stem", False)) if cells and "settings" in cells[0] else False
-    reference_items = {  # (retriever, model, shot) → per-question accuracy of the random baselines
-        (b["retriever"], b["model"], b["shot"]): _per_item(b["_path"], val, stem)
-        for b in bases
-        if b["retriever"] in COMPARED_BASELINES
+    m = {**DEFAULT_METRICS, **(metrics or {})}
+    n_resamples, seed = int(m["n_resamples"]), int(m["seed"])
+    cells = [_load(p) for p in infer_jsons]
+    bases = [_load(p) for p in baseline_jsons]
+    _check_config(cells + bases, metrics)
+    references = {  # (retriever, model, shot) → results file of the random baselines
+        (b["retriever"], b["model"], b["shot"]): b for b in bases if b["retriever"] in COMPARED_BASELINES
     }
+    per_item: dict[str, pd.Series] = {}
+
+    def items(doc: dict) -> pd.Series:
+        if doc["_path"] not in per_item:
+            per_item[doc["_path"]] = _per_item(doc, val)
+        return per_item[doc["_path"]]
+
     rows = []
     for c in cells:
         row = {k: c[k] for k in ("model", "sampler", "sample_num", "shot", "score", "n", "ci95")}
-        mine = None
         for retriever in COMPARED_BASELINES:
-            ref = reference_items.get((retriever, c["model"], c["shot"]))
+            ref = references.get((retriever, c["model"], c["shot"]))
             if ref is None:
                 continue
-            mine = _per_item(c["_path"], val, stem) if mine is None else mine
-            common = mine.index.intersection(ref.index)
-            test = paired_bootstrap(mine[common].values, ref[common].values, n_resamples=n_resamples, seed=seed)
-            row[f"vs_{retriever}"] = {
-                "diff": round(100 * test["diff"], 2),
-                "ci95": [round(100 * x, 2) for x in test["ci95"]],
-                "p_value": test["p_value"],
-                "n": test["n"],
-            }
+            if ref["_scoring"] != c["_scoring"]:
+                raise MetricsInputError(
+                    f"{c['_path']} ({_describe(c['_scoring'])}) cannot be paired with {ref['_path']} "
+                    f"({_describe(ref['_scoring'])}): rescore both with the same settings"
+                )
+            row[f"vs_{retriever}"] = _paired(items(c), items(ref), n_resamples, seed)
         rows.append(row)
     base_rows = [{k: b[k] for k in ("model", "retriever", "shot", "score", "n", "ci95")} for b in bases]
     signal = []
@@ -117,6 +170,10 @@ def aggregate(
         "cells": sorted(rows, key=lambda r: (r["sample_num"], r["shot"], r["model"], r["sampler"])),
         "baselines": sorted(base_rows, key=lambda r: (r["model"], r["retriever"], r["shot"])),
         "beam_signal": signal,
+        "paired_test": {
+            "method": "paired-bootstrap-percentile", "n_resamples": n_resamples, "seed": seed,
+            **({"vqa_eval": cells[0]["_scoring"]["vqa_eval"], "stem": cells[0]["_scoring"]["stem"]} if cells else {}),
+        },
     }
     write_json(out_json, result)
     write_parquet(out_parquet, pd.json_normalize(result["cells"]))

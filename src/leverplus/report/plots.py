@@ -1,4 +1,5 @@
-"""Accuracy vs shot per sampler, with baselines, as a PNG (written atomically)."""
+"""Accuracy vs shot per sampler, with baselines, as a PNG (written atomically): one panel per (model, sample_num),
+ticks at the whole shot numbers that were run, the legend outside the axes so that it covers no data."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 
-def plot_accuracy_vs_shot(result: dict, out_png: str) -> None:
+def shot_ticks(cells: pd.DataFrame, bases: pd.DataFrame) -> list[int]:
+    """The shot numbers drawn as points (zero-shot is a horizontal line, not a tick)."""
+    shots = set(cells["shot"]) if len(cells) else set()
+    shots |= {k for k in bases["shot"] if k} if len(bases) else set()
+    return sorted(int(k) for k in shots)
+
+
+def accuracy_vs_shot_figure(result: dict):
+    """The matplotlib figure of `result` (an aggregate results dict); the caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,7 +26,8 @@ def plot_accuracy_vs_shot(result: dict, out_png: str) -> None:
     cells = pd.DataFrame(result["cells"])
     bases = pd.DataFrame(result["baselines"])
     groups = list(cells.groupby(["model", "sample_num"])) if len(cells) else []
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4.2), squeeze=False)
+    shots = shot_ticks(cells, bases)
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(8 * max(1, len(groups)), 4.2), squeeze=False)
     for ax, ((model, n), g) in zip(axes[0], groups):
         for sampler, s in g.groupby("sampler"):
             s = s.sort_values("shot")
@@ -36,13 +46,21 @@ def plot_accuracy_vs_shot(result: dict, out_png: str) -> None:
         ax.set_xlabel("shots")
         ax.set_ylabel("VQA accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.set_xticks(shots)  # shots are whole numbers: no 1.5-shot ticks
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside the axes
     fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_shot(result: dict, out_png: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_vs_shot_figure(result)
     out = Path(out_png)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")  # keeps the outside legend in the picture
         os.replace(tmp, out)
     finally:
         plt.close(fig)

@@ -21,4 +21,5 @@ def aggregate(*, input, output, params, wildcards, threads):
         out_md=output.md,
         out_png=output.png,
         out_parquet=output.parquet,
+        metrics=params.get("metrics"),  # the config's metrics slice: n_resamples, seed, vqa_eval, vqa_stem
     )

@@ -1,14 +1,17 @@
 """Stages: candidate pools, sharded InfoScore beam search, gather."""
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 
 from ..data.records import examples, load_split
 from ..icd.features import load_features
 from ..icd.infoscore import run_shard, shard_of
+from ..icd.ranking import INFOSCORE_GRID
 from ..icd.samplers import build_pools
 from ..io import write_parquet
-from .common import dataset_dir, load_model
+from .common import dataset_dir, load_model, prompt_settings
 
 
 def candidates(*, input, output, params, wildcards, threads):
@@ -24,7 +27,7 @@ def beam_search(*, input, output, params, wildcards, threads):
     by_id = dict(zip(train["id"], examples(train)))
     pools = pd.read_parquet(input.pools)
     rows = shard_of(list(pools.itertuples(index=False)), int(wildcards["shard"]), beam["shards"])
-    model = load_model(params["model"], input.model)
+    model = load_model(params["model"], input.model, prompt_settings(params))
     run_shard(
         model,
         [by_id[r.anchor] for r in rows],
@@ -33,7 +36,20 @@ def beam_search(*, input, output, params, wildcards, threads):
         beam_size=beam["beam_size"],
         shot_num=beam["shot_num"],
         order=beam["construct_order"],
+        score_grid=beam.get("score_grid", INFOSCORE_GRID),
+        # What else decides the rows (every param: beam and model slices…, the pool file's bytes, the shard),
+        # hashed into the checkpoint so that a resume never mixes settings.
+        settings={"params": params, "pools_sha256": file_sha256(input.pools),
+                  "shard": [int(wildcards["shard"]), beam["shards"]]},
     )
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def gather_beam(*, input, output, params, wildcards, threads):

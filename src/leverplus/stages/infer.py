@@ -5,6 +5,10 @@ Pools (documented in the README): a selector picks a val query's demonstrations 
 by `infer.pool.by` (CLIP image or question-text cosine). Selections come back in selection order and are laid out
 in prompt order by the beam search's `construct_order` (`left`: the last pick is first in the prompt). Retrieval
 baselines put the most similar demonstration next to the query.
+
+Answers: the adapter is built with config `prompt` (the same instruction the beam search scored with) and decodes
+with the explicit settings of `infer.generation`; both go into the results file (`generation`,
+`generation_signature`).
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from ..icd.features import Features, load_features
 from ..icd.retrieval import random_choice, random_from_pools, retrieve
 from ..io import read_json, write_json, write_parquet
 from ..metrics.vqa import score_vqa
-from .common import dataset_dir, load_model
+from ..metrics.signature import make_signature, package_version
+from ..models.generation import GenerationSettings
+from .common import dataset_dir, load_model, prompt_settings
 
 
 def _subset(feats: Features, ids: list[str]) -> Features:
@@ -38,15 +44,30 @@ def _answer_and_score(input, output, params, val, train, prompt_ids, meta):
     by_id = dict(zip(train["id"], examples(train)))
     queries = examples(val)
     seqs = [[by_id[i] for i in ids] for ids in prompt_ids]
-    model = load_model(params["model"], input.model)
-    preds = model.generate(seqs, queries, max_new_tokens=params["infer"]["max_new_tokens"])
+    model = load_model(params["model"], input.model, prompt_settings(params))
+    generation = GenerationSettings.from_config(params["infer"].get("generation"))
+    preds = model.generate(seqs, queries, generation)
+    meta = {**meta, **generation_record(params["model"]["adapter"], model, generation)}
     table = pd.DataFrame({"id": val["id"], "prediction": preds, "icd_ids": prompt_ids, "shot": meta["shot"]})
     write_parquet(output.predictions, table)
     m = params["metrics"]
     score = score_vqa(
-        table[["id", "prediction"]], val[["id", "answers"]], stem=m["vqa_stem"], n_resamples=m["n_resamples"], seed=m["seed"]
+        table[["id", "prediction"]], val[["id", "answers"]], stem=m["vqa_stem"], vqa_eval=m.get("vqa_eval", "official"),
+        n_resamples=m["n_resamples"], seed=m["seed"],
     )
     write_json(output.score, {**meta, **score, "predictions": Path(output.predictions).name})
+
+
+def generation_record(adapter: str, model, generation: GenerationSettings) -> dict:
+    """How the answers were produced, for the results file: the adapter's prompt format, instruction and answer
+    post-processing, every decoding setting, and the same as one signature string."""
+    settings = {
+        "adapter": adapter,
+        **model.prompt_settings(),
+        **generation.as_dict(),
+        "transformers": package_version("transformers"),
+    }
+    return {"generation": settings, "generation_signature": make_signature("generation", settings)}
 
 
 def inference_pools(pool: dict, val_f: Features, train_f: Features) -> list[list[str]]:

@@ -21,11 +21,13 @@ Every version implements two methods:
 
 The shared code masks padding and *that query's own* earlier picks (never another query's, so selections do not
 depend on which queries share a batch or on the batch size), trains with cross-entropy over the whole pool, and
-selects greedily (argmax, ties → lowest pool position).
+selects greedily: the highest logit in whole units of ``score_grid`` (default 1e-3, far above float32 logit
+noise; see :mod:`leverplus.icd.ranking`), ties → lowest pool position, so the picks do not depend on the CPU.
 """
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 from ..features import Features
+from ..ranking import SELECTOR_GRID, SELECTOR_NOISE, check_grid
 
 IGNORE = -100  # target padding (positions after the end of a shorter sequence)
 WEIGHTS_FILE = "model.safetensors"
@@ -51,6 +54,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,  # max global gradient norm (0 = no clipping)
     "d_model": 128,  # width of the selector's hidden representations
     "beam_ranks": 5,  # beams per anchor used as training sequences (beam_rank < beam_ranks)
+    "score_grid": SELECTOR_GRID,  # inference: logits compared in whole units of this grid, ties → pool position
 }
 
 
@@ -160,6 +164,23 @@ def chosen_mask(prefix: torch.Tensor, pool_size: int) -> torch.Tensor:
     return onehot
 
 
+def grid_argmax(scores: torch.Tensor, grid: float, noise: float = SELECTOR_NOISE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``scores`` (B, P; −inf = unavailable): the position of the highest score in whole ``grid`` units,
+    ties → lowest position, and whether moving every score by up to ±``noise`` could change that pick."""
+    x = scores.detach().to(torch.float64)
+    units = torch.floor(x / grid + 0.5)
+    best = units.max(dim=-1, keepdim=True).values
+    pos = torch.arange(x.shape[-1]).expand_as(x)
+    pick = torch.where(units == best, pos, x.shape[-1]).min(dim=-1).values
+    # Fragile: some other available candidate could reach the winner's lowest unit (and win its tie, or beat it).
+    lo = torch.floor((x - noise) / grid + 0.5)
+    hi = torch.floor((x + noise) / grid + 0.5)
+    lo_w = lo.gather(1, pick[:, None])
+    beaten = (lo_w > hi) | ((lo_w == hi) & (pos > pick[:, None]))
+    beaten |= (pos == pick[:, None]) | (torch.isinf(x) & (x < 0))
+    return pick, ~beaten.all(dim=-1)
+
+
 def resolve_config(defaults: dict[str, Any], cfg: dict[str, Any] | None, known_keys: set[str]) -> dict[str, Any]:
     """Defaults overlaid with ``cfg`` (nested dicts merged one level).  Keys that only another version uses are
     ignored (the config slice is shared by all versions); keys no version knows are an error (typos)."""
@@ -230,15 +251,23 @@ class Selector(nn.Module):
         logits = self.masked_logits(state, batch, batch.targets[:, :-1])
         return nn.functional.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
+    @property
+    def score_grid(self) -> float:
+        return check_grid(self.cfg.get("score_grid", SELECTOR_GRID), "selector score_grid")
+
     @torch.no_grad()
-    def greedy(self, batch: PoolBatch, query_src, pool_src, shot: int) -> torch.Tensor:
-        """(B, shot) pool positions, picked one at a time by argmax."""
+    def greedy(self, batch: PoolBatch, query_src, pool_src, shot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, shot) pool positions, picked one at a time by :func:`grid_argmax`, and (B,) bool: some pick of
+        that query could change if every logit moved by ±noise."""
         state = self.encode(batch, query_src, pool_src)
         prefix = torch.zeros(batch.mask.shape[0], 0, dtype=torch.long)
+        fragile = torch.zeros(batch.mask.shape[0], dtype=torch.bool)
         for _ in range(shot):
             step = self.masked_logits(state, batch, prefix)[:, -1]
-            prefix = torch.cat([prefix, step.argmax(dim=-1, keepdim=True)], dim=1)
-        return prefix
+            pick, near = grid_argmax(step, self.score_grid)
+            fragile |= near
+            prefix = torch.cat([prefix, pick[:, None]], dim=1)
+        return prefix, fragile
 
     @torch.no_grad()
     def select(self, query_features: Features, pool_ids: Sequence[Sequence[str]], pool_features: Features,
@@ -262,12 +291,19 @@ class Selector(nn.Module):
             pool_src = self.pool_source(pool_features, needed, pool_table)
             query_rows = query_src.rows(query_features.ids, "query")
             out: list[list[str]] = []
+            near_boundary: list[bool] = []
             for start in range(0, len(pool_ids), batch_size):
                 pools = [list(map(str, p)) for p in pool_ids[start : start + batch_size]]
                 batch = make_batch(query_rows[start : start + batch_size],
                                    [pool_src.rows(p, "pool") for p in pools])
-                picks = self.greedy(batch, query_src, pool_src, shot)
+                picks, near = self.greedy(batch, query_src, pool_src, shot)
+                near_boundary.extend(near.tolist())
                 out.extend([[pool[k] for k in row] for pool, row in zip(pools, picks.tolist())])
+            # Residual risk, measurable: queries whose selection a ±noise move of the logits could change.
+            self.near_boundary = near_boundary
+            print(f"selector {self.version}: {len(out)} queries, score_grid {self.score_grid:g}; "
+                  f"{sum(near_boundary)} whose picks a ±{SELECTOR_NOISE:g} move of the logits could change",
+                  file=sys.stderr)
             return out
         finally:
             self.train(was_training)
