@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leverplus.config import ConfigError, canonical, selector_config, validate_config
+from leverplus.config import RUN_BLOCKS, ConfigError, canonical, run_config, selector_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "config.schema.yaml"
@@ -147,6 +147,58 @@ def test_selector_config_applies_per_version_overrides():
     assert lora["lr"] == 0.0005 and "lora" in lora and "per_version" not in lora and "versions" not in lora
     v1 = selector_config(cfg, "v1")
     assert v1["lr"] == cfg["selector"]["lr"] and "lora" not in v1
+
+
+# ---- per-dataset runs ------------------------------------------------------------------------------------------------
+def test_default_config_knows_every_shipped_dataset_with_its_own_run():
+    cfg = validate_config(demo_config(), SCHEMA)
+    assert set(cfg["datasets"]) == {"demo", "okvqa", "vqav2"}
+    demo, okvqa, vqav2 = (run_config(cfg, d) for d in ("demo", "okvqa", "vqav2"))
+    assert {k: demo[k] for k in RUN_BLOCKS} == {k: cfg[k] for k in RUN_BLOCKS}  # the global blocks are the demo's
+    for run, sample_num in ((okvqa, 800), (vqav2, 5000)):
+        assert run["experiment"]["models"] == ["qwen2.5_vl_3B", "flamingo_3B"]
+        assert run["experiment"]["encoder"] == "clip_vit_b32" and run["experiment"]["sample_num"] == [sample_num]
+        assert run["experiment"]["cand_num"] == 64 and run["beam"]["shards"] == 8
+        assert run["infer"]["shots"] == [1, 2, 3, 4] and run["infer"]["pool"]["by"] == "img_sim"
+        assert run["infer"]["limit"] is None and run["infer"]["generation"]["max_new_tokens"] == 10
+        assert run["prompt"]["instruction"] == "Answer the question using a single word or phrase."
+        # no demo shortcut leaks into a real run: every version trains its full 20 epochs at the real lr
+        for version in ("v0", "v1", "v2", "v2_lora"):
+            sel = selector_config(run, version)
+            assert (sel["epochs"], sel["lr"], sel["d_model"]) == (20, 0.0001, 256), version
+        for name in run["experiment"]["models"]:
+            assert cfg["models"][name]["source"] == "hf"
+    assert cfg["encoders"]["clip_vit_b32"]["repo_id"] == "openai/clip-vit-base-patch32"
+
+
+def test_a_run_override_deep_merges_over_the_global_blocks():
+    cfg = minimal_config()
+    cfg["datasets"]["other"] = {"source": "demo", "seed": 1}
+    cfg["infer"] = {"shots": [1, 2], "pool": {"kind": "retrieval", "by": "text_sim", "k": 8}}
+    cfg["runs"] = {"other": {"experiment": {"sample_num": [3]}, "infer": {"pool": {"k": 4}}}}
+    validate_config(cfg, SCHEMA)
+    other = run_config(cfg, "other")
+    assert other["experiment"]["sample_num"] == [3] and other["experiment"]["models"] == ["m"]
+    assert other["infer"]["pool"] == {"kind": "retrieval", "by": "text_sim", "k": 4} and other["infer"]["shots"] == [1, 2]
+    assert run_config(cfg, "d")["infer"]["pool"]["k"] == 8 and "runs" not in other
+    with pytest.raises(ConfigError, match=r"unknown dataset 'nope'; known datasets: d, other"):
+        run_config(cfg, "nope")
+
+
+@pytest.mark.parametrize(
+    "runs, needle",
+    [
+        ({"d": {"beam": {"beam_size": 0}}}, "runs.d.beam.beam_size"),
+        ({"d": {"models": {}}}, "runs.d: unknown key(s) ['models']"),
+        ({"d": {"experiment": {"encoder": "nope"}}}, "runs.d (merged): experiment.encoder: 'nope'"),
+        ({"d": {"experiment": {"cand_num": 1}}}, "runs.d (merged over the global blocks): experiment.cand_num"),
+        ({"elsewhere": {}}, "runs.elsewhere: not a key of datasets"),
+    ],
+)
+def test_a_bad_run_override_names_its_run(runs, needle):
+    cfg = minimal_config()
+    cfg["runs"] = runs
+    assert needle in error_line(cfg)
 
 
 # ---- through Snakemake ----------------------------------------------------------------------------------------------

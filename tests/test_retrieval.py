@@ -40,3 +40,28 @@ def test_random_from_pools_stays_inside_each_query_pool():
         assert len(set(p)) == 3 and set(p) <= set(pool)
     assert len({tuple(j.split("_")[1] for j in p) for p in picks}) > 20
     assert random_from_pools(pools, 3, qids, seed=0) == picks
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_ties_rank_by_row_index_and_survive_float_noise():
+    """Templated questions give many exactly tied (and near-tied) similarities: which rows enter a top-k must follow
+    the data (grid units, then row index), not faiss' heap order or the last bits of a CPU's dot products."""
+    from leverplus.icd.retrieval import SimilarityIndex
+
+    rng = np.random.default_rng(0)
+    base = _unit(rng.normal(size=(6, 16)))
+    rows = base[rng.integers(0, 6, size=300)]  # 300 rows, 6 distinct vectors: ties everywhere
+    queries = base[:3]
+    got = SimilarityIndex(rows).search(queries, 40)
+    for q, hit in zip(queries, got):
+        sims = rows @ q
+        expect = sorted(range(len(rows)), key=lambda j: (-round(float(sims[j]) / 1e-5), j))[:40]
+        assert hit.tolist() == expect
+    # a few ulps of noise on every stored vector (what another CPU's kernels do) changes no retrieved row
+    noisy = rows.copy()
+    for _ in range(3):
+        noisy = np.nextafter(noisy, np.where(rng.random(noisy.shape) < 0.5, np.inf, -np.inf)).astype(np.float32)
+    assert (SimilarityIndex(noisy).search(queries, 40) == got).all()

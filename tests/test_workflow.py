@@ -3,6 +3,7 @@ user meets first: lint, the real configs' DAG resolving offline, bad configs fai
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,8 +111,8 @@ def test_beam_rows_are_well_formed(demo_run):
         assert list(g.sort_values("beam_rank")["last"]) == sorted(g["last"], reverse=True)
 
 
-def test_lint_is_clean():
-    proc = smk("--lint", check=False, timeout=300)
+def test_lint_is_clean(tmp_path):
+    proc = smk("--lint", "--directory", str(workdir(tmp_path)), check=False, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
 
@@ -136,6 +137,70 @@ def test_bad_config_stops_with_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config" in ln]
     assert lines == ["lever-plus: invalid config: beam.construct_order: 'middle' is not allowed; allowed: ['left', 'right']"]
+
+
+def workdir(tmp_path: Path) -> Path:
+    """An empty working directory for Snakemake with config/ linked in (the Snakefile's `configfile:` is read from
+    the working directory), so nothing the checkout holds (a demo run's results) changes the DAG."""
+    work = tmp_path / "work"
+    work.mkdir(parents=True)
+    (work / "config").symlink_to(ROOT / "config")
+    return work
+
+
+def dry_run(work: Path, *args: str, check=True) -> subprocess.CompletedProcess:
+    return smk("-n", "--nolock", "--cores", "8", "--directory", str(work), *args, check=check, timeout=300)
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run."""
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+ALL_RULES = ("download_dataset", "download_model", "download_encoder", "encode", "candidates", "beam_search",
+             "gather_beam", "train_selector", "infer", "baseline", "zero_shot", "aggregate")
+
+
+@pytest.mark.parametrize("ds, sample_num", [("okvqa", 800), ("vqav2", 5000)])
+def test_the_missions_command_needs_no_configfile(tmp_path, ds, sample_num):
+    """`snakemake --cores 8 results/okvqa/v2_lora.json`, as written: the default config knows the dataset and its
+    run (2 models × 4 samplers × 1 sample_num, 8 beam shards, shots 1-4, 5 baselines)."""
+    out = dry_run(workdir(tmp_path), f"results/{ds}/v2_lora.json").stdout
+    jobs = job_counts(out)
+    assert set(jobs) == set(ALL_RULES), jobs
+    assert jobs["beam_search"] == 2 * 4 * 8 and jobs["train_selector"] == 2 * 4 and jobs["infer"] == 2 * 4 * 4
+    assert jobs["baseline"] == 2 * 4 * 4 and jobs["zero_shot"] == 2 and jobs["download_model"] == 2
+    assert f"data/{ds}/beam/qwen2.5_vl_3B/mix_{sample_num}/beam.parquet" in out
+    assert f"results/{ds}/flamingo_3B/img_sim_{sample_num}/v2_lora/shot4.json" in out
+    assert "data/encoders/clip_vit_b32" in out and "tiny_vl" not in out and "tiny_clip" not in out
+
+
+def test_default_target_is_still_the_demo(tmp_path):
+    out = dry_run(workdir(tmp_path)).stdout
+    assert all(f"results/demo/{v}.json" in out for v in ("v0", "v1", "v2", "v2_lora"))
+    assert "okvqa" not in out and "qwen2.5_vl_3B" not in out
+
+
+def test_a_configfile_overrides_one_datasets_run(tmp_path):
+    over = tmp_path / "over.yaml"
+    over.write_text("runs: {okvqa: {experiment: {models: [qwen2.5_vl_3B], sample_num: [100]}, beam: {shards: 2}}}\n")
+    out = dry_run(workdir(tmp_path), "results/okvqa/v1.json", "results/vqav2/v1.json", f"--configfile={over}").stdout
+    assert "data/okvqa/beam/qwen2.5_vl_3B/rand_100/beam.parquet" in out and "data/okvqa/beam/flamingo_3B" not in out
+    assert "data/vqav2/beam/flamingo_3B/rand_5000/beam.parquet" in out  # the other run is untouched
+    assert job_counts(out)["beam_search"] == 1 * 4 * 2 + 2 * 4 * 8
+
+
+@pytest.mark.parametrize("target", ["results/okvq/v2_lora.json", "data/nope/train.parquet"])
+def test_an_unknown_dataset_stops_with_one_line_naming_the_known_ones(tmp_path, target):
+    proc = dry_run(workdir(tmp_path), target, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    lines = [ln for ln in out.splitlines() if ln.startswith("lever-plus:")]
+    name = target.split("/")[1]
+    assert lines == [f"lever-plus: unknown dataset {name!r} in target {target}; known datasets: demo, okvqa, vqav2 "
+                     "(config `datasets`)"], out
+    assert "MissingRuleException" not in out
 
 
 @pytest.mark.slow
@@ -185,6 +250,52 @@ def test_rerun_library_code_change_touches_that_stage_and_below(demo_run, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(copy)}
     p = pending(demo_run, env=env)
     assert set(p) == {"beam_search", "gather_beam", "train_selector", "infer", "aggregate"}
+
+
+def _edited_copy(tmp_path: Path, rel: str) -> dict:
+    """env for a Snakemake run on a copy of src/leverplus in which `rel` got a (comment) edit."""
+    import os
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src/leverplus", copy / "leverplus")
+    with open(copy / "leverplus" / rel, "a") as f:
+        f.write("\n# an edit\n")
+    return {**os.environ, "PYTHONPATH": str(copy)}
+
+
+@pytest.mark.slow
+def test_rerun_selector_training_code_change_touches_train_selector_and_below(demo_run, tmp_path):
+    # icd/selector_training.py is reached through leverplus.icd.selectors' function-level import (no list names it)
+    p = pending(demo_run, env=_edited_copy(tmp_path, "icd/selector_training.py"))
+    assert set(p) == {"train_selector", "infer", "aggregate"}
+
+
+@pytest.mark.slow
+def test_rerun_report_code_change_touches_only_aggregate(demo_run, tmp_path):
+    p = pending(demo_run, env=_edited_copy(tmp_path, "report/plots.py"))
+    assert set(p) == {"aggregate"}
+
+
+@pytest.mark.slow
+def test_rerun_stage_glue_change_touches_only_the_rules_that_run_it(demo_run, tmp_path):
+    p = pending(demo_run, env=_edited_copy(tmp_path, "stages/selector.py"))
+    assert set(p) == {"train_selector", "infer", "aggregate"}
+
+
+@pytest.mark.slow
+def test_report_holds_the_tables_and_plots(demo_run):
+    import zipfile
+
+    out = demo_run / "report.zip"
+    smk(*TARGETS, "--report", str(out), "--directory", str(demo_run), f"--configfile={ROOT / '.test/config.yaml'}")
+    names = zipfile.ZipFile(out).namelist()
+    for v in ("v1", "v2_lora"):
+        assert any(n.endswith(f"results/demo/{v}.png") for n in names), names
+        assert any(n.endswith(f"results/demo/{v}.md") for n in names), names
+    page = next(n for n in names if n.endswith("report.html"))
+    html = zipfile.ZipFile(out).read(page).decode()
+    assert "Results" in html and "accuracy" in html.lower()
 
 
 @pytest.mark.slow

@@ -6,24 +6,51 @@ import hashlib
 import numpy as np
 
 from .features import Features
+from .ranking import grid_units
+
+# cosine-similarity grid for retrieval decisions: float32 noise of a dot product of unit vectors is ~1e-7
+RETRIEVAL_GRID = 1e-5
 
 
 class SimilarityIndex:
-    """Cosine-similarity search over the rows of `vectors` (already L2-normalised). The flat index is exact and
-    deterministic; exactly tied rows come back in a fixed order that is *not* ascending row index (faiss' heap
-    returns the later row first), so a query's own row need not be in column 0 when it has a duplicate."""
+    """Cosine-similarity search over the rows of `vectors` (already L2-normalised), ranked on a grid.
 
-    def __init__(self, vectors: np.ndarray):
+    faiss' flat index computes the similarities exactly, but its order for tied rows follows its heap (not the row
+    index), and which of two rows whose similarities differ only in the last float bits comes first depends on the
+    CPU's kernels. Templated questions tie a lot, so that would decide which train examples enter a pool. Ranking
+    therefore uses ``round(similarity / grid)`` (:data:`RETRIEVAL_GRID`, far above float32 noise of a unit-vector
+    dot product), ties broken by ascending row index; the search widens until every row tied with the k-th one has
+    been seen, so the result does not depend on faiss' order either."""
+
+    def __init__(self, vectors: np.ndarray, grid: float = RETRIEVAL_GRID):
         import faiss
 
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.index = faiss.IndexFlatIP(self.vectors.shape[1])
         self.index.add(self.vectors)
+        self.grid = grid
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        k = min(k, self.index.ntotal)
-        _, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return idx
+        n = self.index.ntotal
+        k = min(k, n)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        out = np.empty((len(queries), k), dtype=np.int64)
+        todo = np.arange(len(queries))
+        width = min(n, 2 * k + 16)
+        while len(todo):
+            sims, idx = self.index.search(queries[todo], width)
+            units = grid_units(sims, self.grid)
+            again = []
+            for r, q in enumerate(todo):
+                # a tie with the k-th row may continue past the searched width: search wider for this query
+                if width < n and units[r, -1] >= units[r, k - 1]:
+                    again.append(q)
+                    continue
+                order = np.lexsort((idx[r], -units[r]))  # grid units descending, then row index ascending
+                out[q] = idx[r][order[:k]]
+            todo = np.asarray(again, dtype=np.int64)
+            width = min(n, 2 * width)
+        return out
 
 
 def retrieve(kind: str, queries: Features, pool: Features, k: int, *, exclude_same_id: bool = True) -> list[list[str]]:
