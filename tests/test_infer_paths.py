@@ -24,6 +24,7 @@ from leverplus.stages.encode import encode
 N_TRAIN, N_VAL, SHOT, K = 24, 6, 2, 4
 MODEL_SPEC = {"adapter": "qwen2_5_vl", "source": "demo", "dtype": "float32", "batch_size": 8}
 METRICS = {"vqa_stem": False, "n_resamples": 50, "seed": 0}
+PROMPT = {"instruction": ""}  # the demo VL was trained on bare questions
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def _run_infer(demo, monkeypatch, name: str, order: str, pool: dict):
     spy = PoolSpy(monkeypatch)
     out = _outputs(demo, name)
     infer(input=_inputs(demo), output=out, threads=1,
-          params={"infer": _infer_params(pool), "order": order, "model": MODEL_SPEC, "metrics": METRICS},
+          params={"infer": _infer_params(pool), "order": order, "model": MODEL_SPEC, "metrics": METRICS, "prompt": PROMPT},
           wildcards={"version": "v0", "model": "tiny_vl", "sampler": "rand", "sample_num": "4", "shot": str(SHOT)})
     (pools,), (picks,) = spy.pools, spy.picks
     return pd.read_parquet(out.predictions), json.loads(Path(out.score).read_text()), pools, picks
@@ -159,7 +160,7 @@ def test_text_sim_baseline_picks_the_nearest_questions(demo):
     for retriever in ("text_sim", "img_sim"):
         out = _outputs(demo, f"baseline_{retriever}")
         baseline(input=_inputs(demo), output=out, threads=1,
-                 params={"infer": _infer_params(None), "pool": "", "seed": 0, "model": MODEL_SPEC, "metrics": METRICS},
+                 params={"infer": _infer_params(None), "pool": "", "seed": 0, "model": MODEL_SPEC, "metrics": METRICS, "prompt": PROMPT},
                  wildcards={"retriever": retriever, "model": "tiny_vl", "shot": str(SHOT)})
         got[retriever] = [list(x) for x in pd.read_parquet(out.predictions)["icd_ids"]]
         assert json.loads(Path(out.score).read_text())["retriever"] == retriever
