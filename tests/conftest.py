@@ -99,6 +99,11 @@ def hub_online(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # online, huggingface_hub builds its user agent from an "agent harness" registry it fetches from huggingface.co
+    # itself (not from HF_ENDPOINT); give it the empty registry it falls back to when the Hub is unreachable
+    from huggingface_hub.utils import _detect_agent
+
+    monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
 
 
 @pytest.fixture(scope="session")
