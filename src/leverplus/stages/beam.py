@@ -1,10 +1,9 @@
 """Stages: candidate pools, sharded InfoScore beam search, gather."""
 from __future__ import annotations
 
-import hashlib
-
 import pandas as pd
 
+from ..data.download import file_digest
 from ..data.records import examples, load_split
 from ..icd.features import load_features
 from ..icd.infoscore import run_shard, shard_of
@@ -39,17 +38,9 @@ def beam_search(*, input, output, params, wildcards, threads):
         score_grid=beam.get("score_grid", INFOSCORE_GRID),
         # What else decides the rows (every param: beam and model slices…, the pool file's bytes, the shard),
         # hashed into the checkpoint so that a resume never mixes settings.
-        settings={"params": params, "pools_sha256": file_sha256(input.pools),
+        settings={"params": params, "pools_sha256": file_digest(input.pools),
                   "shard": [int(wildcards["shard"]), beam["shards"]]},
     )
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def gather_beam(*, input, output, params, wildcards, threads):
