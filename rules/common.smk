@@ -35,7 +35,7 @@ def _alternatives(names):
 
 
 # names under data/ that are not datasets
-NOT_DATASETS = ("models", "encoders", "raw")
+NOT_DATASETS = ("models", "encoders", "raw", "audio", "sentiment", "consistency", "mt")  # + the other tracks
 # wildcard regex of the unknown_dataset rule: any first path component that is no dataset (nor models/encoders/raw)
 UNKNOWN_DATASET = f"(?!(?:{_alternatives([*RUNS, *NOT_DATASETS])})/)[^/]+"
 

@@ -21,8 +21,8 @@ def _key_path(path) -> str:
     return "".join(parts) or "<top level>"
 
 
-def _describe(error) -> str:
-    where = _key_path(error.absolute_path)
+def _describe(error, prefix: tuple = ()) -> str:
+    where = _key_path([*prefix, *error.absolute_path])
     v = error.validator
     if v == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -126,6 +126,22 @@ def _check_references(config: dict) -> None:
             raise ConfigError(f"invalid config: models.{name}: source hf needs repo_id")
         if spec["source"] == "local" and "path" not in spec:
             raise ConfigError(f"invalid config: models.{name}: source local needs path")
+
+
+def validate_track(config: dict, track: str, schema_path: str | Path) -> dict:
+    """Validate the `track` block of `config` (audio, sentiment, consistency, mt) against its own schema file, fill
+    its defaults in place and return it. The error names the full key path (e.g. `audio.generation.max_new_tokens`)."""
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema(schema_path)
+    block = config.setdefault(track, {})
+    if block is None:
+        block = config[track] = {}
+    errors = sorted(Draft202012Validator(schema).iter_errors(block), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(f"invalid config: {_describe(errors[0], prefix=(track,))}")
+    _fill_defaults(schema, block)
+    return block
 
 
 def canonical(obj: Any) -> str:
