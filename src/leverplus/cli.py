@@ -256,13 +256,40 @@ def _add_compare(sub) -> None:
 # bench-infoscore
 # ----------------------------------------------------------------------------------
 def _bench_infoscore(a) -> dict:
-    from leverplus.bench import bench_infoscore
+    from leverplus.bench import bench_dataset, bench_infoscore
 
-    return bench_infoscore(
-        a.model, a.dataset, a.anchors, a.cand_num, a.beam_size, a.shot_num, a.order,
-        adapter=a.adapter, seed=a.seed, threads=a.threads, device=a.device, batch_size=a.batch_size,
-        repeats=a.repeats,
+    model, dataset, adapter, breakdown = a.model, a.dataset, a.adapter, a.breakdown
+    arch = None
+    if a.arch:
+        from leverplus.models.real_size import arch_spec, build_arch
+
+        spec = arch_spec(a.arch)
+        work = Path(a.work_dir or f"data/bench/{a.arch}")
+        dataset = dataset or str(bench_dataset(work.parent / f"images_{a.image_width}x{a.image_height}",
+                                               width=a.image_width, height=a.image_height))
+        corpus = [r for r in _bench_corpus(dataset)]
+        model = str(build_arch(a.arch, work, corpus, seed=a.seed))
+        adapter, breakdown = spec["adapter"], True
+        arch = {"name": a.arch, "published": spec["published"], "model_dir": model,
+                "image_size": [a.image_width, a.image_height]}
+    if not model or not dataset:
+        raise CLIError("bench-infoscore needs --model and --dataset, or --arch")
+    out = bench_infoscore(
+        model, dataset, a.anchors, a.cand_num, a.beam_size, a.shot_num, a.order,
+        adapter=adapter, seed=a.seed, threads=a.threads, device=a.device, batch_size=a.batch_size,
+        repeats=a.repeats, dtype=a.dtype, breakdown=breakdown,
     )
+    if arch:
+        out["arch"] = arch
+    return out
+
+
+def _bench_corpus(dataset: str) -> list[str]:
+    """Texts the bench tokenizer is trained on: the dataset's questions and answers."""
+    from leverplus.data.records import load_split
+
+    df = load_split(dataset, "train")
+    return sorted(set(df["question"].astype(str)) | set(df["answer"].astype(str)))
 
 
 def _add_bench_infoscore(sub) -> None:
@@ -270,8 +297,16 @@ def _add_bench_infoscore(sub) -> None:
         "bench-infoscore",
         help="InfoScore beam search, original algorithm vs ours: throughput ratio and largest score difference",
     )
-    p.add_argument("--model", required=True, help="model directory (HF layout), e.g. data/models/tiny_vl")
-    p.add_argument("--dataset", required=True, help="dataset directory with train.parquet, e.g. data/demo")
+    p.add_argument("--model", help="model directory (HF layout), e.g. data/models/tiny_vl")
+    p.add_argument("--dataset", help="dataset directory with train.parquet, e.g. data/demo")
+    p.add_argument("--arch", help="instead of --model: a random-init model of a published size, built locally "
+                   "(qwen2.5_vl_3B, flamingo_3B; models/real_size.py), on 640x480 images; implies --breakdown")
+    p.add_argument("--work-dir", help="--arch: where the model directory is built (default data/bench/<arch>)")
+    p.add_argument("--image-width", type=int, default=640)
+    p.add_argument("--image-height", type=int, default=480)
+    p.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also report time per component (vision, shared prefix, suffix, LM head) and peak memory")
     p.add_argument("--adapter", default="qwen2_5_vl", help="ICL model adapter (default qwen2_5_vl)")
     p.add_argument("--anchors", type=int, default=4, help="anchors searched (default 4)")
     p.add_argument("--cand-num", type=int, default=32, help="pool size per anchor (default 32)")
@@ -288,10 +323,85 @@ def _add_bench_infoscore(sub) -> None:
     p.set_defaults(func=_bench_infoscore)
 
 
+def _bench_infer(a) -> dict:
+    from leverplus.bench import bench_dataset, bench_infer
+
+    model, dataset, adapter, arch = a.model, a.dataset, a.adapter, None
+    if a.arch:
+        from leverplus.models.real_size import arch_spec, build_arch
+
+        spec = arch_spec(a.arch)
+        work = Path(a.work_dir or f"data/bench/{a.arch}")
+        dataset = dataset or str(bench_dataset(work.parent / "images_640x480"))
+        model = str(build_arch(a.arch, work, _bench_corpus(dataset), seed=a.seed))
+        adapter, arch = spec["adapter"], {"name": a.arch, "published": spec["published"], "model_dir": model}
+    if not model or not dataset:
+        raise CLIError("bench-infer needs --model and --dataset, or --arch")
+    out = bench_infer(model, dataset, adapter=adapter, n_queries=a.queries, shot=a.shot, batch_size=a.batch_size,
+                      max_new_tokens=a.max_new_tokens, seed=a.seed, threads=a.threads, device=a.device,
+                      dtype=a.dtype, repeats=a.repeats)
+    if arch:
+        out["arch"] = arch
+    return out
+
+
+def _add_bench_infer(sub) -> None:
+    p = sub.add_parser("bench-infer", help="inference throughput at batch size 1 vs the configured batch size")
+    p.add_argument("--model", help="model directory (HF layout), e.g. data/models/tiny_vl")
+    p.add_argument("--dataset", help="dataset directory with train/val parquet, e.g. data/demo")
+    p.add_argument("--adapter", default="qwen2_5_vl")
+    p.add_argument("--arch", help="instead of --model: a random-init model of a published size (see bench-infoscore)")
+    p.add_argument("--work-dir")
+    p.add_argument("--queries", type=int, default=64, help="val queries (default 64)")
+    p.add_argument("--shot", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16, help="the batched run's batch size (default 16)")
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out")
+    p.set_defaults(func=_bench_infer)
+
+
+def _plan(a) -> dict:
+    from leverplus import plan as planner
+
+    config = planner.load_config(a.configfile or [], base=a.base_config, schema=a.schema)
+    measured = dict(planner.shipped_measurements())
+    for item in a.measured or []:
+        model, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        name, m = planner.measurement_from_bench(path)
+        model = model or name
+        if not model:
+            raise CLIError(f"--measured {item}: the file names no arch; write MODEL=FILE")
+        measured[model] = m
+    result = planner.plan(config, measured, a.dataset or None)
+    if not a.out:
+        print(planner.plan_markdown(result))
+        return None  # printed; nothing more to emit
+    return result
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="scored sequences and estimated hours of a config's beam searches, per path")
+    p.add_argument("--configfile", action="append", help="merged over config/config.yaml, as Snakemake does")
+    p.add_argument("--dataset", action="append", help="datasets to plan (default: every non-demo dataset)")
+    p.add_argument("--measured", action="append",
+                   help="a bench-infoscore JSON (or MODEL=FILE) overriding the shipped measurements")
+    p.add_argument("--base-config", default="config/config.yaml")
+    p.add_argument("--schema", default="config/config.schema.yaml")
+    p.add_argument("--out", help="write the plan as JSON here (default: print the markdown table)")
+    p.set_defaults(func=_plan)
+
+
 SUBCOMMANDS: dict[str, Callable] = {
     "score": _add_score,
     "compare": _add_compare,
     "bench-infoscore": _add_bench_infoscore,
+    "bench-infer": _add_bench_infer,
+    "plan": _add_plan,
 }
 
 
@@ -316,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"leverplus: error: {exc}", file=sys.stderr)
         return 2
-    _emit(result, getattr(args, "out", None))
+    if result is not None:
+        _emit(result, getattr(args, "out", None))
     return 0
 
 

@@ -30,7 +30,7 @@ import torch
 from ..data import demo
 from ..data.records import VQAExample
 from . import prompting
-from .tiny import TinyQwenVLSize, build_tiny_qwen2_5_vl
+from .tiny import TinyQwenVLSize, build_tiny_qwen2_5_vl, size_record
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def build_demo_vl(
     info = {
         "seed": seed,
         "meta_training": {k: v for k, v in asdict(cfg).items() if k != "size"},
-        "size": asdict(cfg.size),
+        "size": size_record(cfg.size),
         "final_answer_ce": float(np.mean([h[0] for h in hist[-100:]])) if hist else None,
     }
     (out / "leverplus_tiny.json").write_text(json.dumps(info, sort_keys=True, indent=2) + "\n")

@@ -56,6 +56,27 @@ class TinyQwenVLSize:
     vision_heads: int = 2
     vision_intermediate_size: int = 128
     image_size: int = 56  # images are resized to image_size² pixels → (image_size/28)² image tokens
+    # real-size builds (models/real_size.py) set these; the defaults keep the tiny models as they were
+    vocab_rows: int | None = None  # embedding rows (the real vocabulary size); None: the tokenizer's length
+    fullatt_block_indexes: tuple[int, ...] | None = None  # None: the last vision block only
+    min_pixels: int | None = None  # image processor bounds; None: image_size² (every image resized to it)
+    max_pixels: int | None = None
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 4096
+
+
+# fields added for real-size builds: left out of a size's record while at their defaults, so the records (and the
+# shipped demo models' sha256s) of the tiny models stay what they were
+REAL_SIZE_FIELDS = ("vocab_rows", "fullatt_block_indexes", "min_pixels", "max_pixels", "rope_theta",
+                    "max_position_embeddings", "expansion_ratio")
+
+
+def size_record(size) -> dict:
+    """`asdict(size)` without the real-size fields that are at their defaults (see REAL_SIZE_FIELDS)."""
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(size)}
+    return {k: v for k, v in asdict(size).items() if not (k in REAL_SIZE_FIELDS and v == defaults[k])}
 
 
 def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int):
@@ -95,8 +116,8 @@ def tiny_qwen2_5_vl_config(vocab_size: int, size: TinyQwenVLSize, token_ids: dic
         num_hidden_layers=size.num_hidden_layers,
         num_attention_heads=size.num_attention_heads,
         num_key_value_heads=size.num_key_value_heads,
-        max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+        max_position_embeddings=size.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta, "mrope_section": mrope_section},
         tie_word_embeddings=True,
         bos_token_id=token_ids["<|endoftext|>"],
         eos_token_id=token_ids["<|im_end|>"],
@@ -108,7 +129,7 @@ def tiny_qwen2_5_vl_config(vocab_size: int, size: TinyQwenVLSize, token_ids: dic
         intermediate_size=size.vision_intermediate_size,
         num_heads=size.vision_heads,
         out_hidden_size=size.hidden_size,
-        fullatt_block_indexes=[size.vision_depth - 1],
+        fullatt_block_indexes=list(size.fullatt_block_indexes or [size.vision_depth - 1]),
         window_size=112,
         patch_size=14,
         spatial_merge_size=2,
@@ -146,12 +167,16 @@ def build_tiny_qwen2_5_vl(
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     pixels = size.image_size * size.image_size
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+        min_pixels=size.min_pixels or pixels,
+        max_pixels=size.max_pixels or pixels,
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
     )
     processor = Qwen2_5_VLImageTextProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_VL_CHAT_TEMPLATE
     )
-    config = tiny_qwen2_5_vl_config(len(tokenizer), size, token_ids)
+    config = tiny_qwen2_5_vl_config(max(len(tokenizer), size.vocab_rows or 0), size, token_ids)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config.eos_token_id = token_ids["<|im_end|>"]
@@ -160,6 +185,6 @@ def build_tiny_qwen2_5_vl(
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     (out / "leverplus_tiny.json").write_text(
-        json.dumps({"seed": seed, "size": asdict(size)}, sort_keys=True, indent=2) + "\n"
+        json.dumps({"seed": seed, "size": size_record(size)}, sort_keys=True, indent=2) + "\n"
     )
     return out

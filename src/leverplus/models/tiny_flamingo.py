@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .flamingo import FlamingoSpec, assemble_flamingo, trainable_state
+from .tiny import size_record
 
 # Prompt skeleton added to every training corpus so the template's words are whole tokens, as in a real vocabulary.
 TEMPLATE_TEXT = ["Question: Short answer:", "Question:what is it? Short answer:yes"]
@@ -50,6 +51,8 @@ class TinyFlamingoSize:
     max_seq_len: int = 2048
     gate_init: float = 1.0
     lang_init_std: float | None = None  # None: the language model's default init (0.02)
+    vocab_rows: int | None = None  # LM embedding rows (the real vocabulary size); None: the tokenizer's length
+    expansion_ratio: int = 4
 
 
 def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int):
@@ -86,7 +89,7 @@ def _tiny_lang(lang: str, size: TinyFlamingoSize, vocab_size: int, eos: int):
                 d_model=size.d_model,
                 n_heads=size.n_heads,
                 n_layers=size.n_layers,
-                expansion_ratio=4,
+                expansion_ratio=size.expansion_ratio,
                 max_seq_len=size.max_seq_len,
                 vocab_size=vocab_size,
                 no_bias=True,
@@ -154,7 +157,7 @@ def build_tiny_flamingo(
     ).save_pretrained(out / "vision")
 
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    lang_model = _tiny_lang(lang, size, len(tokenizer), eos)
+    lang_model = _tiny_lang(lang, size, max(len(tokenizer), size.vocab_rows or 0), eos)
     lang_model.save_pretrained(out / "lang", safe_serialization=True)
 
     spec = FlamingoSpec(
@@ -175,6 +178,6 @@ def build_tiny_flamingo(
     save_file(trainable_state(model), str(out / "checkpoint.safetensors"))
     spec.write(out)
     (out / "leverplus_tiny.json").write_text(
-        json.dumps({"seed": seed, "size": asdict(size), "lang": lang}, sort_keys=True, indent=2) + "\n"
+        json.dumps({"seed": seed, "size": size_record(size), "lang": lang}, sort_keys=True, indent=2) + "\n"
     )
     return out

@@ -1,0 +1,99 @@
+"""Issue 15: real-size benchmark plumbing (on the shrunken twins of the real architectures), bench-infer, plan."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leverplus import cli
+from leverplus.models.real_size import ARCHS, arch_spec, build_arch
+from leverplus.plan import plan, sequences_per_anchor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_published_sizes():
+    """The real-size table holds the published numbers (Qwen2.5-VL-3B-Instruct config.json; OpenFlamingo-3B)."""
+    q = ARCHS["qwen2.5_vl_3B"]["size"]
+    assert (q.hidden_size, q.num_hidden_layers, q.num_attention_heads, q.num_key_value_heads) == (2048, 36, 16, 2)
+    assert (q.intermediate_size, q.vocab_rows, q.rope_theta) == (11008, 151936, 1e6)
+    assert (q.vision_depth, q.vision_hidden_size, q.vision_heads, q.vision_intermediate_size) == (32, 1280, 16, 3420)
+    assert q.fullatt_block_indexes == (7, 15, 23, 31) and (q.min_pixels, q.max_pixels) == (3136, 12845056)
+    f = ARCHS["flamingo_3B"]["size"]
+    assert (f.d_model, f.n_layers, f.n_heads, f.vocab_rows) == (2048, 24, 16, 50432)
+    assert (f.vision_hidden_size, f.vision_layers, f.vision_intermediate_size, f.image_size) == (1024, 24, 4096, 224)
+
+
+def test_real_size_config_reaches_the_model(tmp_path):
+    """The builder writes what the table says (checked on the twin: same builder, smaller widths)."""
+    from transformers import AutoConfig
+
+    out = build_arch("qwen2.5_vl_3B@test", tmp_path / "q", ["what colour is it", "red"], seed=0)
+    cfg = AutoConfig.from_pretrained(out)
+    size = arch_spec("qwen2.5_vl_3B@test")["size"]
+    assert cfg.text_config.vocab_size == size.vocab_rows
+    assert cfg.vision_config.fullatt_block_indexes == list(size.fullatt_block_indexes)
+    assert cfg.text_config.rope_parameters["rope_theta"] == size.rope_theta
+    proc = json.loads((out / "processor_config.json").read_text())
+    image = proc.get("image_processor", proc)
+    assert image.get("min_pixels", image.get("size", {}).get("shortest_edge")) == 3136
+    # rebuilding with the same inputs reuses the directory
+    stamp = (out / "leverplus_arch.json").stat().st_mtime_ns
+    build_arch("qwen2.5_vl_3B@test", tmp_path / "q", ["what colour is it", "red"], seed=0)
+    assert (out / "leverplus_arch.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["qwen2.5_vl_3B@test", "flamingo_3B@test"])
+def test_bench_infoscore_arch_breakdown(tmp_path, arch):
+    """`bench-infoscore --arch` on 640x480 images: both paths choose the same beams, and the breakdown accounts
+    for the whole of each path's time."""
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench-infoscore", "--arch", arch, "--work-dir", str(tmp_path / "m"), "--anchors", "1",
+                   "--cand-num", "3", "--beam-size", "2", "--shot-num", "2", "--repeats", "1", "--out", str(out)])
+    assert rc == 0
+    d = json.loads(out.read_text())
+    assert d["beams_equal"] and d["max_abs_score_diff"] < 1e-5
+    assert d["sequences"]["reference"] == sequences_per_anchor(3, 2, 2) == 1 + 3 + 2 * 2
+    for path in ("reference", "ours"):
+        b = d["breakdown"][path]
+        assert b["seconds"]["vision"] > 0 and b["peak_rss_gb"] > 0
+        assert sum(b["seconds"].values()) == pytest.approx(d[path]["seconds"], abs=0.01)
+    assert "language_model.full_rows" in d["breakdown"]["reference"]["seconds"]
+    assert "language_model.shared_prefix" in d["breakdown"]["ours"]["seconds"]
+    assert d["arch"]["image_size"] == [640, 480]
+
+
+@pytest.mark.slow
+def test_bench_infer_identical_answers(tmp_path, tiny_qwen_dir):
+    from leverplus.bench import bench_infer
+    from leverplus.data.demo import generate_demo
+
+    generate_demo(tmp_path / "demo", seed=0, n_train=40, n_val=12)
+    d = bench_infer(tiny_qwen_dir, tmp_path / "demo", n_queries=12, shot=2, batch_size=4, max_new_tokens=4,
+                    repeats=1)
+    assert d["answers_identical"], d["answers_differing"]
+    assert d["queries"] == 12 and d["speedup"] > 0
+    assert d["generation"]["do_sample"] is False and d["generation"]["max_new_tokens"] == 4
+
+
+def test_sequences_per_anchor():
+    assert sequences_per_anchor(64, 5, 2) == 1 + 64 + 5 * 63 == 380
+    assert sequences_per_anchor(64, 5, 1) == 65
+    assert sequences_per_anchor(10, 3, 3) == 1 + 10 + 3 * 9 + 3 * 8
+
+
+def test_plan_okvqa_and_vqav2():
+    from leverplus.plan import load_config
+
+    config = load_config([], base=ROOT / "config/config.yaml", schema=ROOT / "config/config.schema.yaml")
+    measured = {"qwen2.5_vl_3B": {"seconds_per_sequence": {"reference": 2.0, "ours": 0.5}}}
+    result = plan(config, measured)
+    okvqa = [r for r in result["rows"] if r["dataset"] == "okvqa"]
+    assert len(okvqa) == 8  # 2 models x 4 samplers
+    assert {r["anchors"] for r in okvqa} == {800}
+    q = next(r for r in okvqa if r["model"] == "qwen2.5_vl_3B")
+    assert q["sequences"] == 800 * 380 and q["hours_reference"] == round(800 * 380 * 2.0 / 3600, 1)
+    assert result["missing_measurements"] == ["flamingo_3B"]
+    assert {r["anchors"] for r in result["rows"] if r["dataset"] == "vqav2"} == {5000}
