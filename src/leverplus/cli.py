@@ -144,7 +144,7 @@ def _add_caption_options(p: argparse.ArgumentParser) -> None:
 
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="rescore a predictions file against references (no model is run)")
-    tasks = p.add_subparsers(dest="task", required=True, metavar="{vqa,caption,classification,latency}")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="{vqa,caption,classification,latency,mt}")
 
     q = tasks.add_parser("vqa", help="VQA accuracy (--vqa-eval variant); references need 'answers'")
     _common(q)
@@ -164,6 +164,10 @@ def _add_score(sub) -> None:
     t = tasks.add_parser("latency", help="TTFT, total time, decode and end-to-end token rates")
     _common(t, references_required=False)
     t.set_defaults(func=_score_latency)
+
+    from leverplus.cli_mt import add_score_mt
+
+    add_score_mt(tasks)
 
 
 # ----------------------------------------------------------------------------------
@@ -396,10 +400,13 @@ def _add_plan(sub) -> None:
     p.set_defaults(func=_plan)
 
 
+from leverplus.cli_mt import add_meta_eval as _add_meta_eval  # noqa: E402 (MT track, issue 14)
+
 SUBCOMMANDS: dict[str, Callable] = {
     "score": _add_score,
     "compare": _add_compare,
     "bench-infoscore": _add_bench_infoscore,
+    "meta-eval": _add_meta_eval,
     "bench-infer": _add_bench_infer,
     "plan": _add_plan,
 }

@@ -1,0 +1,99 @@
+# MT metrics track (issue 14): download → score (one job per metric family × language pair) → meta-evaluate per
+# language pair → aggregate into results/mt/{mt_set}/report.{json,md,png}
+#   snakemake --cores 2 results/mt/demo/report.json                                   (offline demo)
+#   snakemake --cores 8 results/mt/wmt/report.json --configfile=config/mt_wmt.yaml   (local WMT-style files)
+include: "mt_common.smk"
+
+
+rule mt_download:
+    output:
+        "data/mt/{mt_set}/{pair}.parquet",
+    params:
+        spec=lambda w: canonical(MT["datasets"][w.mt_set]),
+        code=code("mt_download"),
+    log:
+        "logs/mt/{mt_set}/download_{pair}.log",
+    benchmark:
+        "benchmarks/mt/{mt_set}/download_{pair}.tsv"
+    wildcard_constraints:
+        mt_set=MT_SETS,
+        pair=r"[a-z]{2,3}-[a-z]{2,3}",
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/mt_download.py"
+
+
+rule mt_score:
+    input:
+        data="data/mt/{mt_set}/{pair}.parquet",
+    output:
+        segments="results/mt/{mt_set}/scores/{pair}/{family}.parquet",
+        corpus="results/mt/{mt_set}/scores/{pair}/{family}.json",
+    params:
+        cfg=lambda w: mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", w.family) if w.family in (
+            "bertscore", "llm_judge", "neural") else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize"),
+        code=code("mt_score"),
+    log:
+        "logs/mt/{mt_set}/score_{pair}_{family}.log",
+    benchmark:
+        "benchmarks/mt/{mt_set}/score_{pair}_{family}.tsv"
+    wildcard_constraints:
+        mt_set=MT_SETS,
+        pair=r"[a-z]{2,3}-[a-z]{2,3}",
+        family=MT_FAMILIES,
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/mt_score.py"
+
+
+rule mt_meta_evaluate:
+    input:
+        data="data/mt/{mt_set}/{pair}.parquet",
+        segments=lambda w: expand("results/mt/{mt_set}/scores/{pair}/{family}.parquet", mt_set=w.mt_set,
+                                  pair=w.pair, family=MT["families"]),
+    output:
+        "results/mt/{mt_set}/meta/{pair}.json",
+    params:
+        cfg=mt_cfg("meta_eval", "bleu_tokenize"),
+        code=code("mt_meta_evaluate"),
+    log:
+        "logs/mt/{mt_set}/meta_{pair}.log",
+    benchmark:
+        "benchmarks/mt/{mt_set}/meta_{pair}.tsv"
+    wildcard_constraints:
+        mt_set=MT_SETS,
+        pair=r"[a-z]{2,3}-[a-z]{2,3}",
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/mt_meta_evaluate.py"
+
+
+rule mt_aggregate:
+    input:
+        meta=lambda w: expand("results/mt/{mt_set}/meta/{pair}.json", mt_set=w.mt_set, pair=mt_pairs(w.mt_set)),
+        corpus=lambda w: expand("results/mt/{mt_set}/scores/{pair}/{family}.json", mt_set=w.mt_set,
+                                pair=mt_pairs(w.mt_set), family=MT["families"]),
+    output:
+        json="results/mt/{mt_set}/report.json",
+        md=report("results/mt/{mt_set}/report.md", caption="../workflow/report/mt_report.rst", category="MT"),
+        png=report("results/mt/{mt_set}/report.png", caption="../workflow/report/mt_heatmap.rst", category="MT"),
+    params:
+        cfg=lambda w: canonical({"meta_eval": MT["meta_eval"], "caveats": MT["datasets"][w.mt_set]["caveats"]}),
+        code=code("mt_aggregate"),
+    log:
+        "logs/mt/{mt_set}/aggregate.log",
+    benchmark:
+        "benchmarks/mt/{mt_set}/aggregate.tsv"
+    wildcard_constraints:
+        mt_set=MT_SETS,
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/mt_aggregate.py"

@@ -1,0 +1,20 @@
+# MT track: config validation and the helpers rules/mt.smk uses (no rules here).
+from leverplus.config import ConfigError, canonical, validate_track
+
+try:
+    MT = validate_track(config, "mt", workflow.source_path("../config/mt.schema.yaml"))
+except ConfigError as err:
+    sys.exit(f"lever-plus: {err}")
+
+MT_SETS = _alternatives(MT["datasets"])
+MT_FAMILIES = "lexical|meteor|rouge|bertscore|llm_judge|neural"
+
+
+def mt_pairs(name):
+    pairs = MT["datasets"][name]["pairs"]
+    return list(pairs) if isinstance(pairs, (list, dict)) else []
+
+
+def mt_cfg(*keys):
+    """params value: the mt config keys a rule reads, canonical JSON."""
+    return canonical({k: MT[k] for k in keys})

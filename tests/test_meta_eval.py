@@ -1,0 +1,115 @@
+"""Meta-evaluation statistics against independently computed values.
+
+Where the expected numbers come from:
+* "mtme": google-research/mt-metrics-eval (commit 68a481a), mt_metrics_eval/stats.py run outside this repository on
+  the inputs below (KendallVariants variant 'b' / 'acc23', AverageCorrelation(average_by='item'),
+  PermutationSigDiff with pearsonr, np.random.seed(0), k=20000).  Its code is not part of this project.
+* "scipy": scipy.stats computed in the test itself.
+* "hand": counted by hand in the comment.
+"""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from leverplus.metrics import meta_eval as me
+from leverplus.metrics.stats import resample_indices
+
+X = [1, 2, 2, 3, 4, 4, 5, 6]
+Y = [1, 3, 2, 3, 5, 4, 4, 7]
+
+
+def test_tau_b_and_acc23_known_answers():
+    assert me.tau_b(Y, X) == pytest.approx(0.8461538461538463, abs=1e-12)  # mtme KendallVariants 'b'
+    assert me.tau_b(Y, X) == pytest.approx(sps.kendalltau(Y, X, variant="b")[0], abs=1e-12)  # scipy
+    assert me.acc23(Y, X) == pytest.approx(0.8214285714285714, abs=1e-12)  # mtme KendallVariants 'acc23'
+    # hand: 28 pairs; ties in both: none; concordant 23 -> acc23 = 23/28
+    c = me.kendall_counts(X, Y)
+    assert c["pairs"] == 28 and c["con"] + c["tie_both"] == 23
+
+
+def test_item_grouping_known_answers():
+    # mtme packs system-major: 3 systems x 4 items
+    g3 = np.array([1, 2, 3, 4, 2, 2, 5, 1, 3, 1, 2, 2], float).reshape(3, 4).T  # (items, systems)
+    m3 = np.array([1, 3, 3, 2, 2, 1, 4, 2, 2, 2, 1, 3], float).reshape(3, 4).T
+    ps = me.PairScores({"g": g3, "m": m3})
+    assert me.point(ps, "g", "m", "kendall", "item") == pytest.approx(0.45412414523193156, abs=1e-12)  # mtme
+    assert me.point(ps, "g", "m", "acc23", "item") == pytest.approx(0.5833333333333334, abs=1e-12)  # mtme
+    assert me.point(ps, "g", "m", "acc23", "none") == pytest.approx(0.5, abs=1e-12)  # mtme, no grouping
+
+
+@pytest.mark.parametrize("coef", me.COEFFICIENTS)
+def test_fast_bootstrap_equals_explicit_resamples(coef):
+    # the quadratic-form bootstrap at grouping "none" must equal recomputing on explicitly resampled vectors (scipy)
+    rng = np.random.default_rng(3)
+    A = np.round(rng.normal(size=(15, 4)), 1)
+    B = np.round(A + rng.normal(size=(15, 4)), 1)
+    ps = me.PairScores({"a": A, "b": B})
+    counts = me._counts(15, 30, 7)
+    fast = me._NoneLevel(ps, counts).coef("a", "b", coef)
+    idx = np.vstack(list(resample_indices(15, 30, 7)))
+    ref = {"pearson": lambda x, y: sps.pearsonr(x, y)[0], "spearman": lambda x, y: sps.spearmanr(x, y)[0],
+           "kendall": lambda x, y: sps.kendalltau(x, y, variant="b")[0],
+           "acc23": lambda x, y: me.acc23(x, y)}[coef]
+    direct = np.array([ref(A[i].ravel(), B[i].ravel()) for i in idx])
+    np.testing.assert_allclose(fast, direct, atol=1e-12)
+
+
+def test_matrices_point_values_and_cis():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(30, 4))
+    B = A + rng.normal(size=(30, 4))
+    ps = me.PairScores({"a": A, "b": B})
+    r = me.matrices(ps, n_resamples=200, seed=1)
+    none = r["levels"]["none"]
+    assert none["pearson"]["value"][0][1] == pytest.approx(sps.pearsonr(A.ravel(), B.ravel())[0], abs=1e-12)
+    assert none["kendall"]["value"][0][1] == pytest.approx(sps.kendalltau(A.ravel(), B.ravel())[0], abs=1e-12)
+    lo, hi = none["spearman"]["ci95"][0][1]
+    assert lo < none["spearman"]["value"][0][1] < hi
+    sysv = r["levels"]["system"]["pearson"]["value"][0][1]
+    assert sysv == pytest.approx(sps.pearsonr(A.mean(0), B.mean(0))[0], abs=1e-12)
+    item = [sps.kendalltau(a, b)[0] for a, b in zip(A, B)]
+    assert r["levels"]["item"]["kendall"]["value"][0][1] == pytest.approx(np.nanmean(item), abs=1e-12)
+
+
+def test_system_level_not_applicable_below_three_systems():
+    ps = me.PairScores({"a": np.arange(10.0).reshape(5, 2), "b": np.arange(10.0).reshape(5, 2) ** 2})
+    r = me.matrices(ps, n_resamples=20, groupings=("system",))
+    assert r["levels"]["system"]["status"] == "not applicable"
+
+
+def test_perm_both_matches_mt_metrics_eval():
+    # mtme PermutationSigDiff(corr(h, b), corr(h, a), pearsonr, k=20000): p(a better) = 0.0872, delta 0.10723
+    h = [0.126, -0.132, 0.64, 0.105, -0.536, 0.362, 1.304, 0.947, -0.704, -1.265, -0.623, 0.041, -2.325, -0.219,
+         -1.246, -0.732, -0.544, -0.316, 0.412, 1.043, -0.129, 1.366, -0.665, 0.352, 0.903, 0.094, -0.743, -0.922,
+         -0.458, 0.22, -1.01, -0.209, -0.159, 0.541, 0.215, 0.355, -0.654, -0.13, 0.784, 1.493]
+    a = [-0.504, 0.625, 1.313, 0.496, -0.403, 0.205, 2.033, 1.927, 0.197, -0.608, -0.445, -0.563, -2.327, 0.109,
+         -1.89, -0.535, -0.329, 0.032, -0.18, 0.712, -0.347, 0.782, 0.204, 0.104, 1.068, -0.035, 0.048, -0.262,
+         -0.141, -0.882, -0.984, 0.133, 0.343, 0.232, 1.126, -0.305, -0.985, 0.338, 0.809, 2.495]
+    b = [0.314, -0.765, 0.263, -0.986, -1.813, 0.992, 1.885, 2.242, -1.458, 0.424, -0.911, 1.616, -2.758, -0.954,
+         -0.996, 0.299, -0.383, -0.902, -0.93, -0.359, 0.374, 2.356, -0.829, -0.723, 1.777, -1.186, -1.457, -0.301,
+         -2.708, 0.607, -1.591, -0.1, -0.235, 0.743, 0.909, -0.403, 0.767, 0.596, 1.628, 2.658]
+    ps = me.PairScores({k: np.asarray(v)[:, None] for k, v in (("h", h), ("a", a), ("b", b))})
+    t = me.perm_both(ps, ("h", "a"), ("h", "b"), coef="pearson", n_permutations=20000, seed=0)
+    assert t["diff"] == pytest.approx(0.10723235245304175, abs=1e-9)
+    assert t["p_one_sided"] == pytest.approx(0.0872, abs=0.008)  # Monte Carlo: sd ~0.002 per run, two runs
+
+
+def test_perm_both_monte_carlo_converges_to_exact_enumeration():
+    rng = np.random.default_rng(5)
+    h = rng.normal(size=10)
+    a, b = h + rng.normal(size=10) * 0.3, h + rng.normal(size=10)
+    exact = me.perm_both_exact(h, a, h, b, coef="pearson")  # all 2^10 swap patterns
+    ps = me.PairScores({"h": h[:, None], "a": a[:, None], "b": b[:, None]})
+    mc = me.perm_both(ps, ("h", "a"), ("h", "b"), coef="pearson", n_permutations=20000, seed=1)
+    assert mc["diff"] == pytest.approx(exact["diff"], abs=1e-12)
+    assert mc["p_one_sided"] == pytest.approx(exact["p_one_sided"], abs=0.01)
+    assert mc["p_value"] == pytest.approx(exact["p_value"], abs=0.01)
+
+
+@pytest.mark.parametrize("coef", ["pearson", "spearman", "kendall", "acc23"])
+def test_min_max_normalisation_changes_no_coefficient(coef):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=60) * 17 + 40
+    y = x + rng.normal(size=60) * 9
+    assert me.correlation(me.minmax(x), me.minmax(y), coef) == pytest.approx(me.correlation(x, y, coef), abs=1e-12)

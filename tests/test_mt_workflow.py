@@ -1,0 +1,40 @@
+"""The MT DAG end to end on the `.test/mt.yaml` slice in a temporary working directory."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_mt_workflow_on_test_slice(tmp_path):
+    (tmp_path / "config").symlink_to(ROOT / "config")  # the Snakefile's configfile is relative to the workdir
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "results/mt/demo/report.json",
+         "--cores", "2", "--directory", str(tmp_path), f"--configfile={ROOT / '.test/mt.yaml'}"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rep = json.loads((tmp_path / "results/mt/demo/report.json").read_text())
+    assert rep["pairs"] == ["zh-en", "en-hi"]
+    assert rep["system_level_corpus"]["en-hi"]["meteor"]["status"] == "not applicable"
+    assert rep["system_level_corpus"]["zh-en"]["meteor"]["sys_a"]["score"] > 0
+    for pair, meta in rep["meta_eval"].items():
+        assert "meteor" not in meta["metrics"] if pair == "en-hi" else "meteor" in meta["metrics"]
+        for g in ("none", "item", "system"):
+            for coef in ("pearson", "spearman", "kendall", "acc23"):
+                v = meta["levels"][g][coef]["value"]
+                assert all(not math.isnan(x) for row in v for x in row), (pair, g, coef)
+        q = meta["questions"]
+        assert q["most_similar"]["value"] >= q["least_similar"]["value"]
+        assert len(q["most_similar"]["ci95"]) == 2
+        assert "vs_human" in meta  # the demo's simulated MQM
+    assert rep["most_stable_pair"]["best"] is not None
+    assert (tmp_path / "results/mt/demo/report.png").stat().st_size > 10_000
+    md = (tmp_path / "results/mt/demo/report.md").read_text()
+    assert "Most / least similar" in md and "not applicable" in md
