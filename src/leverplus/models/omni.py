@@ -1,0 +1,315 @@
+"""Audio captioning with a Qwen2.5-Omni thinker (text out), timed per token.
+
+`OmniCaptioner.load(model_dir)` loads `Qwen2_5OmniThinkerForConditionalGeneration` (it also reads the full Omni
+checkpoint: the `thinker.` prefix is mapped) with the torchvision-free processor of `audio_processor`, and
+replaces the model's `generation_config` by one that carries only the special token ids, so nothing of the
+checkpoint's decoding defaults can reach `generate` (the settings come from `AudioGenerationSettings` alone).
+
+`caption(audio, system_prompt=…, prompt=…, settings=…)` times one request in two parts:
+
+* ``feature_s`` — chat template + Whisper feature extraction + tokenisation (reported separately);
+* then ``request_start`` (right before `generate`), ``token_times`` (perf_counter of every generated token, from
+  `TokenTimestampStreamer`'s per-token `put` calls), ``first_token_time`` and ``end_time``; ``ttft_s`` is the
+  model's TTFT (prefill + first token) after the features.
+
+``token_ids``/``n_tokens``/``token_times`` cover the generated tokens *without* the final end-of-turn token (the
+time it was emitted is the end of the answer, and the text does not contain it), so
+``len(token_times) == n_tokens`` always.
+
+`draft_logprob(audio, …, draft=…)` scores a draft answer under this model in one prefill: the prompt ids (from the
+processor, audio pads expanded) followed by the draft's own token ids and the end-of-turn token; the draft's
+positions are those appended ids, never found by re-building the prompt string.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio_generation import AudioGenerationSettings
+
+SAMPLE_RATE = 16000
+END_OF_TURN = "<|im_end|>"
+END_OF_TEXT = "<|endoftext|>"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_threads(n: int) -> dict:
+    """Run torch (intra-op and, where still possible, inter-op), OpenMP, MKL and OpenBLAS with `n` threads.
+
+    PyTorch sizes its pool from the host's cores, not the cgroup quota, so a CPU-throttled job must set this
+    explicitly. Returns {"threads_requested", "threads_effective" (torch.get_num_threads()), "cpu_model", …}."""
+    import torch
+
+    from ..runtime import THREAD_ENV_VARS
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(n)
+    torch.set_num_threads(n)
+    interop = None
+    try:
+        torch.set_num_interop_threads(n)
+        interop = n
+    except RuntimeError:  # only settable before the first parallel work in this process
+        interop = torch.get_num_interop_threads()
+    threadpoolctl = False
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
+        threadpoolctl = True
+    except ImportError:
+        pass
+    return {
+        "threads_requested": n,
+        "threads_effective": torch.get_num_threads(),
+        "interop_threads": interop,
+        "threadpoolctl": threadpoolctl,
+        "cpu_model": cpu_model(),
+        "cpu_count_host": os.cpu_count(),
+    }
+
+
+@dataclass
+class CaptionResult:
+    text: str
+    token_ids: list[int]
+    n_tokens: int
+    feature_s: float
+    request_start: float
+    first_token_time: float | None
+    end_time: float
+    token_times: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" (end-of-turn emitted) or "length" (max_new_tokens reached)
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.request_start
+
+    @property
+    def total_s(self) -> float:
+        return self.end_time - self.request_start
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text, "token_ids": self.token_ids, "n_tokens": self.n_tokens, "feature_s": self.feature_s,
+            "ttft_s": self.ttft_s, "total_s": self.total_s, "prompt_tokens": self.prompt_tokens,
+            "finish_reason": self.finish_reason,
+            "token_offsets_s": [t - self.request_start for t in self.token_times],
+        }
+
+
+def _check_audio(audio) -> np.ndarray:
+    a = np.asarray(audio)
+    if a.ndim != 1:
+        raise ValueError(f"audio must be a 1-D mono array at {SAMPLE_RATE} Hz, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError("audio is empty")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return a
+
+
+class OmniCaptioner:
+    def __init__(self, model, processor, *, model_dir: str, device: str, dtype: str):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.model_dir = str(model_dir)
+        self.device = device
+        self.dtype = dtype
+        tok = self.tokenizer
+        self.end_of_turn_id = tok.convert_tokens_to_ids(END_OF_TURN)
+        eot_text = tok.convert_tokens_to_ids(END_OF_TEXT)
+        self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else eot_text
+        self.eos_token_ids = [i for i in dict.fromkeys([self.end_of_turn_id, eot_text]) if i is not None]
+        self._lock = threading.Lock()  # one request at a time (the local server is threaded)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model_dir, *, dtype: str = "float32", device: str | None = None) -> OmniCaptioner:
+        import torch
+        from transformers import GenerationConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+        from .audio_processor import build_processor
+
+        if not Path(model_dir).is_dir():
+            raise FileNotFoundError(f"Omni model directory not found: {model_dir}")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+        if torch_dtype is None:
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        processor = build_processor(str(model_dir))
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            str(model_dir), dtype=torch_dtype, trust_remote_code=False
+        ).to(device)
+        model.eval()
+        self = cls(model, processor, model_dir=str(model_dir), device=device, dtype=dtype)
+        # the checkpoint's generation_config.json is dropped: only token ids remain
+        model.generation_config = GenerationConfig(
+            eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id
+        )
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    def messages(self, *, system_prompt: str | None, prompt: str, answer: str | None = None) -> list[dict]:
+        msgs = []
+        if system_prompt is not None:
+            msgs.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+        msgs.append({"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": prompt}]})
+        if answer is not None:
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return msgs
+
+    def prompt_text(self, *, system_prompt: str | None, prompt: str) -> str:
+        return self.processor.apply_chat_template(
+            self.messages(system_prompt=system_prompt, prompt=prompt), add_generation_prompt=True, tokenize=False
+        )
+
+    def encode(self, audio, *, system_prompt: str | None, prompt: str) -> dict:
+        """Model inputs (tensors on the model's device) for one clip and prompt."""
+        a = _check_audio(audio)
+        text = self.prompt_text(system_prompt=system_prompt, prompt=prompt)
+        inputs = self.processor(text=[text], audio=[a], return_tensors="pt", sampling_rate=SAMPLE_RATE)
+        out = {}
+        for k, v in inputs.items():
+            if k == "input_features":
+                v = v.to(self.model.dtype)
+            out[k] = v.to(self.device)
+        return out
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self, inputs: dict, settings: AudioGenerationSettings, streamer) -> None:
+        import torch
+
+        if settings.num_beams != 1:
+            raise ValueError("OmniCaptioner times every token with a streamer, which needs num_beams = 1")
+        kwargs = settings.generate_kwargs(eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id)
+        if settings.do_sample:
+            torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            self.model.generate(**inputs, **kwargs, streamer=streamer)
+
+    def _result(self, ids: list[int], times: list[float], *, feature_s, request_start, end_time, prompt_tokens,
+                max_new_tokens) -> CaptionResult:
+        finish = "length"
+        if ids and ids[-1] in self.eos_token_ids:
+            ids, times, finish = ids[:-1], times[:-1], "stop"
+        elif len(ids) < max_new_tokens:
+            finish = "stop"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return CaptionResult(
+            text=text, token_ids=list(ids), n_tokens=len(ids), feature_s=feature_s, request_start=request_start,
+            first_token_time=times[0] if times else None, end_time=end_time, token_times=list(times),
+            prompt_tokens=prompt_tokens, finish_reason=finish,
+        )
+
+    def caption(self, audio, *, system_prompt: str | None, prompt: str,
+                settings: AudioGenerationSettings) -> CaptionResult:
+        from .audio_streamer import TokenTimestampStreamer
+
+        with self._lock:
+            t0 = time.perf_counter()
+            inputs = self.encode(audio, system_prompt=system_prompt, prompt=prompt)
+            feature_s = time.perf_counter() - t0
+            streamer = TokenTimestampStreamer()
+            request_start = time.perf_counter()
+            self._generate(inputs, settings, streamer)
+            end_time = time.perf_counter()
+        return self._result(
+            streamer.token_ids, streamer.token_times, feature_s=feature_s, request_start=request_start,
+            end_time=end_time, prompt_tokens=int(inputs["input_ids"].shape[1]),
+            max_new_tokens=settings.max_new_tokens,
+        )
+
+    def stream_tokens(self, audio, *, system_prompt: str | None, prompt: str,
+                      settings: AudioGenerationSettings) -> Iterator[int | CaptionResult]:
+        """Yield each generated token id as `generate` emits it (generation runs in a worker thread), then the
+        finished `CaptionResult`. Used by the local OpenAI-compatible server."""
+        import queue
+
+        from .audio_streamer import TokenTimestampStreamer
+
+        q: queue.Queue = queue.Queue()
+        box: dict = {}
+
+        def work():
+            try:
+                with self._lock:
+                    t0 = time.perf_counter()
+                    inputs = self.encode(audio, system_prompt=system_prompt, prompt=prompt)
+                    box["feature_s"] = time.perf_counter() - t0
+                    box["prompt_tokens"] = int(inputs["input_ids"].shape[1])
+                    streamer = TokenTimestampStreamer(on_token=q.put)
+                    box["request_start"] = time.perf_counter()
+                    self._generate(inputs, settings, streamer)
+                    box["end_time"] = time.perf_counter()
+                    box["streamer"] = streamer
+            except BaseException as err:  # handed to the consumer
+                box["error"] = err
+            finally:
+                q.put(None)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            if item not in self.eos_token_ids:
+                yield item
+        worker.join()
+        if "error" in box:
+            raise box["error"]
+        s = box["streamer"]
+        yield self._result(s.token_ids, s.token_times, feature_s=box["feature_s"],
+                           request_start=box["request_start"], end_time=box["end_time"],
+                           prompt_tokens=box["prompt_tokens"], max_new_tokens=settings.max_new_tokens)
+
+    def warm_up(self) -> None:
+        """One short generation (1 s of quiet noise, 2 tokens) so the timed requests skip first-call costs."""
+        rng = np.random.default_rng(0)
+        audio = (rng.standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
+        self.caption(audio, system_prompt=None, prompt="warm-up",
+                     settings=AudioGenerationSettings(min_new_tokens=0, max_new_tokens=2, no_repeat_ngram_size=0))
+
+    # ------------------------------------------------------------------ scoring
+    def draft_logprob(self, audio, *, system_prompt: str | None, prompt: str, draft: str) -> dict:
+        """Mean token log-prob of `draft` (+ the end-of-turn token) as this model's answer; one prefill."""
+        import torch
+
+        with self._lock:
+            t0 = time.perf_counter()
+            inputs = self.encode(audio, system_prompt=system_prompt, prompt=prompt)
+            draft_ids = self.tokenizer(draft, add_special_tokens=False)["input_ids"] + [self.end_of_turn_id]
+            n_prompt = int(inputs["input_ids"].shape[1])
+            extra = torch.tensor([draft_ids], dtype=inputs["input_ids"].dtype, device=self.device)
+            inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
+            inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+            with torch.inference_mode():
+                logits = self.model(**inputs, use_cache=False).logits[0].float()
+            # logits at position p predict the token at p + 1
+            pred = logits[n_prompt - 1: n_prompt - 1 + len(draft_ids)]
+            logp = torch.log_softmax(pred, dim=-1).gather(1, extra[0].unsqueeze(1)).squeeze(1)
+            mean = float(logp.mean())
+            seconds = time.perf_counter() - t0
+        return {"mean_logprob": mean, "n_tokens": len(draft_ids), "seconds": seconds}

@@ -1,0 +1,213 @@
+"""OmniCaptioner on a real (tiny) Qwen2.5-Omni thinker: processor offline, caption timing, explicit decoding
+settings, draft log-prob, thread control, the audio demo generator and the Omni chat backend behind the local server."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leverplus.models.audio_generation import AudioGenerationSettings
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "请用8–16个字的中文短句描述此段音频中说话人的情绪"
+
+
+def _clip(seed: int = 0, seconds: float = 1.2) -> np.ndarray:
+    from leverplus.data.audio_demo import synthesize
+
+    return synthesize("高兴", "女生", np.random.default_rng(seed))[: int(16000 * seconds)]
+
+
+@pytest.fixture(scope="module")
+def tiny_omni_dir(tmp_path_factory):
+    from leverplus.models.audio_assets import EDGE, build_tiny_omni
+
+    d = tmp_path_factory.mktemp("omni") / "tiny_omni"
+    build_tiny_omni(d, size=EDGE, seed=0)
+    return d
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_omni_dir):
+    from leverplus.models.omni import OmniCaptioner
+
+    cap = OmniCaptioner.load(tiny_omni_dir, device="cpu")
+    cap.warm_up()
+    return cap
+
+
+def test_processor_builds_offline_without_torchvision(tiny_omni_dir):
+    code = (
+        "import sys\n"
+        "from leverplus.models.audio_processor import build_processor\n"
+        f"p = build_processor({str(tiny_omni_dir)!r})\n"
+        "import numpy as np\n"
+        "msgs=[{'role':'user','content':[{'type':'audio'},{'type':'text','text':'hi'}]}]\n"
+        "t = p.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)\n"
+        "enc = p(text=[t], audio=[np.zeros(16000, np.float32)], return_tensors='pt')\n"
+        "n = int((enc['input_ids'] == p.audio_token_id).sum())\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+        "assert type(p.feature_extractor).__name__ == 'WhisperFeatureExtractor' and p.feature_extractor.feature_size == 128\n"
+        "print('AUDIO_TOKENS', n, tuple(enc['input_features'].shape))\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # 1 s of audio → 100 mel frames → 25 audio tokens; features padded to 30 s
+    assert "AUDIO_TOKENS 25 (1, 128, 3000)" in out.stdout
+
+
+def test_caption_timing_per_token(captioner):
+    settings = AudioGenerationSettings()  # aligned defaults: greedy, min 8, max 32
+    res = captioner.caption(_clip(), system_prompt=None, prompt=PROMPT, settings=settings)
+    assert res.n_tokens >= settings.min_new_tokens
+    assert len(res.token_times) == res.n_tokens == len(res.token_ids)
+    assert res.feature_s > 0
+    assert res.request_start < res.token_times[0] == res.first_token_time
+    assert all(a <= b for a, b in zip(res.token_times, res.token_times[1:]))
+    assert 0 < res.ttft_s < res.total_s
+    assert res.token_times[-1] <= res.end_time
+    assert res.text == captioner.tokenizer.decode(res.token_ids, skip_special_tokens=True).strip()
+    # the timestamped ids are exactly what generate returns after the prompt (the prompt put is not a token)
+    inputs = captioner.encode(_clip(), system_prompt=None, prompt=PROMPT)
+    with torch.inference_mode():
+        out = captioner.model.generate(**inputs, **settings.generate_kwargs(
+            eos_token_id=captioner.eos_token_ids, pad_token_id=captioner.pad_token_id))
+    new_ids = out[0, inputs["input_ids"].shape[1]:].tolist()
+    if new_ids and new_ids[-1] in captioner.eos_token_ids:
+        new_ids = new_ids[:-1]
+    assert res.token_ids == new_ids
+
+
+def test_settings_recorded_and_checkpoint_generation_config_cannot_leak(tiny_omni_dir, captioner, tmp_path):
+    from leverplus.models.omni import OmniCaptioner
+
+    block = {"do_sample": False, "repetition_penalty": 1.0, "min_new_tokens": 8, "max_new_tokens": 12,
+             "no_repeat_ngram_size": 2, "seed": 3}
+    settings = AudioGenerationSettings.from_config(block)
+    recorded = settings.to_dict()
+    assert {k: recorded[k] for k in block} == block
+    cfg = settings.generation_config(eos_token_id=[1], pad_token_id=0)
+    for k, v in block.items():
+        if k != "seed":
+            assert getattr(cfg, k) == v, k
+    hostile = tmp_path / "hostile"
+    shutil.copytree(tiny_omni_dir, hostile)
+    (hostile / "generation_config.json").write_text(json.dumps({
+        "do_sample": True, "temperature": 5.0, "top_k": 3, "max_new_tokens": 2, "min_new_tokens": 0,
+        "repetition_penalty": 3.0, "no_repeat_ngram_size": 0, "eos_token_id": 7, "pad_token_id": 7}))
+    bad = OmniCaptioner.load(hostile, device="cpu")
+    for seed in range(3):
+        a = captioner.caption(_clip(seed), system_prompt=None, prompt=PROMPT, settings=settings)
+        b = bad.caption(_clip(seed), system_prompt=None, prompt=PROMPT, settings=settings)
+        assert a.token_ids == b.token_ids and a.n_tokens == b.n_tokens > 2
+    with pytest.raises(ValueError, match="unknown key"):
+        AudioGenerationSettings.from_config({"temprature": 0.7})
+
+
+def test_openai_settings_round_trip():
+    s = AudioGenerationSettings(do_sample=True, temperature=0.7, top_p=0.9, top_k=0, min_new_tokens=0,
+                                max_new_tokens=32, no_repeat_ngram_size=0, seed=5)
+    assert AudioGenerationSettings.from_openai(s.to_openai()) == s
+    g = AudioGenerationSettings()
+    assert g.to_openai()["temperature"] == 0.0 and AudioGenerationSettings.from_openai(g.to_openai()) == g
+
+
+def test_draft_logprob_equals_direct_log_softmax(captioner):
+    draft = "女生语气欢快，听起来很高兴"
+    audio = _clip(1)
+    got = captioner.draft_logprob(audio, system_prompt="你是一个语音情感描述助手。", prompt=PROMPT, draft=draft)
+    # independent route: the full conversation (assistant turn included) rendered by the chat template
+    p = captioner.processor
+    sys_msg = {"role": "system", "content": [{"type": "text", "text": "你是一个语音情感描述助手。"}]}
+    user = {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": PROMPT}]}
+    prompt_text = p.apply_chat_template([sys_msg, user], add_generation_prompt=True, tokenize=False)
+    full_text = prompt_text + draft + "<|im_end|>"
+    enc_p = p(text=[prompt_text], audio=[audio], return_tensors="pt")
+    enc = p(text=[full_text], audio=[audio], return_tensors="pt")
+    n_prompt = enc_p["input_ids"].shape[1]
+    ids = enc["input_ids"][0]
+    with torch.inference_mode():
+        logits = captioner.model(**enc).logits[0]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    target = ids[n_prompt:]
+    expected = logp[n_prompt - 1: len(ids) - 1].gather(1, target[:, None]).mean().item()
+    assert got["n_tokens"] == len(target) == len(captioner.tokenizer(draft)["input_ids"]) + 1
+    assert got["mean_logprob"] == pytest.approx(expected, abs=1e-5)
+    assert got["seconds"] > 0
+    other = captioner.draft_logprob(audio, system_prompt=None, prompt=PROMPT, draft="男生语气低沉")
+    assert other["mean_logprob"] != pytest.approx(got["mean_logprob"], abs=1e-4)
+
+
+def test_set_threads_really_applied():
+    code = ("import json, torch\nfrom leverplus.models.omni import set_threads\n"
+            "info = set_threads(2)\nimport os\n"
+            "print(json.dumps({**info, 'inside': torch.get_num_threads(), 'omp': os.environ['OMP_NUM_THREADS']}))\n")
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "7", "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["inside"] == info["threads_effective"] == 2 and info["omp"] == "2"
+    assert info["cpu_model"]
+
+
+def _tree_digest(d: Path) -> dict:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def test_demo_generator_deterministic(tmp_path):
+    from leverplus.data.audio_demo import EMOTIONS, caption_emotion, generate_demo
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    counts = generate_demo(a, seed=0, n_train=6, n_val=10)
+    generate_demo(b, seed=0, n_train=6, n_val=10)
+    generate_demo(c, seed=1, n_train=6, n_val=10)
+    assert counts["train"] == 6 and counts["val"] == 10
+    assert _tree_digest(a) == _tree_digest(b)
+    assert _tree_digest(a) != _tree_digest(c)
+    import soundfile as sf
+
+    rows = [json.loads(line) for line in (a / "val.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 10
+    for row in rows:
+        assert row["emotion"] in EMOTIONS and len(row["references"]) == 2
+        assert all(caption_emotion(r) == row["emotion"] for r in row["references"])
+        info = sf.info(a / row["audio"])
+        assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert 1.0 <= info.duration <= 2.0
+
+
+def test_omni_backend_serves_the_same_caption(tiny_omni_dir, captioner):
+    from leverplus.api import APIConfig, OpenAICompatClient, audio_content_part
+    from leverplus.serving import OpenAICompatServer
+    from leverplus.serving.omni_backend import OmniChatBackend
+
+    settings = AudioGenerationSettings(max_new_tokens=12)
+    audio = _clip(2)
+    local = captioner.caption(audio, system_prompt="You are a helpful assistant.", prompt=PROMPT,
+                              settings=settings)
+    backend = OmniChatBackend(str(tiny_omni_dir), "omni-tiny")
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": [audio_content_part(audio), {"type": "text", "text": PROMPT}]}]
+    with OpenAICompatServer(chat=backend) as srv:
+        client = OpenAICompatClient(APIConfig(base_url=srv.url, model="omni-tiny", max_retries=0))
+        res = client.chat_stream(messages, settings=settings.to_openai())
+        assert res.text.strip() == local.text
+        assert res.prompt_tokens == local.prompt_tokens
+        # completion_tokens counts the end-of-turn token when one was generated (as vLLM does)
+        assert res.completion_tokens == local.n_tokens + (local.finish_reason == "stop")
+        assert res.first_token_time is not None and res.ttft_s < res.total_s
+        from leverplus.api import APIError
+
+        with pytest.raises(APIError, match="input_audio"):
+            client.chat_stream([{"role": "user", "content": "no audio"}], settings=settings.to_openai())
