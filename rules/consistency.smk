@@ -1,0 +1,159 @@
+# Consistency track (issue 13): the same embedding/reranker model locally and behind an OpenAI-compatible API.
+# download (corpus, models) → local embed+rerank → the same through the API → compare (+ diagnosis) → report.
+#   snakemake --cores 2 results/consistency/demo/report.json
+#   snakemake --cores 8 results/consistency/{dataset}/report.json --configfile=config/consistency_qwen3.yaml
+include: "consistency_common.smk"
+
+
+rule consistency_download_corpus:
+    output:
+        "data/consistency/{cons_set}/corpus.json",
+    params:
+        dataset=lambda w: canonical(CONS["datasets"][w.cons_set]),
+        code=code("consistency_download_corpus"),
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    log:
+        "logs/consistency/{cons_set}/download_corpus.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/download_corpus.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/consistency_download_corpus.py"
+
+
+rule consistency_download_model:
+    output:
+        directory("data/consistency/models/{cons_model}"),
+    params:
+        model=lambda w: canonical(CONS["models"][w.cons_model]),
+        shipped=cons_shipped,
+        code=code("consistency_download_model"),
+    wildcard_constraints:
+        cons_model=CONS_MODELS,
+    log:
+        "logs/consistency/models/{cons_model}.log",
+    benchmark:
+        "benchmarks/consistency/models/{cons_model}.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/consistency_download_model.py"
+
+
+rule consistency_local:
+    input:
+        corpus="data/consistency/{cons_set}/corpus.json",
+        **CONS_MODEL_DIRS,
+    output:
+        "data/consistency/{cons_set}/local/embeddings.npy",
+        "data/consistency/{cons_set}/local/scores.json",
+    params:
+        recipes=cons_recipes(),
+        code=code("consistency_local"),
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    log:
+        "logs/consistency/{cons_set}/local.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/local.tsv"
+    threads: CONS_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/consistency_local.py"
+
+
+rule consistency_api:
+    input:
+        corpus="data/consistency/{cons_set}/corpus.json",
+        **CONS_MODEL_DIRS,
+    output:
+        "data/consistency/{cons_set}/api/embeddings.npy",
+        "data/consistency/{cons_set}/api/scores.json",
+    params:
+        recipes=cons_recipes(),
+        api=canonical(CONS["api"]),
+        cache_root=lambda w: f"data/consistency/{w.cons_set}/api_cache",
+        code=code("consistency_api"),
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    log:
+        "logs/consistency/{cons_set}/api.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/api.tsv"
+    threads: CONS_THREADS
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/consistency_api.py"
+
+
+rule consistency_compare:
+    input:
+        corpus="data/consistency/{cons_set}/corpus.json",
+        local_emb="data/consistency/{cons_set}/local/embeddings.npy",
+        local_scores="data/consistency/{cons_set}/local/scores.json",
+        api_emb="data/consistency/{cons_set}/api/embeddings.npy",
+        api_scores="data/consistency/{cons_set}/api/scores.json",
+        **CONS_MODEL_DIRS,
+    output:
+        "results/consistency/{cons_set}/compare.json",
+    params:
+        recipes=cons_recipes(),
+        metrics=canonical(CONS["metrics"]),
+        thresholds=canonical(CONS["thresholds"]),
+        diagnosis=canonical(CONS["diagnosis"]),
+        code=code("consistency_compare"),
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    log:
+        "logs/consistency/{cons_set}/compare.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/compare.tsv"
+    threads: CONS_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/consistency_compare.py"
+
+
+rule consistency_aggregate:
+    input:
+        "results/consistency/{cons_set}/compare.json",
+    output:
+        report(
+            "results/consistency/{cons_set}/report.json",
+            caption="../workflow/report/consistency.rst",
+            category="Consistency",
+        ),
+        report(
+            "results/consistency/{cons_set}/report.md",
+            caption="../workflow/report/consistency.rst",
+            category="Consistency",
+        ),
+        report(
+            "results/consistency/{cons_set}/report.png",
+            caption="../workflow/report/consistency.rst",
+            category="Consistency",
+        ),
+    params:
+        code=code("consistency_aggregate"),
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    log:
+        "logs/consistency/{cons_set}/aggregate.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/aggregate.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/consistency_aggregate.py"

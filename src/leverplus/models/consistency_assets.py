@@ -1,0 +1,249 @@
+"""Build and train the consistency track's shipped demo models (`src/leverplus/assets/consistency_models/`).
+
+    python -m leverplus.models.consistency_assets [--out DIR]
+
+* one byte-level BPE tokenizer (the tiny Qwen tokenizer of `models.tiny`) trained on the generator's texts and the
+  recipes' prompt strings, with the post-processor the current Qwen3-Embedding tokenizer has: `<|endoftext|>`
+  appended to every sequence; `yes` and `no` are single tokens;
+* `tiny_qwen3_embedding`: a `Qwen3Model`, trained contrastively (InfoNCE, in-batch negatives, same-topic pairs
+  masked) on query/document pairs of the demo generator (another seed than the demo corpus), queries formatted with
+  the official instruction, pooled at the last token;
+* `tiny_qwen3_reranker`: a `Qwen3ForCausalLM` (tied embeddings), trained on the official yes/no prompt: binary
+  cross-entropy of logit_yes − logit_no at the last position, relevant vs other-topic documents;
+* `BUILD.json`: command, seeds, steps, versions, sha256 of every shipped file, retrieval quality on the demo corpus
+  against chance. Single thread, deterministic algorithms: the same command rebuilds bit-identical files on the same
+  torch build and CPU architecture (`tests/test_consistency_assets.py` checks the shipped files).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "consistency_models"
+EMBEDDER, RERANKER = "tiny_qwen3_embedding", "tiny_qwen3_reranker"
+SEED = 0
+TRAIN_SEED = 1234  # the training pairs' generator seed (the demo corpus uses seed 0)
+SIZE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, max_position_embeddings=1024)
+VOCAB = 700
+EMBED_STEPS, RERANK_STEPS, BATCH, RERANK_BATCH = 200, 300, 32, 16
+LR = 2e-3
+TEMPERATURE = 0.1
+INIT_RANGE = 0.1  # larger than Qwen3's 0.02: a tiny random model otherwise pools (nearly) the same vector for every text
+
+
+def shipped_digest(assets: Path = ASSETS) -> str:
+    build = assets / "BUILD.json"
+    if not build.is_file():
+        return "absent"
+    files = {name: rec["sha256"] for name, rec in json.loads(build.read_text())["models"].items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "numpy": numpy.__version__}
+
+
+def build_tokenizer(texts: list[str]):
+    from tokenizers.processors import TemplateProcessing
+
+    from .embedding import DEFAULT_TASK, EOS_TOKEN
+    from .reranker import PREFIX, SUFFIX
+    from .tiny import train_bpe_tokenizer
+
+    prompts = [PREFIX, SUFFIX, f"Instruct: {DEFAULT_TASK}\nQuery:", "<Instruct>: <Query>: <Document>:"]
+    tok = train_bpe_tokenizer([*texts, *(prompts * 300), *(["yes\nno\n"] * 3000)], VOCAB)
+    eos_id = tok.convert_tokens_to_ids(EOS_TOKEN)
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"$A:0 {EOS_TOKEN}:0", pair=f"$A:0 {EOS_TOKEN}:0 $B:1 {EOS_TOKEN}:1", special_tokens=[(EOS_TOKEN, eos_id)]
+    )
+    tok.pad_token = EOS_TOKEN
+    tok.eos_token = "<|im_end|>"
+    for word in ("yes", "no"):
+        if tok.tokenize(word) != [word]:
+            raise RuntimeError(f"tiny tokenizer: {word!r} is not one token ({tok.tokenize(word)})")
+    return tok
+
+
+def _config(tok):
+    from transformers import Qwen3Config
+
+    pad = tok.convert_tokens_to_ids("<|endoftext|>")
+    return Qwen3Config(vocab_size=len(tok), tie_word_embeddings=True, rope_theta=10000.0, pad_token_id=pad,
+                       bos_token_id=pad, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), initializer_range=INIT_RANGE, **SIZE)
+
+
+def _batches(pairs, steps: int, seed: int, size: int = BATCH):
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(steps):
+        yield rng.sample(pairs, size)
+
+
+def train_embedder(out: Path, tok, pairs, *, log=print):
+    import torch
+    from transformers import Qwen3Model
+
+    from .embedding import EmbeddingRecipe, format_query, last_token_pool, token_ids
+
+    torch.manual_seed(SEED)
+    model = Qwen3Model(_config(tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    recipe = EmbeddingRecipe()
+
+    def encode(texts):
+        batch = tok.pad({"input_ids": token_ids(tok, texts, recipe)}, padding=True, return_tensors="pt")
+        h = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        return torch.nn.functional.normalize(last_token_pool(h, batch["attention_mask"]), dim=-1)
+
+    model.train()
+    for step, batch in enumerate(_batches(pairs, EMBED_STEPS, SEED + 1)):
+        q = encode([format_query(p[0], recipe) for p in batch])
+        d = encode([p[1] for p in batch])
+        topics = torch.tensor([p[2] for p in batch])
+        sim = q @ d.T / TEMPERATURE
+        same = (topics[:, None] == topics[None, :]) & ~torch.eye(len(batch), dtype=torch.bool)
+        sim = sim.masked_fill(same, -1e4)  # another pair of the same topic is no negative
+        loss = torch.nn.functional.cross_entropy(sim, torch.arange(len(batch)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == EMBED_STEPS - 1:
+            log(f"embedder step {step}: loss {loss.item():.4f}")
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def train_reranker(out: Path, tok, pairs, *, log=print):
+    import random
+
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    from .reranker import PREFIX, SUFFIX, RerankRecipe, format_body
+
+    torch.manual_seed(SEED)
+    model = Qwen3ForCausalLM(_config(tok))
+    model.generation_config.do_sample = False
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    pre, suf = tok.encode(PREFIX, add_special_tokens=False), tok.encode(SUFFIX, add_special_tokens=False)
+    rng = random.Random(SEED + 2)
+    recipe = RerankRecipe()
+    model.train()
+    for step, batch in enumerate(_batches(pairs, RERANK_STEPS, SEED + 3, RERANK_BATCH)):
+        bodies, labels = [], []
+        for i, (q, d, t) in enumerate(batch):
+            if i % 2:  # negative: a document of another topic
+                other = rng.choice([p for p in pairs[:2000] if p[2] != t])
+                d = other[1]
+            bodies.append(format_body(q, d, recipe))
+            labels.append(float(i % 2 == 0))
+        ids = [pre + list(b) + suf for b in tok(bodies, add_special_tokens=False)["input_ids"]]
+        enc = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        last = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, -1, :]
+        margin = last[:, yes] - last[:, no]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.tensor(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 or step == RERANK_STEPS - 1:
+            log(f"reranker step {step}: loss {loss.item():.4f}")
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def evaluate(emb_dir: Path, rr_dir: Path, corpus: dict) -> dict:
+    """Retrieval quality on the demo corpus: embedder MRR / recall@1 of the first relevant document, reranker mean
+    per-query NDCG@5 against the relevance labels, each beside chance (random ranking, expected value)."""
+    import numpy as np
+    from sklearn.metrics import ndcg_score
+
+    from .embedding import QwenEmbedder
+    from .reranker import QwenReranker
+
+    docs = {d["id"]: d for d in corpus["documents"]}
+    emb = QwenEmbedder(emb_dir)
+    qv = emb.embed_queries([q["text"] for q in corpus["queries"]])
+    dv = emb.embed_documents([d["text"] for d in corpus["documents"]])
+    sims = qv @ dv.T
+    rr, r1 = [], []
+    for i, q in enumerate(corpus["queries"]):
+        order = np.argsort(-sims[i], kind="stable")
+        rel = np.array([corpus["documents"][j]["topic"] == q["topic"] for j in order])
+        rr.append(1.0 / (1 + int(np.argmax(rel))))
+        r1.append(float(rel[0]))
+    n_docs, n_rel = len(docs), sum(d["topic"] == corpus["queries"][0]["topic"] for d in docs.values())
+    chance_r1 = n_rel / n_docs
+    reranker = QwenReranker(rr_dir)
+    qtext = {q["id"]: q for q in corpus["queries"]}
+    ndcg, ndcg_rand = [], []
+    rng = np.random.default_rng(0)
+    for r in corpus["rerank"]:
+        q = qtext[r["query_id"]]
+        s = reranker.score(q["text"], [docs[c]["text"] for c in r["candidates"]]).prob
+        y = np.array([[float(docs[c]["topic"] == q["topic"]) for c in r["candidates"]]])
+        ndcg.append(ndcg_score(y, s[None], k=5))
+        ndcg_rand.append(np.mean([ndcg_score(y, rng.random((1, y.shape[1])), k=5) for _ in range(20)]))
+    return {
+        "embedder": {"mrr": round(float(np.mean(rr)), 4), "recall_at_1": round(float(np.mean(r1)), 4),
+                     "chance_recall_at_1": round(chance_r1, 4), "n_queries": len(rr), "n_documents": n_docs},
+        "reranker": {"ndcg_at_5": round(float(np.mean(ndcg)), 4), "chance_ndcg_at_5": round(float(np.mean(ndcg_rand)), 4),
+                     "n_queries": len(ndcg)},
+    }
+
+
+def build_assets(out: str | Path = ASSETS, *, log=print) -> dict:
+    import torch
+
+    from ..data.consistency_demo import generate_corpus, generate_pairs
+    from ..data.download import file_digest
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pairs = generate_pairs(4000, TRAIN_SEED)
+    tok = build_tokenizer([t for p in pairs for t in p[:2]])
+    record_models = {}
+    for name, train in ((EMBEDDER, train_embedder), (RERANKER, train_reranker)):
+        d = out / name
+        if d.exists():
+            shutil.rmtree(d)
+        train(d, tok, pairs, log=log)
+        record_models[name] = {"seed": SEED, "train_seed": TRAIN_SEED, "threads": 1,
+                               "steps": EMBED_STEPS if name == EMBEDDER else RERANK_STEPS,
+                               "sha256": {p.name: file_digest(p) for p in sorted(d.iterdir())}}
+    evaluation = evaluate(out / EMBEDDER, out / RERANKER, generate_corpus(seed=0))
+    record = {"command": "python -m leverplus.models.consistency_assets", "size": SIZE, "vocab_target": VOCAB,
+              "batch": {"embedder": BATCH, "reranker": RERANK_BATCH}, "temperature": TEMPERATURE, "init_range": INIT_RANGE, "lr": LR, "models": record_models, "versions": _versions(),
+              "evaluation_demo_corpus": evaluation, "build_seconds": round(time.perf_counter() - t0, 1)}
+    (out / "BUILD.json").write_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return record
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Build the consistency track's demo models and BUILD.json.")
+    ap.add_argument("--out", default=str(ASSETS))
+    rec = build_assets(ap.parse_args(argv).out)
+    print(json.dumps(rec["evaluation_demo_corpus"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Agreement statistics (RBO known values, identical paths), the API path through the local server (cache: a rerun
+sends no request) and the diagnosis finding each injected cause."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leverplus.data.consistency_demo import generate_corpus
+from leverplus.metrics.agreement import (RerankRun, calibration_cv, embedding_agreement, lin_ccc, rbo,
+                                         rerank_agreement)
+from leverplus.models.consistency_assets import ASSETS, EMBEDDER, RERANKER
+from leverplus.stages.consistency import api_side, diagnose, embedding_recipe, rerank_recipe, run_local
+
+EMB, RR = ASSETS / EMBEDDER, ASSETS / RERANKER
+EMB_CFG = {"batch_size": 16}
+RR_CFG = {"batch_size": 16, "instruction": "Given a web search query, retrieve relevant passages that answer the query"}
+
+
+def api_cfg(embedding=None, rerank=None, query_format=None):
+    return {"mode": "local_server", "base_url": None, "api_key_env": None, "embedding_model": "e", "rerank_model": "r",
+            "dimensions": None, "timeout_s": 30, "max_retries": 0, "backoff_s": 0.1, "rate_limit_per_s": None,
+            "batch_size": 32, "query_format": query_format or {},
+            "server": {"embedding": embedding or {}, "rerank": rerank or {}}}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return generate_corpus(seed=0, queries_per_topic=1, n_negatives=3, n_topics=4)
+
+
+@pytest.fixture(scope="module")
+def local(corpus):
+    emb, probs, logits, *_ = run_local(corpus, EMB, RR, embedding_recipe(EMB_CFG), rerank_recipe(RR_CFG))
+    return emb, RerankRun(probs, logits)
+
+
+# ---- RBO and friends -------------------------------------------------------------------------------------------------
+
+def test_rbo_known_values():
+    assert rbo([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert rbo([1, 2, 3], [4, 5, 6]) == 0.0
+    # hand-computed: overlaps A_d = 1, 1/2, 1 at depths 1..3, p = 0.9:
+    # A_3 p^3 + (1-p)/p * (0.9*1 + 0.81*0.5 + 0.729*1) = 0.729 + 2.034/9
+    assert rbo([1, 2, 3], [1, 3, 2], p=0.9) == pytest.approx(0.729 + 2.034 / 9, abs=1e-12)
+    assert rbo([1, 2], [2, 1], p=0.5) == pytest.approx(0.25 + 1.0 * (0 * 0.5 + 1 * 0.25))
+    assert rbo([1, 2, 3], [1, 3, 2], p=0.9) > rbo([1, 2, 3], [3, 2, 1], p=0.9)
+    with pytest.raises(ValueError):
+        rbo([1, 1], [1, 2])
+
+
+def test_lin_ccc_penalises_a_shift_pearson_does_not():
+    x = np.linspace(0, 1, 50)
+    assert lin_ccc(x, x) == pytest.approx(1.0)
+    assert lin_ccc(x, x + 0.5) < 0.5
+
+
+def test_identical_local_and_api_paths_agree(corpus, local):
+    emb, run = local
+    api_emb, api_probs, _ = api_side(corpus, api_cfg(), EMB_CFG, RR_CFG, emb_dir=EMB, rr_dir=RR)
+    nq = len(corpus["queries"])
+    e = embedding_agreement(emb, api_emb, query_rows=range(nq), doc_rows=range(nq, len(emb)), n_resamples=200)
+    assert e["cosine_min"]["value"] >= 1 - 1e-6 and e["max_abs_diff"]["value"] < 1e-5
+    assert e["neighbours"]["rbo"]["value"] == pytest.approx(1.0)
+    r = rerank_agreement(run, RerankRun(api_probs), n_resamples=200)
+    assert r["per_query_mean"]["kendall_tau_b"]["value"] == 1.0
+    assert r["per_query_mean"]["spearman"]["value"] == 1.0
+    assert r["absolute"]["mean_abs_diff_prob"]["value"] < 1e-6
+    lo, hi = r["per_query_mean"]["kendall_tau_b"]["ci95"]
+    assert lo == hi == 1.0
+
+
+def test_rank_statistics_and_calibration(local):
+    _, run = local
+    rng = np.random.default_rng(0)
+    noisy = RerankRun([np.clip(p + rng.normal(0, 0.05, len(p)), 0.001, 0.999) for p in run.prob])
+    r = rerank_agreement(run, noisy, n_resamples=200)
+    t = r["per_query_mean"]["kendall_tau_b"]
+    assert t["ci95"][0] <= t["value"] <= t["ci95"][1] < 1
+    assert "inflated" in r["pooled_inflated"]["note"]
+    # a strictly increasing map of the local scores leaves every rank statistic unchanged
+    mapped = RerankRun([p**3 for p in run.prob])
+    r2 = rerank_agreement(mapped, noisy, n_resamples=200)
+    for key in r["per_query_mean"]:
+        assert r2["per_query_mean"][key]["value"] == pytest.approx(r["per_query_mean"][key]["value"])
+    cal = calibration_cv(run, RerankRun([1 / (1 + np.exp(-(2 * l + 0.3))) for l in run.logits()]), folds=3)
+    assert cal["methods"]["logit_affine"]["heldout_mae"] < 1e-6  # the exact model family
+    assert cal["methods"]["identity"]["heldout_mae"] > 0.01
+    assert "No strictly increasing map" in cal["note"] and "monotone_on_support" in cal["cubic"]
+
+
+def test_api_rerun_is_served_from_the_cache(corpus, tmp_path):
+    first = api_side(corpus, api_cfg(), EMB_CFG, RR_CFG, emb_dir=EMB, rr_dir=RR, cache_dir=str(tmp_path))
+    again = api_side(corpus, api_cfg(), EMB_CFG, RR_CFG, emb_dir=EMB, rr_dir=RR, cache_dir=str(tmp_path))
+    assert first[2]["rerank"]["requests_sent"] == len(corpus["rerank"])
+    assert again[2]["embeddings"]["requests_sent"] == 0 and again[2]["rerank"]["requests_sent"] == 0
+    np.testing.assert_array_equal(first[0], again[0])
+
+
+# ---- diagnosis: each injected cause is found ---------------------------------------------------------------------------
+
+CASES = [
+    ("rerank", {"rerank": {"separator": "\n\n"}}, "separator"),
+    ("rerank", {"rerank": {"instruction": False}}, "instruction"),
+    ("rerank", {"rerank": {"dtype": "bfloat16"}}, "precision"),
+    ("rerank", {"rerank": {"max_length": 64}}, "truncation"),
+    ("embedding", {"embedding": {"eos": "none"}}, "eos"),
+    ("embedding", {"embedding": {"dtype": "bfloat16"}}, "precision"),
+    ("embedding", {"embedding": {"max_length": 16}}, "truncation"),
+    ("embedding", {"query_format": {"instruction": False}}, "instruction"),
+    ("embedding", {"query_format": {"separator": "\n\n"}}, "separator"),
+]
+
+
+@pytest.mark.parametrize("kind, drift, cause", CASES, ids=[f"{k}-{c}" for k, _, c in CASES])
+def test_diagnosis_names_the_injected_cause(corpus, kind, drift, cause):
+    api = api_cfg(drift.get("embedding"), drift.get("rerank"), drift.get("query_format"))
+    api_emb, api_probs, _ = api_side(corpus, api, EMB_CFG, RR_CFG, emb_dir=EMB, rr_dir=RR)
+    d = diagnose(corpus, EMB, RR, embedding_recipe(EMB_CFG), rerank_recipe(RR_CFG), api_emb, RerankRun(api_probs),
+                 run_embedding=kind == "embedding", run_rerank=kind == "rerank", truncation_lengths=[16, 64, 512])
+    assert d[kind]["cause"] == cause, d[kind]["summary"]
+    assert d[kind]["best"][d[kind]["distance"]] < 1e-6  # the matching variant reproduces the API
