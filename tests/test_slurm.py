@@ -65,7 +65,7 @@ def test_profile_slurm_maps_rules_to_partitions():
     assert "slurm_account" not in prof.get("default-resources", {})
     gpu, cpu = _classes(prof)
     assert GPU_RULES <= set(gpu) and CPU_RULES <= set(cpu)
-    assert "edge_infer" in cpu  # the audio track's throttled rule uses the same entry
+    assert "audio_edge_infer" in cpu  # the audio track's throttled edge rule uses the same entry
     for name, r in gpu.items():
         assert r["gpu"] >= 1, f"{name} must request a GPU on a real cluster"
     cpt = {r["cpus_per_task"] for r in cpu.values()}

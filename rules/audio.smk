@@ -1,0 +1,264 @@
+# Audio track (issue 10): edge vs cloud vs cloud-via-API vs cascade vs unaligned decoding, emotion captions.
+# download (data, caption models, metric models) → generate per arm → cascade sweep → score per arm → aggregate
+#   snakemake --cores 2 results/audio/demo/comparison.json                                  (offline demo)
+#   snakemake --cores 8 results/audio/secap/comparison.json --configfile=config/audio_secap.yaml   (real)
+
+
+include: "audio_common.smk"
+
+
+rule audio_download_data:
+    output:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        corpus="data/audio/{audio_set}/corpus.jsonl",
+    params:
+        spec=lambda w: canonical({k: v for k, v in audio_ds(w).items() if k not in ("edge_model", "cloud_model", "api", "metrics")}),
+        code=code("audio_download_data"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    log:
+        "logs/audio/{audio_set}/download_data.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/download_data.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/audio_download_data.py"
+
+
+rule audio_download_model:
+    output:
+        directory("data/audio/models/{audio_model}"),
+    params:
+        spec=lambda w: canonical({k: v for k, v in AUDIO["models"][w.audio_model].items() if k in AUDIO_SOURCE_KEYS}),
+        shipped=audio_shipped,
+        code=code("audio_download_model"),
+    wildcard_constraints:
+        audio_model=AUDIO_MODELS,
+    log:
+        "logs/audio/models/{audio_model}.log",
+    benchmark:
+        "benchmarks/audio/models/{audio_model}.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/audio_download_model.py"
+
+
+rule audio_download_metric_model:
+    input:
+        corpus=lambda w: "data/audio/demo/corpus.jsonl" if AUDIO["metric_models"][w.metric_model]["source"] == "demo_char_bert" else [],
+    output:
+        directory("data/audio/metric_models/{metric_model}"),
+    params:
+        spec=lambda w: canonical(AUDIO["metric_models"][w.metric_model]),
+        code=code("audio_download_metric_model"),
+    wildcard_constraints:
+        metric_model=AUDIO_METRIC_MODELS,
+    log:
+        "logs/audio/metric_models/{metric_model}.log",
+    benchmark:
+        "benchmarks/audio/metric_models/{metric_model}.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/audio_download_metric_model.py"
+
+
+# the edge: CPU-throttled (profiles/slurm puts it on the throttled partition); really runs with `threads`
+rule audio_edge_infer:
+    input:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        model=audio_model_of("edge_model"),
+    output:
+        predictions="results/audio/{audio_set}/edge/predictions.parquet",
+        run="results/audio/{audio_set}/edge/run.json",
+    params:
+        arm="edge",
+        model=audio_model_json("edge_model"),
+        model_name=lambda w: audio_ds(w)["edge_model"],
+        generation=canonical(AUDIO["generation"]),
+        warmup=AUDIO["warmup_requests"],
+        scoring=AUDIO_SCORING,
+        code=code("audio_generate"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    log:
+        "logs/audio/{audio_set}/edge_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/edge_infer.tsv"
+    threads: AUDIO["edge"]["threads"]
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/audio_generate.py"
+
+
+rule audio_cloud_infer:
+    input:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        model=audio_model_of("cloud_model"),
+    output:
+        predictions="results/audio/{audio_set}/cloud/predictions.parquet",
+        run="results/audio/{audio_set}/cloud/run.json",
+    params:
+        arm="cloud",
+        model=audio_model_json("cloud_model"),
+        model_name=lambda w: audio_ds(w)["cloud_model"],
+        generation=canonical(AUDIO["generation"]),
+        warmup=AUDIO["warmup_requests"],
+        scoring=AUDIO_SCORING,
+        code=code("audio_generate"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    log:
+        "logs/audio/{audio_set}/cloud_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/cloud_infer.tsv"
+    threads: AUDIO["cloud"]["threads"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/audio_generate.py"
+
+
+# the document's decoding ("as in the document": sampling 0.7/0.9, no length anchor) on the cloud model
+use rule audio_cloud_infer as audio_unaligned_infer with:
+    output:
+        predictions="results/audio/{audio_set}/unaligned/predictions.parquet",
+        run="results/audio/{audio_set}/unaligned/run.json",
+    params:
+        arm="unaligned",
+        model=audio_model_json("cloud_model"),
+        model_name=lambda w: audio_ds(w)["cloud_model"],
+        generation=canonical(AUDIO["unaligned"]),
+        warmup=AUDIO["warmup_requests"],
+        scoring=AUDIO_SCORING,
+        code=code("audio_generate"),
+    log:
+        "logs/audio/{audio_set}/unaligned_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/unaligned_infer.tsv"
+
+
+# the cloud through an OpenAI-compatible API; with api.base_url null the job serves the cloud model on 127.0.0.1
+rule audio_api_infer:
+    input:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        model=lambda w: audio_model_of("cloud_model")(w) if audio_ds(w)["api"]["base_url"] is None else [],
+    output:
+        predictions="results/audio/{audio_set}/api/predictions.parquet",
+        run="results/audio/{audio_set}/api/run.json",
+    params:
+        api=lambda w: canonical(audio_ds(w)["api"]),
+        model_name=lambda w: audio_ds(w)["api"]["model"],
+        generation=canonical(AUDIO["generation"]),
+        warmup=AUDIO["warmup_requests"],
+        scoring=AUDIO_SCORING,
+        code=code("audio_api_infer"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    log:
+        "logs/audio/{audio_set}/api_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/api_infer.tsv"
+    threads: AUDIO["cloud"]["threads"]
+    resources:
+        gpu=lambda w: 1 if audio_ds(w)["api"]["base_url"] is None else 0,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/audio_api_infer.py"
+
+
+# edge drafts scored by the cloud (one prefill each); the sweep reuses the edge and cloud arms' outputs and timings
+rule audio_cascade:
+    input:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        model=audio_model_of("cloud_model"),
+        edge="results/audio/{audio_set}/edge/predictions.parquet",
+        cloud="results/audio/{audio_set}/cloud/predictions.parquet",
+    output:
+        points=directory("results/audio/{audio_set}/cascade/points"),
+        scores="results/audio/{audio_set}/cascade/draft_scores.parquet",
+    params:
+        model=audio_model_json("cloud_model"),
+        generation=canonical(AUDIO["generation"]),
+        cascade=canonical(AUDIO["cascade"]),
+        warmup=AUDIO["warmup_requests"],
+        code=code("audio_cascade"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    log:
+        "logs/audio/{audio_set}/cascade.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/cascade.tsv"
+    threads: AUDIO["cloud"]["threads"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/audio_cascade.py"
+
+
+rule audio_score:
+    input:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        predictions="results/audio/{audio_set}/{audio_arm}/predictions.parquet",
+        bertscore_model=audio_metric_dir("bertscore_model"),
+        similarity_model=audio_metric_dir("similarity_model"),
+    output:
+        item_scores="results/audio/{audio_set}/{audio_arm}/items.parquet",
+        info="results/audio/{audio_set}/{audio_arm}/items.json",
+    params:
+        metric_models=audio_metric_models,
+        scoring=AUDIO_SCORING,
+        code=code("audio_score"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+        audio_arm=AUDIO_ARMS,
+    log:
+        "logs/audio/{audio_set}/score_{audio_arm}.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/score_{audio_arm}.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/audio_score.py"
+
+
+rule audio_aggregate:
+    input:
+        unpack(audio_arm_files),
+    output:
+        json=report("results/audio/{audio_set}/comparison.json", caption="../workflow/report/audio_comparison.rst",
+                    category="audio"),
+        md=report("results/audio/{audio_set}/comparison.md", caption="../workflow/report/audio_comparison.rst",
+                  category="audio"),
+        png=report("results/audio/{audio_set}/comparison.png", caption="../workflow/report/audio_comparison.rst",
+                   category="audio"),
+    params:
+        generation=canonical(AUDIO["generation"]),
+        unaligned=canonical(AUDIO["unaligned"]),
+        cascade=canonical(AUDIO["cascade"]),
+        metric_models=audio_metric_models,
+        scoring=AUDIO_SCORING,
+        code=code("audio_aggregate"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    log:
+        "logs/audio/{audio_set}/aggregate.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/aggregate.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/audio_aggregate.py"

@@ -1,0 +1,75 @@
+# Audio track: config validation, config slices and input functions for rules/audio.smk (no torch at parse time).
+from leverplus.config import ConfigError, canonical, validate_track
+
+try:
+    AUDIO = validate_track(config, "audio", workflow.source_path("../config/audio.schema.yaml"))
+    _audio_defaults = validate_track({"audio": {}}, "audio", workflow.source_path("../config/audio.schema.yaml"))
+    for _k in ("datasets", "models", "metric_models"):  # a --configfile adds entries; the demo's stay known
+        AUDIO[_k] = {**_audio_defaults[_k], **AUDIO[_k]}
+    validate_track(config, "audio", workflow.source_path("../config/audio.schema.yaml"))  # fills the added ones
+    for _name, _ds in AUDIO["datasets"].items():
+        for _role in ("edge_model", "cloud_model"):
+            if _ds[_role] not in AUDIO["models"]:
+                raise ConfigError(f"invalid config: audio.datasets.{_name}.{_role}: {_ds[_role]!r} is not a key of "
+                                  f"audio.models {sorted(AUDIO['models'])}")
+        for _role, _m in _ds["metrics"].items():
+            if _m not in AUDIO["metric_models"]:
+                raise ConfigError(f"invalid config: audio.datasets.{_name}.metrics.{_role}: {_m!r} is not a key of "
+                                  f"audio.metric_models {sorted(AUDIO['metric_models'])}")
+except ConfigError as err:
+    sys.exit(f"lever-plus: {err}")
+
+AUDIO_SETS = _alternatives(AUDIO["datasets"])
+AUDIO_MODELS = _alternatives(AUDIO["models"])
+AUDIO_METRIC_MODELS = _alternatives(AUDIO["metric_models"])
+AUDIO_ARMS = "edge|cloud|api|unaligned"
+AUDIO_SOURCE_KEYS = ("source", "shipped", "repo_id", "revision", "path", "link", "allow_patterns")
+
+
+def audio_ds(w):
+    return AUDIO["datasets"][w.audio_set]
+
+
+def audio_model_of(role):
+    return lambda w: f"data/audio/models/{audio_ds(w)[role]}"
+
+
+def audio_model_json(role):
+    return lambda w: canonical(AUDIO["models"][audio_ds(w)[role]])
+
+
+def audio_metric_dir(role):
+    return lambda w: f"data/audio/metric_models/{audio_ds(w)['metrics'][role]}"
+
+
+def audio_metric_models(w):
+    """The two metric models' specs with their labels (recorded in every table header)."""
+    out = {}
+    for role, key in (("bertscore", "bertscore_model"), ("similarity", "similarity_model")):
+        name = audio_ds(w)["metrics"][key]
+        spec = dict(AUDIO["metric_models"][name])
+        spec["label"] = f"{name}, layer {spec['num_layers']}" if role == "bertscore" else f"{name}, {spec['pooling']} pooling"
+        out[role] = spec
+    return canonical(out)
+
+
+def audio_shipped(w):
+    spec = AUDIO["models"][w.audio_model]
+    if spec["source"] != "demo":
+        return ""
+    from leverplus.models.audio_assets import shipped_digest as audio_shipped_digest
+
+    return audio_shipped_digest()
+
+
+AUDIO_SCORING = canonical(AUDIO["scoring"])
+
+
+def audio_arm_files(w):
+    files = {"manifest": f"data/audio/{w.audio_set}/eval.jsonl",
+             "cascade": f"results/audio/{w.audio_set}/cascade/points"}
+    for arm in AUDIO_ARMS.split("|"):
+        d = f"results/audio/{w.audio_set}/{arm}"
+        files.update({f"{arm}_predictions": f"{d}/predictions.parquet", f"{arm}_run": f"{d}/run.json",
+                      f"{arm}_items": f"{d}/items.parquet", f"{arm}_info": f"{d}/items.json"})
+    return files

@@ -1,0 +1,279 @@
+"""The audio track's comparison: every arm (edge, cloud, api, unaligned, cascade points) x every metric, with n,
+95% CIs and paired bootstrap differences (leverplus.report.comparison), the length distributions, latency, and the
+cascade sweep; written as comparison.json / .md / .png.
+
+Metrics (leverplus.metrics.text unless named otherwise):
+* ``bleu``      corpus BLEU, sacrebleu tokenize ``zh``;
+* ``chrf``      chrF (char order 6, word order 0, beta 2);
+* ``cider_d``   CIDEr-D on character-segmented text; labelled single-reference when every clip has one reference;
+  per-item values with document frequencies fixed on the arm's full set (so the bootstrap resamples items);
+* ``bertscore_f1`` BERTScore F1 rescaled with a baseline, idf from the references;
+* ``sentence_similarity`` SECap's cosine of sentence embeddings (leverplus.metrics.sentence_similarity);
+* ``bleu_sent_avg_13a`` the BIASED DIAGNOSTIC of the source document: sentence BLEU averaged over clips, without
+  Chinese tokenisation (sacrebleu 13a: an unsegmented Chinese sentence is one "word");
+* latency: mean TTFT and mean total time per request (lower is better).
+The point values of the text metrics come from the same functions ``leverplus score caption`` calls, on the saved
+predictions, so rescoring reproduces the table.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import read_json, write_json
+
+BASE_ARMS = ("edge", "cloud", "api", "unaligned")
+QUALITY = ("bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity", "bleu_sent_avg_13a")
+
+
+def bertscore_baseline(spec: dict, model_dir: str) -> str:
+    b = spec.get("baseline", "build")
+    if b == "build":
+        from ..data.audio_metric_models import BASELINE_NAME
+
+        return str(Path(model_dir) / BASELINE_NAME)
+    if b == "bert_score":
+        import bert_score
+
+        return os.path.join(os.path.dirname(bert_score.__file__), "rescale_baseline", "zh", "bert-base-chinese.tsv")
+    return b
+
+
+def bertscore_kwargs(spec: dict, model_dir: str, idf: bool) -> dict:
+    """What text.bertscore (and `leverplus score caption --bertscore-*`) needs for this metric model."""
+    return {"model_type": str(model_dir), "num_layers": int(spec["num_layers"]), "idf": bool(idf),
+            "baseline_path": bertscore_baseline(spec, model_dir)}
+
+
+def _aligned(preds: pd.DataFrame, refs: pd.DataFrame):
+    from ..metrics import text
+
+    hyps, rl, ids = text.caption_inputs(preds.assign(id=preds["id"].astype(str)), refs)
+    return hyps, rl, ids
+
+
+def item_scores(preds, refs, *, bertscore_dir, similarity_dir, metric_specs, scoring):
+    from ..metrics import text
+    from ..metrics.sentence_similarity import sentence_similarity
+
+    hyps, rl, ids = _aligned(preds, refs)
+    bs_spec, sim_spec = metric_specs["bertscore"], metric_specs["similarity"]
+    bs = text.bertscore(hyps, rl, **bertscore_kwargs(bs_spec, bertscore_dir, scoring["bertscore_idf"]),
+                        n_resamples=scoring["n_resamples"], seed=scoring["seed"])
+    sim = sentence_similarity(hyps, rl, model_dir=str(similarity_dir), pooling=sim_spec.get("pooling", "mean"),
+                              model_label=sim_spec.get("label"), n_resamples=scoring["n_resamples"], seed=scoring["seed"])
+    df = pd.DataFrame({"id": ids, "prediction": hyps, "bertscore_f1": bs["per_item_f1"],
+                       "sentence_similarity": sim["per_item"]})
+    info = {"bertscore": {k: bs[k] for k in ("score", "ci95", "n", "signature", "settings", "n_negative_f1",
+                                             "precision", "recall")},
+            "sentence_similarity": {k: sim[k] for k in ("score", "ci95", "n", "signature", "settings")}}
+    return df, info
+
+
+# ----------------------------------------------------------------------------------------------------------------
+class ArmData:
+    """One arm's predictions aligned to the reference order, with its per-item statistics for resampling."""
+
+    def __init__(self, name, preds: pd.DataFrame, items: pd.DataFrame, refs: pd.DataFrame, short_chars: int):
+        from sacrebleu.metrics import BLEU, CHRF
+
+        from ..metrics import text
+
+        self.name = name
+        self.preds = preds.set_index(preds["id"].astype(str)).loc[refs["id"]].reset_index(drop=True)
+        self.hyps, self.refs, _ = _aligned(self.preds, refs)
+        it = items.set_index(items["id"].astype(str)).loc[refs["id"]]
+        if list(it["prediction"]) != self.hyps:
+            raise ValueError(f"arm {name}: item scores were computed for other predictions")
+        streams = text._ref_streams(self.refs)
+        self.bleu_obj, self.chrf_obj = BLEU(tokenize="zh"), CHRF()
+        self.bleu_rows = np.asarray(self.bleu_obj._extract_corpus_statistics(self.hyps, streams), dtype=float)
+        self.chrf_rows = np.asarray(self.chrf_obj._extract_corpus_statistics(self.hyps, streams), dtype=float)
+        self.cider = text.cider_d(self.hyps, self.refs, lang="zh", n_resamples=10)
+        self.cider_items = self._cider_items()
+        self.bertscore = it["bertscore_f1"].to_numpy(dtype=float)
+        self.similarity = it["sentence_similarity"].to_numpy(dtype=float)
+        self.sent_bleu = np.asarray(text.sentence_bleu(self.hyps, self.refs, tokenize="13a"), dtype=float)
+        self.lengths = np.asarray([len(h.strip()) for h in self.hyps], dtype=float)
+        self.ttft = self.preds["ttft_s"].to_numpy(dtype=float)
+        self.total = self.preds["total_s"].to_numpy(dtype=float)
+        self.short_chars = short_chars
+
+    def _cider_items(self):
+        from pycocoevalcap.cider.cider import Cider
+
+        from ..metrics.text import segment
+
+        gts = {i: [" ".join(segment(r, "char")) for r in refs] for i, refs in enumerate(self.refs)}
+        res = {i: [" ".join(segment(h, "char"))] for i, h in enumerate(self.hyps)}
+        _, scores = Cider().compute_score(gts, res)
+        return np.asarray(scores, dtype=float)
+
+
+def metric_specs(arms: dict, single_ref: bool, short_chars: int, bs_label: str, sim_label: str):
+    from .comparison import MetricSpec
+
+    names = list(arms)
+    any_arm = arms[names[0]]
+
+    def per_item(attr):
+        return {a: getattr(arms[a], attr) for a in names}
+
+    short = f"share_le_{short_chars}_chars"
+    return [
+        MetricSpec.from_stats("bleu", {a: arms[a].bleu_rows for a in names},
+                              lambda row: any_arm.bleu_obj._compute_score_from_stats(row).score,
+                              label="BLEU (corpus, zh tok)"),
+        MetricSpec.from_stats("chrf", {a: arms[a].chrf_rows for a in names},
+                              lambda row: any_arm.chrf_obj._compute_score_from_stats(row).score, label="chrF"),
+        MetricSpec.from_per_item("cider_d", per_item("cider_items"), digits=3,
+                                 label="CIDEr-D (single-reference)" if single_ref else "CIDEr-D",
+                                 note="per-item CIDEr-D with document frequencies fixed on the arm's full set"),
+        MetricSpec.from_per_item("bertscore_f1", per_item("bertscore"), label=f"BERTScore F1 ({bs_label})"),
+        MetricSpec.from_per_item("sentence_similarity", per_item("similarity"),
+                                 label=f"sentence sim. ({sim_label})"),
+        MetricSpec.from_per_item(short, {a: (arms[a].lengths <= short_chars).astype(float) for a in names},
+                                 higher_is_better=False, digits=3, label=f"share <= {short_chars} chars"),
+        MetricSpec.from_per_item("mean_ttft_s", per_item("ttft"), higher_is_better=False, digits=4,
+                                 label="mean TTFT (s)"),
+        MetricSpec.from_per_item("mean_total_s", per_item("total"), higher_is_better=False, digits=4,
+                                 label="mean total (s)"),
+        MetricSpec.from_per_item("bleu_sent_avg_13a", per_item("sent_bleu"),
+                                 label="BIASED: sent-avg BLEU, no zh tok",
+                                 note="biased diagnostic (the source document's metric): sentence BLEU averaged "
+                                      "over clips, tokenize 13a, so an unsegmented Chinese caption is one word"),
+    ]
+
+
+def point_values(arm: ArmData, refs_bs_kwargs: dict, items_info: dict | None, short_chars: int) -> dict:
+    """The table's point values, from the functions `leverplus score caption` runs (so rescoring reproduces them)."""
+    from ..metrics import text
+
+    kw = {"n_resamples": 200, "seed": 0}
+    bleu = text.corpus_bleu(arm.hyps, arm.refs, lang="zh", **kw)
+    chrf = text.corpus_chrf(arm.hyps, arm.refs, **kw)
+    length = text.length_stats(arm.hyps, short_chars=short_chars)
+    return {
+        "bleu": {"score": bleu["score"], "signature": bleu["settings"]["sacrebleu"]},
+        "chrf": {"score": chrf["score"], "signature": chrf["settings"]["sacrebleu"]},
+        "cider_d": {"score": arm.cider["score"], "signature": arm.cider["signature"]},
+        "bertscore_f1": {"score": float(arm.bertscore.mean()), "n_negative": int(np.sum(arm.bertscore < 0))},
+        "sentence_similarity": {"score": float(arm.similarity.mean())},
+        "bleu_sent_avg_13a": {"score": float(arm.sent_bleu.mean()), "biased_diagnostic": True},
+        "length": length,
+    }
+
+
+def _ranking(scores: dict, metric: str) -> str:
+    return "cloud > edge" if scores["cloud"][metric] > scores["edge"][metric] else "cloud <= edge"
+
+
+def build_comparison(*, input, output, params, dataset: str) -> dict:
+    from ..metrics.latency import summarize_latency
+    from .comparison import comparison_markdown, compare_arms
+
+    refs = pd.read_json(input.manifest, lines=True, dtype={"id": str})[["id", "references"]]
+    refs["id"] = refs["id"].astype(str)
+    sc = params["scoring"]
+    short = sc["short_chars"]
+    runs = {a: read_json(getattr(input, f"{a}_run")) for a in BASE_ARMS}
+    preds = {a: pd.read_parquet(getattr(input, f"{a}_predictions")) for a in BASE_ARMS}
+    items = {a: pd.read_parquet(getattr(input, f"{a}_items")) for a in BASE_ARMS}
+    infos = {a: read_json(getattr(input, f"{a}_info")) for a in BASE_ARMS}
+    pts = read_json(Path(input.cascade) / "points.json")
+    for p in pts["points"]:
+        df = pd.read_parquet(Path(input.cascade) / p["predictions"])
+        preds[p["label"]] = df
+        e = items["edge"].set_index("id").loc[df["id"]]
+        c = items["cloud"].set_index("id").loc[df["id"]]
+        esc = df["escalated"].to_numpy()
+        items[p["label"]] = pd.DataFrame({
+            "id": df["id"], "prediction": df["prediction"],
+            "bertscore_f1": np.where(esc, c["bertscore_f1"], e["bertscore_f1"]),
+            "sentence_similarity": np.where(esc, c["sentence_similarity"], e["sentence_similarity"])})
+    arm_names = list(preds)
+    arms = {a: ArmData(a, preds[a], items[a], refs, short) for a in arm_names}
+    single_ref = all(len(r) == 1 for r in refs["references"])
+    mm = params["metric_models"]
+    specs = metric_specs(arms, single_ref, short, mm["bertscore"]["label"], mm["similarity"]["label"])
+    cascade_labels = [p["label"] for p in pts["points"]]
+    pairs = [("cloud", "edge"), ("api", "edge"), *[(c, "edge") for c in cascade_labels], ("unaligned", "cloud")]
+    result = compare_arms(arm_names, specs, len(refs), pairs=pairs, n_resamples=sc["n_resamples"], seed=sc["seed"])
+
+    values = {a: point_values(arms[a], {}, infos.get(a), short) for a in arm_names}
+    latency = {a: summarize_latency(preds[a], n_resamples=sc["n_resamples"], seed=sc["seed"]) for a in arm_names}
+    for a in arm_names:
+        latency[a]["feature_s_mean"] = float(preds[a]["feature_s"].mean())
+    scores = {a: {m: result["scores"][a][m]["score"] for m in QUALITY} for a in arm_names}
+    ce = next(p["metrics"] for p in result["pairs"] if (p["a"], p["b"]) == ("cloud", "edge"))
+    verdict = {
+        "cloud_vs_edge_fair": {m: ce[m]["verdict"]
+                               for m in ("bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity")},
+        "cloud_vs_edge_biased": ce["bleu_sent_avg_13a"]["verdict"],
+        "ranking_biased": _ranking(scores, "bleu_sent_avg_13a"),
+        "ranking_fair": {m: _ranking(scores, m) for m in ("bleu", "chrf", "cider_d", "bertscore_f1",
+                                                           "sentence_similarity")},
+    }
+    sweep = []
+    qm = params["cascade"]["quality_metric"]
+    for name, esc in [("edge", 0.0), *[(p["label"], p["escalation_rate"]) for p in pts["points"]], ("cloud", 1.0)]:
+        sweep.append({"arm": name, "escalation_rate": esc, "quality": result["scores"][name][qm]["score"],
+                      "quality_ci95": result["scores"][name][qm]["ci95"],
+                      "mean_total_s": latency[name]["metrics"]["total_s"]["mean"],
+                      "threshold": next((p["threshold"] for p in pts["points"] if p["label"] == name), None)})
+    out = {
+        "dataset": dataset, "n_items": len(refs), "single_reference": single_ref, "short_chars": short,
+        "arms": arm_names, "comparison": result, "point_values": values, "latency": latency,
+        "runs": runs, "generation": params["generation"], "unaligned_generation": params["unaligned"],
+        "generation_signature": runs["edge"]["generation_signature"],
+        "metric_models": mm, "metric_signatures": {a: infos[a] for a in BASE_ARMS},
+        "cascade": {"quality_metric": qm, "points": pts["points"], "sweep": sweep, "scorer": pts["scorer"],
+                    "mean_score_s": pts["mean_score_s"]},
+        "verdict": verdict,
+        "rescore": "leverplus score caption --lang zh --metrics bleu,chrf,cider,length,bertscore "
+                   "--predictions <arm predictions> --references data/audio/<dataset>/eval.jsonl "
+                   "--bertscore-model <dir> --bertscore-layers <L> --bertscore-baseline <csv> [--bertscore-idf]",
+    }
+    write_json(output.json, out)
+    sig = f"generation: {runs['edge']['generation_signature']}"
+    md = comparison_markdown(result, title=f"Audio emotion captions: {dataset} (n = {len(refs)})", signature=sig)
+    md += "\n" + _extra_markdown(out, arm_names, short)
+    from ..io import atomic_write
+
+    with atomic_write(output.md) as fh:
+        fh.write(md)
+    from .audio_plots import comparison_png
+
+    comparison_png(out, arms, output.png)
+    return out
+
+
+def _extra_markdown(out: dict, arm_names, short: int) -> str:
+    lines = ["## Output length (characters) and latency", "",
+             f"| arm | n | mean len | median | p10 | p90 | share <= {short} | neg. BERTScore | TTFT mean (s) | "
+             "total mean (s) | decode rate (N-1)/(T-TTFT) tok/s | e2e N/T tok/s | feature s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a in arm_names:
+        L, v, m = out["point_values"][a]["length"], out["point_values"][a], out["latency"][a]["metrics"]
+        lines.append(
+            f"| {a} | {L['n']} | {L['mean']:.1f} | {L['median']:.1f} | {L['p10']:.1f} | {L['p90']:.1f} | "
+            f"{L[f'share_le_{short}']:.3f} | {v['bertscore_f1']['n_negative']} | {m['ttft_s']['mean']:.4f} | "
+            f"{m['total_s']['mean']:.4f} | {(m['decode_rate_tok_s']['mean'] or float('nan')):.1f} | "
+            f"{(m['e2e_rate_tok_s']['mean'] or float('nan')):.1f} | {out['latency'][a]['feature_s_mean']:.4f} |")
+    lines += ["", "## Cascade sweep (edge drafts, cloud scores, escalates below threshold)", "",
+              f"| point | threshold (mean log-prob) | escalation rate | {out['cascade']['quality_metric']} | "
+              "mean total (s) |", "|---|---|---|---|---|"]
+    for p in out["cascade"]["sweep"]:
+        t = "" if p["threshold"] is None else f"{p['threshold']:.3f}"
+        lines.append(f"| {p['arm']} | {t} | {p['escalation_rate']:.2f} | {p['quality']:.2f} | "
+                     f"{p['mean_total_s']:.4f} |")
+    v = out["verdict"]
+    lines += ["", "## Does the verdict depend on the metric?", "",
+              f"- biased diagnostic (sentence-averaged BLEU, no zh tokenisation): {v['ranking_biased']} "
+              f"(paired: cloud {v['cloud_vs_edge_biased']} than edge)",
+              *[f"- {m}: {r} (paired: cloud {v['cloud_vs_edge_fair'][m]} than edge)"
+                for m, r in v["ranking_fair"].items()], ""]
+    return "\n".join(lines).replace("cloud inside the noise than edge", "cloud vs edge inside the noise")

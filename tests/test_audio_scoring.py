@@ -1,0 +1,95 @@
+"""The audio track's pieces that need no caption model: the cascade sweep's selection and latency bookkeeping, the
+edge's thread cap, the demo's char-BERT metric model (BERTScore + baseline, sentence similarity)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from leverplus.stages.audio import cascade_point, cascade_thresholds, job_threads
+
+
+def _arm(pred, ttft, total, tokens):
+    n = len(pred)
+    return pd.DataFrame({"id": [f"c{i}" for i in range(n)], "prediction": pred, "ttft_s": ttft, "total_s": total,
+                         "output_tokens": tokens, "feature_s": [0.01] * n})
+
+
+EDGE = _arm(["e0", "e1", "e2", "e3"], [1.0, 1.0, 1.0, 1.0], [3.0, 3.0, 3.0, 3.0], [10, 11, 12, 13])
+CLOUD = _arm(["c0", "c1", "c2", "c3"], [0.1, 0.1, 0.1, 0.1], [0.5, 0.5, 0.5, 0.5], [20, 21, 22, 23])
+SCORES = pd.DataFrame({"id": [f"c{i}" for i in range(4)], "mean_logprob": [-3.0, -1.0, -2.0, -0.5],
+                       "score_s": [0.2] * 4})
+
+
+def test_cascade_endpoints_are_edge_only_and_cloud_only():
+    lo = cascade_point(EDGE, CLOUD, SCORES, -np.inf)
+    hi = cascade_point(EDGE, CLOUD, SCORES, np.inf)
+    assert list(lo["prediction"]) == list(EDGE["prediction"]) and not lo["escalated"].any()
+    assert list(hi["prediction"]) == list(CLOUD["prediction"]) and hi["escalated"].all()
+
+
+def test_cascade_escalates_below_threshold_with_its_latency():
+    p = cascade_point(EDGE, CLOUD, SCORES, -1.5)  # c0 (-3.0) and c2 (-2.0) escalate
+    assert list(p["escalated"]) == [True, False, True, False]
+    assert list(p["prediction"]) == ["c0", "e1", "c2", "e3"]
+    assert list(p["output_tokens"]) == [20, 11, 22, 13]
+    # kept: total = edge total + scoring; escalated: + cloud total; TTFT of the answer the user gets
+    np.testing.assert_allclose(p["total_s"], [3.7, 3.2, 3.7, 3.2])
+    np.testing.assert_allclose(p["ttft_s"], [3.3, 1.0, 3.3, 1.0])
+    assert (p["ttft_s"] < p["total_s"]).all()
+
+
+def test_cascade_thresholds_from_quantiles():
+    pts = cascade_thresholds(SCORES["mean_logprob"].to_numpy(), [0.25, 0.5], [-1.25])
+    assert [p["label"] for p in pts] == ["cascade_q25", "cascade_q50", "cascade_tm1p25"]
+    rates = [cascade_point(EDGE, CLOUD, SCORES, p["threshold"])["escalated"].mean() for p in pts[:2]]
+    assert rates == sorted(rates)
+
+
+def test_job_threads_capped_by_slurm(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert job_threads(4) == 1
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    import os
+
+    assert job_threads(64) == min(64, len(os.sched_getaffinity(0)))
+
+
+CAPS = ["男生语气欢快，听起来很高兴", "女生语气低沉，听起来很悲伤", "男生大声说话，情绪十分生气",
+        "女生平和地说话，情绪十分平静", "男生语调上扬，听起来很惊讶"]
+
+
+@pytest.fixture(scope="module")
+def char_bert(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    from leverplus.data.audio_metric_models import materialize_metric_model
+
+    d = tmp_path_factory.mktemp("cb") / "m"
+    materialize_metric_model({"source": "demo_char_bert", "num_layers": 2, "baseline": "build", "seed": 0}, d,
+                             corpus=CAPS * 4)
+    return d
+
+
+def test_char_bert_tokenizes_characters_and_bertscore_rescales(char_bert):
+    from transformers import AutoTokenizer
+
+    from leverplus.metrics.text import bertscore, read_baseline
+
+    assert AutoTokenizer.from_pretrained(str(char_bert)).tokenize("男生高兴") == ["男", "生", "高", "兴"]
+    P, R, F = read_baseline(char_bert / "bertscore_baseline.csv", 2)
+    assert 0 < F < 1
+    r = bertscore([CAPS[0], CAPS[1], "好"], [[CAPS[0]], [CAPS[0]], [CAPS[2]]], model_type=str(char_bert),
+                  num_layers=2, baseline_path=str(char_bert / "bertscore_baseline.csv"), idf=True, n_resamples=10)
+    f = r["per_item_f1"]
+    assert f[0] == pytest.approx(100, abs=1e-3)  # identical
+    assert f[0] > f[1] > f[2]  # shared characters ("语气，听起来很") beat none
+    assert r["n_negative_f1"] >= 1
+
+
+def test_sentence_similarity_max_over_references(char_bert):
+    from leverplus.metrics.sentence_similarity import sentence_similarity
+
+    r = sentence_similarity([CAPS[0], CAPS[1]], [[CAPS[2], CAPS[0]], [CAPS[3]]], model_dir=str(char_bert),
+                            n_resamples=10)
+    assert r["per_item"][0] == pytest.approx(100, abs=1e-4)
+    assert r["per_item"][1] < 100 and r["settings"]["pooling"] == "mean" and r["n"] == 2
