@@ -1,0 +1,227 @@
+# Sentiment track: zero-shot label scoring vs head-only vs LoRA+head vs LoRA+label scoring (issue 11).
+# download → model → arms → score → aggregate. A scores every label pair (the verbalizer sweep) in one job; B, B′, C
+# train a head; D trains one LoRA per label pair (sentiment_lora_label_pair), gathered into the arm's files.
+#   snakemake --cores 2 results/sentiment/demo/comparison.json
+#   snakemake --cores 8 results/sentiment/chnsenticorp/comparison.json --configfile=config/sentiment_chnsenticorp.yaml
+include: "sentiment_common.smk"
+
+
+rule sentiment_download:
+    output:
+        train="data/sentiment/{sent_set}/train.parquet",
+        val="data/sentiment/{sent_set}/val.parquet",
+        test="data/sentiment/{sent_set}/test.parquet",
+        manifest="data/sentiment/{sent_set}/manifest.json",
+    params:
+        spec=sent_dataset_spec,
+        code=code("sentiment_download"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+    log:
+        "logs/sentiment/{sent_set}/download.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/download.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_download.py"
+
+
+rule sentiment_model:
+    output:
+        directory("data/sentiment/models/{sent_model}"),
+    params:
+        spec=lambda w: source_json(SENT["models"][w.sent_model]),
+        shipped=sent_shipped,
+        code=code("sentiment_model"),
+    wildcard_constraints:
+        sent_model=SENT_MODELS,
+    log:
+        "logs/sentiment/models/{sent_model}.log",
+    benchmark:
+        "benchmarks/sentiment/models/{sent_model}.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_model.py"
+
+
+rule sentiment_zero_shot:
+    input:
+        train="data/sentiment/{sent_set}/train.parquet",
+        val="data/sentiment/{sent_set}/val.parquet",
+        test="data/sentiment/{sent_set}/test.parquet",
+        model=lambda w: f"data/sentiment/models/{sent_model(w)}",
+    output:
+        predictions="results/sentiment/{sent_set}/arms/zero_shot/predictions.parquet",
+        record="results/sentiment/{sent_set}/arms/zero_shot/record.json",
+        sweep="results/sentiment/{sent_set}/arms/zero_shot/sweep.parquet",
+    params:
+        cfg=sent_arm_cfg,
+        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
+        code=code("sentiment_zero_shot"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+    log:
+        "logs/sentiment/{sent_set}/arm_zero_shot.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/arm_zero_shot.tsv"
+    threads: SENT_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_zero_shot.py"
+
+
+rule sentiment_head_arm:
+    input:
+        train="data/sentiment/{sent_set}/train.parquet",
+        val="data/sentiment/{sent_set}/val.parquet",
+        test="data/sentiment/{sent_set}/test.parquet",
+        model=lambda w: f"data/sentiment/models/{sent_model(w)}",
+    output:
+        predictions="results/sentiment/{sent_set}/arms/{sent_arm}/predictions.parquet",
+        record="results/sentiment/{sent_set}/arms/{sent_arm}/record.json",
+    params:
+        cfg=sent_arm_cfg,
+        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
+        code=code("sentiment_head_arm"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_arm="head_last|head_mean|lora_head",
+    log:
+        "logs/sentiment/{sent_set}/arm_{sent_arm}.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/arm_{sent_arm}.tsv"
+    threads: SENT_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_head_arm.py"
+
+
+rule sentiment_lora_label_pair:
+    input:
+        train="data/sentiment/{sent_set}/train.parquet",
+        val="data/sentiment/{sent_set}/val.parquet",
+        test="data/sentiment/{sent_set}/test.parquet",
+        model=lambda w: f"data/sentiment/models/{sent_model(w)}",
+    output:
+        variants="results/sentiment/{sent_set}/arms/lora_label/pairs/{sent_pair}/variants.parquet",
+        record="results/sentiment/{sent_set}/arms/lora_label/pairs/{sent_pair}/record.json",
+    params:
+        cfg=sent_arm_cfg,
+        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
+        code=code("sentiment_lora_label_pair"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_pair=SENT_PAIRS,
+    log:
+        "logs/sentiment/{sent_set}/arm_lora_label_{sent_pair}.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/arm_lora_label_{sent_pair}.tsv"
+    threads: SENT_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_lora_label_pair.py"
+
+
+rule sentiment_lora_label_gather:
+    input:
+        variants=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/pairs/{k}/variants.parquet" for k in sent_d_pairs()],
+        records=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/pairs/{k}/record.json" for k in sent_d_pairs()],
+    output:
+        predictions="results/sentiment/{sent_set}/arms/lora_label/predictions.parquet",
+        record="results/sentiment/{sent_set}/arms/lora_label/record.json",
+        sweep="results/sentiment/{sent_set}/arms/lora_label/sweep.parquet",
+    params:
+        cfg=sent_arm_cfg,
+        pairs=lambda w: canonical(sent_d_pairs()),
+        code=code("sentiment_lora_label_gather"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+    log:
+        "logs/sentiment/{sent_set}/arm_lora_label_gather.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/arm_lora_label_gather.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_lora_label_gather.py"
+
+
+rule sentiment_score:
+    input:
+        predictions="results/sentiment/{sent_set}/arms/{sent_arm}/predictions.parquet",
+        references="data/sentiment/{sent_set}/test.parquet",
+    output:
+        "results/sentiment/{sent_set}/arms/{sent_arm}/scores.json",
+    params:
+        metrics=canonical(SENT["metrics"]),
+        code=code("sentiment_score"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_arm=SENT_ARMS,
+    log:
+        "logs/sentiment/{sent_set}/score_{sent_arm}.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/score_{sent_arm}.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_score.py"
+
+
+rule sentiment_aggregate:
+    input:
+        predictions=sent_arm_files("predictions.parquet"),
+        scores=sent_arm_files("scores.json"),
+        records=sent_arm_files("record.json"),
+        sweeps=sent_arm_files("sweep.parquet", SENT_LABEL_ARMS),
+        references="data/sentiment/{sent_set}/test.parquet",
+        manifest="data/sentiment/{sent_set}/manifest.json",
+    output:
+        json=report(
+            "results/sentiment/{sent_set}/comparison.json",
+            caption="../workflow/report/sentiment_table.rst",
+            category="Sentiment",
+        ),
+        md=report(
+            "results/sentiment/{sent_set}/comparison.md",
+            caption="../workflow/report/sentiment_table.rst",
+            category="Sentiment",
+        ),
+        png=report(
+            "results/sentiment/{sent_set}/comparison.png",
+            caption="../workflow/report/sentiment_figure.rst",
+            category="Sentiment",
+        ),
+    params:
+        arms=canonical(SENT["arms"]),
+        settings=lambda w: canonical({
+            "model": {"name": sent_model(w), **SENT["models"][sent_model(w)]},
+            **{k: SENT[k] for k in ("prompt", "labels", "train", "predict", "metrics")},
+        }),
+        code=code("sentiment_aggregate"),
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+    log:
+        "logs/sentiment/{sent_set}/aggregate.log",
+    benchmark:
+        "benchmarks/sentiment/{sent_set}/aggregate.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/sentiment_aggregate.py"

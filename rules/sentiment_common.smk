@@ -1,0 +1,55 @@
+# Sentiment track: config validation (parse time), wildcard alternatives and the input/params functions of
+# rules/sentiment.smk. Nothing here imports torch or touches the network.
+from leverplus.stages.sentiment import track_config
+
+try:
+    SENT = track_config(config, workflow.source_path("../config/sentiment.schema.yaml"))
+except ConfigError as err:
+    sys.exit(f"lever-plus: {err}")
+
+SENT_SETS = _alternatives(SENT["datasets"])
+SENT_MODELS = _alternatives(SENT["models"])
+SENT_ARMS = "zero_shot|head_last|head_mean|lora_head|lora_label"
+SENT_LABEL_ARMS = ("zero_shot", "lora_label")
+SENT_THREADS = SENT["compute"]["model_threads"]
+SENT_PAIRS = _alternatives(SENT["labels"]["pairs"])
+
+
+def sent_d_pairs():
+    """The label pairs D is trained with: every pair of the sweep, or only the main one."""
+    lab = SENT["labels"]
+    return list(lab["pairs"]) if lab["train_d_per_pair"] else [lab["main"]]
+
+
+def sent_model(w):
+    return SENT["datasets"][w.sent_set]["model"]
+
+
+def sent_arm_cfg(w):
+    """What an arm reads: prompt, labels, training and prediction settings (the seed of the data subset is in the
+    data files already)."""
+    labels = {**SENT["labels"], "order": list(SENT["labels"]["pairs"])}  # canonical JSON sorts keys: keep the order
+    return canonical({"labels": labels, **{k: SENT[k] for k in ("prompt", "train", "predict")}})
+
+
+def sent_dataset_spec(w):
+    return canonical({k: v for k, v in SENT["datasets"][w.sent_set].items() if k != "model"})
+
+
+def sent_shipped(w):
+    """For `source: demo`: a digest of the shipped tiny LM's checksums (BUILD.json), so new weights rerun the copy."""
+    spec = SENT["models"][w.sent_model]
+    if spec["source"] != "demo":
+        return ""
+    import hashlib
+
+    build = Path(workflow.basedir) / "src/leverplus/assets/sentiment_models/BUILD.json"
+    return hashlib.sha256(build.read_bytes()).hexdigest()[:16] if build.is_file() else "absent"
+
+
+def sent_arm_files(name, arms_only=None):
+    def f(w):
+        arms = [a for a in SENT["arms"] if arms_only is None or a in arms_only]
+        return [f"results/sentiment/{w.sent_set}/arms/{a}/{name}" for a in arms]
+
+    return f

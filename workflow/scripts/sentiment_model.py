@@ -1,0 +1,4 @@
+from leverplus.stages.runner import run_stage
+from leverplus.stages.sentiment import model
+
+run_stage(snakemake, model)  # noqa: F821 (snakemake is injected)
