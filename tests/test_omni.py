@@ -44,6 +44,7 @@ def captioner(tiny_omni_dir):
     return cap
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch + transformers (~15–30 s on 2 busy cores)
 def test_processor_builds_offline_without_torchvision(tiny_omni_dir):
     code = (
         "import sys\n"
@@ -148,6 +149,7 @@ def test_draft_logprob_equals_direct_log_softmax(captioner):
     assert other["mean_logprob"] != pytest.approx(got["mean_logprob"], abs=1e-4)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch + transformers (~15–30 s on 2 busy cores)
 def test_set_threads_really_applied():
     code = ("import json, torch\nfrom leverplus.models.omni import set_threads\n"
             "info = set_threads(2)\nimport os\n"
@@ -211,3 +213,135 @@ def test_omni_backend_serves_the_same_caption(tiny_omni_dir, captioner):
 
         with pytest.raises(APIError, match="input_audio"):
             client.chat_stream([{"role": "user", "content": "no audio"}], settings=settings.to_openai())
+
+
+# ---- failure paths of the served backend: bounded, clear errors (never a hang) -----------------------------------
+def _bounded(fn, timeout_s: float):
+    """Run `fn` in a daemon thread; fail with every thread's stack if it has not returned within `timeout_s`
+    (a regression must turn into a red test, not a CI job that hangs)."""
+    import faulthandler
+    import tempfile
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 — re-raised in the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="bounded-test-body", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        with tempfile.TemporaryFile("w+") as fh:
+            faulthandler.dump_traceback(fh, all_threads=True)
+            fh.seek(0)
+            stacks = fh.read()
+        pytest.fail(f"did not finish within {timeout_s:g} s (a hang); stacks:\n{stacks[-6000:]}")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+class _FailAtStep:
+    """A forward hook on the real thinker: raises at the `at`-th forward call (1 = prefill), or, with `block`,
+    waits there until released (a generation that stalls)."""
+
+    def __init__(self, at: int, *, block: bool = False):
+        import threading
+
+        self.at, self.block, self.calls = at, block, 0
+        self.release = threading.Event()
+
+    def __call__(self, module, args, output):
+        self.calls += 1
+        if self.calls == self.at:
+            if self.block:
+                self.release.wait(120)
+            else:
+                raise RuntimeError(f"injected failure at forward call {self.at}")
+        return output
+
+
+@pytest.fixture(scope="module")
+def omni_backend(tiny_omni_dir):
+    from leverplus.serving.omni_backend import OmniChatBackend
+
+    return OmniChatBackend(str(tiny_omni_dir), "omni-tiny", stall_timeout_s=3.0)
+
+
+def _audio_messages(seed: int = 3):
+    from leverplus.api import audio_content_part
+
+    return [{"role": "user", "content": [audio_content_part(_clip(seed)), {"type": "text", "text": PROMPT}]}]
+
+
+@pytest.mark.parametrize("at", [1, 4])  # in the prefill (before any token) and mid-stream (after 3 tokens)
+def test_backend_error_reaches_client_as_clear_error_in_bounded_time(omni_backend, at):
+    import time
+
+    from leverplus.api import APIConfig, APIError, OpenAICompatClient
+    from leverplus.serving import OpenAICompatServer
+
+    settings = AudioGenerationSettings(min_new_tokens=8, max_new_tokens=12).to_openai()
+    hook = _FailAtStep(at)
+
+    def body():
+        handle = omni_backend.captioner.model.register_forward_hook(hook)
+        try:
+            with OpenAICompatServer(chat=omni_backend) as srv:
+                client = OpenAICompatClient(APIConfig(base_url=srv.url, model="omni-tiny", max_retries=0,
+                                                      timeout_s=30))
+                t0 = time.perf_counter()
+                with pytest.raises(APIError, match=f"injected failure at forward call {at}") as streamed:
+                    client.chat_stream(_audio_messages(), settings=settings)
+                assert not streamed.value.retriable
+                hook.calls = 0
+                with pytest.raises(APIError, match=f"injected failure at forward call {at}") as plain:
+                    client.chat(_audio_messages(), settings=settings)
+                assert plain.value.status == 500
+                elapsed = time.perf_counter() - t0
+                handle.remove()
+                # the server is healthy afterwards: the failed generation released the model
+                ok = client.chat_stream(_audio_messages(), settings=settings)
+                assert ok.completion_tokens >= 8
+                client.close()
+            return elapsed
+        finally:
+            handle.remove()
+
+    elapsed = _bounded(body, 120)
+    assert elapsed < 60
+
+
+def test_stalled_generation_fails_the_request_and_server_stops(omni_backend):
+    import time
+
+    from leverplus.api import APIConfig, APIError, OpenAICompatClient
+    from leverplus.serving import OpenAICompatServer
+
+    settings = AudioGenerationSettings(min_new_tokens=8, max_new_tokens=12).to_openai()
+    hook = _FailAtStep(3, block=True)
+
+    def body():
+        handle = omni_backend.captioner.model.register_forward_hook(hook)
+        try:
+            t0 = time.perf_counter()
+            with OpenAICompatServer(chat=omni_backend) as srv:
+                # the client would wait 60 s per read; the backend's stall timeout (3 s) answers first
+                client = OpenAICompatClient(APIConfig(base_url=srv.url, model="omni-tiny", max_retries=0))
+                with pytest.raises(APIError, match="no token for 3 s"):
+                    client.chat_stream(_audio_messages(), settings=settings)
+                client.close()
+            return time.perf_counter() - t0
+        finally:
+            hook.release.set()
+            handle.remove()
+
+    elapsed = _bounded(body, 90)
+    assert elapsed < 45
+    # the stalled generate thread was cancelled once released: the model serves again
+    assert omni_backend.captioner._lock.acquire(timeout=30)
+    omni_backend.captioner._lock.release()

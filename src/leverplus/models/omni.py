@@ -26,7 +26,6 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,50 +239,6 @@ class OmniCaptioner:
             end_time=end_time, prompt_tokens=int(inputs["input_ids"].shape[1]),
             max_new_tokens=settings.max_new_tokens,
         )
-
-    def stream_tokens(self, audio, *, system_prompt: str | None, prompt: str,
-                      settings: AudioGenerationSettings) -> Iterator[int | CaptionResult]:
-        """Yield each generated token id as `generate` emits it (generation runs in a worker thread), then the
-        finished `CaptionResult`. Used by the local OpenAI-compatible server."""
-        import queue
-
-        from .audio_streamer import TokenTimestampStreamer
-
-        q: queue.Queue = queue.Queue()
-        box: dict = {}
-
-        def work():
-            try:
-                with self._lock:
-                    t0 = time.perf_counter()
-                    inputs = self.encode(audio, system_prompt=system_prompt, prompt=prompt)
-                    box["feature_s"] = time.perf_counter() - t0
-                    box["prompt_tokens"] = int(inputs["input_ids"].shape[1])
-                    streamer = TokenTimestampStreamer(on_token=q.put)
-                    box["request_start"] = time.perf_counter()
-                    self._generate(inputs, settings, streamer)
-                    box["end_time"] = time.perf_counter()
-                    box["streamer"] = streamer
-            except BaseException as err:  # handed to the consumer
-                box["error"] = err
-            finally:
-                q.put(None)
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        while True:
-            item = q.get()
-            if item is None:
-                break
-            if item not in self.eos_token_ids:
-                yield item
-        worker.join()
-        if "error" in box:
-            raise box["error"]
-        s = box["streamer"]
-        yield self._result(s.token_ids, s.token_times, feature_s=box["feature_s"],
-                           request_start=box["request_start"], end_time=box["end_time"],
-                           prompt_tokens=box["prompt_tokens"], max_new_tokens=settings.max_new_tokens)
 
     def warm_up(self) -> None:
         """One short generation (1 s of quiet noise, 2 tokens) so the timed requests skip first-call costs."""

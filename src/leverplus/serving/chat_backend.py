@@ -27,6 +27,8 @@ __all__ = [
     "ChatBackend",
     "CausalLMChatBackend",
     "DEFAULT_MAX_TOKENS",
+    "DEFAULT_STALL_TIMEOUT_S",
+    "GenerationError",
     "SUPPORTED_SETTINGS",
     "generation_config_from_settings",
     "make_chat_backend",
@@ -34,6 +36,14 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TOKENS = 16
+# no token for this long (model lock wait included) fails the request instead of hanging it
+DEFAULT_STALL_TIMEOUT_S = 600.0
+_POLL_S = 0.25
+_JOIN_TIMEOUT_S = 10.0
+
+
+class GenerationError(RuntimeError):
+    """``generate`` failed or stalled while serving a request (the server answers 500 / an in-stream error)."""
 SUPPORTED_SETTINGS = frozenset({
     "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop",
     "repetition_penalty", "min_tokens", "no_repeat_ngram_size", "n", "presence_penalty", "frequency_penalty",
@@ -187,10 +197,17 @@ def _holdback(text: str, stops: list[str]) -> int:
 
 
 def stream_generate(model, tokenizer, model_inputs: dict, settings: dict, *, lock: threading.Lock | None = None,
-                    default_max_tokens: int = DEFAULT_MAX_TOKENS) -> Iterator[str | dict]:
+                    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+                    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S) -> Iterator[str | dict]:
     """Run ``model.generate(**model_inputs)`` with the request's settings in a thread and yield one text piece per
     generated token, then the usage dict. ``model_inputs`` must hold ``input_ids`` of batch 1. Special tokens are
-    not part of the text; the EOS token, when generated, counts in ``completion_tokens`` (as vLLM counts it)."""
+    not part of the text; the EOS token, when generated, counts in ``completion_tokens`` (as vLLM counts it).
+
+    Never waits unboundedly: an exception in ``generate`` is raised here as :class:`GenerationError` (a 500 /
+    in-stream error for the server, with the original type and message); no token (nor the end) for
+    ``stall_timeout_s`` seconds (waiting for the model lock included; ``None`` = wait forever) cancels the
+    generation and raises :class:`GenerationError`; a consumer that stops early cancels the generation and waits
+    (bounded) for the thread, so the model lock is free for the next request."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -207,6 +224,7 @@ def stream_generate(model, tokenizer, model_inputs: dict, settings: dict, *, loc
     streamer = _TokenQueueStreamer()
     cancel = _Cancel()
     errors: list[BaseException] = []
+    stalled = threading.Event()
     lock = lock or threading.Lock()
 
     def run():
@@ -218,7 +236,23 @@ def stream_generate(model, tokenizer, model_inputs: dict, settings: dict, *, loc
                                stopping_criteria=StoppingCriteriaList([cancel]))
         except BaseException as exc:  # noqa: BLE001 — re-raised in the consumer
             errors.append(exc)
-            streamer.end()
+        finally:
+            streamer.end()  # always: the consumer must never wait for an end that cannot come
+
+    def next_event():
+        since = time.monotonic()
+        while True:
+            try:
+                return streamer.q.get(timeout=_POLL_S)
+            except queue.Empty:
+                pass
+            if not thread.is_alive() and streamer.q.empty():
+                raise GenerationError("the generate thread ended without finishing the stream")
+            if stall_timeout_s is not None and time.monotonic() - since >= stall_timeout_s:
+                cancel.flag.set()
+                stalled.set()
+                raise GenerationError(f"generation stalled: no token for {stall_timeout_s:g} s "
+                                      f"({len(ids)} generated); cancelled")
 
     thread = threading.Thread(target=run, name="generate", daemon=True)
     thread.start()
@@ -229,7 +263,7 @@ def stream_generate(model, tokenizer, model_inputs: dict, settings: dict, *, loc
     ended = False
     try:
         while True:
-            kind, tok, _ = streamer.q.get()
+            kind, tok, _ = next_event()
             if kind == "end":
                 ended = True
                 break
@@ -256,9 +290,10 @@ def stream_generate(model, tokenizer, model_inputs: dict, settings: dict, *, loc
             piece = text[emitted:safe] if safe > emitted else ""
             emitted = max(emitted, safe)
             yield piece
-        thread.join()
+        thread.join(_JOIN_TIMEOUT_S)
         if errors:
-            raise errors[0]
+            exc = errors[0]
+            raise GenerationError(f"generation failed: {type(exc).__name__}: {exc}") from exc
         if not stop_hit and ids:
             # flush what was held back (a trailing incomplete character, a stop-string prefix that never completed)
             text = tokenizer.decode(ids, skip_special_tokens=True)
@@ -267,7 +302,9 @@ def stream_generate(model, tokenizer, model_inputs: dict, settings: dict, *, loc
         yield {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids), "finish_reason": finish}
     finally:
         if not ended:
-            cancel.flag.set()  # the consumer went away: stop generating
+            cancel.flag.set()  # the consumer went away (or the generation failed/stalled): stop generating
+            if not stalled.is_set():  # a stuck thread is left to stop when it resumes (it is a daemon)
+                thread.join(_JOIN_TIMEOUT_S)  # it stops at the next decoding step; bounded all the same
 
 
 class CausalLMChatBackend:

@@ -10,7 +10,10 @@ settings semantics as the text backend (greedy when ``temperature`` is 0 or abse
 request returns the same caption as `OmniCaptioner.caption` with the corresponding settings.
 
 Bad input (no audio part, two audio parts, undecodable base64/WAV, a rate other than 16 kHz, stereo) raises
-`ValueError` with the reason, which the server answers as HTTP 400.
+`ValueError` with the reason, which the server answers as HTTP 400. A failure inside `generate` reaches the client
+as HTTP 500 (non-streaming) or an in-stream error event (streaming), with the original error's type and message;
+a generation that produces no token for ``stall_timeout_s`` seconds (default
+`chat_backend.DEFAULT_STALL_TIMEOUT_S`, the model-lock wait included) is cancelled and fails the same way.
 """
 from __future__ import annotations
 
@@ -82,11 +85,17 @@ def parse_audio_messages(messages: list[dict]) -> tuple[str | None, np.ndarray, 
 
 
 class OmniChatBackend:
-    def __init__(self, model_dir: str, model_name: str, *, dtype: str = "float32", device: str | None = None):
+    def __init__(self, model_dir: str, model_name: str, *, dtype: str = "float32", device: str | None = None,
+                 stall_timeout_s: float | None = None):
         from leverplus.models.omni import OmniCaptioner
 
+        from .chat_backend import DEFAULT_STALL_TIMEOUT_S
+
+        if stall_timeout_s is not None and not (isinstance(stall_timeout_s, (int, float)) and stall_timeout_s > 0):
+            raise ValueError(f"omni chat backend: stall_timeout_s must be > 0, got {stall_timeout_s!r}")
         self.model_name = model_name
         self.model_dir = str(model_dir)
+        self.stall_timeout_s = float(stall_timeout_s) if stall_timeout_s is not None else DEFAULT_STALL_TIMEOUT_S
         self.captioner = OmniCaptioner.load(model_dir, dtype=dtype, device=device)
 
     def stream(self, messages: list[dict], settings: dict) -> Iterator[str | dict]:
@@ -97,7 +106,8 @@ class OmniChatBackend:
         # validate the settings before the generator starts (a bad request fails before any byte is sent)
         generation_config_from_settings(settings, eos_token_id=cap.eos_token_ids, pad_token_id=cap.pad_token_id)
         inputs = cap.encode(audio, system_prompt=system, prompt=prompt)
-        return stream_generate(cap.model, cap.tokenizer, inputs, settings, lock=cap._lock)
+        return stream_generate(cap.model, cap.tokenizer, inputs, settings, lock=cap._lock,
+                               stall_timeout_s=self.stall_timeout_s)
 
     def info(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_dir": self.model_dir, "dtype": self.captioner.dtype,
@@ -105,8 +115,8 @@ class OmniChatBackend:
 
 
 def make_chat_backend(model_dir: str, *, model_name: str, options: dict) -> OmniChatBackend:
-    """Registry factory (`leverplus.serving.backends`): options ``dtype``, ``device``."""
-    allowed = {"dtype", "device"}
+    """Registry factory (`leverplus.serving.backends`): options ``dtype``, ``device``, ``stall_timeout_s``."""
+    allowed = {"dtype", "device", "stall_timeout_s"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"omni chat backend: unknown option(s) {unknown}; allowed: {sorted(allowed)}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socketserver
 import threading
 import time
 import uuid
@@ -242,10 +243,13 @@ class OpenAICompatServer:
 class _Server(ThreadingHTTPServer):
     """Tracks open connections so that ``stop()`` can close idle keep-alive ones (a client's connection pool would
     otherwise hold a handler thread forever) and then wait for every handler thread: in-flight generations see the
-    closed socket and cancel, so no orphaned ``generate`` thread outlives the server."""
+    closed socket and cancel, so no orphaned ``generate`` thread outlives the server. The wait is bounded
+    (``stop_timeout_s``): a handler stuck in a backend is logged and left behind (a daemon thread, so it cannot
+    keep the interpreter alive either) rather than hanging ``stop()``."""
 
-    daemon_threads = False
+    daemon_threads = True
     block_on_close = True
+    stop_timeout_s = 30.0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -272,7 +276,15 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        super().server_close()
+        socketserver.TCPServer.server_close(self)  # the listening socket; handler threads are joined below, bounded
+        deadline = time.monotonic() + self.stop_timeout_s
+        threads = list(vars(self).get("_threads", ()))  # ThreadingMixIn tracks them (block_on_close)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            log.error("server stopped with %d handler thread(s) still running after %gs: %s",
+                      len(stuck), self.stop_timeout_s, ", ".join(stuck))
 
 
 class _Handler(BaseHTTPRequestHandler):
