@@ -79,6 +79,7 @@ rule consistency_api:
     params:
         recipes=cons_recipes(),
         api=canonical(CONS["api"]),
+        models=canonical(CONS["models"]),
         cache_root=lambda w: f"data/consistency/{w.cons_set}/api_cache",
         code=code("consistency_api"),
     wildcard_constraints:

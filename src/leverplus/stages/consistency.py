@@ -126,10 +126,25 @@ def embed_rerank_local(*, input, output, params, wildcards, threads):
 
 # ---- API ------------------------------------------------------------------------------------------------------------
 
-def _cache_dir(root: Path, api: dict, shipped: str) -> Path:
+def served_code() -> str:
+    """Digest of every leverplus file the API side runs (client, server, backends, recipes): `local_server`
+    answers are this code's output."""
+    from ..fingerprint import dependency_files, files_digest, package_root
+
+    root = package_root()
+    return files_digest(dependency_files([(__name__, "api_side")], root), root)
+
+
+def cache_dir(root: Path, api: dict, *, models: dict, shipped: str, emb_cfg: dict, rr_cfg: dict) -> Path:
+    """The response cache of one provider. The client keys entries by request body only (no base URL), so the
+    directory carries everything else that decides an answer: for `local_server`, the served backends' options (the
+    injected drift), the batch sizes handed to them, the model specs and shipped weights, and the fingerprint of the
+    code that serves and scores (a run under other code or another drift never reads this one's answers); for
+    `remote`, the base URL."""
     if api["mode"] == "local_server":
-        key = json.dumps({"server": api["server"], "shipped": shipped}, sort_keys=True)
-        return root / f"local-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        key = {"server": api["server"], "models": models, "shipped": shipped, "code": served_code(),
+               "batch_size": {"embedding": emb_cfg.get("batch_size"), "rerank": rr_cfg.get("batch_size")}}
+        return root / f"local-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
     return root / f"remote-{hashlib.sha256(api['base_url'].encode()).hexdigest()[:12]}"
 
 
@@ -183,9 +198,11 @@ def embed_rerank_api(*, input, output, params, wildcards, threads):
     from ..models.consistency_assets import shipped_digest
 
     corpus, api = read_json(input.corpus), params["api"]
-    cache = _cache_dir(Path(params["cache_root"]), api, shipped_digest())
-    emb, probs, stats = api_side(corpus, api, params["recipes"]["embedder"], params["recipes"]["reranker"],
-                                 emb_dir=input.embedder, rr_dir=input.reranker, cache_dir=str(cache))
+    emb_cfg, rr_cfg = params["recipes"]["embedder"], params["recipes"]["reranker"]
+    cache = cache_dir(Path(params["cache_root"]), api, models=params["models"], shipped=shipped_digest(),
+                      emb_cfg=emb_cfg, rr_cfg=rr_cfg)
+    emb, probs, stats = api_side(corpus, api, emb_cfg, rr_cfg, emb_dir=input.embedder, rr_dir=input.reranker,
+                                 cache_dir=str(cache))
     print(json.dumps({"client_stats": stats, "cache_dir": str(cache)}))
     shown = {k: v for k, v in api.items() if k != "api_key_env"} | {"api_key_env": api.get("api_key_env")}
     _write_side(output, emb, probs, None, {"side": "api", "api": shown, "client_stats": stats})
