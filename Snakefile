@@ -16,6 +16,10 @@ report: "workflow/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/vqa.smk"
+include: "rules/sentiment.smk"
+include: "rules/audio.smk"
+include: "rules/mt.smk"
+include: "rules/consistency.smk"
 
 
 rule all:
