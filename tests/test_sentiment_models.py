@@ -116,3 +116,16 @@ def test_shipped_tiny_lm_matches_build_json():
     assert rec["pretraining_text"]["overlap_with_val_test_texts"] == 0
     total = sum(p.stat().st_size for p in TINY_LM_DIR.iterdir())
     assert total <= 3.2e6
+
+
+def test_shipped_build_settings_are_the_builders_defaults():
+    """`python -m leverplus.models.sentiment_assets --verify` rebuilds from the module's defaults: they must be the
+    settings the shipped LM was built with."""
+    from dataclasses import asdict
+
+    from leverplus.models.sentiment_assets import PretrainSettings
+
+    rec = json.loads((ASSETS / "BUILD.json").read_text())["models"]["tiny_qwen_lm"]
+    assert rec["settings"] == asdict(PretrainSettings())
+    assert rec["size"] == asdict(TinyLMSize())
+
