@@ -207,26 +207,26 @@ rule audio_cascade:
         "../workflow/scripts/audio_cascade.py"
 
 
+# one job scores every base arm (one process: the imports and both metric models loaded once, not once per arm)
 rule audio_score:
     input:
+        unpack(audio_score_inputs),
         manifest="data/audio/{audio_set}/eval.jsonl",
-        predictions="results/audio/{audio_set}/{audio_arm}/predictions.parquet",
         bertscore_model=audio_metric_dir("bertscore_model"),
         similarity_model=audio_metric_dir("similarity_model"),
     output:
-        item_scores="results/audio/{audio_set}/{audio_arm}/items.parquet",
-        info="results/audio/{audio_set}/{audio_arm}/items.json",
+        **audio_score_outputs("results/audio/{audio_set}"),
     params:
+        arms=AUDIO_ARMS.split("|"),
         metric_models=audio_metric_models,
         scoring=AUDIO_SCORING,
         code=code("audio_score"),
     wildcard_constraints:
         audio_set=AUDIO_SETS,
-        audio_arm=AUDIO_ARMS,
     log:
-        "logs/audio/{audio_set}/score_{audio_arm}.log",
+        "logs/audio/{audio_set}/score.log",
     benchmark:
-        "benchmarks/audio/{audio_set}/score_{audio_arm}.tsv"
+        "benchmarks/audio/{audio_set}/score.tsv"
     threads: 1
     conda:
         "../envs/cpu.yaml"

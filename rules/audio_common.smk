@@ -65,6 +65,18 @@ def audio_shipped(w):
 AUDIO_SCORING = canonical(AUDIO["scoring"])
 
 
+def audio_score_inputs(w):
+    return {f"{arm}_predictions": f"results/audio/{w.audio_set}/{arm}/predictions.parquet"
+            for arm in AUDIO_ARMS.split("|")}
+
+
+def audio_score_outputs(d):
+    out = {}
+    for arm in AUDIO_ARMS.split("|"):
+        out.update({f"{arm}_items": f"{d}/{arm}/items.parquet", f"{arm}_info": f"{d}/{arm}/items.json"})
+    return out
+
+
 def audio_arm_files(w):
     files = {"manifest": f"data/audio/{w.audio_set}/eval.jsonl",
              "cascade": f"results/audio/{w.audio_set}/cascade/points"}

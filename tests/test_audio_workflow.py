@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TARGET = "results/audio/demo/comparison.json"
 BASE_ARMS = ("edge", "cloud", "api", "unaligned")
+N_CLIPS = 10  # .test/audio.yaml
 
 
 def smk(*args, cwd=ROOT, check=True, timeout=1800):
@@ -50,12 +51,12 @@ def test_every_cell_filled_for_every_arm(audio_run, result):
     cmp = result["comparison"]
     arms = cmp["arms"]
     cascade = [p["label"] for p in result["cascade"]["points"]]
-    assert set(BASE_ARMS) <= set(arms) and len(cascade) == 3 and set(cascade) <= set(arms)
+    assert set(BASE_ARMS) <= set(arms) and len(cascade) == len(_config()["cascade"]["quantiles"]) and set(cascade) <= set(arms)
     for arm in arms:
         for m in cmp["metrics"]:
             cell = cmp["scores"][arm][m["name"]]
             assert cell["score"] is not None and None not in cell["ci95"], (arm, m["name"])
-            assert cell["n"] == 24
+            assert cell["n"] == N_CLIPS
     pairs = {(p["a"], p["b"]) for p in cmp["pairs"]}
     assert {("cloud", "edge"), ("api", "edge"), ("unaligned", "cloud")} <= pairs
     assert {(c, "edge") for c in cascade} <= pairs
@@ -64,7 +65,7 @@ def test_every_cell_filled_for_every_arm(audio_run, result):
             assert r["verdict"] in {"better", "worse", "inside the noise"} and None not in r["ci95"], (p, name)
     for arm in arms:
         L = result["point_values"][arm]["length"]
-        assert L["n"] == 24 and L["p10"] <= L["median"] <= L["p90"]
+        assert L["n"] == N_CLIPS and L["p10"] <= L["median"] <= L["p90"]
         assert "n_negative" in result["point_values"][arm]["bertscore_f1"]
     md = (audio_run / "results/audio/demo/comparison.md").read_text()
     assert "BIASED" in md and "cloud − edge" in md and "Cascade sweep" in md
@@ -89,13 +90,13 @@ def test_ttft_below_total_for_every_request(audio_run, result):
         f = (audio_run / f"results/audio/demo/{arm}/predictions.parquet") if arm in BASE_ARMS else \
             (audio_run / "results/audio/demo/cascade/points" / f"{arm}.parquet")
         df = pd.read_parquet(f)
-        assert len(df) == 24
+        assert len(df) == N_CLIPS
         assert ((df["ttft_s"] > 0) & (df["ttft_s"] < df["total_s"])).all(), arm
         assert (df["output_tokens"] >= 1).all() and (df["feature_s"] > 0).all()
 
 
 @pytest.mark.slow
-def test_decoding_settings_in_results_equal_the_config(result):
+def test_decoding_settings_in_results_equal_the_config(audio_run, result):
     from leverplus.models.audio_generation import AudioGenerationSettings
 
     cfg = _config()
@@ -107,7 +108,10 @@ def test_decoding_settings_in_results_equal_the_config(result):
     assert result["runs"]["api"]["generation"] == gen
     dec = {k: v for k, v in gen.items() if k not in ("prompt", "system_prompt")}
     assert result["runs"]["api"]["request_settings"] == AudioGenerationSettings.from_config(dec).to_openai()
-    assert gen["do_sample"] is False and gen["min_new_tokens"] == 8 and gen["max_new_tokens"] == 32
+    assert gen["do_sample"] is False and gen["min_new_tokens"] == 8 and gen["max_new_tokens"] == 12  # the slice's
+    for arm, block in (("edge", gen), ("unaligned", unal)):  # and no output is longer than the config allows
+        df = pd.read_parquet(audio_run / f"results/audio/demo/{arm}/predictions.parquet")
+        assert df["output_tokens"].between(block["min_new_tokens"], block["max_new_tokens"]).all(), arm
     assert result["generation_signature"] == AudioGenerationSettings.from_config(dec).signature()
 
 
@@ -132,6 +136,16 @@ def test_rescoring_saved_predictions_reproduces_the_table(audio_run, result, arm
     for ours, theirs in (("bleu", "bleu"), ("chrf", "chrf"), ("cider_d", "cider"), ("bertscore_f1", "bertscore")):
         assert round(table[ours]["score"], digits[ours]) == round(m[theirs]["score"], digits[ours]), ours
     assert result["point_values"][arm]["length"]["mean"] == m["length"]["mean"]
+    # the two numbers `score caption` has no option for, from the same library functions on the saved predictions
+    from leverplus.metrics import text
+    from leverplus.metrics.sentence_similarity import sentence_similarity
+
+    refs = pd.read_json(audio_run / "data/audio/demo/eval.jsonl", lines=True, dtype={"id": str})
+    hyps, rl, _ = text.caption_inputs(pd.read_parquet(pred).astype({"id": str}), refs)
+    sim = sentence_similarity(hyps, rl, model_dir=str(mdir), pooling="mean", n_resamples=10)
+    biased = sum(text.sentence_bleu(hyps, rl, tokenize="13a")) / len(hyps)
+    for ours, value in (("sentence_similarity", sim["score"]), ("bleu_sent_avg_13a", biased)):
+        assert round(table[ours]["score"], digits[ours]) == round(value, digits[ours]), ours
 
 
 def test_secap_dag_resolves_offline(tmp_path):

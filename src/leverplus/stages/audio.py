@@ -327,16 +327,19 @@ def cascade(*, input, output, params, wildcards, threads):
 # ----------------------------------------------------------------------------------------------------------------
 # scoring and aggregation
 # ----------------------------------------------------------------------------------------------------------------
-def score_arm(*, input, output, params, wildcards, threads):
-    """Per-item model-based scores of one arm (BERTScore F1 rescaled, sentence similarity)."""
+def score_arms(*, input, output, params, wildcards, threads):
+    """Per-item model-based scores (BERTScore F1 rescaled, sentence similarity) of every base arm, in one process."""
     from ..report.audio_report import item_scores
 
-    preds = pd.read_parquet(input.predictions)
     refs = read_manifest(input.manifest)
-    df, info = item_scores(preds, refs, bertscore_dir=input.bertscore_model, similarity_dir=input.similarity_model,
-                           metric_specs=params["metric_models"], scoring=params["scoring"])
-    write_parquet(output.item_scores, df)
-    write_json(output.info, info)
+    for arm in params["arms"]:
+        preds = pd.read_parquet(getattr(input, f"{arm}_predictions"))
+        df, info = item_scores(preds, refs, bertscore_dir=input.bertscore_model,
+                               similarity_dir=input.similarity_model, metric_specs=params["metric_models"],
+                               scoring=params["scoring"])
+        write_parquet(getattr(output, f"{arm}_items"), df)
+        write_json(getattr(output, f"{arm}_info"), info)
+        print(f"scored {arm}: {len(df)} items", flush=True)
 
 
 def aggregate(*, input, output, params, wildcards, threads):
