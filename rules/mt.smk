@@ -25,9 +25,28 @@ rule mt_download:
         "../workflow/scripts/mt_download.py"
 
 
+rule mt_judge_model:
+    """The demo's LLM judge: a random tiny Qwen2ForCausalLM chat model (leverplus.serving.tiny_chat), built offline;
+    its replies carry no judgement (the report shows its parse rate)."""
+    output:
+        directory("data/mt/models/tiny_chat"),
+    params:
+        seed=MT["llm_judge"]["local_server"]["seed"],
+        code=code("mt_judge_model"),
+    log:
+        "logs/mt/judge_model.log",
+    benchmark:
+        "benchmarks/mt/judge_model.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/mt_judge_model.py"
+
+
 rule mt_score:
     input:
-        data="data/mt/{mt_set}/{pair}.parquet",
+        unpack(mt_score_inputs),
     output:
         segments="results/mt/{mt_set}/scores/{pair}/{family}.parquet",
         corpus="results/mt/{mt_set}/scores/{pair}/{family}.json",

@@ -18,3 +18,12 @@ def mt_pairs(name):
 def mt_cfg(*keys):
     """params value: the mt config keys a rule reads, canonical JSON."""
     return canonical({k: MT[k] for k in keys})
+
+
+def mt_score_inputs(w):
+    """mt_score's inputs: the pair's table, and the judge's model directory when the rule serves it itself."""
+    out = {"data": f"data/mt/{w.mt_set}/{w.pair}.parquet"}
+    j = MT["llm_judge"]
+    if w.family == "llm_judge" and j["mode"] == "local_server":
+        out["judge_model"] = j["local_server"]["model_dir"]
+    return out

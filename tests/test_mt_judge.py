@@ -39,3 +39,34 @@ def test_judge_against_local_server(api_server):
     assert sum(c["n_unparseable"] for c in corpus["llm_judge"].values()) == n_nan
     assert "prompt:gemba-da" in corpus["llm_judge"]["sys_a"]["signature"]
     assert API_KEY not in str(extra)
+
+
+def test_judge_stage_serves_its_own_model_and_reports_parse_rate(tiny_chat_dir, monkeypatch):
+    """mode local_server (the demo DAG's): the stage starts `python -m leverplus.serving` on 127.0.0.1 with the
+    CausalLMChatBackend on the model directory, a fresh key in the configured env var, judges the first
+    `max_segments` segments, and the meta-evaluation marks a judge it cannot correlate "not computable" with its
+    parse rate instead of a silent blank."""
+    from leverplus.metrics import mt
+    from leverplus.stages import mt as stage
+
+    monkeypatch.delenv("LEVERPLUS_MT_JUDGE_KEY", raising=False)
+    df = mt_demo.generate_pair("zh-en", 4, 0)
+    j = {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "judge", "api_key_env": "LEVERPLUS_MT_JUDGE_KEY",
+                 "backoff_s": 0.01},
+         "settings": {"max_tokens": 4, "temperature": 0.0, "seed": 0}, "mode": "local_server",
+         "local_server": {"model_dir": str(tiny_chat_dir)}, "max_segments": 2}
+    seg, corpus, extra = stage.run_judge(df, "zh-en", j)
+    assert extra["server"]["mode"] == "local_server"
+    n_sys = df["system"].nunique()
+    assert extra["judged"] == {"segments": 2, "of_segments": 4, "requests": 2 * n_sys,
+                               "parseable": int(np.isfinite(seg["score"]).sum()),
+                               "parse_rate": pytest.approx(np.isfinite(seg["score"]).mean())}
+    assert extra["judged"]["parseable"] + len(extra["unparseable"]) == 2 * n_sys
+    lex, _ = mt.score_lexical(df, "zh-en", n_resamples=10)
+    seg["stats"] = None
+    cfg = {"meta_eval": {"max_missing": 0.2}, "bleu_tokenize": None}
+    ps, notes, excluded = stage.pair_scores("zh-en", [lex, seg], df, cfg)
+    assert "llm_judge" not in ps.metrics and "bleu" in ps.metrics
+    nc = excluded["llm_judge"]
+    assert nc["status"] == "not computable" and nc["scored"] == 2 * n_sys and nc["cells"] == 4 * n_sys
+    assert f"{nc['parseable']}/{2 * n_sys} scored cells" in nc["reason"] and nc["reason"] in notes

@@ -27,8 +27,17 @@ def test_lexical_equals_sacrebleu_cli(tmp_path, pair):
     ref, hyp = tmp_path / "ref.txt", tmp_path / "hyp.txt"
     ref.write_text("\n".join(r[0] for r in g["refs"]) + "\n", encoding="utf-8")
     hyp.write_text("\n".join(g["hyp"]) + "\n", encoding="utf-8")
-    _, corpus = mt.score_lexical(df, pair, n_resamples=10)
+    seg, corpus = mt.score_lexical(df, pair, n_resamples=10)
     tok = mt.bleu_tokenizer(mt.target_lang(pair))
+    from sacrebleu.metrics import BLEU, CHRF, TER  # segment scores = sacrebleu's own sentence scores
+
+    own = {"bleu": BLEU(tokenize=tok, effective_order=True), "chrf": CHRF(), "chrf++": CHRF(word_order=2),
+           "ter": TER(asian_support=mt.target_lang(pair) == "zh")}
+    s = seg[seg["system"] == "sys_c"]
+    for metric, obj in own.items():
+        got = s[s["metric"] == metric]["score"].to_list()
+        want = [obj.sentence_score(h, list(r)).score for h, r in zip(g["hyp"], g["refs"])]
+        assert got == pytest.approx(want, abs=1e-9), metric
     sacrebleu = [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-w", "6"]
     for metric, args in (("bleu", ["-m", "bleu", "--tokenize", tok]), ("chrf", ["-m", "chrf"]),
                          ("chrf++", ["-m", "chrf", "--chrf-word-order", "2"]), ("ter", ["-m", "ter"])):

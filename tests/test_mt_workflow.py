@@ -34,7 +34,15 @@ def test_mt_workflow_on_test_slice(tmp_path):
         assert q["most_similar"]["value"] >= q["least_similar"]["value"]
         assert len(q["most_similar"]["ci95"]) == 2
         assert "vs_human" in meta  # the demo's simulated MQM
+    for pair in ("zh-en", "en-hi"):  # the judge ran against the local server the rule started, parse rate recorded
+        j = rep["families"][pair]["llm_judge"]
+        assert j["server"]["mode"] == "local_server" and j["judged"]["requests"] == 6 * 5
+        assert j["judged"]["parseable"] + j["n_unparseable"] == j["judged"]["requests"]
+        nc = rep["meta_eval"][pair]["not_computable"]["llm_judge"]  # a 6-of-24 subset: never silently blank
+        assert nc["status"] == "not computable" and "parseable" in nc["reason"]
+        assert "llm_judge" not in rep["meta_eval"][pair]["metrics"]
     assert rep["most_stable_pair"]["best"] is not None
     assert (tmp_path / "results/mt/demo/report.png").stat().st_size > 10_000
     md = (tmp_path / "results/mt/demo/report.md").read_text()
     assert "Most / least similar" in md and "not applicable" in md
+    assert "## LLM judge" in md and "| llm_judge | not computable |" in md

@@ -133,8 +133,10 @@ def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resample
                 "ter": TER(asian_support=asian)}
         for name, metric in objs.items():
             st = metric._extract_corpus_statistics(hyps, streams)
-            for i, (h, r) in enumerate(zip(hyps, refs)):
-                seg = metric.sentence_score(h, r).score
+            for i in range(len(hyps)):
+                # = metric.sentence_score(hyp, refs) (which sums the one segment's statistics and scores them),
+                # without extracting the statistics a second time
+                seg = metric._compute_score_from_stats(list(st[i])).score
                 rows.append({"id": ids[i], "system": system, "metric": name, "score": float(seg),
                              "stats": [float(x) for x in st[i]]})
     return pd.DataFrame(rows), corpus

@@ -2,7 +2,8 @@
 
 unbabel-comet needs numpy<2, transformers<5 and huggingface-hub<1, so it cannot be imported here; the project
 calls ``tools/neural_metrics_run.py`` with the interpreter of ``.venv-neural`` (created by
-``tools/neural_metrics_env.sh`` from the pinned ``envs/neural_metrics.txt``) and reads back one score per segment.
+``tools/neural_metrics_env.sh`` from the pinned ``envs/neural_metrics.txt``) and reads back one score per segment.  A model spec ``tiny:DIR`` is the tiny random COMET-architecture checkpoint
+of ``tools/neural_metrics_tiny.py`` (plumbing tests; its scores mean nothing and the result's ``note`` says so).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def score_neural(df: pd.DataFrame, pair: str, cfg: dict):
             f"{python}: the neural-metrics environment is missing; create it with `bash tools/neural_metrics_env.sh` "
             f"(or drop `neural` from mt.families)")
     runner = ROOT / "tools" / "neural_metrics_run.py"
-    rows, corpus = [], {}
+    rows, corpus, notes = [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "segs.jsonl"
         with open(inp, "w", encoding="utf-8") as f:
@@ -48,8 +49,12 @@ def score_neural(df: pd.DataFrame, pair: str, cfg: dict):
                 raise NeuralMetricsUnavailable(f"{name} ({model}) failed: {proc.stderr[-1500:]}")
             res = json.loads(out.read_text())
             scores = np.asarray(res["scores"], float)
-            sig = make_signature(name, {"model": os.path.basename(str(model).rstrip("/")), "comet": res["comet"],
-                                        "ref": "first"})
+            if scores.shape != (len(df),) or not np.isfinite(scores).all():
+                raise NeuralMetricsUnavailable(f"{name} ({model}): {scores.shape} scores for {len(df)} segments")
+            label = "tiny-random" if str(model).startswith("tiny:") else os.path.basename(str(model).rstrip("/"))
+            sig = make_signature(name, {"model": label, "comet": res["comet"], "ref": "first"})
+            if res.get("note"):
+                notes.append(f"{name}: {res['note']}")
             corpus[name] = {}
             for system in dict.fromkeys(df["system"]):
                 mask = (df["system"] == system).to_numpy()
@@ -57,4 +62,4 @@ def score_neural(df: pd.DataFrame, pair: str, cfg: dict):
                                         "signature": sig}
             rows += [{"id": i, "system": s, "metric": name, "score": float(x)}
                      for i, s, x in zip(df["id"], df["system"], scores)]
-    return pd.DataFrame(rows), corpus, {}
+    return pd.DataFrame(rows), corpus, {"note": "; ".join(notes)} if notes else {}

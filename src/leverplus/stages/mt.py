@@ -33,6 +33,24 @@ def download(*, input, output, params, wildcards, threads):
     write_parquet(output[0], df)
 
 
+def judge_model(*, input, output, params, wildcards, threads):
+    """The demo judge's chat model: a random tiny Qwen2ForCausalLM (leverplus.serving.tiny_chat), seeded."""
+    import shutil
+    import tempfile
+
+    from leverplus.serving.tiny_chat import build_tiny_chat_lm
+
+    out = Path(output[0])
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny_chat.", dir=out.parent if out.parent.exists() else None))
+    try:
+        build_tiny_chat_lm(tmp / "m", seed=int(params["seed"]))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / "m", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"tiny chat model (random, seed {params['seed']}) -> {out}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # score
 # ----------------------------------------------------------------------------------------------------------------
@@ -54,16 +72,46 @@ def run_family(df: pd.DataFrame, pair: str, family: str, cfg: dict):
                                          baseline_path=b.get("baseline_path"), batch_size=int(b["batch_size"]), **kw)
         extra["note"] = b.get("note")
     elif family == "llm_judge":
-        from leverplus.metrics.mt_judge import score_llm_judge
-
-        j = cfg["llm_judge"]
-        seg, corpus, extra = score_llm_judge(df, pair, api=j["api"], settings=j.get("settings"))
+        seg, corpus, extra = run_judge(df, pair, cfg["llm_judge"], log_file=cfg.get("_log"))
     elif family == "neural":
         from leverplus.metrics.mt_neural import score_neural
 
         seg, corpus, extra = score_neural(df, pair, cfg["neural"])
     else:
         raise ValueError(f"unknown metric family {family!r}")
+    return seg, corpus, extra
+
+
+def run_judge(df: pd.DataFrame, pair: str, j: dict, log_file=None):
+    """The LLM judge on the first ``max_segments`` segments (x every system); with ``mode: local_server`` the
+    project's server is started on 127.0.0.1 for the length of the call (CausalLMChatBackend on ``model_dir``,
+    requiring a fresh random key put in ``api.api_key_env``) and ``api.base_url`` points at it."""
+    import secrets
+
+    from leverplus.metrics.mt_judge import score_llm_judge
+
+    ids = list(dict.fromkeys(df["id"]))
+    n = j.get("max_segments")
+    sub = df[df["id"].isin(ids[:n])] if n else df
+    api = dict(j["api"])
+    if j.get("mode", "endpoint") == "endpoint":
+        seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"))
+    else:
+        from leverplus.serving.process import spawn_server
+
+        env_name = api.get("api_key_env") or "LEVERPLUS_MT_JUDGE_KEY"
+        api["api_key_env"] = env_name
+        os.environ[env_name] = "sk-local-" + secrets.token_hex(12)
+        args = ["--chat-model", j["local_server"]["model_dir"], "--model-name", api["model"], "--port", "0",
+                "--api-key-env", env_name, "--threads", "1"]
+        with spawn_server(args, log_file=log_file, env=dict(os.environ)) as url:
+            api["base_url"] = url
+            seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"))
+        extra["server"] = {"mode": "local_server", "model_dir": j["local_server"]["model_dir"],
+                           "backend": "CausalLMChatBackend"}
+    n_ok = int(np.isfinite(seg["score"].to_numpy(float)).sum())
+    extra["judged"] = {"segments": int(sub["id"].nunique()), "of_segments": len(ids), "requests": len(seg),
+                       "parseable": n_ok, "parse_rate": n_ok / len(seg) if len(seg) else float("nan")}
     return seg, corpus, extra
 
 
@@ -91,7 +139,7 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
     seg = pd.concat(segs, ignore_index=True)
     ids = list(dict.fromkeys(data_df["id"]))
     systems = list(dict.fromkeys(data_df["system"]))
-    notes, mats, scorers = [], {}, {}
+    notes, mats, scorers, excluded = [], {}, {}, {}
     order = [m for m in dict.fromkeys(seg["metric"])]
     for metric in order:
         g = seg[seg["metric"] == metric]
@@ -99,7 +147,13 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
         M = wide.to_numpy(float)
         bad = np.isnan(M).mean()
         if bad > float(cfg["meta_eval"]["max_missing"]):
-            notes.append(f"{metric}: left out ({bad:.0%} of cells missing/unparseable)")
+            n_ok = int(np.isfinite(g["score"].to_numpy(float)).sum())
+            why = (f"{metric}: not computable -- {'no' if n_ok == 0 else n_ok} parseable score{'s' * (n_ok != 1)}: "
+                   f"{n_ok}/{len(g)} scored cells ({M.size} cells in the pair; {bad:.0%} missing or unparseable, "
+                   f"more than max_missing {cfg['meta_eval']['max_missing']})")
+            notes.append(why)
+            excluded[metric] = {"status": "not computable", "parseable": n_ok, "scored": int(len(g)),
+                                "cells": int(M.size), "reason": why}
             continue
         if bad > 0:  # fill nothing silently: drop the segments where it is missing for everyone
             notes.append(f"{metric}: {bad:.1%} cells missing; those segments dropped for all metrics")
@@ -122,7 +176,7 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
     if not keep.all():
         mats = {k: v[keep] for k, v in mats.items()}
         scorers = {k: (lambda c, f=f: f(_expand(c, keep))) for k, f in scorers.items()}
-    return me.PairScores(mats, systems=systems, system_scorers=scorers), notes
+    return me.PairScores(mats, systems=systems, system_scorers=scorers), notes, excluded
 
 
 def _expand(counts, keep):
@@ -182,14 +236,14 @@ def meta_evaluate(*, input, output, params, wildcards, threads):
     cfg = params["cfg"]
     pair = wildcards["pair"]
     data_df = pd.read_parquet(input["data"])
-    ps, notes = pair_scores(pair, [pd.read_parquet(p) for p in input["segments"]], data_df, cfg)
+    ps, notes, excluded = pair_scores(pair, [pd.read_parquet(p) for p in input["segments"]], data_df, cfg)
     m = cfg["meta_eval"]
     metrics = [x for x in ps.metrics if x != "human"]
     names = (["human"] if "human" in ps.metrics else []) + metrics
     full = me.matrices(ps, coefficients=m["coefficients"], groupings=m["groupings"],
                        n_resamples=int(m["n_resamples"]), seed=int(m["seed"]), metrics=names)
     res = drop_metric(full, "human") if "human" in names else full
-    res["pair"], res["notes"] = pair, notes
+    res["pair"], res["notes"], res["not_computable"] = pair, notes, excluded
     res["questions"] = answer_pair(ps, metrics, cfg, res["levels"])
     if "human" in names:
         res["vs_human"] = vs_human(ps, metrics, m, full)
@@ -256,15 +310,22 @@ def aggregate(*, input, output, params, wildcards, threads):
     cfg = params["cfg"]
     metas = {Path(p).stem: read_json(p) for p in input["meta"]}
     corpus: dict = {}
+    families: dict = {}
     for p in input["corpus"]:
         c = read_json(p)
         corpus.setdefault(c["pair"], {}).update(c["corpus"])
+        info = {k: c[k] for k in ("note", "judged", "server", "n_requests") if c.get(k) is not None}
+        if c.get("unparseable") is not None:
+            info["n_unparseable"] = len(c["unparseable"])
+            info["unparseable_examples"] = c["unparseable"][:3]
+        if info:
+            families.setdefault(c["pair"], {})[c["family"]] = info
     m = cfg["meta_eval"]
     coef, grouping = m["primary"]["coef"], m["primary"]["grouping"]
     stable = most_stable(metas, coef, grouping)
     report = {"dataset": wildcards["mt_set"], "pairs": list(metas), "primary": m["primary"],
               "system_level_corpus": _corpus_table(corpus), "signatures": _signatures(corpus),
-              "meta_eval": metas, "most_stable_pair": stable,
+              "meta_eval": metas, "most_stable_pair": stable, "families": families,
               "normalisation_note": "min-max normalisation to [0, 1] is an increasing affine map per metric: it "
                                     "changes no Pearson, Spearman or Kendall value (tests/test_meta_eval.py)",
               "caveats": cfg.get("caveats", [])}
@@ -342,6 +403,21 @@ def markdown(report: dict) -> str:
         L += ["", "## Most stable pair across language pairs", "",
               f"{' / '.join(b['pair'])}: range {b['range']:.3f}, mean {b['mean']:.3f}; " +
               "; ".join(f"{k} {_fmt(v, b['ci95'][k])}" for k, v in b["values"].items())]
+    judged = {pair: f["llm_judge"] for pair, f in report.get("families", {}).items() if "llm_judge" in f}
+    if judged:
+        L += ["", "## LLM judge (GEMBA-DA)", "", "| pair | parseable scores | segments judged | server | "
+              "correlations |", "|---|---|---|---|---|"]
+        for pair, f in judged.items():
+            j = f.get("judged", {})
+            nc = report["meta_eval"].get(pair, {}).get("not_computable", {}).get("llm_judge")
+            head = ("no parseable scores: " if j.get("parseable") == 0 else "") + \
+                f"{j.get('parseable')}/{j.get('requests')} ({100 * (j.get('parse_rate') or 0):.0f}%)"
+            L.append(f"| {pair} | {head} | {j.get('segments')}/{j.get('of_segments')} x systems | "
+                     f"{f.get('server', {}).get('mode', 'endpoint')} | {'not computable' if nc else 'in the matrices'} |")
+    notes = [(pair, fam, f["note"]) for pair, fs in report.get("families", {}).items() for fam, f in fs.items()
+             if f.get("note")]
+    if notes:
+        L += ["", "## Family notes", ""] + [f"- {pair} {fam}: {n}" for pair, fam, n in notes]
     L += ["", "## Clusters (average linkage on 1 - coefficient)", ""]
     for pair, meta in report["meta_eval"].items():
         cl = meta["questions"]["clusters"]
@@ -354,7 +430,9 @@ def markdown(report: dict) -> str:
             if "status" in per:
                 L.append(f"| {metric} | " + " | ".join(["not applicable"] * len(systems)) + " |")
             else:
-                L.append(f"| {metric} | " + " | ".join(_fmt(per[s]["score"], None, 2) for s in systems) + " |")
+                L.append(f"| {metric} | " + " | ".join(
+                    _fmt(per[s]["score"], None, 2) if per.get(s, {}).get("score") is not None else
+                    "no parseable scores" for s in systems) + " |")
         L.append("")
     for pair, meta in report["meta_eval"].items():
         L += [f"## {pair}: metric x metric ({p['coef']}, {p['grouping']})", ""]
@@ -364,6 +442,8 @@ def markdown(report: dict) -> str:
         for i, a in enumerate(names):
             L.append(f"| {a} | " + " | ".join(_fmt(t["value"][i][j], t["ci95"][i][j], 2) for j in range(len(names)))
                      + " |")
+        for a in meta.get("not_computable", {}):
+            L.append(f"| {a} | " + " | ".join(["not computable"] * len(names)) + " |")
         for n in meta.get("notes", []):
             L.append(f"- {n}")
         if "vs_human" in meta:
