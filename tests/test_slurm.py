@@ -394,7 +394,7 @@ def test_demo_dag_on_real_slurm(slurm_cluster, tmp_path):
                             capture_output=True, text=True, check=True).stdout.splitlines()
     rules = {line.split()[0] for line in listed if line.strip() and not line[0].isspace()}  # not the docstrings
     # the VQA track's rules (the other tracks have their own DAGs and tests); every one of them must be in the slice
-    vqa = set(re.findall(r"^rule (\w+):", (REPO / "rules" / "vqa.smk").read_text(), flags=re.M))
+    vqa = set(re.findall(r"^(?:use )?rule (?:\w+ as )?(\w+)", (REPO / "rules" / "vqa.smk").read_text(), flags=re.M))
     assert vqa <= rules, "rules/vqa.smk defines rules that snakemake --list-rules does not list"
     assert vqa - {"all", "unknown_dataset"} == set(SLICE_JOBS), "the slice must run every rule of the VQA track"
 
