@@ -80,6 +80,8 @@ class AudioGenerationSettings:
         """A fresh GenerationConfig with every decoding field explicit and every other processor neutral."""
         from transformers import GenerationConfig
 
+        from .generation import NEUTRAL_PROCESSORS
+
         sampling = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k) if self.do_sample else {}
         return GenerationConfig(
             do_sample=self.do_sample,
@@ -92,23 +94,10 @@ class AudioGenerationSettings:
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             length_penalty=1.0,
             early_stopping=False,
-            encoder_repetition_penalty=1.0,
-            encoder_no_repeat_ngram_size=0,
-            bad_words_ids=None,
-            suppress_tokens=None,
-            begin_suppress_tokens=None,
-            forced_bos_token_id=None,
-            forced_eos_token_id=None,
-            exponential_decay_length_penalty=None,
-            sequence_bias=None,
-            renormalize_logits=False,
-            remove_invalid_values=False,
+            **NEUTRAL_PROCESSORS,
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
-            use_cache=True,
-            return_dict_in_generate=False,
-            output_scores=False,
         )
 
     def generate_kwargs(self, *, eos_token_id, pad_token_id, bos_token_id=None) -> dict:

@@ -78,6 +78,27 @@ def neutral_generation_config(*, eos_token_id, pad_token_id, bos_token_id=None):
     return GenerationConfig(eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=bos_token_id)
 
 
+# Every logits processor / output option that no decoding setting of ours uses, at its neutral value: passed
+# explicitly into each fresh GenerationConfig (VQA answers, audio captions, the local server's chat), so nothing of a
+# checkpoint's generation_config can fill them in.
+NEUTRAL_PROCESSORS = dict(
+    encoder_repetition_penalty=1.0,
+    encoder_no_repeat_ngram_size=0,
+    bad_words_ids=None,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
+    forced_bos_token_id=None,
+    forced_eos_token_id=None,
+    exponential_decay_length_penalty=None,
+    sequence_bias=None,
+    renormalize_logits=False,
+    remove_invalid_values=False,
+    use_cache=True,
+    return_dict_in_generate=False,
+    output_scores=False,
+)
+
+
 def hf_generation_config(settings: GenerationSettings, *, eos_token_id, pad_token_id, bos_token_id=None):
     """A fresh `GenerationConfig` with every setting explicit: the decoding strategy from `settings`, every other
     logits processor at its neutral value, and no sampling parameters (they are unused with do_sample false and
@@ -94,21 +115,8 @@ def hf_generation_config(settings: GenerationSettings, *, eos_token_id, pad_toke
         length_penalty=settings.length_penalty,
         early_stopping=False,
         no_repeat_ngram_size=0,
-        encoder_repetition_penalty=1.0,
-        encoder_no_repeat_ngram_size=0,
-        bad_words_ids=None,
-        suppress_tokens=None,
-        begin_suppress_tokens=None,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        exponential_decay_length_penalty=None,
-        sequence_bias=None,
-        renormalize_logits=False,
-        remove_invalid_values=False,
+        **NEUTRAL_PROCESSORS,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         bos_token_id=bos_token_id,
-        use_cache=True,
-        return_dict_in_generate=False,
-        output_scores=False,
     )

@@ -88,6 +88,8 @@ def generation_config_from_settings(settings: dict, *, eos_token_id, pad_token_i
     Raises ``ValueError`` for unknown or unsupported settings."""
     from transformers import GenerationConfig
 
+    from ..models.generation import NEUTRAL_PROCESSORS
+
     settings = dict(settings or {})
     unknown = sorted(set(settings) - SUPPORTED_SETTINGS)
     if unknown:
@@ -137,18 +139,10 @@ def generation_config_from_settings(settings: dict, *, eos_token_id, pad_token_i
         num_return_sequences=1,
         repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat,
-        encoder_repetition_penalty=1.0,
-        encoder_no_repeat_ngram_size=0,
-        bad_words_ids=None,
-        suppress_tokens=None,
-        begin_suppress_tokens=None,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        renormalize_logits=False,
+        **NEUTRAL_PROCESSORS,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         bos_token_id=bos_token_id,
-        use_cache=True,
     )
     return cfg, seed, stop
 
