@@ -3,7 +3,8 @@
 Where the expected numbers come from:
 * "mtme": google-research/mt-metrics-eval (commit 68a481a), mt_metrics_eval/stats.py run outside this repository on
   the inputs below (KendallVariants variant 'b' / 'acc23', AverageCorrelation(average_by='item'),
-  PermutationSigDiff with pearsonr, np.random.seed(0), k=20000).  Its code is not part of this project.
+  PermutationSigDiff with pearsonr, np.random.seed(0), k=20000); every value rerun and matched on 2026-12-02.
+  Its code is not part of this project.
 * "scipy": scipy.stats computed in the test itself.
 * "hand": counted by hand in the comment.
 """
@@ -89,6 +90,9 @@ def test_perm_both_matches_mt_metrics_eval():
     b = [0.314, -0.765, 0.263, -0.986, -1.813, 0.992, 1.885, 2.242, -1.458, 0.424, -0.911, 1.616, -2.758, -0.954,
          -0.996, 0.299, -0.383, -0.902, -0.93, -0.359, 0.374, 2.356, -0.829, -0.723, 1.777, -1.186, -1.457, -0.301,
          -2.708, 0.607, -1.591, -0.1, -0.235, 0.743, 0.909, -0.403, 0.767, 0.596, 1.628, 2.658]
+    # on very different scales (a x 0.01, b x 100 + 50): PERM-BOTH z-scores each metric before swapping, so mtme
+    # gives the same answer on these inputs (rerun: p 0.0872, delta 0.10723); swapping raw values would not
+    a, b = [0.01 * x for x in a], [100 * x + 50 for x in b]
     ps = me.PairScores({k: np.asarray(v)[:, None] for k, v in (("h", h), ("a", a), ("b", b))})
     t = me.perm_both(ps, ("h", "a"), ("h", "b"), coef="pearson", n_permutations=20000, seed=0)
     assert t["diff"] == pytest.approx(0.10723235245304175, abs=1e-9)
@@ -113,3 +117,34 @@ def test_min_max_normalisation_changes_no_coefficient(coef):
     x = rng.normal(size=60) * 17 + 40
     y = x + rng.normal(size=60) * 9
     assert me.correlation(me.minmax(x), me.minmax(y), coef) == pytest.approx(me.correlation(x, y, coef), abs=1e-12)
+
+
+def test_pairwise_cells_use_the_segments_both_metrics_have():
+    # a metric scored on the first 12 of 30 segments (a judge / BERTScore subset): its cells must equal the
+    # coefficients computed on those 12 segments alone (matrices() on the explicitly cut data; scipy for one
+    # value), the other cells must equal matrices() on all 30, and every cell says how many segments it used
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(30, 4))
+    B = A + rng.normal(size=(30, 4))
+    J = np.full((30, 4), np.nan)
+    J[:12] = A[:12] + rng.normal(size=(12, 4)) * 2
+    ss = me.ScoreSet({"a": A, "b": B, "j": J})
+    got = me.matrices_pairwise(ss, n_resamples=50, seed=2)
+    full = me.matrices(me.PairScores({"a": A, "b": B}), n_resamples=50, seed=2)
+    cut = me.matrices(me.PairScores({"a": A[:12], "b": B[:12], "j": J[:12]}), n_resamples=50, seed=2)
+    assert got["n_segments_cell"] == [[30, 30, 12], [30, 30, 12], [12, 12, 12]]
+    assert got["coverage"] == {"a": 30, "b": 30, "j": 12}
+    for g in ("none", "item", "system"):
+        for c in me.COEFFICIENTS:
+            v, ci = got["levels"][g][c]["value"], got["levels"][g][c]["ci95"]
+            assert v[0][1] == full["levels"][g][c]["value"][0][1] and ci[0][1] == full["levels"][g][c]["ci95"][0][1]
+            for i in (0, 1):
+                assert v[i][2] == cut["levels"][g][c]["value"][i][2] and ci[i][2] == cut["levels"][g][c]["ci95"][i][2]
+    assert got["levels"]["none"]["pearson"]["value"][0][2] == pytest.approx(
+        sps.pearsonr(A[:12].ravel(), J[:12].ravel())[0], abs=1e-12)  # scipy
+    t = me.perm_both_pairwise(ss, ("a", "b"), ("a", "j"), n_permutations=200, seed=1)
+    ref = me.perm_both(me.PairScores({"a": A[:12], "b": B[:12], "j": J[:12]}), ("a", "b"), ("a", "j"),
+                       n_permutations=200, seed=1)
+    assert t["n_segments"] == 12 and t["p_value"] == ref["p_value"] and t["diff"] == ref["diff"]
+    # every metric complete: exactly matrices()
+    assert me.matrices_pairwise(me.ScoreSet({"a": A, "b": B}), n_resamples=50, seed=2)["levels"] == full["levels"]

@@ -30,6 +30,19 @@ def test_score_mt_then_meta_eval(tmp_path, capsys):
     assert set(m["levels"]) == {"none", "item", "system"} and "ter" in m["lower_is_better_negated"]
     i, j = m["metrics"].index("chrf"), m["metrics"].index("ter")
     assert m["levels"]["none"]["pearson"]["value"][i][j] > 0  # TER negated: agrees with chrF
+    # a metric on the first 10 segments only (a judge subset): its cells use those 10, the others all 30
+    import pandas as pd
+
+    t = pd.read_parquet(seg)
+    part = t[t["metric"] == "chrf"].copy()
+    part = part[part["id"].isin(list(dict.fromkeys(part["id"]))[:10])].assign(metric="judge")
+    pd.concat([t, part]).to_parquet(tmp_path / "seg2.parquet")
+    assert main(["meta-eval", "--scores", str(tmp_path / "seg2.parquet"), "--resamples", "20", "--out",
+                 str(tmp_path / "m2.json")]) == 0
+    m2 = json.loads((tmp_path / "m2.json").read_text())
+    k, c = m2["metrics"].index("judge"), m2["metrics"].index("chrf")
+    assert m2["n_segments_cell"][k][c] == 10 and m2["n_segments_cell"][c][j] == 30
+    assert m2["levels"]["none"]["pearson"]["value"][k][c] == pytest.approx(1.0)  # the same scores on those 10
 
 
 def test_score_mt_bad_input_names_file(tmp_path, capsys):

@@ -70,3 +70,43 @@ def test_judge_stage_serves_its_own_model_and_reports_parse_rate(tiny_chat_dir, 
     nc = excluded["llm_judge"]
     assert nc["status"] == "not computable" and nc["scored"] == 2 * n_sys and nc["cells"] == 4 * n_sys
     assert f"{nc['parseable']}/{2 * n_sys} scored cells" in nc["reason"] and nc["reason"] in notes
+
+
+def test_demo_judge_model_replies_parse_and_vary(tmp_path, monkeypatch):
+    """The demo DAG's judge (rule mt_judge_model): a random tiny Qwen2 whose output layer keeps only the score
+    tokens ' 0' ... ' 100'.  Served by the stage's own local server, every reply parses (its first token is a score)
+    and the scores vary with the prompt; with it, the judge's correlation cells are filled on the judged segments."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from leverplus.metrics import mt
+    from leverplus.stages import mt as stage
+
+    monkeypatch.delenv("LEVERPLUS_MT_JUDGE_KEY", raising=False)
+    rec = stage.build_judge_model(tmp_path / "judge", seed=0)
+    cfg = json.loads((tmp_path / "judge" / "config.json").read_text())
+    assert cfg["tie_word_embeddings"] is False and "carry no judgement" in rec["meaning"]
+    w = load_file(str(tmp_path / "judge" / "model.safetensors"))
+    nonzero = set(np.flatnonzero(np.abs(w["lm_head.weight"].numpy()).sum(1)).tolist())
+    from transformers import AutoTokenizer
+
+    ids = stage.score_token_ids(AutoTokenizer.from_pretrained(tmp_path / "judge"))
+    assert sorted(ids) == list(range(101)) and nonzero == set(ids.values())
+    df = mt_demo.generate_pair("en-hi", 6, 0)
+    j = {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "judge", "api_key_env": "LEVERPLUS_MT_JUDGE_KEY",
+                 "backoff_s": 0.01},
+         "settings": {"max_tokens": 6, "temperature": 0.0, "seed": 0}, "mode": "local_server",
+         "local_server": {"model_dir": str(tmp_path / "judge")}, "max_segments": 4}
+    seg, corpus, extra = stage.run_judge(df, "en-hi", j)
+    n_sys = df["system"].nunique()
+    assert extra["judged"]["requests"] == 4 * n_sys and extra["judged"]["parse_rate"] == 1.0
+    assert extra["subset"] == {"segments": 4, "of_segments": 6, "which": "first",
+                               "setting": "mt.llm_judge.max_segments"}
+    assert seg["score"].nunique() > 3 and seg["score"].between(0, 100).all()
+    lex, _ = mt.score_lexical(df, "en-hi", n_resamples=10)
+    seg["stats"] = None
+    ss, notes, excluded = stage.pair_scores("en-hi", [lex, seg], df, {"meta_eval": {"max_missing": 0.2},
+                                                                      "bleu_tokenize": None})
+    assert excluded == {} and ss.complete["llm_judge"].sum() == 4 and ss.complete["bleu"].sum() == 6
+    assert any("llm_judge: scored on 4 of 6 segments" in n for n in notes)

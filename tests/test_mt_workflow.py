@@ -33,16 +33,26 @@ def test_mt_workflow_on_test_slice(tmp_path):
         q = meta["questions"]
         assert q["most_similar"]["value"] >= q["least_similar"]["value"]
         assert len(q["most_similar"]["ci95"]) == 2
+        w = q["without"]  # the questions answered again without the demo's random judge (meta_eval.also_without)
+        assert w["excluded"] == ["llm_judge"] and "llm_judge" not in w["least_similar"]["pair"] + w["most_similar"]["pair"]
         assert "vs_human" in meta  # the demo's simulated MQM
     for pair in ("zh-en", "en-hi"):  # the judge ran against the local server the rule started, parse rate recorded
         j = rep["families"][pair]["llm_judge"]
         assert j["server"]["mode"] == "local_server" and j["judged"]["requests"] == 6 * 5
         assert j["judged"]["parseable"] + j["n_unparseable"] == j["judged"]["requests"]
-        nc = rep["meta_eval"][pair]["not_computable"]["llm_judge"]  # a 6-of-24 subset: never silently blank
-        assert nc["status"] == "not computable" and "parseable" in nc["reason"]
-        assert "llm_judge" not in rep["meta_eval"][pair]["metrics"]
+        # the demo judge (score tokens only) always parses; its cells use the 6 judged segments, never blank
+        assert j["judged"]["parse_rate"] == 1.0 and j["subset"]["segments"] == 6
+        meta = rep["meta_eval"][pair]
+        assert meta["not_computable"] == {} and "llm_judge" in meta["metrics"]
+        i = meta["metrics"].index("llm_judge")
+        assert meta["coverage"]["llm_judge"] == 6 and meta["n_segments_cell"][i][0] == 6
+        assert meta["n_segments_cell"][0][1] == 24  # two metrics scored everywhere: every segment
+    na = rep["meta_eval"]["en-hi"]["not_applicable"]
+    assert set(na) == {"meteor"} and "'hi'" in na["meteor"] and rep["meta_eval"]["zh-en"]["not_applicable"] == {}
     assert rep["most_stable_pair"]["best"] is not None
     assert (tmp_path / "results/mt/demo/report.png").stat().st_size > 10_000
     md = (tmp_path / "results/mt/demo/report.md").read_text()
     assert "Most / least similar" in md and "not applicable" in md
-    assert "## LLM judge" in md and "| llm_judge | not computable |" in md
+    assert "## LLM judge" in md and "in the matrices (n=6 segments)" in md and "not computable" not in md
+    assert "- meteor: not applicable -- METEOR 1.5 resources for 'hi' are not shipped" in md
+    assert " (n=6)" in md  # cells computed on the judged segments say so

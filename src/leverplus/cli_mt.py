@@ -6,7 +6,8 @@
 
 ``--hypotheses``: WMT-style plain-text files (one segment per line; the system is the file stem) or one long table
 (TSV/JSONL/parquet with id, src, refs|ref, system, hyp).  ``--scores``: a long segment table (id, system, metric,
-score), as ``score mt --out`` writes it (or results/mt/<set>/scores/<pair>/*.parquet, concatenated).
+score), as ``score mt --out`` writes it (or results/mt/<set>/scores/<pair>/*.parquet, concatenated); a metric may
+cover only some segments (its cells then use the segments it shares with the other metric, ``n_segments_cell``).
 """
 
 from __future__ import annotations
@@ -103,15 +104,18 @@ def meta_eval_cmd(a) -> dict:
         if g.duplicated(["id", "system"]).any():
             raise MetricsInputError(f"metric {metric!r}: an (id, system) appears twice")
         M = g.pivot(index="id", columns="system", values="score").reindex(index=ids, columns=systems).to_numpy(float)
-        if np.isnan(M).any():
-            raise MetricsInputError(f"metric {metric!r}: missing scores for some (id, system) cells")
+        if (~np.isnan(M).any(axis=1)).sum() < me.MIN_SEGMENTS:
+            raise MetricsInputError(f"metric {metric!r}: fewer than {me.MIN_SEGMENTS} segments scored for every "
+                                    f"system")
         mats[metric] = -M if metric in a.lower_is_better else M
     if a.human:
         h = read_table(a.human)
         h["id"] = h["id"].astype(str)
         mats["human"] = h.pivot(index="id", columns="system", values="human").reindex(index=ids,
                                                                                       columns=systems).to_numpy(float)
-    ps = me.PairScores(mats, systems=systems)
-    res = me.matrices(ps, coefficients=a.coef, groupings=a.grouping, n_resamples=a.resamples, seed=a.seed)
+    # a metric scored on some segments only (NaN elsewhere): its cells use the segments it shares with the other
+    # metric (n_segments_cell)
+    ss = me.ScoreSet(mats, systems=systems)
+    res = me.matrices_pairwise(ss, coefficients=a.coef, groupings=a.grouping, n_resamples=a.resamples, seed=a.seed)
     res["lower_is_better_negated"] = [m for m in a.lower_is_better if m in mats]
     return json.loads(json.dumps(res, default=float))

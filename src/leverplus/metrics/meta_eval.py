@@ -410,3 +410,122 @@ def perm_both_exact(x1, y1, x2, y2, coef: str = "pearson") -> dict:
 def minmax(v):
     v = np.asarray(v, float)
     return (v - v.min()) / (v.max() - v.min())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics scored on different segments (a judge or BERTScore on a subset): pairwise-complete cells
+# ----------------------------------------------------------------------------------------------------------------
+class ScoreSet:
+    """Oriented score matrices ``{metric: (n_seg, n_sys)}`` of one language pair in which a metric may lack some
+    segments (NaN: not scored, or unparseable).  A metric's *complete* segments are those where every system has a
+    score; every coefficient between two metrics uses the segments complete for both (pairwise deletion), and says
+    how many (``n_segments_cell``).  ``system_scorers`` as in :class:`PairScores`, over all segments."""
+
+    def __init__(self, matrices: dict[str, np.ndarray], *, systems: Sequence[str] = (),
+                 system_scorers: dict[str, Callable] | None = None):
+        shapes = {np.shape(m) for m in matrices.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"score matrices differ in shape: {shapes}")
+        self.M = {k: np.asarray(v, float) for k, v in matrices.items()}
+        self.n_seg, self.n_sys = next(iter(shapes))
+        self.systems = list(systems) or [f"sys{i}" for i in range(self.n_sys)]
+        self.scorers = system_scorers or {}
+        self.complete = {k: ~np.isnan(v).any(axis=1) for k, v in self.M.items()}
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.M)
+
+    def mask(self, metrics: Sequence[str]) -> np.ndarray:
+        out = np.ones(self.n_seg, bool)
+        for m in metrics:
+            out &= self.complete[m]
+        return out
+
+    def restrict(self, metrics: Sequence[str], mask: np.ndarray | None = None) -> PairScores:
+        """:class:`PairScores` of ``metrics`` on the segments in ``mask`` (default: complete for all of them)."""
+        mask = self.mask(metrics) if mask is None else np.asarray(mask, bool)
+        scorers = {}
+        for m in metrics:
+            if m in self.scorers:
+                f = self.scorers[m]
+                scorers[m] = f if mask.all() else (lambda c, f=f: f(_expand(c, mask)))
+        return PairScores({m: self.M[m][mask] for m in metrics}, systems=self.systems, system_scorers=scorers)
+
+
+def _expand(counts: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Resample counts over the kept segments -> counts over all segments (0 for the others)."""
+    out = np.zeros((counts.shape[0], mask.size))
+    out[:, mask] = counts
+    return out
+
+
+MIN_SEGMENTS = 3
+
+
+def matrices_pairwise(ss: ScoreSet, *, coefficients=COEFFICIENTS, groupings=GROUPINGS, n_resamples: int = 1000,
+                      seed: int = 0, confidence: float = 0.95, metrics: Sequence[str] | None = None) -> dict:
+    """:func:`matrices` with pairwise-complete cells: metrics are grouped by the segments their cells share, each
+    group computed by :func:`matrices` on its segments (bootstrap over those segments).  Adds
+    ``n_segments_cell`` [m][m] (segments behind each cell) and ``coverage`` {metric: complete segments}; a cell
+    with fewer than ``MIN_SEGMENTS`` segments is NaN.  When every metric is complete this equals :func:`matrices`."""
+    names = list(metrics or ss.metrics)
+    k = len(names)
+    groups: dict[bytes, tuple[np.ndarray, list[tuple[int, int]]]] = {}
+    for i, j in itertools.combinations(range(k), 2):
+        mask = ss.mask([names[i], names[j]])
+        groups.setdefault(mask.tobytes(), (mask, []))[1].append((i, j))
+    out: dict = {"n_segments": ss.n_seg, "n_systems": ss.n_sys, "systems": ss.systems, "metrics": names,
+                 "bootstrap": {"n_resamples": n_resamples, "seed": seed, "confidence": confidence,
+                               "unit": "segment", "method": "percentile"}, "levels": {},
+                 "coverage": {m: int(ss.complete[m].sum()) for m in names}}
+    ncell = np.zeros((k, k), int)
+    for i in range(k):
+        ncell[i, i] = int(ss.complete[names[i]].sum())
+    vals = {(g, c): (np.full((k, k), np.nan), np.full((k, k, 2), np.nan)) for g in groupings for c in coefficients}
+    status: dict = {}
+    for mask, cells in groups.values():
+        for i, j in cells:
+            ncell[i, j] = ncell[j, i] = int(mask.sum())
+        if mask.sum() < MIN_SEGMENTS:
+            continue
+        involved = sorted({x for c in cells for x in c})
+        sub = ss.restrict([names[x] for x in involved], mask)
+        r = matrices(sub, coefficients=coefficients, groupings=groupings, n_resamples=n_resamples, seed=seed,
+                     confidence=confidence, metrics=[names[x] for x in involved])
+        pos = {x: n for n, x in enumerate(involved)}
+        for g in groupings:
+            if r["levels"][g].get("status"):
+                status[g] = r["levels"][g]
+                continue
+            for c in coefficients:
+                V, C = vals[(g, c)]
+                rv, rc = r["levels"][g][c]["value"], r["levels"][g][c]["ci95"]
+                for i, j in cells:
+                    V[i, j] = V[j, i] = rv[pos[i]][pos[j]]
+                    C[i, j] = C[j, i] = rc[pos[i]][pos[j]]
+    for i, m in enumerate(names):  # a metric with itself, on its complete segments
+        const = (not ss.complete[m].any()) or bool(np.ptp(ss.M[m][ss.complete[m]]) == 0)
+        for (g, c), (V, C) in vals.items():
+            V[i, i] = float("nan") if const and c != "acc23" else 1.0
+            C[i, i] = [V[i, i], V[i, i]]
+    for g in groupings:
+        if g in status:
+            out["levels"][g] = status[g]
+            continue
+        out["levels"][g] = {c: {"value": vals[(g, c)][0].tolist(), "ci95": vals[(g, c)][1].tolist()}
+                            for c in coefficients}
+    out["n_segments_cell"] = ncell.tolist()
+    return out
+
+
+def perm_both_pairwise(ss: ScoreSet, pair1: tuple[str, str], pair2: tuple[str, str], **kw) -> dict:
+    """:func:`perm_both` on the segments complete for all metrics of both pairs (``n_segments`` in the result)."""
+    ms = list(dict.fromkeys([*pair1, *pair2]))
+    mask = ss.mask(ms)
+    if mask.sum() < MIN_SEGMENTS:
+        return {"pair1": list(pair1), "pair2": list(pair2), "diff": float("nan"), "p_value": float("nan"),
+                "p_one_sided": float("nan"), "n_segments": int(mask.sum()), "status": "too few shared segments"}
+    t = perm_both(ss.restrict(ms, mask), pair1, pair2, **kw)
+    t["n_segments"] = int(mask.sum())
+    return t

@@ -114,6 +114,12 @@ def _by_system(df: pd.DataFrame):
 
 
 def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resamples: int = 1000, seed: int = 0):
+    """BLEU, chrF, chrF++, TER per system (corpus score + CI + signature, exactly what
+    ``leverplus.metrics.text.corpus_*`` return) and per segment (sacrebleu's sentence scores and the sufficient
+    statistics).  Each metric's per-segment statistics are extracted **once** per system and reused for the corpus
+    score (their sum, as sacrebleu's ``corpus_score`` computes it), its bootstrap CI (the same resamples as
+    ``text._sacrebleu_ci``) and the sentence scores; ``tests/test_mt_metrics.py`` checks the result equals
+    ``text.corpus_*`` and sacrebleu's CLI."""
     from sacrebleu.metrics import BLEU, CHRF, TER
 
     from leverplus.metrics import text
@@ -121,22 +127,40 @@ def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resample
     lang = target_lang(pair)
     tok = bleu_tokenizer(lang, bleu_tokenize)
     asian = lang in ("zh", "ja")
-    kw = {"n_resamples": n_resamples, "seed": seed}
+    ci = ci_settings(n_resamples, seed)
     rows, corpus = [], {m: {} for m in SACREBLEU_METRICS}
     for system, ids, hyps, refs, _ in _by_system(df):
-        corpus["bleu"][system] = text.corpus_bleu(hyps, refs, tokenize=tok, **kw)
-        corpus["chrf"][system] = text.corpus_chrf(hyps, refs, **kw)
-        corpus["chrf++"][system] = text.corpus_chrf(hyps, refs, word_order=2, **kw)
-        corpus["ter"][system] = text.corpus_ter(hyps, refs, asian_support=asian, **kw)
+        text._check_inputs(hyps, refs)
         streams = _streams(refs)
-        objs = {"bleu": BLEU(tokenize=tok, effective_order=True), "chrf": CHRF(), "chrf++": CHRF(word_order=2),
-                "ter": TER(asian_support=asian)}
+        # corpus objects (text.corpus_* settings) and, for BLEU, the sentence-level scorer (effective order)
+        objs = {"bleu": BLEU(smooth_method="exp", tokenize=tok, lowercase=False), "chrf": CHRF(),
+                "chrf++": CHRF(word_order=2), "ter": TER(asian_support=asian)}
+        sentence = {"bleu": BLEU(tokenize=tok, effective_order=True)}
         for name, metric in objs.items():
-            st = metric._extract_corpus_statistics(hyps, streams)
+            metric._check_corpus_score_args(hyps, streams)
+            raw = metric._extract_corpus_statistics(hyps, streams)
+            res = metric._compute_score_from_stats([sum(col) for col in zip(*raw)])  # = metric.corpus_score(...)
+            st = np.asarray(raw, dtype=float)
+
+            def corpus_from_rows(sample, metric=metric) -> float:
+                return metric._compute_score_from_stats(np.asarray(sample).sum(axis=0)).score
+
+            lohi = _stats.bootstrap_ci(st, statistic=corpus_from_rows, n_resamples=n_resamples, seed=seed)
+            sig = str(metric.get_signature())
+            if name == "bleu":
+                settings = {"sacrebleu": sig, "tok": tok, "smooth": "exp", "case": "mixed", **ci}
+                extra = {"bp": res.bp, "precisions": list(res.precisions), "sys_len": res.sys_len,
+                         "ref_len": res.ref_len}
+            elif name == "ter":
+                settings, extra = {"sacrebleu": sig, "asian": asian, **ci}, {}
+            else:
+                settings, extra = {"sacrebleu": sig, "nc": metric.char_order, "nw": metric.word_order,
+                                   "beta": metric.beta, **ci}, {}
+            corpus[name][system] = text._result(name, res.score, len(hyps), lohi, settings, **extra)
+            seg_metric = sentence.get(name, metric)
             for i in range(len(hyps)):
-                # = metric.sentence_score(hyp, refs) (which sums the one segment's statistics and scores them),
-                # without extracting the statistics a second time
-                seg = metric._compute_score_from_stats(list(st[i])).score
+                # = sacrebleu's sentence_score(hyp, refs): the one segment's statistics, scored
+                seg = seg_metric._compute_score_from_stats(list(st[i])).score
                 rows.append({"id": ids[i], "system": system, "metric": name, "score": float(seg),
                              "stats": [float(x) for x in st[i]]})
     return pd.DataFrame(rows), corpus

@@ -33,22 +33,73 @@ def download(*, input, output, params, wildcards, threads):
     write_parquet(output[0], df)
 
 
+# The demo judge's tokenizer is trained on the GEMBA prompt and on these lines, so it has one token per score " 0" ...
+# " 100"; its output layer keeps only those tokens, so every reply is a run of scores whose first one parses
+# (the judge's "first number in [0, 100]" rule).
+JUDGE_SCORE_LINES = [" ".join(f"Score: {i}" for i in range(101))] * 4
+JUDGE_VOCAB_SIZE = 512
+
+
+def score_token_ids(tokenizer) -> dict[int, int]:
+    """{score: token id} of the tokens that decode to exactly " <score>" (0 <= score <= 100, no leading zeros)."""
+    import re
+
+    out = {}
+    for i in range(len(tokenizer)):
+        m = re.fullmatch(r" (0|[1-9]\d?|100)", tokenizer.decode([i]))
+        if m:
+            out[int(m.group(1))] = i
+    return out
+
+
+def build_judge_model(out_dir, seed: int = 0) -> dict:
+    """The demo judge: a random tiny ``Qwen2ForCausalLM`` chat model (:func:`leverplus.serving.tiny_chat.
+    build_tiny_chat_lm`, seeded) whose tokenizer has one token per score " 0" ... " 100" and whose output layer
+    (untied from the input embeddings) is zero for every other token, so greedy decoding can only emit scores
+    (the 101 kept rows are the model's own random embedding rows).  Its replies parse, vary with the prompt, and
+    carry **no judgement**: correlations with it are expected near 0.  Returns the build record."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from leverplus.metrics.mt_judge import PROMPT
+    from leverplus.serving.tiny_chat import build_tiny_chat_lm
+
+    out = Path(out_dir)
+    build_tiny_chat_lm(out, [PROMPT, *JUDGE_SCORE_LINES], seed=seed, vocab_size=JUDGE_VOCAB_SIZE)
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = score_token_ids(tok)
+    if sorted(ids) != list(range(101)):
+        raise RuntimeError(f"judge tokenizer lacks score tokens {sorted(set(range(101)) - set(ids))}")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    emb = model.get_input_embeddings().weight.detach()
+    head = torch.zeros_like(emb)
+    keep = torch.tensor(sorted(ids.values()))
+    head[keep] = emb[keep]
+    model.config.tie_word_embeddings = False
+    model.lm_head = torch.nn.Linear(emb.shape[1], emb.shape[0], bias=False)
+    model.lm_head.weight.data = head
+    model.save_pretrained(out, safe_serialization=True)
+    record = {"seed": seed, "base": "leverplus.serving.tiny_chat.build_tiny_chat_lm (random init)",
+              "vocab_size": len(tok), "output_tokens": "only ' 0' ... ' 100' (101 tokens); other lm_head rows 0",
+              "meaning": "random weights: replies parse and vary with the prompt, but carry no judgement"}
+    (out / "leverplus_mt_judge.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
 def judge_model(*, input, output, params, wildcards, threads):
-    """The demo judge's chat model: a random tiny Qwen2ForCausalLM (leverplus.serving.tiny_chat), seeded."""
+    """Rule mt_judge_model: :func:`build_judge_model` into ``output[0]`` (built aside, then moved in place)."""
     import shutil
     import tempfile
 
-    from leverplus.serving.tiny_chat import build_tiny_chat_lm
-
     out = Path(output[0])
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny_chat.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny_chat.", dir=out.parent))
     try:
-        build_tiny_chat_lm(tmp / "m", seed=int(params["seed"]))
-        out.parent.mkdir(parents=True, exist_ok=True)
+        build_judge_model(tmp / "m", seed=int(params["seed"]))
         os.replace(tmp / "m", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"tiny chat model (random, seed {params['seed']}) -> {out}")
+    print(f"demo judge model (random, score tokens only, seed {params['seed']}) -> {out}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -68,7 +119,8 @@ def run_family(df: pd.DataFrame, pair: str, family: str, cfg: dict):
         seg, corpus = mt.score_rouge(df, pair, **kw)
     elif family == "bertscore":
         b = cfg["bertscore"]
-        seg, corpus = mt.score_bertscore(df, pair, model=b["model"], num_layers=int(b["num_layers"]),
+        sub, extra["subset"] = first_segments(df, b.get("max_segments"), "mt.bertscore.max_segments")
+        seg, corpus = mt.score_bertscore(sub, pair, model=b["model"], num_layers=int(b["num_layers"]),
                                          baseline_path=b.get("baseline_path"), batch_size=int(b["batch_size"]), **kw)
         extra["note"] = b.get("note")
     elif family == "llm_judge":
@@ -91,8 +143,7 @@ def run_judge(df: pd.DataFrame, pair: str, j: dict, log_file=None):
     from leverplus.metrics.mt_judge import score_llm_judge
 
     ids = list(dict.fromkeys(df["id"]))
-    n = j.get("max_segments")
-    sub = df[df["id"].isin(ids[:n])] if n else df
+    sub, subset = first_segments(df, j.get("max_segments"), "mt.llm_judge.max_segments")
     api = dict(j["api"])
     if j.get("mode", "endpoint") == "endpoint":
         seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"))
@@ -112,7 +163,18 @@ def run_judge(df: pd.DataFrame, pair: str, j: dict, log_file=None):
     n_ok = int(np.isfinite(seg["score"].to_numpy(float)).sum())
     extra["judged"] = {"segments": int(sub["id"].nunique()), "of_segments": len(ids), "requests": len(seg),
                        "parseable": n_ok, "parse_rate": n_ok / len(seg) if len(seg) else float("nan")}
+    extra["subset"] = subset
     return seg, corpus, extra
+
+
+def first_segments(df: pd.DataFrame, n, setting: str):
+    """The rows of the first ``n`` segments (every system), and a record of the subset (``n`` None: all)."""
+    ids = list(dict.fromkeys(df["id"]))
+    if not n or int(n) >= len(ids):
+        return df, None
+    keep = set(ids[:int(n)])
+    return (df[df["id"].isin(keep)].reset_index(drop=True),
+            {"segments": int(n), "of_segments": len(ids), "which": "first", "setting": setting})
 
 
 def score(*, input, output, params, wildcards, threads):
@@ -130,8 +192,10 @@ def score(*, input, output, params, wildcards, threads):
 # meta-evaluate
 # ----------------------------------------------------------------------------------------------------------------
 def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg: dict):
-    """PairScores of one language pair (TER negated; sacrebleu metrics with corpus system-level scorers), the human
-    matrix if the data has human scores, and notes on what was left out."""
+    """ScoreSet of one language pair (TER negated; sacrebleu metrics with corpus system-level scorers; NaN where a
+    metric did not score a segment or its reply was unparseable), the human matrix if the data has human scores,
+    notes, and the metrics left out as not computable (more than ``max_missing`` of the cells a metric scored are
+    unparseable, or fewer than 3 segments complete)."""
     from leverplus.data.mt import has_human
     from leverplus.metrics import meta_eval as me
     from leverplus.metrics import mt
@@ -139,26 +203,34 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
     seg = pd.concat(segs, ignore_index=True)
     ids = list(dict.fromkeys(data_df["id"]))
     systems = list(dict.fromkeys(data_df["system"]))
+    max_missing = float(cfg["meta_eval"]["max_missing"])
     notes, mats, scorers, excluded = [], {}, {}, {}
-    order = [m for m in dict.fromkeys(seg["metric"])]
-    for metric in order:
+    for metric in dict.fromkeys(seg["metric"]):
         g = seg[seg["metric"] == metric]
         wide = g.pivot(index="id", columns="system", values="score").reindex(index=ids, columns=systems)
         M = wide.to_numpy(float)
-        bad = np.isnan(M).mean()
-        if bad > float(cfg["meta_eval"]["max_missing"]):
-            n_ok = int(np.isfinite(g["score"].to_numpy(float)).sum())
+        n_ok = int(np.isfinite(g["score"].to_numpy(float)).sum())
+        bad = 1 - n_ok / len(g) if len(g) else 1.0  # share of the cells it scored without a score
+        complete = int((~np.isnan(M).any(axis=1)).sum())
+        if bad > max_missing or complete < me.MIN_SEGMENTS:
             why = (f"{metric}: not computable -- {'no' if n_ok == 0 else n_ok} parseable score{'s' * (n_ok != 1)}: "
-                   f"{n_ok}/{len(g)} scored cells ({M.size} cells in the pair; {bad:.0%} missing or unparseable, "
-                   f"more than max_missing {cfg['meta_eval']['max_missing']})")
+                   f"{n_ok}/{len(g)} scored cells ({bad:.0%} missing or unparseable, more than max_missing "
+                   f"{max_missing}; {complete} segments complete)" if bad > max_missing else
+                   f"{metric}: not computable -- {complete} segments with a score for every system "
+                   f"(< {me.MIN_SEGMENTS})")
             notes.append(why)
             excluded[metric] = {"status": "not computable", "parseable": n_ok, "scored": int(len(g)),
                                 "cells": int(M.size), "reason": why}
             continue
-        if bad > 0:  # fill nothing silently: drop the segments where it is missing for everyone
-            notes.append(f"{metric}: {bad:.1%} cells missing; those segments dropped for all metrics")
+        scored_ids = g["id"].nunique()
+        if scored_ids < len(ids):
+            notes.append(f"{metric}: scored on {scored_ids} of {len(ids)} segments; its cells use those segments "
+                         f"({complete} complete)")
+        elif complete < len(ids):
+            notes.append(f"{metric}: {len(ids) - complete} segments lack a score for some system; its cells use "
+                         f"the other {complete}")
         mats[metric] = -M if metric in mt.LOWER_IS_BETTER else M
-        if metric in mt.SACREBLEU_METRICS and g["stats"].notna().all():
+        if metric in mt.SACREBLEU_METRICS and g["stats"].notna().all() and complete == len(ids):
             st = g.set_index(["id", "system"])["stats"]
             arr = np.array([[st[(i, s)] for s in systems] for i in ids], float)  # (S, K, d)
             sign = -1.0 if metric in mt.LOWER_IS_BETTER else 1.0
@@ -172,22 +244,12 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
     if has_human(data_df):
         H = data_df.pivot(index="id", columns="system", values="human").reindex(index=ids, columns=systems)
         mats["human"] = H.to_numpy(float)
-    keep = ~np.any([np.isnan(M).any(axis=1) for M in mats.values()], axis=0)
-    if not keep.all():
-        mats = {k: v[keep] for k, v in mats.items()}
-        scorers = {k: (lambda c, f=f: f(_expand(c, keep))) for k, f in scorers.items()}
-    return me.PairScores(mats, systems=systems, system_scorers=scorers), notes, excluded
+    return me.ScoreSet(mats, systems=systems, system_scorers=scorers), notes, excluded
 
 
-def _expand(counts, keep):
-    out = np.zeros((counts.shape[0], keep.size))
-    out[:, keep] = counts
-    return out
-
-
-def answer_pair(ps, metrics: list[str], cfg: dict, levels: dict) -> dict:
-    """Most / least similar metric pair (primary coefficient) with the pairs PERM-BOTH cannot tell apart from it,
-    and hierarchical clusters on 1 - coefficient."""
+def answer_pair(ss, metrics: list[str], cfg: dict, res: dict) -> dict:
+    """Most / least similar metric pair (primary coefficient) with the pairs PERM-BOTH cannot tell apart from it
+    (each test on the segments both pairs share), and hierarchical clusters on 1 - coefficient."""
     from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
     from scipy.spatial.distance import squareform
 
@@ -195,28 +257,41 @@ def answer_pair(ps, metrics: list[str], cfg: dict, levels: dict) -> dict:
 
     m = cfg["meta_eval"]
     coef, grouping = m["primary"]["coef"], m["primary"]["grouping"]
-    table = levels[grouping][coef]
-    idx = {name: i for i, name in enumerate(metrics)}
+    table = res["levels"][grouping][coef]
+    idx = {name: i for i, name in enumerate(res["metrics"])}
     pairs = [(a, b) for a, b in itertools.combinations(metrics, 2)]
     val = {p: table["value"][idx[p[0]]][idx[p[1]]] for p in pairs}
     ci = {p: table["ci95"][idx[p[0]]][idx[p[1]]] for p in pairs}
-    finite = [p for p in pairs if not math.isnan(val[p])]
+    ncell = {p: res["n_segments_cell"][idx[p[0]]][idx[p[1]]] for p in pairs}
     out = {"coef": coef, "grouping": grouping, "alpha": m["alpha"], "n_permutations": m["n_permutations"]}
-    for label, best in (("most_similar", max(finite, key=val.get)), ("least_similar", min(finite, key=val.get))):
-        ties, tests = [], []
-        for p in finite:
-            if p == best:
-                continue
-            t = me.perm_both(ps, best, p, coef=coef, grouping=grouping, n_permutations=int(m["n_permutations"]),
-                             seed=int(m["seed"]))
-            tests.append({"pair": list(p), "value": val[p], "diff": t["diff"], "p_value": t["p_value"]})
-            if t["p_value"] >= m["alpha"]:
-                ties.append(list(p))
-        out[label] = {"pair": list(best), "value": val[best], "ci95": ci[best], "indistinguishable": ties,
-                      "tests": tests}
+
+    def extremes(names):
+        finite = [p for p in pairs if not math.isnan(val[p]) and p[0] in names and p[1] in names]
+        res = {}
+        for label, best in (("most_similar", max(finite, key=val.get)), ("least_similar", min(finite, key=val.get))):
+            ties, tests = [], []
+            for p in finite:
+                if p == best:
+                    continue
+                t = me.perm_both_pairwise(ss, best, p, coef=coef, grouping=grouping,
+                                          n_permutations=int(m["n_permutations"]), seed=int(m["seed"]))
+                tests.append({"pair": list(p), "value": val[p], "n_segments": ncell[p], "diff": t["diff"],
+                              "p_value": t["p_value"], "n_segments_test": t["n_segments"]})
+                if not math.isnan(t["p_value"]) and t["p_value"] >= m["alpha"]:
+                    ties.append(list(p))
+            res[label] = {"pair": list(best), "value": val[best], "ci95": ci[best], "n_segments": ncell[best],
+                          "indistinguishable": ties, "tests": tests}
+        return res
+
+    out.update(extremes(set(metrics)))
+    drop = [x for x in m.get("also_without", []) if x in metrics]
+    rest = [x for x in metrics if x not in drop]
+    if drop and len(rest) >= 2:
+        out["without"] = {"excluded": drop, **extremes(set(rest))}
     # clusters
     k = len(metrics)
-    D = np.ones((k, k)) - np.nan_to_num(np.asarray(table["value"], float), nan=0.0)
+    V = np.array([[table["value"][idx[a]][idx[b]] for b in metrics] for a in metrics], float)
+    D = np.ones((k, k)) - np.nan_to_num(V, nan=0.0)
     np.fill_diagonal(D, 0.0)
     D = np.clip((D + D.T) / 2, 0, 2)
     Z = linkage(squareform(D, checks=False), method="average")
@@ -236,17 +311,17 @@ def meta_evaluate(*, input, output, params, wildcards, threads):
     cfg = params["cfg"]
     pair = wildcards["pair"]
     data_df = pd.read_parquet(input["data"])
-    ps, notes, excluded = pair_scores(pair, [pd.read_parquet(p) for p in input["segments"]], data_df, cfg)
+    ss, notes, excluded = pair_scores(pair, [pd.read_parquet(p) for p in input["segments"]], data_df, cfg)
     m = cfg["meta_eval"]
-    metrics = [x for x in ps.metrics if x != "human"]
-    names = (["human"] if "human" in ps.metrics else []) + metrics
-    full = me.matrices(ps, coefficients=m["coefficients"], groupings=m["groupings"],
-                       n_resamples=int(m["n_resamples"]), seed=int(m["seed"]), metrics=names)
+    metrics = [x for x in ss.metrics if x != "human"]
+    names = (["human"] if "human" in ss.metrics else []) + metrics
+    full = me.matrices_pairwise(ss, coefficients=m["coefficients"], groupings=m["groupings"],
+                                n_resamples=int(m["n_resamples"]), seed=int(m["seed"]), metrics=names)
     res = drop_metric(full, "human") if "human" in names else full
     res["pair"], res["notes"], res["not_computable"] = pair, notes, excluded
-    res["questions"] = answer_pair(ps, metrics, cfg, res["levels"])
+    res["questions"] = answer_pair(ss, metrics, cfg, res)
     if "human" in names:
-        res["vs_human"] = vs_human(ps, metrics, m, full)
+        res["vs_human"] = vs_human(ss, metrics, m, full)
     write_json(output[0], res)
 
 
@@ -257,37 +332,51 @@ def drop_metric(res: dict, name: str) -> dict:
     out = copy.deepcopy(res)
     k = out["metrics"].index(name)
     out["metrics"] = [x for x in out["metrics"] if x != name]
+
+    def cut(M):
+        return [[x for j, x in enumerate(row) if j != k] for i, row in enumerate(M) if i != k]
+
     for g, per in out["levels"].items():
         if per.get("status"):
             continue
         for t in per.values():
             for key in ("value", "ci95"):
-                t[key] = [[x for j, x in enumerate(row) if j != k] for i, row in enumerate(t[key]) if i != k]
+                t[key] = cut(t[key])
+    if "n_segments_cell" in out:
+        out["n_segments_cell"] = cut(out["n_segments_cell"])
+    out.get("coverage", {}).pop(name, None)
     return out
 
 
-def vs_human(ps, metrics, m, full) -> dict:
-    """Each metric against the human scores, WMT-style: coefficient + CI per grouping, and per (grouping, coef)
-    the metrics PERM-BOTH cannot separate from the best one (the "significance cluster")."""
+def vs_human(ss, metrics, m, full) -> dict:
+    """Each metric against the human scores, WMT-style: coefficient + CI (+ n segments) per grouping, and per
+    (grouping, coef) the metrics PERM-BOTH cannot separate from the best one (the "significance cluster"; each test
+    on the segments both metrics share)."""
     from leverplus.metrics import meta_eval as me
 
     out = {}
+    h = full["metrics"].index("human")
     for g, per in full["levels"].items():
         if per.get("status"):
             out[g] = per
             continue
         out[g] = {}
         for coef, t in per.items():
-            rows = {mt: {"value": t["value"][0][i + 1], "ci95": t["ci95"][0][i + 1]} for i, mt in enumerate(metrics)}
+            rows = {}
+            for mt_ in metrics:
+                i = full["metrics"].index(mt_)
+                rows[mt_] = {"value": t["value"][h][i], "ci95": t["ci95"][h][i],
+                             "n_segments": full["n_segments_cell"][h][i]}
             ranked = sorted(rows, key=lambda x: -np.nan_to_num(rows[x]["value"], nan=-9))
             best = ranked[0]
             top = [best]
             if g == "none" and coef in ("pearson", "spearman"):
                 for other in ranked[1:]:
-                    t2 = me.perm_both(ps, ("human", best), ("human", other), coef=coef, grouping=g,
-                                      n_permutations=int(m["n_permutations"]), seed=int(m["seed"]))
+                    t2 = me.perm_both_pairwise(ss, ("human", best), ("human", other), coef=coef, grouping=g,
+                                               n_permutations=int(m["n_permutations"]), seed=int(m["seed"]))
                     rows[other]["p_vs_best"] = t2["p_value"]
-                    if t2["p_value"] >= m["alpha"]:
+                    rows[other]["n_segments_test"] = t2["n_segments"]
+                    if not math.isnan(t2["p_value"]) and t2["p_value"] >= m["alpha"]:
                         top.append(other)
             out[g][coef] = {"metrics": rows, "ranking": ranked, "best_cluster": top if len(top) > 1 or
                             (g == "none" and coef in ("pearson", "spearman")) else None}
@@ -314,12 +403,15 @@ def aggregate(*, input, output, params, wildcards, threads):
     for p in input["corpus"]:
         c = read_json(p)
         corpus.setdefault(c["pair"], {}).update(c["corpus"])
-        info = {k: c[k] for k in ("note", "judged", "server", "n_requests") if c.get(k) is not None}
+        info = {k: c[k] for k in ("note", "judged", "server", "n_requests", "subset") if c.get(k) is not None}
         if c.get("unparseable") is not None:
             info["n_unparseable"] = len(c["unparseable"])
             info["unparseable_examples"] = c["unparseable"][:3]
         if info:
             families.setdefault(c["pair"], {})[c["family"]] = info
+    for pair, meta in metas.items():  # METEOR outside English etc.: the reason, next to the matrices
+        meta["not_applicable"] = {metric: per.get("reason") for metric, per in corpus.get(pair, {}).items()
+                                  if isinstance(per, dict) and per.get("status") == "not applicable"}
     m = cfg["meta_eval"]
     coef, grouping = m["primary"]["coef"], m["primary"]["grouping"]
     stable = most_stable(metas, coef, grouping)
@@ -342,7 +434,8 @@ def _corpus_table(corpus):
             if isinstance(per, dict) and per.get("status") == "not applicable":
                 out[pair][metric] = {"status": "not applicable", "reason": per.get("reason")}
             else:
-                out[pair][metric] = {s: {"score": r.get("score"), "ci95": r.get("ci95") or r.get("ci95_mean_segment")}
+                out[pair][metric] = {s: {"score": r.get("score"), "n": r.get("n"),
+                                         "ci95": r.get("ci95") or r.get("ci95_mean_segment")}
                                      for s, r in per.items()}
     return out
 
@@ -381,43 +474,70 @@ def most_stable(metas: dict, coef: str, grouping: str) -> dict:
             "best": rows[0] if rows else None, "top5": rows[:5]}
 
 
+def _n_note(n, total):
+    return "" if n is None or n == total else f" (n={n})"
+
+
 def markdown(report: dict) -> str:
     p = report["primary"]
     L = [f"# MT metrics: {report['dataset']}", "",
          f"Primary coefficient: **{p['coef']}**, grouping **{p['grouping']}**; 95% bootstrap CIs over segments; "
-         f"pairs compared with PERM-BOTH.", "", report["normalisation_note"], ""]
+         f"pairs compared with PERM-BOTH. n: segments behind a value (x every system) where it is not every "
+         f"segment of the pair.", "", report["normalisation_note"], ""]
     for c in report.get("caveats", []):
         L.append(f"- {c}")
     L += ["", "## Most / least similar metric pair per language pair", "",
-          "| pair | most similar | value [95% CI] | indistinguishable | least similar | value [95% CI] | "
-          "indistinguishable |", "|---|---|---|---|---|---|---|"]
+          "| pair | most similar | value [95% CI] | n | indistinguishable | least similar | value [95% CI] | n | "
+          "indistinguishable |", "|---|---|---|---|---|---|---|---|---|"]
     for pair, meta in report["meta_eval"].items():
         q = meta["questions"]
         ms, ls = q["most_similar"], q["least_similar"]
-        L.append(f"| {pair} | {' / '.join(ms['pair'])} | {_fmt(ms['value'], ms['ci95'])} | "
+        L.append(f"| {pair} | {' / '.join(ms['pair'])} | {_fmt(ms['value'], ms['ci95'], 4)} | {ms.get('n_segments')} | "
                  f"{', '.join('/'.join(x) for x in ms['indistinguishable']) or 'none'} | {' / '.join(ls['pair'])} | "
-                 f"{_fmt(ls['value'], ls['ci95'])} | {', '.join('/'.join(x) for x in ls['indistinguishable']) or 'none'} |")
+                 f"{_fmt(ls['value'], ls['ci95'], 4)} | {ls.get('n_segments')} | "
+                 f"{', '.join('/'.join(x) for x in ls['indistinguishable']) or 'none'} |")
+    without = {pair: meta["questions"]["without"] for pair, meta in report["meta_eval"].items()
+               if meta["questions"].get("without")}
+    if without:
+        excl = sorted({x for w in without.values() for x in w["excluded"]})
+        L += ["", f"Without {', '.join(excl)} (`meta_eval.also_without`; the demo's judge is a random model):", "",
+              "| pair | most similar | value [95% CI] | n | least similar | value [95% CI] | n | indistinguishable |",
+              "|---|---|---|---|---|---|---|---|"]
+        for pair, w in without.items():
+            ms, ls = w["most_similar"], w["least_similar"]
+            L.append(f"| {pair} | {' / '.join(ms['pair'])} | {_fmt(ms['value'], ms['ci95'], 4)} | {ms['n_segments']} | "
+                     f"{' / '.join(ls['pair'])} | {_fmt(ls['value'], ls['ci95'], 4)} | {ls['n_segments']} | "
+                     f"{', '.join('/'.join(x) for x in ls['indistinguishable']) or 'none'} |")
     st = report["most_stable_pair"]
     if st["best"]:
         b = st["best"]
         L += ["", "## Most stable pair across language pairs", "",
-              f"{' / '.join(b['pair'])}: range {b['range']:.3f}, mean {b['mean']:.3f}; " +
-              "; ".join(f"{k} {_fmt(v, b['ci95'][k])}" for k, v in b["values"].items())]
+              f"{' / '.join(b['pair'])}: range {b['range']:.4f}, mean {b['mean']:.4f}; " +
+              "; ".join(f"{k} {_fmt(v, b['ci95'][k], 4)}" for k, v in b["values"].items()), "",
+              "Next: " + "; ".join(f"{' / '.join(r['pair'])} (range {r['range']:.4f}, mean {r['mean']:.4f})"
+                                   for r in st["top5"][1:])]
     judged = {pair: f["llm_judge"] for pair, f in report.get("families", {}).items() if "llm_judge" in f}
     if judged:
         L += ["", "## LLM judge (GEMBA-DA)", "", "| pair | parseable scores | segments judged | server | "
               "correlations |", "|---|---|---|---|---|"]
         for pair, f in judged.items():
             j = f.get("judged", {})
-            nc = report["meta_eval"].get(pair, {}).get("not_computable", {}).get("llm_judge")
+            meta = report["meta_eval"].get(pair, {})
+            nc = meta.get("not_computable", {}).get("llm_judge")
             head = ("no parseable scores: " if j.get("parseable") == 0 else "") + \
                 f"{j.get('parseable')}/{j.get('requests')} ({100 * (j.get('parse_rate') or 0):.0f}%)"
+            where = "not computable" if nc else \
+                f"in the matrices (n={meta.get('coverage', {}).get('llm_judge')} segments)"
             L.append(f"| {pair} | {head} | {j.get('segments')}/{j.get('of_segments')} x systems | "
-                     f"{f.get('server', {}).get('mode', 'endpoint')} | {'not computable' if nc else 'in the matrices'} |")
+                     f"{f.get('server', {}).get('mode', 'endpoint')} | {where} |")
     notes = [(pair, fam, f["note"]) for pair, fs in report.get("families", {}).items() for fam, f in fs.items()
              if f.get("note")]
-    if notes:
+    subsets = [(pair, fam, f["subset"]) for pair, fs in report.get("families", {}).items() for fam, f in fs.items()
+               if f.get("subset")]
+    if notes or subsets:
         L += ["", "## Family notes", ""] + [f"- {pair} {fam}: {n}" for pair, fam, n in notes]
+        L += [f"- {pair} {fam}: scored on the first {sub['segments']} of {sub['of_segments']} segments "
+              f"(`{sub['setting']}`, for cost); its correlation cells use those segments" for pair, fam, sub in subsets]
     L += ["", "## Clusters (average linkage on 1 - coefficient)", ""]
     for pair, meta in report["meta_eval"].items():
         cl = meta["questions"]["clusters"]
@@ -425,25 +545,36 @@ def markdown(report: dict) -> str:
     L += ["", "## System-level corpus scores", ""]
     for pair, metrics in report["system_level_corpus"].items():
         systems = sorted({s for per in metrics.values() if "status" not in per for s in per})
-        L += [f"### {pair}", "", "| metric | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+        L += [f"### {pair}", "", "| metric | n | " + " | ".join(systems) + " |", "|---" * (len(systems) + 2) + "|"]
+        reasons = []
         for metric, per in metrics.items():
             if "status" in per:
-                L.append(f"| {metric} | " + " | ".join(["not applicable"] * len(systems)) + " |")
+                L.append(f"| {metric} | - | " + " | ".join([per["status"]] * len(systems)) + " |")
+                reasons.append(f"- {metric}: {per['status']} -- {per.get('reason')}")
             else:
-                L.append(f"| {metric} | " + " | ".join(
+                ns = {per[s].get("n") for s in systems if s in per}
+                L.append(f"| {metric} | {'/'.join(str(x) for x in sorted(ns, key=str))} | " + " | ".join(
                     _fmt(per[s]["score"], None, 2) if per.get(s, {}).get("score") is not None else
                     "no parseable scores" for s in systems) + " |")
-        L.append("")
+        L += [""] + reasons + ([""] if reasons else [])
     for pair, meta in report["meta_eval"].items():
         L += [f"## {pair}: metric x metric ({p['coef']}, {p['grouping']})", ""]
         names = meta["metrics"]
         t = meta["levels"][p["grouping"]][p["coef"]]
+        ncell = meta.get("n_segments_cell")
+        total = meta["n_segments"]
         L += ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for i, a in enumerate(names):
-            L.append(f"| {a} | " + " | ".join(_fmt(t["value"][i][j], t["ci95"][i][j], 2) for j in range(len(names)))
-                     + " |")
+            L.append(f"| {a} | " + " | ".join(
+                _fmt(t["value"][i][j], t["ci95"][i][j], 2) + (_n_note(ncell[i][j], total) if ncell else "")
+                for j in range(len(names))) + " |")
+        for a, why in meta.get("not_applicable", {}).items():
+            L.append(f"| {a} | " + " | ".join(["not applicable"] * len(names)) + " |")
         for a in meta.get("not_computable", {}):
             L.append(f"| {a} | " + " | ".join(["not computable"] * len(names)) + " |")
+        L.append("")
+        for a, why in meta.get("not_applicable", {}).items():
+            L.append(f"- {a}: not applicable -- {why}")
         for n in meta.get("notes", []):
             L.append(f"- {n}")
         if "vs_human" in meta:
@@ -451,8 +582,8 @@ def markdown(report: dict) -> str:
             vh = meta["vs_human"][p["grouping"]][p["coef"]]
             for name in vh["ranking"]:
                 r = vh["metrics"][name]
-                L.append(f"- {name}: {_fmt(r['value'], r['ci95'])}" + (f" (PERM-BOTH p vs best {r['p_vs_best']:.3f})"
-                                                                       if "p_vs_best" in r else ""))
+                L.append(f"- {name}: {_fmt(r['value'], r['ci95'])}{_n_note(r.get('n_segments'), total)}" +
+                         (f" (PERM-BOTH p vs best {r['p_vs_best']:.3f})" if "p_vs_best" in r else ""))
         L.append("")
     L += ["Signatures:", ""]
     for metric, per in report["signatures"].items():
