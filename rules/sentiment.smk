@@ -70,7 +70,7 @@ rule sentiment_zero_shot:
         "benchmarks/sentiment/{sent_set}/arm_zero_shot.tsv"
     threads: SENT_THREADS
     resources:
-        gpu=1,
+        gpu=sent_gpu,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -99,7 +99,7 @@ rule sentiment_head_arm:
         "benchmarks/sentiment/{sent_set}/arm_{sent_arm}.tsv"
     threads: SENT_THREADS
     resources:
-        gpu=1,
+        gpu=sent_gpu,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -128,7 +128,7 @@ rule sentiment_lora_label_pair:
         "benchmarks/sentiment/{sent_set}/arm_lora_label_{sent_pair}.tsv"
     threads: SENT_THREADS
     resources:
-        gpu=1,
+        gpu=sent_gpu,
     conda:
         "../envs/gpu.yaml"
     script:

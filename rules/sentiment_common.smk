@@ -25,11 +25,17 @@ def sent_model(w):
     return SENT["datasets"][w.sent_set]["model"]
 
 
+def sent_gpu(w):
+    """The `gpu` resource of a model job: the dataset's model's `gpu` (0 for the CPU-sized shipped tiny LM)."""
+    return SENT["models"][sent_model(w)]["gpu"]
+
+
 def sent_arm_cfg(w):
     """What an arm reads: prompt, labels, training and prediction settings (the seed of the data subset is in the
     data files already)."""
     labels = {**SENT["labels"], "order": list(SENT["labels"]["pairs"])}  # canonical JSON sorts keys: keep the order
-    return canonical({"labels": labels, **{k: SENT[k] for k in ("prompt", "train", "predict")}})
+    return canonical({"labels": labels, "compute": {"device": SENT["compute"]["device"]},
+                      **{k: SENT[k] for k in ("prompt", "train", "predict")}})
 
 
 def sent_dataset_spec(w):

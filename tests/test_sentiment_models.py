@@ -129,3 +129,47 @@ def test_shipped_build_settings_are_the_builders_defaults():
     assert rec["settings"] == asdict(PretrainSettings())
     assert rec["size"] == asdict(TinyLMSize())
 
+
+
+def test_device_selection(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert arms.resolve_device("auto") == arms.resolve_device(None) == "cpu"
+    assert arms.resolve_device("cpu") == "cpu"
+    for spec in ("cuda", "cuda:1"):
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            arms.resolve_device(spec)
+    with pytest.raises(ValueError, match="use auto"):
+        arms.resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert arms.resolve_device("auto") == "cuda"
+    assert arms.resolve_device("cuda:1") == "cuda:1"
+    assert arms.resolve_device("cpu") == "cpu"
+    assert arms.DEFAULTS["device"] == "auto"
+
+
+def test_every_arm_places_its_model_on_the_selected_device(monkeypatch, tmp_path):
+    """With CUDA reported available, every arm moves its model to "cuda" (here intercepted and kept on the CPU, which
+    has no CUDA) and records the device; inputs follow the model's device."""
+    d = tmp_path / "lm"
+    build_tiny_causal_lm(d, POS + NEG, arch="qwen3", size=SIZE, seed=3)
+    placed = []
+
+    def fake_place(model, device):
+        placed.append(device)
+        return model.to("cpu")
+
+    monkeypatch.setattr(arms, "_place", fake_place)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    runs = {
+        "A": lambda: arms.arm_zero_shot(d, DATA, config=CFG),
+        "B": lambda: arms.arm_head_only(d, DATA, DATA, DATA, config=CFG),
+        "C": lambda: arms.arm_lora_head(d, DATA, DATA, DATA, config=CFG),
+        "D": lambda: arms.arm_lora_label(d, DATA, DATA, DATA, config=CFG),
+    }
+    for name, run in runs.items():
+        placed.clear()
+        _, rec = run()
+        assert placed == ["cuda"] and rec["device"] == "cuda", name
+    placed.clear()
+    _, rec = arms.arm_head_only(d, DATA, DATA, DATA, config={**CFG, "device": "cpu"})
+    assert placed == ["cpu"] and rec["device"] == "cpu"

@@ -154,6 +154,16 @@ def test_real_config_resolves_offline(tmp_path):
                         ("sentiment_score", 5), ("sentiment_aggregate", 1)):
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-2000:])
     assert "data/sentiment/models/qwen3_0_6b" in out
+    # the nine model jobs (A, B, B', C, 5 x D) claim a GPU with a real model ...
+    assert sum("gpu=1" in line for line in out.splitlines() if line.strip().startswith("resources:")) == 9
+
+
+def test_demo_model_jobs_claim_no_gpu(tmp_path):
+    """... and none with the CPU-sized shipped tiny LM (models.tiny_qwen_lm.gpu: 0), so they run side by side."""
+    work = workdir(tmp_path)
+    out = smk("-n", "--cores", "2", TARGET, cwd=work, timeout=300)
+    res = [line for line in (out.stdout + out.stderr).splitlines() if line.strip().startswith("resources:")]
+    assert sum("gpu=0" in line for line in res) == 9 and not any("gpu=1" in line for line in res)
 
 
 def test_bad_sentiment_config_stops_with_one_line(tmp_path):

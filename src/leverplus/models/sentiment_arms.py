@@ -41,6 +41,7 @@ __all__ = [
     "FROZEN_MODULE_NAMES",
     "FrozenParamsChanged",
     "arm_settings",
+    "resolve_device",
     "frozen_param_digests",
     "check_frozen",
     "select_variant",
@@ -63,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "max_text_chars": 64,  # reviews are cut to this many characters before the prompt is built
     "batch_size": 16,  # scoring / feature batch
     "dtype": "float32",
+    "device": "auto",  # auto: cuda when torch.cuda.is_available(), else cpu (resolve_device)
     "head": {"lr": 0.01, "epochs": 60, "patience": 5, "batch_size": 64, "weight_decay": 0.0},
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     "lora_head": {"lr": 0.003, "epochs": 4, "patience": 1, "batch_size": 16, "weight_decay": 0.0},
@@ -95,6 +97,33 @@ def arm_settings(config: Mapping | None = None) -> dict:
             raise ValueError(f"lora.{key} names {bad}: the token embedding and LM head stay frozen in every arm "
                              "(and tied embeddings would be untied)")
     return cfg
+
+
+def resolve_device(spec: str | None = "auto") -> str:
+    """The torch device the arms run on: ``"auto"`` (or None) → ``"cuda"`` when ``torch.cuda.is_available()``, else
+    ``"cpu"``; ``"cpu"`` / ``"cuda"`` / ``"cuda:N"`` as given — a CUDA device on a machine without one stops with an
+    error instead of silently running on the CPU."""
+    import torch
+
+    spec = "auto" if spec is None else str(spec)
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {spec!r}: CUDA is not available here (use device: auto or cpu)")
+        return spec
+    raise ValueError(f"device {spec!r}: use auto, cpu, cuda or cuda:N")
+
+
+def _place(model, device: str):
+    """Move ``model`` to ``device`` (every arm goes through here; inputs follow the model's device)."""
+    return model.to(device)
+
+
+def _device_of(model):
+    return next(model.parameters()).device
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -286,7 +315,9 @@ def arm_zero_shot(model_dir, items: pd.DataFrame, *, config: Mapping | None = No
     cfg = arm_settings(config)
     pairs = [list(p) for p in (label_pairs or [cfg["label_pair"]])]
     t0 = time.perf_counter()
+    device = resolve_device(cfg["device"])
     model, tok = load_causal_lm(model_dir, dtype=cfg["dtype"])
+    model = _place(model, device)
     for p in model.parameters():
         p.requires_grad_(False)
     before = frozen_param_digests(model)
@@ -300,7 +331,8 @@ def arm_zero_shot(model_dir, items: pd.DataFrame, *, config: Mapping | None = No
     check_frozen(before, after)
     record = {"arm": "A", "method": "zero-shot label scoring", "seed": cfg["seed"], "settings": _public(cfg),
               "trainable_parameters": [], "n_trainable": 0, "frozen_before": before, "frozen_after": after,
-              "pairs": recs, "seconds": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads()}
+              "pairs": recs, "seconds": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads(),
+              "device": device}
     return pd.concat(frames, ignore_index=True), record
 
 
@@ -323,6 +355,7 @@ def _features(model, tokenizer, texts: Sequence[str], cfg: Mapping, pooling: str
     for b0 in range(0, len(ctx), bs):
         ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in ctx[b0:b0 + bs]]
         inp, att = _pad_batch(ids, pad)
+        inp, att = inp.to(_device_of(body)), att.to(_device_of(body))
         with torch.inference_mode():
             h = body(input_ids=inp, attention_mask=att).last_hidden_state.float()
         if pooling == "last":
@@ -347,26 +380,29 @@ def arm_head_only(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
     hcfg = cfg["head"]
     t0 = time.perf_counter()
     _seed(int(cfg["seed"]))
+    device = resolve_device(cfg["device"])
     model, tok = load_causal_lm(model_dir, dtype=cfg["dtype"])
+    model = _place(model, device)
     for p in model.parameters():
         p.requires_grad_(False)
     before = frozen_param_digests(model)
     Xtr, Xva, Xte = (_features(model, tok, d["text"].tolist(), cfg, pooling) for d in (train, val, items))
-    ytr, yva = torch.tensor(_y(train)), torch.tensor(_y(val))
+    dev = _device_of(model)
+    ytr, yva = torch.tensor(_y(train), device=dev), torch.tensor(_y(val), device=dev)
     _seed(int(cfg["seed"]))
-    head = torch.nn.Linear(Xtr.shape[1], 2)
+    head = torch.nn.Linear(Xtr.shape[1], 2).to(dev)
     holder = torch.nn.ModuleDict({"score": head})
     bs = int(hcfg["batch_size"])
 
     def batches(rng):
-        order = rng.permutation(len(Xtr))
+        order = torch.as_tensor(rng.permutation(len(Xtr)), device=dev)
         return [(lambda idx=order[i:i + bs]: torch.nn.functional.cross_entropy(head(Xtr[idx]), ytr[idx]))
                 for i in range(0, len(order), bs)]
 
     hist = _fit(holder, list(head.parameters()), batches,
                 lambda: torch.nn.functional.cross_entropy(head(Xva), yva), hcfg, int(cfg["seed"]), log)
     with torch.no_grad():
-        p_pos = torch.softmax(head(Xte), -1)[:, 1].double().numpy()
+        p_pos = torch.softmax(head(Xte), -1)[:, 1].double().cpu().numpy()
     after = frozen_param_digests(model)
     check_frozen(before, after)
     arm = "B" if pooling == "last" else "B'"
@@ -375,7 +411,7 @@ def arm_head_only(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
               "trainable_parameters": [f"score.{n}" for n, _ in head.named_parameters()],
               "n_trainable": int(sum(p.numel() for p in head.parameters())), **hist,
               "frozen_before": before, "frozen_after": after, "seconds": round(time.perf_counter() - t0, 2),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "device": device}
     return _pred_frame(items["id"], p_pos), record
 
 
@@ -419,6 +455,8 @@ def arm_lora_head(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
         model_dir, num_labels=2, pad_token_id=tok.pad_token_id, dtype=getattr(torch, cfg["dtype"]),
         trust_remote_code=False)
     base.config.pad_token_id = tok.pad_token_id
+    device = resolve_device(cfg["device"])
+    base = _place(base, device)
     before = frozen_param_digests(base)
     model = get_peft_model(base, _lora_config(cfg, "SEQ_CLS"))
     _check_peft_frozen(model)
@@ -426,12 +464,13 @@ def arm_lora_head(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
     pad = tok.pad_token_id
     enc = {k: [tok(c, add_special_tokens=False)["input_ids"] for c in _prompts(tok, d["text"].tolist(), cfg)]
            for k, d in (("train", train), ("val", val), ("items", items))}
-    ytr, yva = torch.tensor(_y(train)), torch.tensor(_y(val))
+    dev = _device_of(model)
+    ytr, yva = torch.tensor(_y(train), device=dev), torch.tensor(_y(val), device=dev)
     bs = int(tcfg["batch_size"])
 
     def logits_of(seqs):
         inp, att = _pad_batch(seqs, pad)
-        return model(input_ids=inp, attention_mask=att).logits.float()
+        return model(input_ids=inp.to(dev), attention_mask=att.to(dev)).logits.float()
 
     def batches(rng):
         order = rng.permutation(len(enc["train"]))
@@ -444,7 +483,7 @@ def arm_lora_head(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
 
     hist = _fit(model, [p for p in model.parameters() if p.requires_grad], batches,
                 lambda: torch.nn.functional.cross_entropy(predict(enc["val"]), yva), tcfg, int(cfg["seed"]), log)
-    p_pos = torch.softmax(predict(enc["items"]), -1)[:, 1].double().numpy()
+    p_pos = torch.softmax(predict(enc["items"]), -1)[:, 1].double().cpu().numpy()
     after = frozen_param_digests(model)
     check_frozen(before, after)
     record = {"arm": "C", "method": "LoRA + sequence-classification head (peft SEQ_CLS)", "seed": cfg["seed"],
@@ -452,7 +491,7 @@ def arm_lora_head(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
               "n_trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
               "modules_to_save": sorted(model.peft_config["default"].modules_to_save or []), **hist,
               "frozen_before": before, "frozen_after": after, "seconds": round(time.perf_counter() - t0, 2),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "device": device}
     return _pred_frame(items["id"], p_pos), record
 
 
@@ -484,7 +523,9 @@ def arm_lora_label(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.
     pair = list(label_pair or cfg["label_pair"])
     t0 = time.perf_counter()
     _seed(int(cfg["seed"]))
+    device = resolve_device(cfg["device"])
     base, tok = load_causal_lm(model_dir, dtype=cfg["dtype"])
+    base = _place(base, device)
     before = frozen_param_digests(base)
     model = get_peft_model(base, _lora_config(cfg, "CAUSAL_LM"))
     _check_peft_frozen(model)
@@ -498,7 +539,8 @@ def arm_lora_label(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.
         lab = torch.full_like(inp, -100)
         for r, (ids, s) in enumerate(exs):
             lab[r, s:len(ids)] = inp[r, s:len(ids)]
-        return model(input_ids=inp, attention_mask=att, labels=lab).loss
+        dev = _device_of(model)
+        return model(input_ids=inp.to(dev), attention_mask=att.to(dev), labels=lab.to(dev)).loss
 
     def batches(rng):
         order = rng.permutation(len(ex_tr))
@@ -523,5 +565,5 @@ def arm_lora_label(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.
               "trainable_parameters": trainable,
               "n_trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad)), **hist,
               "frozen_before": before, "frozen_after": after, "pairs": [prec],
-              "seconds": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads()}
+              "seconds": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads(), "device": device}
     return pred, record

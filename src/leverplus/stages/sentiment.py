@@ -107,6 +107,7 @@ def arm_config(cfg: Mapping, *, dtype: str, label_pair=None) -> dict:
         "max_text_chars": prompt["max_text_chars"],
         "batch_size": cfg["predict"]["batch_size"],
         "dtype": dtype,
+        "device": cfg.get("compute", {}).get("device", "auto"),
         "content_free": list(labels["content_free"]),
         **{k: dict(train[k]) for k in ("head", "lora", "lora_head", "lora_label")},
     }
@@ -123,9 +124,10 @@ def _splits(input):  # noqa: A002
 
 
 def _device_note() -> dict:
+    """What the job saw (the device the arm ran on is the record's ``device``, from ``compute.device``)."""
     import torch
 
-    return {"device": "cpu", "cuda_available": bool(torch.cuda.is_available()), "torch_threads": torch.get_num_threads()}
+    return {"cuda_available": bool(torch.cuda.is_available()), "torch_threads": torch.get_num_threads()}
 
 
 def _finish_record(record: dict) -> dict:
@@ -215,8 +217,9 @@ def _benchmark(model_dir, test, conf: Mapping, n: int = 48) -> dict:
     """Prefix KV reuse vs one full forward per (item, label), on the first n test items with the main pair."""
     from ..models.causal_lm import build_prompt, load_causal_lm
     from ..models.label_scoring import benchmark_prefix_reuse
+    from ..models.sentiment_arms import resolve_device
 
-    mdl, tok = load_causal_lm(model_dir, dtype=conf["dtype"])
+    mdl, tok = load_causal_lm(model_dir, dtype=conf["dtype"], device=resolve_device(conf.get("device")))
     ctx = [build_prompt(tok, str(t)[: conf["max_text_chars"]], template=conf["template"])
            for t in test["text"].head(n)]
     return benchmark_prefix_reuse(mdl, tok, ctx, list(conf["label_pair"]), batch_size=conf["batch_size"], repeats=1)
