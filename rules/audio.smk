@@ -68,13 +68,16 @@ rule audio_download_metric_model:
         "../workflow/scripts/audio_download_metric_model.py"
 
 
-# the edge: CPU-throttled (profiles/slurm puts it on the throttled partition); really runs with `threads`
+# the edge: CPU-throttled (profiles/slurm puts it on the throttled partition); really runs with `threads`.
+# Every generation rule times the clips of `audio.latency` one request at a time (timing.parquet) and captions
+# every clip for the quality metrics (predictions.parquet; untimed batches unless every clip is timed).
 rule audio_edge_infer:
     input:
         manifest="data/audio/{audio_set}/eval.jsonl",
         model=audio_model_of("edge_model"),
     output:
         predictions="results/audio/{audio_set}/edge/predictions.parquet",
+        timing="results/audio/{audio_set}/edge/timing.parquet",
         run="results/audio/{audio_set}/edge/run.json",
     params:
         arm="edge",
@@ -82,6 +85,8 @@ rule audio_edge_infer:
         model_name=lambda w: audio_ds(w)["edge_model"],
         generation=canonical(AUDIO["generation"]),
         warmup=AUDIO["warmup_requests"],
+        latency=canonical(AUDIO["latency"]),
+        batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_generate"),
     wildcard_constraints:
@@ -103,6 +108,7 @@ rule audio_cloud_infer:
         model=audio_model_of("cloud_model"),
     output:
         predictions="results/audio/{audio_set}/cloud/predictions.parquet",
+        timing="results/audio/{audio_set}/cloud/timing.parquet",
         run="results/audio/{audio_set}/cloud/run.json",
     params:
         arm="cloud",
@@ -110,6 +116,8 @@ rule audio_cloud_infer:
         model_name=lambda w: audio_ds(w)["cloud_model"],
         generation=canonical(AUDIO["generation"]),
         warmup=AUDIO["warmup_requests"],
+        latency=canonical(AUDIO["latency"]),
+        batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_generate"),
     wildcard_constraints:
@@ -131,6 +139,7 @@ rule audio_cloud_infer:
 use rule audio_cloud_infer as audio_unaligned_infer with:
     output:
         predictions="results/audio/{audio_set}/unaligned/predictions.parquet",
+        timing="results/audio/{audio_set}/unaligned/timing.parquet",
         run="results/audio/{audio_set}/unaligned/run.json",
     params:
         arm="unaligned",
@@ -138,6 +147,8 @@ use rule audio_cloud_infer as audio_unaligned_infer with:
         model_name=lambda w: audio_ds(w)["cloud_model"],
         generation=canonical(AUDIO["unaligned"]),
         warmup=AUDIO["warmup_requests"],
+        latency=canonical(AUDIO["latency"]),
+        batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_generate"),
     log:
@@ -153,12 +164,15 @@ rule audio_api_infer:
         model=lambda w: audio_model_of("cloud_model")(w) if audio_ds(w)["api"]["base_url"] is None else [],
     output:
         predictions="results/audio/{audio_set}/api/predictions.parquet",
+        timing="results/audio/{audio_set}/api/timing.parquet",
         run="results/audio/{audio_set}/api/run.json",
     params:
         api=lambda w: canonical(audio_ds(w)["api"]),
         model_name=lambda w: audio_ds(w)["api"]["model"],
         generation=canonical(AUDIO["generation"]),
         warmup=AUDIO["warmup_requests"],
+        latency=canonical(AUDIO["latency"]),
+        batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_api_infer"),
     wildcard_constraints:
@@ -176,13 +190,16 @@ rule audio_api_infer:
         "../workflow/scripts/audio_api_infer.py"
 
 
-# edge drafts scored by the cloud (one prefill each); the sweep reuses the edge and cloud arms' outputs and timings
+# edge drafts scored by the cloud (one prefill each: timed on the timed clips, batched on all); the sweep reuses the
+# edge and cloud arms' outputs and timings
 rule audio_cascade:
     input:
         manifest="data/audio/{audio_set}/eval.jsonl",
         model=audio_model_of("cloud_model"),
         edge="results/audio/{audio_set}/edge/predictions.parquet",
         cloud="results/audio/{audio_set}/cloud/predictions.parquet",
+        edge_timing="results/audio/{audio_set}/edge/timing.parquet",
+        cloud_timing="results/audio/{audio_set}/cloud/timing.parquet",
     output:
         points=directory("results/audio/{audio_set}/cascade/points"),
         scores="results/audio/{audio_set}/cascade/draft_scores.parquet",
@@ -191,6 +208,8 @@ rule audio_cascade:
         generation=canonical(AUDIO["generation"]),
         cascade=canonical(AUDIO["cascade"]),
         warmup=AUDIO["warmup_requests"],
+        latency=canonical(AUDIO["latency"]),
+        batch_size=AUDIO["quality_batch_size"],
         code=code("audio_cascade"),
     wildcard_constraints:
         audio_set=AUDIO_SETS,
@@ -248,6 +267,7 @@ rule audio_aggregate:
         generation=canonical(AUDIO["generation"]),
         unaligned=canonical(AUDIO["unaligned"]),
         cascade=canonical(AUDIO["cascade"]),
+        latency=canonical(AUDIO["latency"]),
         metric_models=audio_metric_models,
         scoring=AUDIO_SCORING,
         code=code("audio_aggregate"),

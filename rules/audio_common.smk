@@ -82,6 +82,7 @@ def audio_arm_files(w):
              "cascade": f"results/audio/{w.audio_set}/cascade/points"}
     for arm in AUDIO_ARMS.split("|"):
         d = f"results/audio/{w.audio_set}/{arm}"
-        files.update({f"{arm}_predictions": f"{d}/predictions.parquet", f"{arm}_run": f"{d}/run.json",
+        files.update({f"{arm}_predictions": f"{d}/predictions.parquet", f"{arm}_timing": f"{d}/timing.parquet",
+                      f"{arm}_run": f"{d}/run.json",
                       f"{arm}_items": f"{d}/items.parquet", f"{arm}_info": f"{d}/items.json"})
     return files

@@ -37,6 +37,40 @@ def test_cascade_escalates_below_threshold_with_its_latency():
     assert (p["ttft_s"] < p["total_s"]).all()
 
 
+def test_cascade_point_on_quality_frames_has_no_latency():
+    q = lambda df: df[["id", "prediction", "output_tokens"]].assign(timed=[True, False, True, False])  # noqa: E731
+    p = cascade_point(q(EDGE), q(CLOUD), SCORES[["id", "mean_logprob"]], -1.5)
+    assert list(p["prediction"]) == ["c0", "e1", "c2", "e3"] and list(p["timed"]) == [True, False, True, False]
+    assert "total_s" not in p.columns and "ttft_s" not in p.columns
+
+
+def test_timed_subset_seeded_and_in_manifest_order():
+    from leverplus.stages.audio import timed_subset
+
+    ids = [f"v{i:03d}" for i in range(300)]
+    a = timed_subset(ids, 100, 0)
+    assert len(a) == 100 == len(set(a)) and a == sorted(a) and a == timed_subset(ids, 100, 0)
+    assert a != timed_subset(ids, 100, 1)
+    assert timed_subset(ids, None, 0) == ids == timed_subset(ids, 300, 0) == timed_subset(ids, 500, 0)
+
+
+def test_document_metrics_are_exact_match_on_unspaced_chinese():
+    """The document's BLEU / CIDEr (whitespace tokens, first reference): an unspaced Chinese caption is one token,
+    so only an exact copy of the first reference scores (17.78 = 100 * 0.1**0.75 with method-1 smoothing; 2.5),
+    while the fair metrics credit a correct one-word answer."""
+    from leverplus.metrics.text import corpus_chrf, document_bleu, document_cider
+
+    refs = [["男生语气很冲，听起来很生气", "男生很生气"], ["女生声音无力，显得很悲伤"], ["女生很高兴", "女生声音轻快"]]
+    hyps = ["男生语气很冲，听起来很生气", "悲伤", "女生声音轻快"]  # exact copy; right one-word answer; 2nd ref only
+    b, c = document_bleu(hyps, refs, n_resamples=10), document_cider(hyps, refs, n_resamples=10)
+    assert b["per_item"] == pytest.approx([100 * 0.1 ** 0.75, 0.0, 0.0])
+    assert c["per_item"] == pytest.approx([2.5, 0.0, 0.0])
+    assert b["settings"]["tok"] == "whitespace" and b["settings"]["refs"] == "first" and b["settings"]["biased"]
+    # spaced text is split: partial credit appears (2 of 3 words, 1 of 2 bigrams; the empty orders are smoothed)
+    assert 0 < document_bleu(["男生 很 生气"], [["男生 很 高兴"]], n_resamples=10)["score"] < 50
+    assert corpus_chrf(["悲伤"], [refs[1]], n_resamples=10)["score"] > 0  # chrF credits the one-word answer
+
+
 def test_cascade_thresholds_from_quantiles():
     pts = cascade_thresholds(SCORES["mean_logprob"].to_numpy(), [0.25, 0.5], [-1.25])
     assert [p["label"] for p in pts] == ["cascade_q25", "cascade_q50", "cascade_tm1p25"]

@@ -1,5 +1,6 @@
 """The audio DAG end to end on the `.test/audio.yaml` slice (every rule, every arm) in a temporary working
-directory, and the real SECap DAG resolving offline."""
+directory, and the real SECap DAG resolving offline. The slice is run with 6 of its 10 clips timed and batches of 4,
+so both passes (timed batch-1 requests, untimed batched captions/draft scores) run."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TARGET = "results/audio/demo/comparison.json"
 BASE_ARMS = ("edge", "cloud", "api", "unaligned")
 N_CLIPS = 10  # .test/audio.yaml
+N_TIMED = 6  # LATENCY below
+LATENCY = {"latency": {"n_timed": N_TIMED, "seed": 0}, "quality_batch_size": 4}
 
 
 def smk(*args, cwd=ROOT, check=True, timeout=1800):
@@ -26,11 +29,18 @@ def smk(*args, cwd=ROOT, check=True, timeout=1800):
     return proc
 
 
+def _slice_config(path: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / ".test/audio.yaml").read_text())
+    cfg["audio"].update(LATENCY)
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
 @pytest.fixture(scope="module")
 def audio_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("audio_dag")
     smk(TARGET, "--cores", "2", "--resources", "gpu=2", "--directory", str(work),
-        "--configfile", str(ROOT / "config/config.yaml"), str(ROOT / ".test/audio.yaml"))
+        "--configfile", str(ROOT / "config/config.yaml"), str(_slice_config(work / "slice.yaml")))
     return work
 
 
@@ -42,37 +52,78 @@ def result(audio_run):
 def _config():
     from leverplus.config import validate_track
 
-    cfg = {"audio": yaml.safe_load((ROOT / ".test/audio.yaml").read_text())["audio"]}
+    cfg = {"audio": {**yaml.safe_load((ROOT / ".test/audio.yaml").read_text())["audio"], **LATENCY}}
     return validate_track(cfg, "audio", ROOT / "config/audio.schema.yaml")
+
+
+def _files(audio_run, arm):
+    """(predictions, timing) of an arm or a cascade point."""
+    if arm in BASE_ARMS:
+        d = audio_run / f"results/audio/demo/{arm}"
+        return d / "predictions.parquet", d / "timing.parquet"
+    d = audio_run / "results/audio/demo/cascade/points"
+    return d / f"{arm}.parquet", d / f"{arm}.timing.parquet"
 
 
 @pytest.mark.slow
 def test_every_cell_filled_for_every_arm(audio_run, result):
-    cmp = result["comparison"]
-    arms = cmp["arms"]
     cascade = [p["label"] for p in result["cascade"]["points"]]
-    assert set(BASE_ARMS) <= set(arms) and len(cascade) == len(_config()["cascade"]["quantiles"]) and set(cascade) <= set(arms)
-    for arm in arms:
-        for m in cmp["metrics"]:
-            cell = cmp["scores"][arm][m["name"]]
-            assert cell["score"] is not None and None not in cell["ci95"], (arm, m["name"])
-            assert cell["n"] == N_CLIPS
-    pairs = {(p["a"], p["b"]) for p in cmp["pairs"]}
-    assert {("cloud", "edge"), ("api", "edge"), ("unaligned", "cloud")} <= pairs
-    assert {(c, "edge") for c in cascade} <= pairs
-    for p in cmp["pairs"]:
-        for name, r in p["metrics"].items():
-            assert r["verdict"] in {"better", "worse", "inside the noise"} and None not in r["ci95"], (p, name)
-    for arm in arms:
+    assert len(cascade) == len(_config()["cascade"]["quantiles"])
+    assert result["n_items"] == N_CLIPS and result["n_timed"] == N_TIMED == len(result["timed_ids"])
+    for cmp, n in ((result["comparison"], N_CLIPS), (result["latency_comparison"], N_TIMED)):
+        arms = cmp["arms"]
+        assert set(BASE_ARMS) <= set(arms) and set(cascade) <= set(arms)
+        for arm in arms:
+            for m in cmp["metrics"]:
+                cell = cmp["scores"][arm][m["name"]]
+                assert cell["score"] is not None and None not in cell["ci95"], (arm, m["name"])
+                assert cell["n"] == n
+        pairs = {(p["a"], p["b"]) for p in cmp["pairs"]}
+        assert {("cloud", "edge"), ("api", "edge"), ("unaligned", "cloud"), ("unaligned", "edge")} <= pairs
+        assert {(c, "edge") for c in cascade} <= pairs
+        for p in cmp["pairs"]:
+            for name, r in p["metrics"].items():
+                assert r["verdict"] in {"better", "worse", "inside the noise"} and None not in r["ci95"], (p, name)
+    names = {m["name"] for m in result["comparison"]["metrics"]}
+    assert {"bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity", "share_le_6_chars", "doc_bleu",
+            "doc_cider"} == names
+    assert {m["name"] for m in result["latency_comparison"]["metrics"]} == {"mean_ttft_s", "mean_total_s"}
+    for arm in result["arms"]:
         L = result["point_values"][arm]["length"]
         assert L["n"] == N_CLIPS and L["p10"] <= L["median"] <= L["p90"]
         assert "n_negative" in result["point_values"][arm]["bertscore_f1"]
+        assert result["latency"][arm]["n_requests"] == N_TIMED
+    for key in ("cloud_vs_edge", "unaligned_vs_edge"):
+        v = result["verdict"][key]
+        assert set(v["fair"]) == {"bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity"}
+        assert set(v["biased"]) == {"doc_bleu", "doc_cider"} and isinstance(v["reversal"], list)
     md = (audio_run / "results/audio/demo/comparison.md").read_text()
-    assert "BIASED" in md and "cloud − edge" in md and "Cascade sweep" in md
+    assert "BIASED" in md and "cloud − edge" in md and "Cascade sweep" in md and f"n = {N_TIMED} timed" in md
     assert (audio_run / "results/audio/demo/comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sweep = result["cascade"]["sweep"]
     assert sweep[0]["arm"] == "edge" and sweep[-1]["arm"] == "cloud"
     assert [p["escalation_rate"] for p in sweep] == sorted(p["escalation_rate"] for p in sweep)
+
+
+@pytest.mark.slow
+def test_timed_subset_and_batched_pass(audio_run, result):
+    from leverplus.stages.audio import timed_subset
+
+    refs = pd.read_json(audio_run / "data/audio/demo/eval.jsonl", lines=True, dtype={"id": str})
+    expected = timed_subset(refs["id"], N_TIMED, 0)
+    assert result["timed_ids"] == expected
+    for arm in result["arms"]:
+        pred, timing = _files(audio_run, arm)
+        p, t = pd.read_parquet(pred), pd.read_parquet(timing)
+        assert sorted(p["id"]) == sorted(refs["id"]) and list(t["id"]) == expected, arm
+    for arm in ("edge", "cloud"):  # greedy: the untimed batched captions are the batch-1 ones
+        run = result["runs"][arm]
+        assert run["quality_pass"]["batch_size"] == 4 and run["timed_vs_quality"]["rate"] == 1.0, arm
+        p = pd.read_parquet(_files(audio_run, arm)[0]).set_index("id")
+        t = pd.read_parquet(_files(audio_run, arm)[1]).set_index("id")
+        assert (p.loc[t.index, "prediction"] == t["prediction"]).all()
+        assert (p.loc[t.index, "output_tokens"] == t["output_tokens"]).all()
+    assert result["cascade"]["max_abs_logprob_gap_timed_vs_batched"] < 1e-4
 
 
 @pytest.mark.slow
@@ -86,11 +137,9 @@ def test_edge_job_runs_with_its_declared_threads(result):
 
 @pytest.mark.slow
 def test_ttft_below_total_for_every_request(audio_run, result):
-    for arm in result["comparison"]["arms"]:
-        f = (audio_run / f"results/audio/demo/{arm}/predictions.parquet") if arm in BASE_ARMS else \
-            (audio_run / "results/audio/demo/cascade/points" / f"{arm}.parquet")
-        df = pd.read_parquet(f)
-        assert len(df) == N_CLIPS
+    for arm in result["arms"]:
+        df = pd.read_parquet(_files(audio_run, arm)[1])
+        assert len(df) == N_TIMED
         assert ((df["ttft_s"] > 0) & (df["ttft_s"] < df["total_s"])).all(), arm
         assert (df["output_tokens"] >= 1).all() and (df["feature_s"] > 0).all()
 
@@ -110,42 +159,61 @@ def test_decoding_settings_in_results_equal_the_config(audio_run, result):
     assert result["runs"]["api"]["request_settings"] == AudioGenerationSettings.from_config(dec).to_openai()
     assert gen["do_sample"] is False and gen["min_new_tokens"] == 8 and gen["max_new_tokens"] == 12  # the slice's
     for arm, block in (("edge", gen), ("unaligned", unal)):  # and no output is longer than the config allows
-        df = pd.read_parquet(audio_run / f"results/audio/demo/{arm}/predictions.parquet")
-        assert df["output_tokens"].between(block["min_new_tokens"], block["max_new_tokens"]).all(), arm
+        for f in _files(audio_run, arm):  # the batched captions and the timed requests
+            df = pd.read_parquet(f)
+            assert df["output_tokens"].between(block["min_new_tokens"], block["max_new_tokens"]).all(), (arm, f)
     assert result["generation_signature"] == AudioGenerationSettings.from_config(dec).signature()
 
 
+# table column -> (`leverplus score caption` metric, key of its result); latency columns from `score latency`
+CAPTION_COLUMNS = {"bleu": ("bleu", None), "chrf": ("chrf", None), "cider_d": ("cider", None),
+                   "bertscore_f1": ("bertscore", None), "sentence_similarity": ("similarity", None),
+                   "share_le_6_chars": ("length", "share_le_6"), "doc_bleu": ("doc_bleu", None),
+                   "doc_cider": ("doc_cider", None)}
+LATENCY_COLUMNS = {"mean_ttft_s": "ttft_s", "mean_total_s": "total_s"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arm", ["edge", "cascade_q50"])
+@pytest.mark.parametrize("arm", ["edge", "unaligned", "cascade_q50"])
 def test_rescoring_saved_predictions_reproduces_the_table(audio_run, result, arm, tmp_path):
+    """Every column of both tables, point value and 95% CI at the table's digits, from the CLI alone."""
     from leverplus.cli import main
 
-    pred = (audio_run / f"results/audio/demo/{arm}/predictions.parquet") if arm in BASE_ARMS else \
-        (audio_run / "results/audio/demo/cascade/points" / f"{arm}.parquet")
+    pred, timing = _files(audio_run, arm)
     mdir = audio_run / "data/audio/metric_models/demo_char_bert"
+    n_res = str(_config()["scoring"]["n_resamples"])
     out = tmp_path / "score.json"
     rc = main(["score", "caption", "--predictions", str(pred), "--references",
                str(audio_run / "data/audio/demo/eval.jsonl"), "--lang", "zh",
-               "--metrics", "bleu,chrf,cider,length,bertscore", "--bertscore-model", str(mdir),
-               "--bertscore-layers", "2", "--bertscore-baseline", str(mdir / "bertscore_baseline.csv"),
-               "--bertscore-idf", "--n-resamples", "20", "--out", str(out)])
+               "--metrics", "bleu,chrf,cider,length,bertscore,similarity,doc_bleu,doc_cider",
+               "--bertscore-model", str(mdir), "--bertscore-layers", "2",
+               "--bertscore-baseline", str(mdir / "bertscore_baseline.csv"), "--bertscore-idf",
+               "--similarity-model", str(mdir), "--similarity-pooling", "mean", "--short-chars", "6",
+               "--n-resamples", n_res, "--seed", "0", "--out", str(out)])
     assert rc == 0
     m = json.loads(out.read_text())["metrics"]
-    table = result["comparison"]["scores"][arm]
-    digits = {d["name"]: d["digits"] for d in result["comparison"]["metrics"]}
-    for ours, theirs in (("bleu", "bleu"), ("chrf", "chrf"), ("cider_d", "cider"), ("bertscore_f1", "bertscore")):
-        assert round(table[ours]["score"], digits[ours]) == round(m[theirs]["score"], digits[ours]), ours
+    lat_out = tmp_path / "latency.json"
+    assert main(["score", "latency", "--predictions", str(timing), "--n-resamples", n_res, "--seed", "0",
+                 "--out", str(lat_out)]) == 0
+    lat = json.loads(lat_out.read_text())["metrics"]
+    checked = []
+    for table, columns in ((result["comparison"], CAPTION_COLUMNS), (result["latency_comparison"], LATENCY_COLUMNS)):
+        digits = {d["name"]: d["digits"] for d in table["metrics"]}
+        assert set(digits) == set(columns)  # every column of the table has its CLI counterpart
+        for col, d in digits.items():
+            cell = table["scores"][arm][col]
+            if table is result["latency_comparison"]:
+                got = lat[columns[col]]
+                score, ci = got["mean"], got["ci95"]
+            else:
+                name, key = columns[col]
+                got = m[name]
+                score, ci = (got[key], got[f"{key}_ci95"]) if key else (got["score"], got["ci95"])
+            assert round(cell["score"], d) == round(score, d), (col, cell["score"], score)
+            assert [round(x, d) for x in cell["ci95"]] == [round(x, d) for x in ci], (col, cell["ci95"], ci)
+            checked.append(col)
+    assert len(checked) == len(CAPTION_COLUMNS) + len(LATENCY_COLUMNS)
     assert result["point_values"][arm]["length"]["mean"] == m["length"]["mean"]
-    # the two numbers `score caption` has no option for, from the same library functions on the saved predictions
-    from leverplus.metrics import text
-    from leverplus.metrics.sentence_similarity import sentence_similarity
-
-    refs = pd.read_json(audio_run / "data/audio/demo/eval.jsonl", lines=True, dtype={"id": str})
-    hyps, rl, _ = text.caption_inputs(pd.read_parquet(pred).astype({"id": str}), refs)
-    sim = sentence_similarity(hyps, rl, model_dir=str(mdir), pooling="mean", n_resamples=10)
-    biased = sum(text.sentence_bleu(hyps, rl, tokenize="13a")) / len(hyps)
-    for ours, value in (("sentence_similarity", sim["score"]), ("bleu_sent_avg_13a", biased)):
-        assert round(table[ours]["score"], digits[ours]) == round(value, digits[ours]), ours
 
 
 def test_secap_dag_resolves_offline(tmp_path):

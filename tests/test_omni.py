@@ -149,6 +149,47 @@ def test_draft_logprob_equals_direct_log_softmax(captioner):
     assert other["mean_logprob"] != pytest.approx(got["mean_logprob"], abs=1e-4)
 
 
+@pytest.mark.parametrize("seconds", [0.3, 1.234, 2.0, 29.99, 31.0])
+def test_trimmed_audio_features_equal_the_stock_30s_padding(captioner, seconds):
+    """Our encode pads the Whisper features to the clip + n_fft samples, not to 30 s: the frames the thinker reads
+    (under feature_attention_mask) must be bit-identical to the stock processor's, and so must the logits."""
+    rng = np.random.default_rng(int(seconds * 1000))
+    audio = np.resize(_clip(3, 2.0), int(16000 * seconds)) + rng.normal(0, 1e-3, int(16000 * seconds))
+    audio = audio.astype(np.float32)
+    ours = captioner.encode(audio, system_prompt=None, prompt=PROMPT)
+    text = captioner.prompt_text(system_prompt=None, prompt=PROMPT)
+    stock = captioner.processor(text=[text], audio=[audio], return_tensors="pt", sampling_rate=16000)
+    assert stock["input_features"].shape[-1] == 3000
+    if seconds < 29.9:
+        assert ours["input_features"].shape[-1] < 3000  # really trimmed
+    assert torch.equal(ours["input_ids"], stock["input_ids"])
+    m_o, m_s = ours["feature_attention_mask"][0].bool(), stock["feature_attention_mask"][0].bool()
+    assert int(m_o.sum()) == int(m_s.sum())
+    assert torch.equal(ours["input_features"][0][:, m_o], stock["input_features"][0][:, m_s])
+    with torch.inference_mode():
+        a = captioner.model(**ours).logits
+        b = captioner.model(**stock).logits
+    assert torch.equal(a, b)
+
+
+def test_caption_batch_equals_batch_one(captioner):
+    clips = [_clip(i, s) for i, s in enumerate((0.7, 1.2, 1.0, 0.4, 1.6))]
+    settings = AudioGenerationSettings(max_new_tokens=10)
+    one = [captioner.caption(c, system_prompt=None, prompt=PROMPT, settings=settings) for c in clips]
+    batched = captioner.caption_batch(clips, system_prompt=None, prompt=PROMPT, settings=settings, batch_size=3)
+    assert [b["text"] for b in batched] == [o.text for o in one]
+    assert [b["n_tokens"] for b in batched] == [o.n_tokens for o in one]
+    assert [b["finish_reason"] for b in batched] == [o.finish_reason for o in one]
+    assert [b["prompt_tokens"] for b in batched] == [o.prompt_tokens for o in one]
+    drafts = ["女生语气欢快，听起来很高兴", "男生", "女生声音无力，显得很悲伤", "高兴", "男生语气很冲"]
+    single = [captioner.draft_logprob(c, system_prompt="你是一个语音情感描述助手。", prompt=PROMPT, draft=d)
+              for c, d in zip(clips, drafts)]
+    many = captioner.draft_logprob_batch(clips, drafts, system_prompt="你是一个语音情感描述助手。", prompt=PROMPT,
+                                         batch_size=4)
+    assert [m["n_tokens"] for m in many] == [x["n_tokens"] for x in single]
+    np.testing.assert_allclose([m["mean_logprob"] for m in many], [x["mean_logprob"] for x in single], atol=1e-5)
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch + transformers (~15–30 s on 2 busy cores)
 def test_set_threads_really_applied():
     code = ("import json, torch\nfrom leverplus.models.omni import set_threads\n"
@@ -345,3 +386,59 @@ def test_stalled_generation_fails_the_request_and_server_stops(omni_backend):
     # the stalled generate thread was cancelled once released: the model serves again
     assert omni_backend.captioner._lock.acquire(timeout=30)
     omni_backend.captioner._lock.release()
+
+
+# ---- the api arm's job (stages.audio.generate_api) against a served endpoint -----------------------------------
+def _api_job(tmp_path, base_url, n_clips=3, n_timed=2):
+    import soundfile as sf
+    from types import SimpleNamespace
+
+    rows = []
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for i in range(n_clips):
+        wav = tmp_path / f"c{i}.wav"
+        sf.write(wav, _clip(10 + i), 16000, subtype="PCM_16")
+        rows.append({"id": f"c{i}", "audio": str(wav), "references": ["女生很高兴"]})
+    manifest = tmp_path / "eval.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "api"
+    output = SimpleNamespace(predictions=str(out / "predictions.parquet"), timing=str(out / "timing.parquet"),
+                             run=str(out / "run.json"))
+    gen = {"prompt": PROMPT, "system_prompt": None, "min_new_tokens": 8, "max_new_tokens": 12}
+    params = {"api": {"base_url": base_url, "model": "omni-tiny", "api_key_env": None, "timeout_s": 30,
+                      "max_retries": 0, "rate_limit_per_s": None},
+              "model_name": "omni-tiny", "generation": gen, "warmup": 0,
+              "latency": {"n_timed": n_timed, "seed": 0}, "batch_size": 4,
+              "scoring": {"n_resamples": 20, "seed": 0}}
+    return SimpleNamespace(manifest=str(manifest), model=[]), output, params, out
+
+
+def test_api_arm_job_streams_every_clip_and_writes_nothing_on_failure(omni_backend, tmp_path):
+    import pandas as pd
+
+    from leverplus.api import APIError
+    from leverplus.serving import OpenAICompatServer
+    from leverplus.stages.audio import generate_api, timed_subset
+
+    def body():
+        with OpenAICompatServer(chat=omni_backend) as srv:
+            inp, output, params, out = _api_job(tmp_path / "ok", srv.url)
+            generate_api(input=inp, output=output, params=params, wildcards={}, threads=1)
+            pred, timing = pd.read_parquet(output.predictions), pd.read_parquet(output.timing)
+            run = json.loads(Path(output.run).read_text())
+            assert list(pred["id"]) == ["c0", "c1", "c2"] and len(timing) == 2 == run["n_timed"]
+            assert list(timing["id"]) == timed_subset(["c0", "c1", "c2"], 2, 0) == list(pred["id"][pred["timed"]])
+            assert ((timing["ttft_s"] > 0) & (timing["ttft_s"] < timing["total_s"])).all()
+            assert (pred["output_tokens"] >= 8).all()  # usage.completion_tokens, streamed with include_usage
+            # a failure inside the 2nd request (each request makes 8-13 forward calls): the job fails, no file
+            hook = _FailAtStep(14)
+            handle = omni_backend.captioner.model.register_forward_hook(hook)
+            try:
+                inp, output, params, out = _api_job(tmp_path / "bad", srv.url)
+                with pytest.raises(APIError, match="injected failure"):
+                    generate_api(input=inp, output=output, params=params, wildcards={}, threads=1)
+            finally:
+                handle.remove()
+            assert hook.calls >= 14 and not out.exists()
+
+    _bounded(body, 120)

@@ -109,7 +109,9 @@ def _score_caption(a) -> dict:
     return score_caption(
         _read(a.predictions), _read(a.references), lang=a.lang, metrics=_csv_list(a.metrics),
         bleu_tokenize=a.bleu_tokenize, rouge_tokenizer=a.rouge_tokenizer,
-        bertscore_kwargs=_bertscore_kwargs(a), n_resamples=a.n_resamples, seed=a.seed,
+        bertscore_kwargs=_bertscore_kwargs(a), short_chars=a.short_chars,
+        similarity_kwargs={"model_dir": a.similarity_model, "pooling": a.similarity_pooling},
+        n_resamples=a.n_resamples, seed=a.seed,
     )
 
 
@@ -140,6 +142,11 @@ def _add_caption_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bertscore-baseline", help="baseline file (bert_score CSV format; required with a local model)")
     p.add_argument("--bertscore-idf", action="store_true", help="idf weighting computed on the references")
     p.add_argument("--no-rescale", action="store_true", help="report raw BERTScore (no baseline rescaling)")
+    p.add_argument("--similarity-model", help="similarity: local sentence-embedding model directory (SECap: text2vec)")
+    p.add_argument("--similarity-pooling", choices=["mean", "cls"], default="mean",
+                   help="similarity: pooling of the token states (default mean, as text2vec)")
+    p.add_argument("--short-chars", type=int, default=6,
+                   help="length: outputs with at most this many characters count as short (default 6)")
 
 
 def _add_score(sub) -> None:
@@ -151,7 +158,8 @@ def _add_score(sub) -> None:
     _add_vqa_options(q)
     q.set_defaults(func=_score_vqa)
 
-    c = tasks.add_parser("caption", help="BLEU, chrF, chrF++, TER, ROUGE, CIDEr-D, lengths, BERTScore")
+    c = tasks.add_parser("caption", help="BLEU, chrF, chrF++, TER, ROUGE, CIDEr-D, lengths, BERTScore, sentence "
+                                         "similarity, the biased document-style BLEU/CIDEr (doc_bleu, doc_cider)")
     _common(c)
     _add_caption_options(c)
     c.set_defaults(func=_score_caption)

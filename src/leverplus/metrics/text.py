@@ -10,6 +10,12 @@
   Java PTBTokenizer).
 * BERTScore: ``bert_score.score``; ``lang='zh'`` -> bert-base-chinese, layer 8; a
   local model directory needs explicit ``num_layers`` and ``baseline_path``.
+* Sentence similarity (SECap's metric): :mod:`leverplus.metrics.sentence_similarity`
+  (``similarity`` in :func:`score_caption`).
+* BIASED diagnostics, the source document's evaluation as reconstructed for the audio track
+  (``doc_bleu``, ``doc_cider``; never a headline number): sentence BLEU averaged over items
+  and CIDEr-D, both on whitespace-split text (no Chinese tokenisation: an unspaced Chinese
+  caption is ONE token) against one reference (the first), see :func:`document_bleu`.
 
 Every result is a dict ``{"metric", "score", "n", "ci95", "signature", "settings", ...}``;
 text scores are on sacrebleu's 0-100 scale (ROUGE and BERTScore x100), CIDEr-D on
@@ -29,7 +35,8 @@ from leverplus.metrics import stats
 from leverplus.metrics.io import MetricsInputError, align, as_str_list, as_text
 from leverplus.metrics.signature import ci_settings, make_signature, package_version
 
-ALL_METRICS = ("bleu", "chrf", "chrf++", "ter", "rouge", "cider", "length", "bertscore")
+ALL_METRICS = ("bleu", "chrf", "chrf++", "ter", "rouge", "cider", "length", "bertscore", "similarity", "doc_bleu",
+               "doc_cider")
 DEFAULT_METRICS = ("bleu", "chrf", "chrf++", "ter", "rouge", "cider", "length")
 
 
@@ -277,12 +284,14 @@ def cider_d(
     return _result("cider_d", score, len(hyps), ci, settings)
 
 
-def length_stats(hyps: Sequence[str], *, short_chars: int = 6) -> dict:
+def length_stats(hyps: Sequence[str], *, short_chars: int = 6, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Output length in characters (after ``strip()``): mean, median, p10, p90 and the
-    share of outputs with at most ``short_chars`` characters."""
+    share of outputs with at most ``short_chars`` characters (with a bootstrap 95% CI:
+    ``share_le_{short_chars}_ci95``)."""
     if len(hyps) == 0:
         raise MetricsInputError("no outputs")
     lens = np.asarray([len(h.strip()) for h in hyps], dtype=float)
+    share_ci = stats.bootstrap_ci((lens <= short_chars).astype(float), n_resamples=n_resamples, seed=seed)
     return {
         "metric": "output_length",
         "unit": "characters",
@@ -292,8 +301,71 @@ def length_stats(hyps: Sequence[str], *, short_chars: int = 6) -> dict:
         "p10": float(np.percentile(lens, 10)),
         "p90": float(np.percentile(lens, 90)),
         f"share_le_{short_chars}": float(np.mean(lens <= short_chars)),
+        f"share_le_{short_chars}_ci95": [float(share_ci[0]), float(share_ci[1])],
         "signature": make_signature("output_length", {"unit": "chars", "strip": True, "pct": "numpy-linear"}),
     }
+
+
+# ----------------------------------------------------------------------------------
+# BIASED diagnostics: the source document's evaluation (audio track)
+# ----------------------------------------------------------------------------------
+DOCUMENT_NOTE = ("biased diagnostic (the source document's evaluation, reconstructed): whitespace tokens, so an "
+                 "unspaced Chinese caption is one token; first reference only")
+
+
+def document_sentence_bleu(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]]) -> list[float]:
+    """Per-item BLEU as the source document computed it, x100: NLTK ``sentence_bleu`` (BLEU-4,
+    uniform weights, ``SmoothingFunction().method1``: epsilon 0.1 for empty n-gram counts) on
+    ``str.split()`` tokens -- no Chinese tokenisation -- against the FIRST reference only.
+    An unspaced Chinese caption is a single token: it scores 0 unless it equals the reference
+    exactly, and an exact match scores 100 * 0.1**0.75 = 17.78 (the three empty higher orders
+    are smoothed), so the average is ~17.8 x the exact-match rate: near zero on free-form
+    references, dominated by the smoothing."""
+    import warnings
+
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu as nltk_sentence_bleu
+
+    _check_inputs(hyps, refs_per_item)
+    smooth = SmoothingFunction().method1
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NLTK warns about every zero n-gram count
+        for h, refs in zip(hyps, refs_per_item):
+            out.append(100.0 * float(nltk_sentence_bleu([str(refs[0]).split()], str(h).split(),
+                                                        smoothing_function=smooth)))
+    return out
+
+
+def document_bleu(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]], *, n_resamples: int = 1000,
+                  seed: int = 0) -> dict:
+    """BIASED diagnostic: the mean of :func:`document_sentence_bleu` (never corpus BLEU)."""
+    per = np.asarray(document_sentence_bleu(hyps, refs_per_item), dtype=float)
+    ci = stats.bootstrap_ci(per, n_resamples=n_resamples, seed=seed)
+    settings = {"impl": "nltk.sentence_bleu", "order": 4, "smooth": "method1", "tok": "whitespace",
+                "refs": "first", "agg": "mean-of-sentences", "scale": 100, "biased": True,
+                "version": package_version("nltk"), **ci_settings(n_resamples, seed)}
+    return _result("doc_bleu", float(per.mean()), len(per), ci, settings, per_item=[float(x) for x in per],
+                   note=DOCUMENT_NOTE)
+
+
+def document_cider(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]], *, n_resamples: int = 1000,
+                   seed: int = 0) -> dict:
+    """BIASED diagnostic: CIDEr-D (``pycocoevalcap.cider.Cider``) on whitespace tokens (no Chinese
+    segmentation) against the FIRST reference only: for unspaced Chinese an exact match scores 2.5
+    (the 1-gram cosine 1 of 4 orders, x10), anything else 0."""
+    from pycocoevalcap.cider.cider import Cider
+
+    _check_inputs(hyps, refs_per_item)
+    gts = {i: [" ".join(str(refs[0]).split())] for i, refs in enumerate(refs_per_item)}
+    res = {i: [" ".join(str(h).split())] for i, h in enumerate(hyps)}
+    score, scores = Cider().compute_score(gts, res)
+    per = np.asarray(scores, dtype=float)
+    ci = stats.bootstrap_ci(per, n_resamples=n_resamples, seed=seed)
+    settings = {"impl": "pycocoevalcap.Cider", "n": 4, "sigma": 6.0, "seg": "whitespace", "refs": "first",
+                "df": "corpus", "scale": 1, "biased": True, "version": package_version("pycocoevalcap"),
+                **ci_settings(n_resamples, seed)}
+    return _result("doc_cider", float(score), len(per), ci, settings, per_item=[float(x) for x in per],
+                   note=DOCUMENT_NOTE)
 
 
 # ----------------------------------------------------------------------------------
@@ -436,10 +508,13 @@ def score_caption(
     bleu_tokenize: str | None = None,
     rouge_tokenizer: str | None = None,
     bertscore_kwargs: dict | None = None,
+    similarity_kwargs: dict | None = None,
+    short_chars: int = 6,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """All requested text metrics for a predictions/references table pair."""
+    """All requested text metrics for a predictions/references table pair. ``similarity`` needs
+    ``similarity_kwargs={"model_dir": …, "pooling": …}`` (:func:`sentence_similarity`)."""
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(ALL_METRICS)}")
@@ -452,8 +527,11 @@ def score_caption(
         "chrf++": lambda: corpus_chrf(hyps, refs, word_order=2, **kw),
         "ter": lambda: corpus_ter(hyps, refs, lang=lang, **kw),
         "cider": lambda: cider_d(hyps, refs, lang=lang, **kw),
-        "length": lambda: length_stats(hyps),
+        "length": lambda: length_stats(hyps, short_chars=short_chars, **kw),
         "bertscore": lambda: bertscore(hyps, refs, lang=lang, **(bertscore_kwargs or {}), **kw),
+        "similarity": lambda: _similarity(hyps, refs, similarity_kwargs, kw),
+        "doc_bleu": lambda: document_bleu(hyps, refs, **kw),
+        "doc_cider": lambda: document_cider(hyps, refs, **kw),
     }
     for m in metrics:
         if m == "rouge":
@@ -461,3 +539,12 @@ def score_caption(
         else:
             out["metrics"][m] = runners[m]()
     return out
+
+
+def _similarity(hyps, refs, similarity_kwargs: dict | None, kw: dict) -> dict:
+    from leverplus.metrics.sentence_similarity import sentence_similarity
+
+    opts = dict(similarity_kwargs or {})
+    if not opts.get("model_dir"):
+        raise ValueError("the similarity metric needs a sentence-embedding model directory (--similarity-model)")
+    return sentence_similarity(hyps, refs, **opts, **kw)

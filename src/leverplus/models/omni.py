@@ -19,6 +19,18 @@ time it was emitted is the end of the answer, and the text does not contain it),
 `draft_logprob(audio, …, draft=…)` scores a draft answer under this model in one prefill: the prompt ids (from the
 processor, audio pads expanded) followed by the draft's own token ids and the end-of-turn token; the draft's
 positions are those appended ids, never found by re-building the prompt string.
+
+Untimed quality passes: `caption_batch` (left-padded batched `generate`, the same fresh GenerationConfig) and
+`draft_logprob_batch` (one batched prefill). With greedy decoding they return the batch-1 captions / log-probs up to
+float noise (the audio workflow records the agreement on its timed clips).
+
+Audio features. The stock Qwen2.5-Omni processor pads every clip's Whisper features to 30 s (3000 frames), but the
+thinker reads only the frames under ``feature_attention_mask`` (`get_audio_features` selects them before the audio
+encoder). `audio_max_length` pads instead to the longest clip of the call plus ``n_fft`` zero samples (hop-aligned,
+never beyond the extractor's 30 s ``n_samples``, so clips of 30 s and more are cut exactly as the stock processor
+cuts them): every frame under the mask then sees the same samples (the clip, then zeros) and the log-mel floor
+(max − 8) comes from the same maximum, so the valid frames are bit-identical to the 30-s-padded ones
+(`tests/test_omni.py` checks it) while the STFT costs ~10× less.
 """
 from __future__ import annotations
 
@@ -184,11 +196,26 @@ class OmniCaptioner:
             self.messages(system_prompt=system_prompt, prompt=prompt), add_generation_prompt=True, tokenize=False
         )
 
+    def audio_max_length(self, lengths) -> int:
+        """Samples the Whisper features are padded to for clips of these lengths (see the module doc)."""
+        fe = self.processor.feature_extractor
+        need = max(int(n) for n in lengths) + int(fe.n_fft)
+        hop = int(fe.hop_length)
+        return int(min(int(fe.n_samples), hop * -(-need // hop)))
+
     def encode(self, audio, *, system_prompt: str | None, prompt: str) -> dict:
         """Model inputs (tensors on the model's device) for one clip and prompt."""
-        a = _check_audio(audio)
+        return self.encode_batch([audio], system_prompt=system_prompt, prompt=prompt)
+
+    def encode_batch(self, audios, *, system_prompt: str | None, prompt: str) -> dict:
+        """Model inputs for several clips with one prompt: token ids left-padded, features padded to the longest."""
+        clips = [_check_audio(a) for a in audios]
+        if not clips:
+            raise ValueError("no audio clips")
         text = self.prompt_text(system_prompt=system_prompt, prompt=prompt)
-        inputs = self.processor(text=[text], audio=[a], return_tensors="pt", sampling_rate=SAMPLE_RATE)
+        inputs = self.processor(text=[text] * len(clips), audio=clips, return_tensors="pt",
+                                sampling_rate=SAMPLE_RATE, padding=True, padding_side="left",
+                                audio_kwargs={"max_length": self.audio_max_length(len(a) for a in clips)})
         out = {}
         for k, v in inputs.items():
             if k == "input_features":
@@ -240,6 +267,42 @@ class OmniCaptioner:
             max_new_tokens=settings.max_new_tokens,
         )
 
+    def caption_batch(self, audios, *, system_prompt: str | None, prompt: str,
+                      settings: AudioGenerationSettings, batch_size: int = 32) -> list[dict]:
+        """Untimed captions of many clips, `batch_size` per `generate` call (left-padded), the same settings.
+        Returns per clip {"text", "n_tokens", "finish_reason", "prompt_tokens"} with `caption`'s semantics (the
+        end-of-turn token is not counted). With sampling, torch is seeded with `settings.seed` before each batch."""
+        import torch
+
+        if settings.num_beams != 1:
+            raise ValueError("OmniCaptioner decodes with num_beams = 1")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        audios = list(audios)
+        kwargs = settings.generate_kwargs(eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id)
+        out = []
+        with self._lock:
+            for i in range(0, len(audios), batch_size):
+                inputs = self.encode_batch(audios[i:i + batch_size], system_prompt=system_prompt, prompt=prompt)
+                if settings.do_sample:
+                    torch.manual_seed(settings.seed)
+                with torch.inference_mode():
+                    seqs = self.model.generate(**inputs, **kwargs)
+                n_in = int(inputs["input_ids"].shape[1])
+                prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
+                for row, n_prompt in zip(seqs[:, n_in:].tolist(), prompt_lens):
+                    ids, finish = [], "length"
+                    for t in row:
+                        if t in self.eos_token_ids:
+                            finish = "stop"
+                            break
+                        ids.append(int(t))
+                    if finish == "length" and len(ids) < settings.max_new_tokens:
+                        finish = "stop"
+                    out.append({"text": self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                                "n_tokens": len(ids), "finish_reason": finish, "prompt_tokens": int(n_prompt)})
+        return out
+
     def warm_up(self) -> None:
         """One short generation (1 s of quiet noise, 2 tokens) so the timed requests skip first-call costs."""
         rng = np.random.default_rng(0)
@@ -268,3 +331,39 @@ class OmniCaptioner:
             mean = float(logp.mean())
             seconds = time.perf_counter() - t0
         return {"mean_logprob": mean, "n_tokens": len(draft_ids), "seconds": seconds}
+
+    def draft_logprob_batch(self, audios, drafts, *, system_prompt: str | None, prompt: str,
+                            batch_size: int = 32) -> list[dict]:
+        """`draft_logprob` for many (clip, draft) pairs, `batch_size` per prefill: each row is the clip's prompt
+        ids (the processor's, padding removed) + the draft's ids + end-of-turn, right-padded; untimed."""
+        import torch
+
+        audios, drafts = list(audios), list(drafts)
+        if len(audios) != len(drafts):
+            raise ValueError(f"{len(audios)} clips but {len(drafts)} drafts")
+        out = []
+        with self._lock:
+            for i in range(0, len(audios), batch_size):
+                inputs = self.encode_batch(audios[i:i + batch_size], system_prompt=system_prompt, prompt=prompt)
+                ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+                rows, spans = [], []
+                for r, d in enumerate(drafts[i:i + batch_size]):
+                    p = ids[r][mask[r]].tolist()  # the prompt without its left padding
+                    dr = self.tokenizer(d, add_special_tokens=False)["input_ids"] + [self.end_of_turn_id]
+                    spans.append((len(p), dr))
+                    rows.append(p + dr)
+                width = max(len(x) for x in rows)
+                new_ids = torch.full((len(rows), width), self.pad_token_id, dtype=ids.dtype, device=self.device)
+                new_mask = torch.zeros((len(rows), width), dtype=inputs["attention_mask"].dtype, device=self.device)
+                for r, x in enumerate(rows):
+                    new_ids[r, :len(x)] = torch.tensor(x, dtype=ids.dtype)
+                    new_mask[r, :len(x)] = 1
+                inputs["input_ids"], inputs["attention_mask"] = new_ids, new_mask
+                with torch.inference_mode():
+                    logits = self.model(**inputs, use_cache=False).logits.float()
+                for r, (n_prompt, dr) in enumerate(spans):
+                    pred = logits[r, n_prompt - 1: n_prompt - 1 + len(dr)]
+                    tgt = torch.tensor(dr, device=pred.device).unsqueeze(1)
+                    logp = torch.log_softmax(pred, dim=-1).gather(1, tgt).squeeze(1)
+                    out.append({"mean_logprob": float(logp.mean()), "n_tokens": len(dr)})
+        return out

@@ -26,7 +26,7 @@ def comparison_png(out: dict, arms: dict, path) -> None:
     ax[1].boxplot(data, showfliers=False)
     ax[1].set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
     ax[1].set_yscale("log")
-    ax[1].set(title="latency per request (s)", ylabel="seconds (log)")
+    ax[1].set(title="latency per timed request (s)", ylabel="seconds (log)")
     sw = out["cascade"]["sweep"]
     x = [p["mean_total_s"] for p in sw]
     y = [p["quality"] for p in sw]
@@ -36,9 +36,10 @@ def comparison_png(out: dict, arms: dict, path) -> None:
         label = f"{p['arm'].replace('cascade_', '')} ({100 * p['escalation_rate']:.0f}%)"
         ax[2].annotate(label, (p["mean_total_s"], p["quality"]), fontsize=7, textcoords="offset points",
                        xytext=(4, 4))
-    ax[2].set(title="cascade: quality vs mean latency", xlabel="mean total latency per clip (s)",
+    ax[2].set(title="cascade: quality vs mean latency", xlabel="mean total latency per timed clip (s)",
               ylabel=out["cascade"]["quality_metric"])
-    fig.suptitle(f"audio captions, {out['dataset']} (n = {out['n_items']})")
+    fig.suptitle(f"audio captions, {out['dataset']} (quality: n = {out['n_items']} clips; latency: "
+                 f"n = {out['n_timed']} timed requests per arm)")
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)

@@ -6,9 +6,14 @@ OpenAI-compatible endpoint, streamed), ``unaligned`` (cloud model, the document'
 (edge drafts, the cloud scores each draft and regenerates below a threshold; built from the edge and cloud arms'
 own outputs and timings, so the sweep costs only the draft scoring).
 
-Every prediction file holds one row per clip: ``id``, ``prediction``, ``start_time``, ``first_token_time``,
-``end_time``, ``output_tokens``, ``ttft_s``, ``total_s``, ``feature_s`` (feature extraction + tokenisation, not part
-of TTFT), so ``leverplus score caption`` and ``leverplus score latency`` read it as it is.
+Every arm writes ``predictions.parquet`` (one row per clip: ``id``, ``prediction``, ``output_tokens``,
+``prompt_tokens``, ``finish_reason``, ``timed``) for the quality metrics and ``timing.parquet`` (one row per TIMED
+clip, a batch-1 request: ``id``, ``prediction``, ``start_time``, ``first_token_time``, ``end_time``,
+``output_tokens``, ``ttft_s``, ``total_s``, ``feature_s`` (feature extraction + tokenisation, not part of TTFT),
+``prompt_tokens``, ``finish_reason``) for the latency metrics; ``leverplus score caption`` reads the first and
+``leverplus score latency`` the second as they are. Which clips are timed: ``audio.latency`` (`timed_subset`: the
+same seeded subset in every arm, or every clip). The local arms caption the other clips untimed in batches
+(`OmniCaptioner.caption_batch`); the api arm sends every clip as one streamed request.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ import pandas as pd
 
 from ..io import read_json, write_json, write_parquet
 
-PRED_COLUMNS = ["id", "prediction", "start_time", "first_token_time", "end_time", "output_tokens", "ttft_s",
-                "total_s", "feature_s", "prompt_tokens", "finish_reason"]
+TIMING_COLUMNS = ["id", "prediction", "start_time", "first_token_time", "end_time", "output_tokens", "ttft_s",
+                  "total_s", "feature_s", "prompt_tokens", "finish_reason"]
+PRED_COLUMNS = ["id", "prediction", "output_tokens", "prompt_tokens", "finish_reason", "timed"]
 PROMPT_KEYS = ("prompt", "system_prompt")
 
 
@@ -120,14 +126,43 @@ def _latency(df: pd.DataFrame, n_resamples: int, seed: int) -> dict:
     return out
 
 
-def _save_arm(output, rows: list[dict], run: dict, scoring: dict) -> None:
-    df = pd.DataFrame(rows, columns=PRED_COLUMNS)
-    if df["prediction"].isna().any():
+def timed_subset(ids, n_timed: int | None, seed: int) -> list[str]:
+    """The clips timed at batch 1: every clip when ``n_timed`` is null or >= their number, else a seeded random
+    subset of ``n_timed``, in manifest order (the same ids in every arm of a dataset)."""
+    ids = [str(i) for i in ids]
+    if n_timed is None or int(n_timed) >= len(ids):
+        return ids
+    pick = np.sort(np.random.default_rng(int(seed)).choice(len(ids), size=int(n_timed), replace=False))
+    return [ids[i] for i in pick]
+
+
+def _save_arm(output, quality: list[dict], timing: list[dict], run: dict, scoring: dict) -> None:
+    df = pd.DataFrame(quality, columns=PRED_COLUMNS)
+    tf = pd.DataFrame(timing, columns=TIMING_COLUMNS)
+    if df["prediction"].isna().any() or tf["prediction"].isna().any():
         raise RuntimeError("a request returned no text")
-    run["latency"] = _latency(df, scoring["n_resamples"], scoring["seed"])
-    run["n"] = len(df)
+    run["latency"] = _latency(tf, scoring["n_resamples"], scoring["seed"])
+    run["n"], run["n_timed"] = len(df), len(tf)
     write_parquet(output.predictions, df)
+    write_parquet(output.timing, tf)
     write_json(output.run, run)
+
+
+def _timing_row(rid, res) -> dict:
+    first = res.end_time if res.first_token_time is None else res.first_token_time  # 0 tokens: TTFT = T
+    return {"id": rid, "prediction": res.text, "start_time": res.request_start, "first_token_time": first,
+            "end_time": res.end_time, "output_tokens": int(res.n_tokens), "ttft_s": first - res.request_start,
+            "total_s": res.end_time - res.request_start, "feature_s": float(res.feature_s),
+            "prompt_tokens": int(res.prompt_tokens), "finish_reason": res.finish_reason}
+
+
+def _timed_agreement(timing: list[dict], quality: dict[str, dict], do_sample: bool) -> dict:
+    same = [t["prediction"] == quality[t["id"]]["prediction"] for t in timing]
+    return {"n": len(same), "identical_captions": int(sum(same)),
+            "rate": float(np.mean(same)) if same else None,
+            "note": ("sampling: the timed requests draw their own samples (batch 1), the quality pass its own "
+                     "(seeded per batch); their captions are not expected to agree") if do_sample else
+                    "greedy: batched (left-padded) and batch-1 captions should agree up to float noise"}
 
 
 def job_threads(threads) -> int:
@@ -143,7 +178,8 @@ def job_threads(threads) -> int:
 
 
 def generate_local(*, input, output, params, wildcards, threads):
-    """edge / cloud / unaligned: the Omni thinker in this process, every token timestamped after a warm-up."""
+    """edge / cloud / unaligned: the Omni thinker in this process. After a warm-up, the timed clips one request at
+    a time (every token timestamped); then, unless every clip was timed, all clips untimed in batches."""
     import torch
 
     from ..data.audio_io import load_audio
@@ -157,24 +193,43 @@ def generate_local(*, input, output, params, wildcards, threads):
     thread_info = set_threads(job_threads(threads))
     thread_info.update(threads_declared=int(threads), torch_num_threads=torch.get_num_threads())
     items = read_manifest(input.manifest)
+    lat, batch_size = params["latency"], int(params["batch_size"])
+    timed = timed_subset(items["id"], lat["n_timed"], lat["seed"])
+    audio_of = dict(zip(items["id"].astype(str), items["audio"]))
     cap = OmniCaptioner.load(input.model, dtype=params["model"].get("dtype", "float32"))
     for _ in range(params["warmup"]):
         cap.warm_up()
-    rows = []
-    for r in _tqdm(items.itertuples(index=False), total=len(items), desc=f"{arm} captions"):
-        wav = load_audio(r.audio)
-        res = cap.caption(wav, system_prompt=prompts["system_prompt"], prompt=prompts["prompt"], settings=settings)
-        first = res.end_time if res.first_token_time is None else res.first_token_time  # 0 tokens: TTFT = T
-        rows.append({"id": r.id, "prediction": res.text, "start_time": res.request_start,
-                     "first_token_time": first, "end_time": res.end_time,
-                     "output_tokens": int(res.n_tokens), "ttft_s": first - res.request_start,
-                     "total_s": res.end_time - res.request_start, "feature_s": float(res.feature_s),
-                     "prompt_tokens": int(res.prompt_tokens), "finish_reason": res.finish_reason})
+    timing = []
+    for rid in _tqdm(timed, desc=f"{arm} timed requests"):
+        res = cap.caption(load_audio(audio_of[rid]), system_prompt=prompts["system_prompt"], prompt=prompts["prompt"],
+                          settings=settings)
+        timing.append(_timing_row(rid, res))
+    t0 = time.perf_counter()
+    if len(timed) == len(items):
+        quality = {t["id"]: {k: t[k] for k in ("id", "prediction", "output_tokens", "prompt_tokens", "finish_reason")}
+                   for t in timing}
+        quality_pass = {"mode": "the timed requests (every clip timed)", "batch_size": 1}
+    else:
+        ids = list(audio_of)
+        quality = {}
+        for i in _tqdm(range(0, len(ids), batch_size), desc=f"{arm} batched captions"):
+            chunk = ids[i:i + batch_size]
+            outs = cap.caption_batch([load_audio(audio_of[r]) for r in chunk], system_prompt=prompts["system_prompt"],
+                                     prompt=prompts["prompt"], settings=settings, batch_size=batch_size)
+            for rid, o in zip(chunk, outs):
+                quality[rid] = {"id": rid, "prediction": o["text"], "output_tokens": o["n_tokens"],
+                                "prompt_tokens": o["prompt_tokens"], "finish_reason": o["finish_reason"]}
+        quality_pass = {"mode": "untimed, batched (left-padded)", "batch_size": batch_size}
+    quality_pass["seconds"] = time.perf_counter() - t0
+    timed_set = set(timed)
+    rows = [{**quality[rid], "timed": rid in timed_set} for rid in items["id"].astype(str)]
     run = {"arm": arm, "model": params["model"], "model_name": params["model_name"],
            "generation": {**prompts, **settings.to_dict()}, "generation_signature": settings.signature(),
            "threads": {**thread_info, **_host()}, "warmup_requests": params["warmup"],
-           "timing": "per-token streamer timestamps (model TTFT after feature extraction)"}
-    _save_arm(output, rows, run, params["scoring"])
+           "latency_subset": {**lat, "n": len(timed)}, "quality_pass": quality_pass,
+           "timed_vs_quality": _timed_agreement(timing, quality, settings.do_sample),
+           "timing": "per-token streamer timestamps (model TTFT after feature extraction), batch 1"}
+    _save_arm(output, rows, timing, run, params["scoring"])
 
 
 def api_settings(decoding: dict) -> dict:
@@ -217,11 +272,13 @@ def generate_api(*, input, output, params, wildcards, threads):
     try:
         cfg = APIConfig.from_dict({k: v for k, v in api.items() if v is not None or k == "api_key_env"})
         items = read_manifest(input.manifest)
+        lat = params["latency"]
+        timed_set = set(timed_subset(items["id"], lat["n_timed"], lat["seed"]))
         with OpenAICompatClient(cfg) as client:
             if params["warmup"] and len(items):
                 for _ in range(params["warmup"]):
                     client.chat_stream(chat_messages(load_audio(items.audio.iloc[0]), prompts), settings=req)
-            rows = []
+            timing = []
             for r in _tqdm(items.itertuples(index=False), total=len(items), desc="api captions"):
                 t0 = time.perf_counter()
                 msgs = chat_messages(load_audio(r.audio), prompts)
@@ -230,11 +287,11 @@ def generate_api(*, input, output, params, wildcards, threads):
                 if res.first_token_time is None or res.completion_tokens is None:
                     raise RuntimeError(f"{cfg.base_url}: clip {r.id!r}: stream without content or usage "
                                        f"(finish_reason {res.finish_reason!r})")
-                rows.append({"id": r.id, "prediction": res.text, "start_time": res.request_start,
-                             "first_token_time": res.first_token_time, "end_time": res.end_time,
-                             "output_tokens": int(res.completion_tokens), "ttft_s": res.ttft_s,
-                             "total_s": res.total_s, "feature_s": feat,
-                             "prompt_tokens": res.prompt_tokens, "finish_reason": res.finish_reason})
+                timing.append({"id": str(r.id), "prediction": res.text, "start_time": res.request_start,
+                               "first_token_time": res.first_token_time, "end_time": res.end_time,
+                               "output_tokens": int(res.completion_tokens), "ttft_s": res.ttft_s,
+                               "total_s": res.total_s, "feature_s": feat,
+                               "prompt_tokens": res.prompt_tokens, "finish_reason": res.finish_reason})
             stats = client.stats()
     finally:
         if server is not None:
@@ -242,38 +299,54 @@ def generate_api(*, input, output, params, wildcards, threads):
     recorded = cfg.as_dict()
     if server is not None:
         recorded["base_url"] = "local (started by the rule)"
+    quality = [{**{k: t[k] for k in ("id", "prediction", "output_tokens", "prompt_tokens", "finish_reason")},
+                "timed": t["id"] in timed_set} for t in timing]
     run = {"arm": "api", "api": recorded, "served_by": served, "model_name": params["model_name"],
            "request_settings": req, "generation": {**prompts, **decoding}, "client_stats": stats,
-           "warmup_requests": params["warmup"],
+           "warmup_requests": params["warmup"], "latency_subset": {**lat, "n": len(timed_set)},
+           "quality_pass": {"mode": "every clip one streamed request, one at a time (its timing rows for the timed "
+                                    "clips are timing.parquet)"},
            "timing": "client side: request start -> first non-empty delta (TTFT) -> end of stream; "
-                     "feature_s = WAV encoding + base64",
+                     "feature_s = WAV encoding + base64; output_tokens = usage.completion_tokens (counts the "
+                     "end-of-turn token when one was generated, as vLLM does)",
            "threads": _host()}
-    _save_arm(output, rows, run, params["scoring"])
+    _save_arm(output, quality, [t for t in timing if t["id"] in timed_set], run, params["scoring"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # cascade
 # ----------------------------------------------------------------------------------------------------------------
 def cascade_point(edge: pd.DataFrame, cloud: pd.DataFrame, scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Edge draft kept when its cloud mean log-prob >= threshold, else the cloud's answer. Latency per clip:
-    total = edge total + draft scoring (+ cloud total when escalated); TTFT = edge TTFT when kept, else
-    edge total + scoring + cloud TTFT (the first token of the answer the user gets)."""
+    """Edge draft kept when its cloud mean log-prob (``scores.mean_logprob``) >= threshold, else the cloud's answer,
+    for the clips of ``edge``. On timing frames (edge/cloud with ``ttft_s``/``total_s``/``feature_s``, scores with
+    ``score_s``) also the latency per clip: total = edge total + draft scoring (+ cloud total when escalated);
+    TTFT = edge TTFT when kept, else edge total + scoring + cloud TTFT (the first token of the answer the user
+    gets). The quality frames (predictions) and the timing frames go through the same selection."""
     e = edge.set_index("id")
     c = cloud.set_index("id").loc[e.index]
     s = scores.set_index("id").loc[e.index]
     esc = (s["mean_logprob"] < threshold).to_numpy()
-    base = e["total_s"].to_numpy() + s["score_s"].to_numpy()
-    ttft = np.where(esc, base + c["ttft_s"].to_numpy(), e["ttft_s"].to_numpy())
-    total = np.where(esc, base + c["total_s"].to_numpy(), base)
-    out = pd.DataFrame({
-        "id": e.index.to_numpy(),
-        "prediction": np.where(esc, c["prediction"].to_numpy(), e["prediction"].to_numpy()),
-        "start_time": 0.0, "first_token_time": ttft, "end_time": total,
-        "output_tokens": np.where(esc, c["output_tokens"].to_numpy(), e["output_tokens"].to_numpy()).astype(int),
-        "ttft_s": ttft, "total_s": total,
-        "feature_s": e["feature_s"].to_numpy() + np.where(esc, c["feature_s"].to_numpy(), 0.0),
-        "escalated": esc, "draft_mean_logprob": s["mean_logprob"].to_numpy(),
-    })
+
+    def pick(col):
+        return np.where(esc, c[col].to_numpy(), e[col].to_numpy())
+
+    out = pd.DataFrame({"id": e.index.to_numpy(), "prediction": pick("prediction"),
+                        "output_tokens": pick("output_tokens").astype(int)})
+    for col in ("prompt_tokens", "finish_reason"):
+        if col in e.columns and col in c.columns:
+            out[col] = pick(col)
+    timing = all(k in e.columns and k in c.columns for k in ("ttft_s", "total_s", "feature_s")) and \
+        "score_s" in s.columns
+    if timing:
+        base = e["total_s"].to_numpy() + s["score_s"].to_numpy()
+        ttft = np.where(esc, base + c["ttft_s"].to_numpy(), e["ttft_s"].to_numpy())
+        total = np.where(esc, base + c["total_s"].to_numpy(), base)
+        out = out.assign(start_time=0.0, first_token_time=ttft, end_time=total, ttft_s=ttft, total_s=total,
+                         feature_s=e["feature_s"].to_numpy() + np.where(esc, c["feature_s"].to_numpy(), 0.0))
+    elif "timed" in e.columns:
+        out["timed"] = e["timed"].to_numpy()
+    out["escalated"] = esc
+    out["draft_mean_logprob"] = s["mean_logprob"].to_numpy()
     return out
 
 
@@ -286,38 +359,73 @@ def cascade_thresholds(logprobs: np.ndarray, quantiles, extra) -> list[dict]:
 
 
 def cascade(*, input, output, params, wildcards, threads):
-    """Score every edge draft under the cloud model (one prefill each), then sweep thresholds."""
+    """Score every edge draft under the cloud model, then sweep thresholds. The timed clips are scored one prefill
+    at a time (``score_s``, their latency); unless every clip is timed, all drafts are also scored untimed in
+    batches, and the batched log-prob makes the keep/escalate decision for every clip (quality and latency
+    therefore see the same decisions). Each point: ``{label}.parquet`` (every clip) + ``{label}.timing.parquet``."""
     from ..data.audio_io import load_audio
     from ..models.omni import OmniCaptioner, set_threads
 
     thread_info = set_threads(job_threads(threads))
     prompts, _ = _split_block(params["generation"])
     edge, cloud = pd.read_parquet(input.edge), pd.read_parquet(input.cloud)
-    items = read_manifest(input.manifest).set_index("id").loc[edge["id"]]
+    edge_t, cloud_t = pd.read_parquet(input.edge_timing), pd.read_parquet(input.cloud_timing)
+    for df in (edge, cloud, edge_t, cloud_t):
+        df["id"] = df["id"].astype(str)
+    if list(edge_t["id"]) != list(cloud_t["id"]):
+        raise ValueError("edge and cloud were timed on different clips (audio.latency changed between the jobs?)")
+    items = read_manifest(input.manifest)
+    audio_of = dict(zip(items["id"].astype(str), items["audio"]))
+    draft_of = dict(zip(edge["id"], edge["prediction"]))
     cap = OmniCaptioner.load(input.model, dtype=params["model"].get("dtype", "float32"))
     for _ in range(params["warmup"]):
         cap.warm_up()
-    rows = []
-    for rid, draft in _tqdm(zip(edge["id"], edge["prediction"]), total=len(edge), desc="draft scoring"):
-        wav = load_audio(items.loc[rid, "audio"])
-        d = cap.draft_logprob(wav, system_prompt=prompts["system_prompt"], prompt=prompts["prompt"], draft=draft)
-        rows.append({"id": rid, "mean_logprob": float(d["mean_logprob"]), "n_tokens": int(d["n_tokens"]),
-                     "score_s": float(d["seconds"])})
-    scores = pd.DataFrame(rows)
+    timed = {}
+    for rid in _tqdm(list(edge_t["id"]), desc="draft scoring (timed)"):
+        d = cap.draft_logprob(load_audio(audio_of[rid]), system_prompt=prompts["system_prompt"],
+                              prompt=prompts["prompt"], draft=draft_of[rid])
+        timed[rid] = d
+    if len(timed) == len(edge):
+        batched = {rid: timed[rid] for rid in edge["id"]}
+        mode = "the timed prefills (every clip timed)"
+    else:
+        batched, ids, bs = {}, list(edge["id"]), int(params["batch_size"])
+        for i in _tqdm(range(0, len(ids), bs), desc="draft scoring (batched)"):
+            chunk = ids[i:i + bs]
+            outs = cap.draft_logprob_batch([load_audio(audio_of[r]) for r in chunk], [draft_of[r] for r in chunk],
+                                           system_prompt=prompts["system_prompt"], prompt=prompts["prompt"],
+                                           batch_size=bs)
+            batched.update(zip(chunk, outs))
+        mode = f"untimed, batched ({bs} per prefill)"
+    scores = pd.DataFrame({
+        "id": list(edge["id"]),
+        "mean_logprob": [float(batched[r]["mean_logprob"]) for r in edge["id"]],
+        "n_tokens": [int(batched[r]["n_tokens"]) for r in edge["id"]],
+        "score_s": [float(timed[r]["seconds"]) if r in timed else np.nan for r in edge["id"]],
+        "mean_logprob_timed": [float(timed[r]["mean_logprob"]) if r in timed else np.nan for r in edge["id"]],
+    })
+    gap = float(np.nanmax(np.abs(scores["mean_logprob"] - scores["mean_logprob_timed"]))) if timed else 0.0
     points = cascade_thresholds(scores["mean_logprob"].to_numpy(), params["cascade"]["quantiles"],
                                 params["cascade"]["thresholds"])
     out_dir = Path(output.points)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    timed_scores = scores[scores["id"].isin(timed)]
     for p in points:
         df = cascade_point(edge, cloud, scores, p["threshold"])
+        tf = cascade_point(edge_t, cloud_t, timed_scores, p["threshold"])
         p["escalation_rate"] = float(df["escalated"].mean())
+        p["escalation_rate_timed"] = float(tf["escalated"].mean())
         p["predictions"] = f"{p['label']}.parquet"
+        p["timing"] = f"{p['label']}.timing.parquet"
         write_parquet(tmp / p["predictions"], df)
-    write_json(tmp / "points.json", {"points": points, "threads": {**thread_info, **_host()},
-                                     "scorer": "cloud model: mean token log-prob of the edge draft, one prefill",
-                                     "mean_score_s": float(scores["score_s"].mean())})
+        write_parquet(tmp / p["timing"], tf)
+    write_json(tmp / "points.json", {
+        "points": points, "threads": {**thread_info, **_host()},
+        "scorer": "cloud model: mean token log-prob of the edge draft, one prefill",
+        "scoring_pass": mode, "max_abs_logprob_gap_timed_vs_batched": gap,
+        "mean_score_s": float(np.nanmean(scores["score_s"])), "n_timed": len(timed)})
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
