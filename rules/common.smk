@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from leverplus.config import ConfigError, canonical, run_config, selector_config, validate_config
+from leverplus.config import ConfigError, canonical, run_config, selector_config, selector_seeds, validate_config
 from leverplus.fingerprint import script_fingerprint
 from leverplus.models.demo_assets import shipped_digest
 
@@ -27,7 +27,9 @@ def exp(w):
 
 # threads of the rules that run a model or an encoder (GPU rules): their CPU-side work on a GPU box, all of it on CPU
 MODEL_THREADS = config["compute"]["model_threads"]
-VERSIONS = ["v0", "v1", "v2", "v2_lora"]
+VERSIONS = ["v0", "v1", "v2", "v2_lora", "v3", "v4"]
+# version comparisons of results/{dataset}/versions.json: (version, the version it builds on)
+VERSION_PAIRS = [("v1", "v0"), ("v2", "v1"), ("v2_lora", "v2"), ("v3", "v2"), ("v4", "v3")]
 
 
 def _alternatives(names):
@@ -59,6 +61,7 @@ wildcard_constraints:
     split="train|val",
     shot=r"\d+",
     shard=r"\d+",
+    seed=r"\d+",
     sample_num=r"\d+",
 
 
@@ -118,12 +121,43 @@ def grid(dataset):
     return [(m, s, n) for m in e["models"] for s in e["samplers"] for n in e["sample_num"]]
 
 
+def seeds(dataset):
+    """Training seeds of the dataset's selectors (`selector.seeds`, or the experiment seed)."""
+    return selector_seeds(RUNS[dataset])
+
+
 def infer_jsons(dataset, version):
     return [
-        f"results/{dataset}/{m}/{s}_{n}/{version}/shot{k}.json"
+        f"results/{dataset}/{m}/{s}_{n}/{version}/seed{seed}/shot{k}.json"
         for m, s, n in grid(dataset)
+        for seed in seeds(dataset)
         for k in RUNS[dataset]["infer"]["shots"]
     ]
+
+
+def selector_jsons(dataset, version):
+    return [
+        f"results/{dataset}/{m}/{s}_{n}/{version}/seed{seed}/selector/selector.json"
+        for m, s, n in grid(dataset)
+        for seed in seeds(dataset)
+    ]
+
+
+def compared_versions(dataset):
+    """The VERSION_PAIRS whose two versions the dataset's run trains."""
+    have = set(RUNS[dataset]["selector"]["versions"])
+    return [(a, b) for a, b in VERSION_PAIRS if a in have and b in have]
+
+
+def versions_inputs(dataset):
+    return sorted({p for pair in compared_versions(dataset) for v in pair for p in infer_jsons(dataset, v)})
+
+
+def beam_rewards_input(w):
+    """train_selector input: the end-to-end rewards table, for v4 only."""
+    if w.version != "v4":
+        return []
+    return f"data/{w.dataset}/beam/{w.model}/{w.sampler}_{w.sample_num}/rewards.parquet"
 
 
 def baseline_jsons(dataset):
@@ -144,4 +178,5 @@ def beam_tables(dataset):
 
 def all_targets():
     d = config["dataset"]
-    return [f"results/{d}/{v}.json" for v in RUNS[d]["selector"]["versions"]]
+    out = [f"results/{d}/{v}.json" for v in RUNS[d]["selector"]["versions"]]
+    return out + ([f"results/{d}/versions.json"] if compared_versions(d) else [])

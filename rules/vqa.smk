@@ -1,5 +1,6 @@
 # VQA in-context-demonstration track:
-# download → encode → candidates → beam_search (sharded) → gather_beam → train_selector → infer / baseline → aggregate
+# download → encode → candidates → beam_search (sharded) → gather_beam → [beam_rewards: v4] → train_selector (per seed)
+# → infer (per seed) / baseline → aggregate (per version) → compare_versions
 
 
 rule download_dataset:
@@ -145,6 +146,34 @@ rule gather_beam:
         "../workflow/scripts/gather_beam.py"
 
 
+# v4's end-to-end reward: each beam's demonstrations → the anchor's generated answer → VQA accuracy (resumable)
+rule beam_rewards:
+    input:
+        train="data/{dataset}/train.parquet",
+        beam="data/{dataset}/beam/{model}/{sampler}_{sample_num}/beam.parquet",
+        model="data/models/{model}",
+    output:
+        "data/{dataset}/beam/{model}/{sampler}_{sample_num}/rewards.parquet",
+    params:
+        generation=lambda w: canonical(run(w)["infer"]["generation"]),
+        beam_ranks=lambda w: selector_config(run(w), "v4")["beam_ranks"],
+        model=lambda w: slice_json("models", w.model),
+        metrics=lambda w: canonical({k: run(w)["metrics"][k] for k in ("vqa_eval", "vqa_stem")}),
+        prompt=lambda w: run_slice(w, "prompt"),
+        code=code("beam_rewards"),
+    log:
+        "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.log",
+    benchmark:
+        "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.tsv"
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/beam_rewards.py"
+
+
 rule train_selector:
     input:
         beam="data/{dataset}/beam/{model}/{sampler}_{sample_num}/beam.parquet",
@@ -152,17 +181,18 @@ rule train_selector:
         features=features("train"),
         train="data/{dataset}/train.parquet",
         encoder=encoder_dir,
+        rewards=beam_rewards_input,
     output:
-        weights="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/selector/model.safetensors",
-        config="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/selector/selector.json",
+        weights="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/selector/model.safetensors",
+        config="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/selector/selector.json",
     params:
         selector=lambda w: canonical(selector_config(run(w), w.version)),
-        seed=lambda w: exp(w)["seed"],
+        seed=lambda w: int(w.seed),
         code=code("train_selector"),
     log:
-        "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/train_selector.log",
+        "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/train_selector.log",
     benchmark:
-        "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/train_selector.tsv"
+        "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/train_selector.tsv"
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -174,7 +204,7 @@ rule train_selector:
 
 rule infer:
     input:
-        selector="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/selector/model.safetensors",
+        selector="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/selector/model.safetensors",
         train="data/{dataset}/train.parquet",
         val="data/{dataset}/val.parquet",
         train_features=features("train"),
@@ -182,8 +212,8 @@ rule infer:
         encoder=encoder_dir,
         model="data/models/{model}",
     output:
-        predictions="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/shot{shot}.parquet",
-        score="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/shot{shot}.json",
+        predictions="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/shot{shot}.parquet",
+        score="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/shot{shot}.json",
     params:
         infer=lambda w: run_slice(w, "infer", drop=("shots",)),
         order=lambda w: run(w)["beam"]["construct_order"],
@@ -192,9 +222,9 @@ rule infer:
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("infer"),
     log:
-        "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/infer_shot{shot}.log",
+        "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.log",
     benchmark:
-        "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/infer_shot{shot}.tsv"
+        "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.tsv"
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -250,6 +280,7 @@ rule aggregate:
         infer=lambda w: infer_jsons(w.dataset, w.version),
         baselines=lambda w: baseline_jsons(w.dataset),
         beams=lambda w: beam_tables(w.dataset),
+        selectors=lambda w: selector_jsons(w.dataset, w.version),
     output:
         json="results/{dataset}/{version}.json",
         md=report(
@@ -267,6 +298,13 @@ rule aggregate:
             labels={"version": "{version}", "figure": "accuracy vs shots"},
         ),
         parquet="results/{dataset}/{version}.parquet",
+        training=report(
+            "results/{dataset}/{version}.training.png",
+            caption="../workflow/report/training_curves.rst",
+            category="Training",
+            subcategory="{dataset}",
+            labels={"version": "{version}", "figure": "training curves"},
+        ),
     params:
         grid=lambda w: canonical(
             {"experiment": exp(w), "shots": run(w)["infer"]["shots"], "baselines": run(w)["baselines"]}
@@ -282,6 +320,34 @@ rule aggregate:
         "../envs/cpu.yaml"
     script:
         "../workflow/scripts/aggregate.py"
+
+
+# Version comparisons (VERSION_PAIRS in common.smk): paired over questions, seeds resampled on both sides
+rule compare_versions:
+    input:
+        infer=lambda w: versions_inputs(w.dataset),
+    output:
+        json="results/{dataset}/versions.json",
+        md=report(
+            "results/{dataset}/versions.md",
+            caption="../workflow/report/versions.rst",
+            category="Results",
+            subcategory="{dataset}",
+            labels={"version": "all", "figure": "version comparisons"},
+        ),
+    params:
+        pairs=lambda w: canonical(compared_versions(w.dataset)),
+        metrics=lambda w: run_slice(w, "metrics"),
+        code=code("compare_versions"),
+    log:
+        "logs/{dataset}/compare_versions.log",
+    benchmark:
+        "benchmarks/{dataset}/compare_versions.tsv"
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/compare_versions.py"
 
 
 # Last resort for a target under results/ or data/ whose dataset the config does not know: its input function stops

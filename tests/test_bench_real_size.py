@@ -97,3 +97,25 @@ def test_plan_okvqa_and_vqav2():
     assert q["sequences"] == 800 * 380 and q["hours_reference"] == round(800 * 380 * 2.0 / 3600, 1)
     assert result["missing_measurements"] == ["flamingo_3B"]
     assert {r["anchors"] for r in result["rows"] if r["dataset"] == "vqav2"} == {5000}
+
+
+def test_plan_prints_the_shipped_real_size_measurements():
+    """`leverplus plan` on the default config reads assets/bench/measured.json (both real models measured on this
+    kind of machine) and prints hours for every row, with the device the hours are for."""
+    import subprocess
+    import sys
+
+    from leverplus.plan import shipped_measurements
+
+    shipped = shipped_measurements()
+    assert set(shipped) == {"qwen2.5_vl_3B", "flamingo_3B"}
+    for m in shipped.values():
+        s = m["seconds_per_sequence"]
+        assert s["reference"] > s["ours"] > 0 and m["beams_equal"] and m["command"].startswith("leverplus bench")
+    md = subprocess.run([sys.executable, "-m", "leverplus.cli", "plan"], cwd=ROOT, capture_output=True, text=True,
+                        check=True).stdout
+    assert "n/a" not in md and "no measurement" not in md, md
+    assert "hours are for the device measured (cpu)" in md
+    okvqa_q = next(line for line in md.splitlines() if line.startswith("| okvqa | qwen2.5_vl_3B | rand |"))
+    want = round(800 * 380 * shipped["qwen2.5_vl_3B"]["seconds_per_sequence"]["reference"] / 3600, 1)
+    assert f"| {want} |" in okvqa_q, (okvqa_q, want)

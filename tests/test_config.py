@@ -55,7 +55,7 @@ def test_defaults_are_filled():
     assert cfg["experiment"]["seed"] == 0
     assert cfg["selector"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.1,
                                        "target_modules": ["q_proj", "k_proj", "v_proj", "out_proj"]}
-    assert cfg["selector"]["versions"] == ["v0", "v1", "v2", "v2_lora"]
+    assert cfg["selector"]["versions"] == ["v0", "v1", "v2", "v2_lora", "v3", "v4"]
     assert cfg["infer"]["pool"] == {"kind": "retrieval", "by": "img_sim", "k": 64}
     assert cfg["metrics"] == {"vqa_stem": False, "vqa_eval": "official", "n_resamples": 1000, "seed": 0}
     assert cfg["baselines"] == ["zero_shot", "random", "text_sim", "img_sim", "pool_random"]

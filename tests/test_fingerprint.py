@@ -86,8 +86,11 @@ def test_each_library_module_reaches_only_the_stages_that_run_it():
     reach = {s.stem: _files(s.stem) for s in SCRIPTS.glob("*.py")}
     users = lambda rel: {s for s, files in reach.items() if rel in files}  # noqa: E731
     assert users("icd/infoscore.py") == {"beam_search"}
+    assert users("icd/checkpoint.py") == {"beam_search", "beam_rewards"}
     assert users("icd/selector_training.py") == {"train_selector", "infer"}
-    assert users("report/aggregate.py") == users("report/plots.py") == {"aggregate"}
+    # compare_versions reads the per-question results through report/aggregate's loaders (module-level import)
+    assert users("report/aggregate.py") == users("report/plots.py") == {"aggregate", "compare_versions"}
+    assert users("report/versions.py") == {"compare_versions"} and users("icd/rl_rewards.py") == {"beam_rewards"}
     assert users("icd/samplers.py") == {"candidates"}
     assert "stages/beam.py" in reach["gather_beam"] and "icd/infoscore.py" not in reach["candidates"]
 

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
 PROFILES = REPO / "profiles"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-GPU_RULES = {"encode", "beam_search", "train_selector", "infer", "baseline", "zero_shot"}
-CPU_RULES = {"download_dataset", "download_model", "candidates", "gather_beam", "aggregate"}
+GPU_RULES = {"encode", "beam_search", "beam_rewards", "train_selector", "infer", "baseline", "zero_shot"}
+CPU_RULES = {"download_dataset", "download_model", "candidates", "gather_beam", "aggregate", "compare_versions"}
 
 
 def _profile(name: str) -> dict:
@@ -311,12 +311,14 @@ def _squeue_all(env: dict) -> dict[str, dict]:
 # --------------------------------------------------------------------------- #
 SNAKEFILE = REPO / "Snakefile"
 SLICE = REPO / ".test" / "slurm.yaml"
-SLICE_TARGET = "results/demo/v1.json"
-# the jobs .test/slurm.yaml gives for SLICE_TARGET: every rule once, encode for train and val, two beam shards
+SLICE_TARGET = "results/demo/v4.json"
+SLICE_TARGETS = (SLICE_TARGET, "results/demo/versions.json")
+# the jobs .test/slurm.yaml gives for SLICE_TARGETS: every VQA rule, encode for train and val, two beam shards,
+# v3 and v4 trained and inferred (v4 vs v3 is the one version comparison)
 SLICE_JOBS = {
     "download_dataset": 1, "download_model": 1, "download_encoder": 1, "encode": 2, "candidates": 1,
-    "beam_search": 2, "gather_beam": 1, "train_selector": 1, "infer": 1, "baseline": 1, "zero_shot": 1,
-    "aggregate": 1,
+    "beam_search": 2, "gather_beam": 1, "beam_rewards": 1, "train_selector": 2, "infer": 2, "baseline": 1,
+    "zero_shot": 1, "aggregate": 1, "compare_versions": 1,
 }
 # The CPU-throttled rules declare `threads: 1`. The SLURM run raises that to 2 (--set-threads), so the
 # profile's cpus_per_task: 1 has something to cap. Inside the job they still run with 1 thread, as in the
@@ -331,7 +333,7 @@ VOLATILE = {"selector.json": [("training", "wall_time_s")]}  # seconds the selec
 def _run_real(workdir: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real Snakefile on the .test/slurm.yaml slice, started from the repository root as a user would
     (so profiles/default also applies, as the workflow profile)."""
-    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), f"--configfile={SLICE}", SLICE_TARGET,
+    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), f"--configfile={SLICE}", *SLICE_TARGETS,
            *args]
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, **(env or {})), capture_output=True, text=True,
                           timeout=timeout)
@@ -370,7 +372,8 @@ def _results(workdir: Path) -> tuple[dict, dict, dict]:
                 node = node[k]
             del node[path[-1]]
         docs[str(p.relative_to(workdir))] = doc
-    for p in sorted([*(workdir / "results").rglob("*.parquet"), *(workdir / "data").rglob("beam.parquet")]):
+    for p in sorted([*(workdir / "results").rglob("*.parquet"), *(workdir / "data").rglob("beam.parquet"),
+                    *(workdir / "data").rglob("rewards.parquet")]):
         tables[str(p.relative_to(workdir))] = pd.read_parquet(p)
     for p in sorted((workdir / "results").rglob("*.safetensors")):
         weights[str(p.relative_to(workdir))] = p.read_bytes()
@@ -467,11 +470,11 @@ def test_demo_dag_on_real_slurm(slurm_cluster, tmp_path):
     # ---- the results are the same -------------------------------------------
     s_docs, s_tables, s_weights = _results(wd)
     l_docs, l_tables, l_weights = _results(local)
-    assert SLICE_TARGET in s_docs and sum("/shot" in k for k in s_docs) == 3, sorted(s_docs)
+    assert SLICE_TARGET in s_docs and sum("/shot" in k for k in s_docs) == 4, sorted(s_docs)
     assert s_docs.keys() == l_docs.keys()
     for name in s_docs:
         assert s_docs[name] == l_docs[name], name
-    assert s_tables.keys() == l_tables.keys() and len(s_tables) == 5, sorted(s_tables)
+    assert s_tables.keys() == l_tables.keys() and len(s_tables) == 7, sorted(s_tables)
     for name in s_tables:
         assert s_tables[name].equals(l_tables[name]), name
-    assert len(s_weights) == 1 and s_weights == l_weights
+    assert len(s_weights) == 2 and s_weights == l_weights

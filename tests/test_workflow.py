@@ -83,7 +83,7 @@ def test_demo_slice_produces_filled_results(demo_run):
 
 @pytest.mark.slow
 def test_cli_rescoring_reproduces_pipeline_number(demo_run):
-    shot = demo_run / "results/demo/tiny_vl/img_sim_6/v2_lora/shot2"
+    shot = demo_run / "results/demo/tiny_vl/img_sim_6/v2_lora/seed0/shot2"
     pipeline = json.loads(shot.with_suffix(".json").read_text())
     out = subprocess.run(
         [sys.executable, "-m", "leverplus.cli", "score", "vqa", "--predictions", str(shot.with_suffix(".parquet")),
@@ -176,7 +176,7 @@ def test_the_missions_command_needs_no_configfile(tmp_path, ds, sample_num):
     assert jobs["beam_search"] == 2 * 4 * 8 and jobs["train_selector"] == 2 * 4 and jobs["infer"] == 2 * 4 * 4
     assert jobs["baseline"] == 2 * 4 * 4 and jobs["zero_shot"] == 2 and jobs["download_model"] == 2
     assert f"data/{ds}/beam/qwen2.5_vl_3B/mix_{sample_num}/beam.parquet" in out
-    assert f"results/{ds}/flamingo_3B/img_sim_{sample_num}/v2_lora/shot4.json" in out
+    assert f"results/{ds}/flamingo_3B/img_sim_{sample_num}/v2_lora/seed0/shot4.json" in out
     assert "data/encoders/clip_vit_b32" in out and "tiny_vl" not in out and "tiny_clip" not in out
 
 
@@ -347,7 +347,7 @@ encoders:
 compute: {{model_threads: 1}}
 experiment: {{models: [tiny_fl], encoder: tiny_clip, samplers: [rand], sample_num: [4], cand_num: 6}}
 beam: {{beam_size: 2, shot_num: 2, construct_order: right, shards: 1}}
-selector: {{epochs: 1, batch_size: 4, versions: [v1]}}
+selector: {{epochs: 1, batch_size: 4, versions: [v1], seeds: [0]}}
 infer: {{shots: [1], limit: 8, pool: {{kind: retrieval, by: img_sim, k: 8}}}}
 baselines: [zero_shot, random]
 """

@@ -149,10 +149,23 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# selector config blocks only some versions read: left out of the others' slices, so that changing them reruns only
+# the versions that read them
+VERSION_BLOCKS = {"lora": ("v2_lora",), "rl": ("v3", "v4"), "reward": ("v4",)}
+
+
 def selector_config(config: dict, version: str) -> dict:
-    """The selector slice a version trains with: shared keys plus that version's overrides."""
-    sel = {k: v for k, v in config["selector"].items() if k not in ("per_version", "versions")}
-    sel.update(config["selector"].get("per_version", {}).get(version, {}))
-    if version != "v2_lora":
-        sel.pop("lora", None)
+    """The selector slice a version trains with: shared keys plus that version's overrides (mappings merged key by
+    key).  `versions` and `seeds` say which trainings run, not how: they are not part of it."""
+    sel = {k: v for k, v in config["selector"].items() if k not in ("per_version", "versions", "seeds")}
+    sel = deep_merge(sel, config["selector"].get("per_version", {}).get(version, {}))
+    for block, readers in VERSION_BLOCKS.items():
+        if version not in readers:
+            sel.pop(block, None)
     return sel
+
+
+def selector_seeds(config: dict) -> list[int]:
+    """Training seeds of every selector version: `selector.seeds`, or the experiment seed alone."""
+    seeds = config["selector"].get("seeds")
+    return [int(s) for s in seeds] if seeds else [int(config["experiment"].get("seed", 0))]

@@ -88,10 +88,12 @@ def plan(config: dict, measured: dict, datasets: list[str] | None = None) -> dic
         for path in ("reference", "ours"):
             if f"hours_{path}" in r:
                 t[f"hours_{path}"] = round(t[f"hours_{path}"] + r[f"hours_{path}"], 1)
+    used = {k: v for k, v in measured.items() if any(r["model"] == k for r in rows)}
+    devices = sorted({str(v.get("device")) for v in used.values()})
     return {
         "rows": rows,
         "totals": totals,
-        "measured": {k: v for k, v in measured.items() if any(r["model"] == k for r in rows)},
+        "measured": used,
         "missing_measurements": sorted(missing),
         "assumptions": [
             "sequences per anchor = 1 + cand_num + sum_{s=1}^{shot_num-1} beam_size*(cand_num-s)",
@@ -99,6 +101,8 @@ def plan(config: dict, measured: dict, datasets: list[str] | None = None) -> dic
             "parallelism: divide by the devices the shards run on)",
             "the measured slice has the run's shot count and image size; a run's larger pools batch better, so "
             "'ours' is an upper bound",
+            f"hours are for the device{'s' if len(devices) > 1 else ''} measured ({', '.join(devices) or 'none'}); "
+            "another device (a GPU, bf16) needs its own measurement (--measured)",
         ],
     }
 

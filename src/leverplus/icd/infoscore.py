@@ -37,6 +37,7 @@ from tqdm import tqdm
 from ..data.records import VQAExample
 from ..io import canonical_json, write_parquet
 from ..models.base import ICLModel, extend
+from .checkpoint import read_checkpoint
 from .ranking import INFOSCORE_GRID, INFOSCORE_NOISE, check_grid, grid_units, unit_bounds
 
 BEAM_COLUMNS = ["anchor", "beam_rank", "picked", "icd_ids", "step_scores", "score", "zero_shot_score",
@@ -148,34 +149,6 @@ def settings_hash(
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
 
 
-def _read_checkpoint(partial: Path, want: str) -> dict[str, list[dict]] | None:
-    """Finished anchors of a checkpoint written with settings hash `want`; None if it was written with other
-    settings (or has no readable header). Drops a torn last line (a killed run) from the file."""
-    done: dict[str, list[dict]] = {}
-    good = 0  # bytes up to the end of the last complete line
-    with open(partial, "rb") as f:
-        header = f.readline()
-        try:
-            head = json.loads(header) if header.endswith(b"\n") else {}
-        except json.JSONDecodeError:
-            head = {}
-        if not isinstance(head, dict) or head.get("settings_hash") != want:
-            got = head.get("settings_hash") if isinstance(head, dict) else None
-            print(f"{partial}: checkpoint written with other settings (hash {str(got)[:12]}, now {want[:12]}); "
-                  f"discarding it and starting the shard afresh", file=sys.stderr)
-            return None
-        good = len(header)
-        for line in f:
-            if not line.endswith(b"\n"):
-                break  # torn last line of a killed run: recompute that anchor
-            rec = json.loads(line)
-            done[rec["anchor"]] = rec["rows"]
-            good += len(line)
-    # Drop the torn tail before appending, or the next line would be glued to it and the checkpoint unreadable.
-    os.truncate(partial, good)
-    return done
-
-
 def run_shard(
     model: ICLModel,
     anchors: Sequence[VQAExample],
@@ -195,7 +168,7 @@ def run_shard(
     partial = out_path.with_suffix(".partial.jsonl")
     search = {"beam_size": beam_size, "shot_num": shot_num, "order": order, "score_grid": score_grid}
     want = settings_hash(anchors, pools, search, settings)
-    done = _read_checkpoint(partial, want) if partial.exists() else None
+    done = read_checkpoint(partial, want) if partial.exists() else None
     mode = "a"
     if done is None:
         done, mode = {}, "w"

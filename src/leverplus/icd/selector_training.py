@@ -87,35 +87,21 @@ def build_sequences(beam: pd.DataFrame, pools: pd.DataFrame, source: Source, bea
     return seqs
 
 
-def train_selector(version: str, *, beam: pd.DataFrame, pools: pd.DataFrame, train_features: Features,
-                   cfg: dict[str, Any], out_dir: str | Path, encoder_dir: str | None = None,
-                   train_table: pd.DataFrame | None = None, seed: int = 0) -> dict[str, Any]:
-    """Train selector ``version`` on the beam sequences, write ``out_dir/model.safetensors`` and
-    ``out_dir/selector.json``, and return training stats (also stored in selector.json under ``training``).
-
-    ``cfg`` is the ``selector`` config slice; keys and defaults are the version's ``DEFAULTS``.  ``encoder_dir``
-    (CLIP directory) and ``train_table`` (train split: id, image, question) are needed by v2_lora only.
-    """
+def supervised_epochs(model, data: TrainingSequences, source, *, shuffle: torch.Generator,
+                      weights: torch.Tensor | None = None, desc: str | None = None) -> list[float]:
+    """``cfg["epochs"]`` passes of teacher-forced cross-entropy (dropout on), shuffled by ``shuffle``; with
+    ``weights`` (one per sequence) each sequence's terms are weighted (v3's RCE).  Returns the loss per epoch."""
     from tqdm.auto import tqdm
 
-    from .selectors import config_for, selector_class
-
-    cls = selector_class(version)
-    cfg = config_for(version, cfg)
-    torch.manual_seed(seed)
-    model, source = cls.for_training(cfg, train_features, encoder_dir=encoder_dir, train_table=train_table)
-    data = build_sequences(beam, pools, source, cfg["beam_ranks"])
-
+    cfg = model.cfg
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    shuffle = torch.Generator().manual_seed(seed)
     batch_size = int(cfg["batch_size"])
     n_batches = math.ceil(len(data) / batch_size)
     epoch_losses: list[float] = []
-    start = time.perf_counter()
     model.train()
-    with tqdm(total=cfg["epochs"] * n_batches, desc=f"train_selector {version}", unit="batch", file=sys.stderr,
-              mininterval=1.0) as bar:
+    with tqdm(total=cfg["epochs"] * n_batches, desc=desc or f"train_selector {model.version}", unit="batch",
+              file=sys.stderr, mininterval=1.0) as bar:
         for epoch in range(cfg["epochs"]):
             order = torch.randperm(len(data), generator=shuffle).tolist()
             total = 0.0
@@ -123,7 +109,12 @@ def train_selector(version: str, *, beam: pd.DataFrame, pools: pd.DataFrame, tra
                 idx = order[s : s + batch_size]
                 batch = make_batch([data.query_rows[i] for i in idx], [data.pool_rows[i] for i in idx],
                                    [data.targets[i] for i in idx])
-                loss = model.sequence_loss(batch, source, source)
+                if weights is None:
+                    loss = model.sequence_loss(batch, source, source)
+                else:
+                    from .rl import weighted_sequence_loss
+
+                    loss = weighted_sequence_loss(model, batch, source, source, weights[idx])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg["grad_clip"]:
@@ -134,17 +125,49 @@ def train_selector(version: str, *, beam: pd.DataFrame, pools: pd.DataFrame, tra
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
             epoch_losses.append(total / len(data))
     model.eval()
+    return epoch_losses
+
+
+def train_selector(version: str, *, beam: pd.DataFrame, pools: pd.DataFrame, train_features: Features,
+                   cfg: dict[str, Any], out_dir: str | Path, encoder_dir: str | None = None,
+                   train_table: pd.DataFrame | None = None, seed: int = 0,
+                   rewards: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Train selector ``version`` on the beam sequences, write ``out_dir/model.safetensors`` and
+    ``out_dir/selector.json``, and return training stats (also stored in selector.json under ``training``).
+
+    ``cfg`` is the ``selector`` config slice; keys and defaults are the version's ``DEFAULTS``.  ``encoder_dir``
+    (CLIP directory) and ``train_table`` (train split: id, image, question) are needed by v2_lora only;
+    ``rewards`` (the ``beam_rewards`` table) by v4 only.  Versions with a ``fit`` method (v3, v4) train with it;
+    the others with :func:`supervised_epochs`.
+    """
+    from .selectors import config_for, selector_class
+
+    cls = selector_class(version)
+    cfg = config_for(version, cfg)
+    torch.manual_seed(seed)
+    model, source = cls.for_training(cfg, train_features, encoder_dir=encoder_dir, train_table=train_table)
+    data = build_sequences(beam, pools, source, cfg["beam_ranks"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    shuffle = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    if hasattr(model, "fit"):
+        extra = model.fit(data, source, seed=seed, shuffle=shuffle, beam=beam, rewards=rewards)
+    else:
+        losses = supervised_epochs(model, data, source, shuffle=shuffle)
+        extra = {"final_loss": losses[-1] if losses else None, "loss_per_epoch": losses}
+    model.eval()
     stats = {
         "version": version,
         "seed": seed,
         "epochs": cfg["epochs"],
-        "final_loss": epoch_losses[-1] if epoch_losses else None,
-        "loss_per_epoch": epoch_losses,
+        "final_loss": extra.pop("final_loss"),
+        "loss_per_epoch": extra.pop("loss_per_epoch"),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "n_sequences": len(data),
         "n_anchors": len(set(data.anchors)),
         "mean_pool_size": sum(map(len, data.pool_rows)) / len(data),
         "trainable_params": sum(p.numel() for p in trainable),
+        **extra,
     }
     model.save(out_dir, training=stats)
     return stats

@@ -139,6 +139,64 @@ def paired_bootstrap(
     }
 
 
+def _seed_rows(values) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError("expected a (seeds, items) array with at least one seed and one item")
+    return arr
+
+
+def _seed_means(rows: np.ndarray, block: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per resample (rows of ``block``): the mean over a with-replacement draw of the seeds of the per-seed means
+    over the resampled items."""
+    per_seed = rows[:, block].mean(axis=-1)  # (S, k)
+    s = rows.shape[0]
+    if s == 1:
+        return per_seed[0]
+    draw = rng.integers(0, s, size=(block.shape[0], s))
+    return np.take_along_axis(per_seed.T, draw, axis=1).mean(axis=1)
+
+
+def seed_bootstrap(a, b=None, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Two-way bootstrap over items and training seeds.
+
+    ``a`` is (S_a, n): per-item values of S_a runs (training seeds) on the same n items; the statistic is the mean
+    over seeds and items.  With ``b`` (S_b, n) on the same items, the statistic is mean(a) − mean(b), items paired.
+    Each resample draws n item indices (shared by a and b) from :func:`resample_indices` — the draws of
+    :func:`bootstrap_ci` / :func:`paired_bootstrap` — and, independently for a and b, S seeds with replacement, so
+    the interval holds both sources of noise.  With one seed per side it equals ``bootstrap_ci`` (no b) /
+    ``paired_bootstrap`` (with b).  ``p_value`` (with b): as in :func:`paired_bootstrap`.
+    """
+    ra = _seed_rows(a)
+    rb = None if b is None else _seed_rows(b)
+    if rb is not None and rb.shape[1] != ra.shape[1]:
+        raise ValueError(f"paired test needs the same items: {ra.shape[1]} != {rb.shape[1]}")
+    n = ra.shape[1]
+    if rb is not None and ra.shape[0] == 1 and rb.shape[0] == 1:
+        return {**paired_bootstrap(ra[0], rb[0], n_resamples=n_resamples, seed=seed, confidence=confidence),
+                "seeds": [1, 1], "method": "paired-bootstrap-items-and-seeds"}
+    rng_a, rng_b = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    dist = np.empty(n_resamples, dtype=float)
+    pos = 0
+    for block in resample_indices(n, n_resamples, seed):
+        val = _seed_means(ra, block, rng_a)
+        if rb is not None:
+            val = val - _seed_means(rb, block, rng_b)
+        dist[pos : pos + len(block)] = val
+        pos += len(block)
+    lo, hi = _percentile_interval(dist, confidence)
+    stat = float(ra.mean(axis=1).mean()) - (float(rb.mean(axis=1).mean()) if rb is not None else 0.0)
+    out = {"n": n, "seeds": [ra.shape[0]] + ([rb.shape[0]] if rb is not None else []), "ci95": [lo, hi],
+           "n_resamples": n_resamples, "seed": seed}
+    if rb is None:
+        return {**out, "mean": stat, "method": "bootstrap-items-and-seeds"}
+    extreme = int(np.sum(np.abs(dist - stat) >= abs(stat) - 1e-12))
+    return {**out, "diff": stat, "p_value": float(min(1.0, (1 + extreme) / (1 + n_resamples))),
+            "method": "paired-bootstrap-items-and-seeds"}
+
+
 def mcnemar(a_correct: Sequence, b_correct: Sequence, *, exact: bool | None = None, correction: bool = True) -> dict:
     """McNemar's test on per-item correct/incorrect of two systems on the same items.
 

@@ -4,7 +4,8 @@ Results JSON schema (also in the README):
 {
   "dataset", "version", "metric" (vqa_accuracy, ×100), "signature",
   "cells":     [{model, sampler, sample_num, shot, score, n, ci95: [lo, hi], vs_random / vs_pool_random: {diff, ci95,
-                p_value, n}}],
+                p_value, n}; with several training seeds also seeds, per_seed: [{seed, score, ci95}], seed_sd,
+                seed_range, ci95_items_only}],
   "baselines": [{model, retriever, shot, score, n, ci95}],
   "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
                    mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share (step 1),
@@ -17,6 +18,11 @@ JSON records (`settings.eval`, `settings.stem`), so `vs_*` equals what `leverplu
 val --vqa-eval E [--stem] --n-resamples N --seed S` prints for the same two predictions files. A cell is never
 paired with a baseline scored differently, and with `metrics` given every file must have been scored with its
 `vqa_eval` / `vqa_stem` (else: rerun that rule); the bootstrap uses `metrics.n_resamples` and `metrics.seed`.
+
+Training seeds (`selector.seeds`): a cell's results files, one per seed, are pooled.  Its `score` is the mean over
+seeds, `seed_sd` / `seed_range` the spread of the per-seed scores, `ci95` a bootstrap over questions *and* seeds
+(`leverplus.metrics.stats.seed_bootstrap`) and `ci95_items_only` the question-only interval of the seed mean (what
+the seed noise adds is the difference); `vs_*` resample seeds as well.  With one seed every number is what it was.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import pandas as pd
 
 from ..io import atomic_write, write_json, write_parquet
 from ..metrics.io import MetricsInputError
-from ..metrics.stats import paired_bootstrap
+from ..metrics.stats import paired_bootstrap, seed_bootstrap
 from ..metrics.vqa import DEFAULT_VQA_EVAL, scoring_from_settings, vqa_accuracy_per_item
 
 # Baselines every selector cell is compared with, paired on the same questions: random demonstrations from the whole
@@ -95,6 +101,51 @@ def _paired(mine: pd.Series, ref: pd.Series, n_resamples: int, seed: int) -> dic
     }
 
 
+def _by_cell(cells: list[dict]) -> list[list[dict]]:
+    """Results files grouped by grid cell (model, sampler, sample_num, shot), each group in seed order."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["model"], c["sampler"], c["sample_num"], c["shot"]), []).append(c)
+    for key, g in groups.items():
+        g.sort(key=lambda d: d.get("seed", 0))
+        if len({d.get("seed") for d in g}) != len(g):
+            raise MetricsInputError(f"cell {key}: two results files with the same training seed: "
+                                    f"{[d['_path'] for d in g]}")
+    return list(groups.values())
+
+
+def _aligned(series: list[pd.Series], order: list[str] | None = None) -> np.ndarray:
+    """(runs, questions) per-question accuracies on the questions every run has, in the first run's order."""
+    order = order if order is not None else list(series[0].index)
+    common = [i for i in order if all(i in s.index for s in series)]
+    return np.vstack([s[common].to_numpy(dtype=float) for s in series])
+
+
+def paired_over_seeds(a: list[pd.Series], b: list[pd.Series], n_resamples: int, seed: int) -> dict:
+    """A − B, questions paired, each side's training seeds resampled (``seed_bootstrap``), in accuracy points."""
+    order = list(a[0].index)
+    test = seed_bootstrap(_aligned(a, order), _aligned(b, order), n_resamples=n_resamples, seed=seed)
+    return {"diff": round(100 * test["diff"], 2), "ci95": [round(100 * x, 2) for x in test["ci95"]],
+            "p_value": test["p_value"], "n": test["n"], "seeds": test["seeds"]}
+
+
+def _seed_summary(group: list[dict], per_item: list[pd.Series], n_resamples: int, seed: int) -> dict:
+    acc = _aligned(per_item)
+    both = seed_bootstrap(acc, n_resamples=n_resamples, seed=seed)
+    items_only = seed_bootstrap(acc.mean(axis=0), n_resamples=n_resamples, seed=seed)
+    scores = [d["score"] for d in group]
+    return {
+        "score": round(100 * float(acc.mean(axis=1).mean()), 2),
+        "n": int(acc.shape[1]),
+        "ci95": [round(100 * x, 2) for x in both["ci95"]],
+        "ci95_items_only": [round(100 * x, 2) for x in items_only["ci95"]],
+        "seeds": [d["seed"] for d in group],
+        "per_seed": [{"seed": d["seed"], "score": d["score"], "ci95": d["ci95"]} for d in group],
+        "seed_sd": round(float(np.std(scores, ddof=1)), 2),
+        "seed_range": [min(scores), max(scores)],
+    }
+
+
 def beam_signal(beam_path: str) -> dict:
     t = pd.read_parquet(beam_path)
     steps = len(t["step_scores"].iloc[0])
@@ -125,6 +176,7 @@ def beam_signal(beam_path: str) -> dict:
 def aggregate(
     *, dataset: str, version: str, infer_jsons: list[str], baseline_jsons: list[str], beam_tables: list[str],
     val: pd.DataFrame, out_json: str, out_md: str, out_png: str, out_parquet: str, metrics: dict | None = None,
+    selector_jsons: list[str] | None = None, out_training_png: str | None = None,
 ) -> dict:
     m = {**DEFAULT_METRICS, **(metrics or {})}
     n_resamples, seed = int(m["n_resamples"]), int(m["seed"])
@@ -142,18 +194,27 @@ def aggregate(
         return per_item[doc["_path"]]
 
     rows = []
-    for c in cells:
+    for group in _by_cell(cells):
+        c = group[0]
         row = {k: c[k] for k in ("model", "sampler", "sample_num", "shot", "score", "n", "ci95")}
+        if len(group) > 1:
+            row.update(_seed_summary(group, [items(d) for d in group], n_resamples, seed))
+        elif "seed" in c:
+            row["seeds"] = [c["seed"]]
         for retriever in COMPARED_BASELINES:
             ref = references.get((retriever, c["model"], c["shot"]))
             if ref is None:
                 continue
-            if ref["_scoring"] != c["_scoring"]:
-                raise MetricsInputError(
-                    f"{c['_path']} ({_describe(c['_scoring'])}) cannot be paired with {ref['_path']} "
-                    f"({_describe(ref['_scoring'])}): rescore both with the same settings"
-                )
-            row[f"vs_{retriever}"] = _paired(items(c), items(ref), n_resamples, seed)
+            for d in group:
+                if ref["_scoring"] != d["_scoring"]:
+                    raise MetricsInputError(
+                        f"{d['_path']} ({_describe(d['_scoring'])}) cannot be paired with {ref['_path']} "
+                        f"({_describe(ref['_scoring'])}): rescore both with the same settings"
+                    )
+            if len(group) == 1:
+                row[f"vs_{retriever}"] = _paired(items(c), items(ref), n_resamples, seed)
+            else:
+                row[f"vs_{retriever}"] = paired_over_seeds([items(d) for d in group], [items(ref)], n_resamples, seed)
         rows.append(row)
     base_rows = [{k: b[k] for k in ("model", "retriever", "shot", "score", "n", "ci95")} for b in bases]
     signal = []
@@ -182,11 +243,20 @@ def aggregate(
     from .plots import plot_accuracy_vs_shot
 
     plot_accuracy_vs_shot(result, out_png)
+    if out_training_png is not None:
+        from .training_curves import plot_training_curves
+
+        plot_training_curves(version, selector_jsons or [], out_training_png)
     return result
 
 
 def _fmt(score: float, ci: list[float]) -> str:
     return f"{score:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _sd(row) -> str:
+    sd = getattr(row, "seed_sd", None)
+    return f" ±{sd:.2f}" if isinstance(sd, (int, float)) and sd == sd else ""
 
 
 def markdown(result: dict) -> str:
@@ -200,13 +270,16 @@ def markdown(result: dict) -> str:
         f"VQA accuracy (×100) with 95% bootstrap CI `[lo, hi]`; n = questions per cell. Signature: `{result['signature']}`",
         "",
     ]
+    if len(cells) and "seed_sd" in cells:
+        lines += [f"Mean over training seeds {sorted({s for c in result['cells'] for s in c.get('seeds', [])})}; the CI "
+                  "resamples questions and seeds; `±` = standard deviation of the per-seed scores.", ""]
     header = ["Sample Num", "Shot Num", "Model Name", "n"] + [SAMPLER_TITLES[s] for s in samplers]
     header += [f"baseline {r}" for r in retrievers]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     if len(cells):
         for (n, shot, model), g in cells.groupby(["sample_num", "shot", "model"], sort=True):
             by = {r.sampler: r for r in g.itertuples()}
-            vals = [_fmt(by[s].score, by[s].ci95) if s in by else "—" for s in samplers]
+            vals = [_fmt(by[s].score, by[s].ci95) + _sd(by[s]) if s in by else "—" for s in samplers]
             for r in retrievers:
                 b = bases[(bases.model == model) & (bases.retriever == r) & (bases.shot == shot)]
                 vals.append(_fmt(b.iloc[0].score, b.iloc[0].ci95) if len(b) else "—")

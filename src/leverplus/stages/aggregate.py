@@ -1,4 +1,4 @@
-"""Stage: aggregate one selector version over the grid."""
+"""Stages: aggregate one selector version over the grid; compare the versions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,4 +22,20 @@ def aggregate(*, input, output, params, wildcards, threads):
         out_png=output.png,
         out_parquet=output.parquet,
         metrics=params.get("metrics"),  # the config's metrics slice: n_resamples, seed, vqa_eval, vqa_stem
+        selector_jsons=list(input.get("selectors", [])) if hasattr(input, "get") else None,
+        out_training_png=getattr(output, "training", None),
+    )
+
+
+def compare_versions(*, input, output, params, wildcards, threads):
+    from ..report.versions import compare_versions as build
+
+    build(
+        dataset=wildcards["dataset"],
+        pairs=[tuple(p) for p in params["pairs"]],
+        infer_jsons=list(input.infer),
+        val=load_split(Path("data") / wildcards["dataset"], "val"),
+        out_json=output.json,
+        out_md=output.md,
+        metrics=params.get("metrics"),
     )

@@ -100,6 +100,7 @@ def infer(*, input, output, params, wildcards, threads):
         "model": wildcards["model"],
         "sampler": wildcards["sampler"],
         "sample_num": int(wildcards["sample_num"]),
+        **({"seed": int(wildcards["seed"])} if "seed" in wildcards else {}),  # the selector's training seed
         "shot": shot,
         "pool": pool,
         "construct_order": params["order"],

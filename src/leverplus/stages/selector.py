@@ -23,5 +23,6 @@ def train_selector(*, input, output, params, wildcards, threads):
         encoder_dir=input.encoder,
         train_table=load_split(dataset_dir(input.train), "train"),
         seed=int(params["seed"]),
+        rewards=pd.read_parquet(rewards) if (rewards := getattr(input, "rewards", None)) else None,  # v4 only
     )
     print(stats)

@@ -7,6 +7,8 @@ v0         GPT-2 over train-example indices, CLIP features added to the index em
 v1         bi-encoder pointer network (query and candidate MLP encoders, GRU query state, dot-product pointer)
 v2         v1 + query↔candidate cross-attention layers (residual + LayerNorm)
 v2_lora    v2 on example vectors from the CLIP encoder itself, adapted with LoRA (peft)
+v3         v2's network, RCE warm-up + offline GRPO over the beams (reward: the beam's InfoScore gain)
+v4         v3 with an end-to-end reward: VQA accuracy of the anchor's generated answer mixed in (beam_rewards)
 =========  ==========================================================================================
 
 Use::
@@ -27,9 +29,12 @@ from .v0 import GPT2Selector
 from .v1 import PointerSelector
 from .v2 import CrossAttentionPointerSelector
 from .v2_lora import LoRAPointerSelector
+from .v3 import GRPOPointerSelector
+from .v4 import EndToEndGRPOPointerSelector
 
 SELECTORS: dict[str, type[Selector]] = {
-    cls.version: cls for cls in (GPT2Selector, PointerSelector, CrossAttentionPointerSelector, LoRAPointerSelector)
+    cls.version: cls for cls in (GPT2Selector, PointerSelector, CrossAttentionPointerSelector, LoRAPointerSelector,
+                                 GRPOPointerSelector, EndToEndGRPOPointerSelector)
 }
 
 KNOWN_CONFIG_KEYS: set[str] = {key for cls in SELECTORS.values() for key in cls.DEFAULTS}
@@ -67,12 +72,12 @@ def load_selector(out_dir: str | Path, *, encoder_dir: str | None = None) -> Sel
 
 
 def train_selector(version: str, *, beam, pools, train_features, cfg: dict, out_dir, encoder_dir=None,
-                   train_table=None, seed: int = 0) -> dict:
+                   train_table=None, seed: int = 0, rewards=None) -> dict:
     """Train a selector and save it to ``out_dir``; see :func:`leverplus.icd.selector_training.train_selector`."""
     from ..selector_training import train_selector as _train
 
     return _train(version, beam=beam, pools=pools, train_features=train_features, cfg=cfg, out_dir=out_dir,
-                  encoder_dir=encoder_dir, train_table=train_table, seed=seed)
+                  encoder_dir=encoder_dir, train_table=train_table, seed=seed, rewards=rewards)
 
 
 __all__ = ["SELECTORS", "Selector", "config_for", "load_selector", "selector_class", "train_selector"]

@@ -1,0 +1,113 @@
+"""Offline reinforcement-learning pieces for the selectors v3/v4: reward-weighted cross-entropy (RCE) and offline
+GRPO over the beam search's beams.
+
+The *group* of an anchor is its beams (up to ``beam_ranks`` sequences, each with a scalar reward).  Nothing here is
+sampled: the policy's log-probability of a beam is its teacher-forced sequence log-probability under the selector,
+
+    log π(beam | anchor) = Σ_t log softmax(logits_t over the not-yet-chosen pool candidates)[pick_t],
+
+and the beams are the only actions ever scored (offline RL on a fixed dataset).
+
+* :func:`rce_weights` — per sequence ``K_a · softmax(r / T)`` over its anchor's ``K_a`` beams.  The factor ``K_a``
+  makes equal rewards (or a single beam) give weight 1 exactly, so RCE is then v2's loss bit for bit.
+* :func:`group_advantages` — ``(r − mean_group) / (std_group + eps)`` (population std); a group whose rewards are all
+  equal gets advantage 0 (it carries no preference).
+* :func:`ppo_clip` — the PPO-clip surrogate on the sequence ratio ``ρ = exp(log π − log π_old)``.
+* :func:`pool_kl` — exact KL(π ‖ π_ref) of the per-step pool distributions along the beam, summed over steps.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .selectors.common import IGNORE, PoolBatch
+
+
+def _groups(anchors: Sequence[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for i, a in enumerate(anchors):
+        out[a].append(i)
+    return out
+
+
+def rce_weights(anchors: Sequence[str], rewards: Sequence[float], temperature: float) -> torch.Tensor:
+    """(N,) float32: each sequence's weight ``K_a · softmax(r / temperature)`` within its anchor's group."""
+    if temperature <= 0:
+        raise ValueError("rl.temperature must be > 0")
+    r = torch.as_tensor(list(rewards), dtype=torch.float64)
+    w = torch.empty_like(r)
+    for rows in _groups(anchors).values():
+        idx = torch.as_tensor(rows)
+        w[idx] = len(rows) * torch.softmax(r[idx] / temperature, dim=0)
+    return w.to(torch.float32)
+
+
+def group_advantages(anchors: Sequence[str], rewards: Sequence[float], eps: float = 1e-6) -> torch.Tensor:
+    """(N,) float32 GRPO advantages: rewards normalised within each anchor's group (zero mean per group)."""
+    r = torch.as_tensor(list(rewards), dtype=torch.float64)
+    adv = torch.zeros_like(r)
+    for rows in _groups(anchors).values():
+        idx = torch.as_tensor(rows)
+        g = r[idx]
+        std = g.std(unbiased=False)
+        if len(rows) > 1 and std > 0:
+            adv[idx] = (g - g.mean()) / (std + eps)
+    return adv.to(torch.float32)
+
+
+def step_log_probs(model, state, batch: PoolBatch) -> torch.Tensor:
+    """(B, S, P) log-probabilities over the pool at each teacher-forced step (−inf where masked)."""
+    assert batch.targets is not None
+    logits = model.masked_logits(state, batch, batch.targets[:, :-1])
+    return torch.log_softmax(logits, dim=-1)
+
+
+def sequence_log_prob(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) Σ over real steps of the picked candidate's log-probability."""
+    valid = targets != IGNORE
+    picked = torch.gather(logp, 2, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(valid, picked, torch.zeros_like(picked)).sum(dim=1)
+
+
+def weighted_sequence_loss(model, batch: PoolBatch, query_src, pool_src, weights: torch.Tensor) -> torch.Tensor:
+    """RCE: v2's teacher-forced cross-entropy with every (sequence, step) term multiplied by its sequence's weight,
+    averaged over all real (sequence, step) pairs, as v2 averages."""
+    assert batch.targets is not None
+    state = model.encode(batch, query_src, pool_src)
+    logits = model.masked_logits(state, batch, batch.targets[:, :-1])
+    ce = nn.functional.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE,
+                                     reduction="none").view(batch.targets.shape)
+    valid = batch.targets != IGNORE
+    return (ce * weights[:, None]).sum() / valid.sum()
+
+
+def pool_kl(logp: torch.Tensor, logp_ref: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) Σ over real steps of KL(π(·|prefix) ‖ π_ref(·|prefix)) over the pool candidates still available."""
+    p = logp.exp()
+    # masked candidates: −inf − (−inf); zero them before multiplying, or their NaN would reach the gradient
+    diff = torch.where(p > 0, logp - logp_ref, torch.zeros_like(p))
+    per_step = (p * diff).sum(dim=-1)
+    return torch.where(targets != IGNORE, per_step, torch.zeros_like(per_step)).sum(dim=1)
+
+
+def ppo_clip(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_eps: float):
+    """Per-sequence PPO-clip loss ``−min(ρA, clip(ρ, 1−ε, 1+ε)A)``, the ratio ρ, and whether the clip is active
+    (|ρ − 1| > ε)."""
+    ratio = torch.exp(logp - logp_old)
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+    return -surrogate, ratio, (ratio - 1).abs() > clip_eps
+
+
+def expected_group_reward(anchors: Sequence[str], seq_logp: torch.Tensor, rewards: Sequence[float]) -> float:
+    """Mean over anchors of Σ_b softmax_b(log π(b)) · r_b: the reward of the anchor's beams weighted by the policy's
+    preference among them (rises as the policy concentrates on the high-reward beams)."""
+    r = torch.as_tensor(list(rewards), dtype=torch.float64)
+    lp = seq_logp.detach().to(torch.float64)
+    vals = []
+    for rows in _groups(anchors).values():
+        idx = torch.as_tensor(rows)
+        vals.append(float((torch.softmax(lp[idx], dim=0) * r[idx]).sum()))
+    return sum(vals) / len(vals)
