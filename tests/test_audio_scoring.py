@@ -127,3 +127,30 @@ def test_sentence_similarity_max_over_references(char_bert):
                             n_resamples=10)
     assert r["per_item"][0] == pytest.approx(100, abs=1e-4)
     assert r["per_item"][1] < 100 and r["settings"]["pooling"] == "mean" and r["n"] == 2
+
+
+def test_timing_slot_serialises_timed_passes(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from leverplus.stages.audio import timing_slot
+
+    monkeypatch.setenv("LEVERPLUS_AUDIO_TIMING_LOCK", str(tmp_path / "timing.lock"))
+    spans = {}
+
+    def arm(name, hold):
+        with timing_slot() as slot:
+            t0 = time.perf_counter()
+            time.sleep(hold)
+            spans[name] = (t0, time.perf_counter(), slot.info)
+
+    a = threading.Thread(target=arm, args=("a", 0.4))
+    a.start()
+    time.sleep(0.1)
+    b = threading.Thread(target=arm, args=("b", 0.0))
+    b.start()
+    a.join(10)
+    b.join(10)
+    assert spans["b"][0] >= spans["a"][1]  # b's timed pass began only after a's ended
+    assert spans["b"][2]["wait_s"] >= 0.2 and spans["a"][2]["held_s"] >= 0.4
+    assert spans["a"][2]["lock"] == str(tmp_path / "timing.lock") and "loadavg_1min_at_start" in spans["a"][2]

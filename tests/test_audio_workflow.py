@@ -124,6 +124,8 @@ def test_timed_subset_and_batched_pass(audio_run, result):
         assert (p.loc[t.index, "prediction"] == t["prediction"]).all()
         assert (p.loc[t.index, "output_tokens"] == t["output_tokens"]).all()
     assert result["cascade"]["max_abs_logprob_gap_timed_vs_batched"] < 1e-4
+    for arm in BASE_ARMS:  # every timed pass ran holding the machine's timing slot
+        assert result["runs"][arm]["timing_slot"]["held_s"] > 0, arm
 
 
 @pytest.mark.slow

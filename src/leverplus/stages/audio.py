@@ -126,6 +126,42 @@ def _latency(df: pd.DataFrame, n_resamples: int, seed: int) -> dict:
     return out
 
 
+class timing_slot:
+    """Exclusive ``flock`` held while an arm runs its TIMED requests, so the timed passes of the arms that share a
+    machine never overlap (their untimed work -- model loading, batched captions -- still does): latencies of
+    different arms are then measured at the same load. A node-local file (``LEVERPLUS_AUDIO_TIMING_LOCK``, default
+    ``$TMPDIR/leverplus-audio-timing.lock``): jobs on different cluster nodes do not wait for each other. Records
+    the wait and the 1-minute load average at the start (other processes on the machine still count)."""
+
+    def __init__(self):
+        import os
+        import tempfile
+
+        self.path = os.environ.get("LEVERPLUS_AUDIO_TIMING_LOCK") or str(
+            Path(tempfile.gettempdir()) / "leverplus-audio-timing.lock")
+        self.info: dict = {"lock": self.path}
+
+    def __enter__(self):
+        import fcntl
+        import os
+
+        t0 = time.perf_counter()
+        self._fh = open(self.path, "a")
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        self.info["wait_s"] = time.perf_counter() - t0
+        self.info["loadavg_1min_at_start"] = os.getloadavg()[0]
+        self._t1 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        self.info["held_s"] = time.perf_counter() - self._t1
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+        return False
+
+
 def timed_subset(ids, n_timed: int | None, seed: int) -> list[str]:
     """The clips timed at batch 1: every clip when ``n_timed`` is null or >= their number, else a seeded random
     subset of ``n_timed``, in manifest order (the same ids in every arm of a dataset)."""
@@ -197,13 +233,14 @@ def generate_local(*, input, output, params, wildcards, threads):
     timed = timed_subset(items["id"], lat["n_timed"], lat["seed"])
     audio_of = dict(zip(items["id"].astype(str), items["audio"]))
     cap = OmniCaptioner.load(input.model, dtype=params["model"].get("dtype", "float32"))
-    for _ in range(params["warmup"]):
-        cap.warm_up()
     timing = []
-    for rid in _tqdm(timed, desc=f"{arm} timed requests"):
-        res = cap.caption(load_audio(audio_of[rid]), system_prompt=prompts["system_prompt"], prompt=prompts["prompt"],
-                          settings=settings)
-        timing.append(_timing_row(rid, res))
+    with timing_slot() as slot:
+        for _ in range(params["warmup"]):
+            cap.warm_up()
+        for rid in _tqdm(timed, desc=f"{arm} timed requests"):
+            res = cap.caption(load_audio(audio_of[rid]), system_prompt=prompts["system_prompt"],
+                              prompt=prompts["prompt"], settings=settings)
+            timing.append(_timing_row(rid, res))
     t0 = time.perf_counter()
     if len(timed) == len(items):
         quality = {t["id"]: {k: t[k] for k in ("id", "prediction", "output_tokens", "prompt_tokens", "finish_reason")}
@@ -226,7 +263,7 @@ def generate_local(*, input, output, params, wildcards, threads):
     run = {"arm": arm, "model": params["model"], "model_name": params["model_name"],
            "generation": {**prompts, **settings.to_dict()}, "generation_signature": settings.signature(),
            "threads": {**thread_info, **_host()}, "warmup_requests": params["warmup"],
-           "latency_subset": {**lat, "n": len(timed)}, "quality_pass": quality_pass,
+           "latency_subset": {**lat, "n": len(timed)}, "timing_slot": slot.info, "quality_pass": quality_pass,
            "timed_vs_quality": _timed_agreement(timing, quality, settings.do_sample),
            "timing": "per-token streamer timestamps (model TTFT after feature extraction), batch 1"}
     _save_arm(output, rows, timing, run, params["scoring"])
@@ -274,7 +311,7 @@ def generate_api(*, input, output, params, wildcards, threads):
         items = read_manifest(input.manifest)
         lat = params["latency"]
         timed_set = set(timed_subset(items["id"], lat["n_timed"], lat["seed"]))
-        with OpenAICompatClient(cfg) as client:
+        with OpenAICompatClient(cfg) as client, timing_slot() as slot:
             if params["warmup"] and len(items):
                 for _ in range(params["warmup"]):
                     client.chat_stream(chat_messages(load_audio(items.audio.iloc[0]), prompts), settings=req)
@@ -304,6 +341,7 @@ def generate_api(*, input, output, params, wildcards, threads):
     run = {"arm": "api", "api": recorded, "served_by": served, "model_name": params["model_name"],
            "request_settings": req, "generation": {**prompts, **decoding}, "client_stats": stats,
            "warmup_requests": params["warmup"], "latency_subset": {**lat, "n": len(timed_set)},
+           "timing_slot": slot.info,
            "quality_pass": {"mode": "every clip one streamed request, one at a time (its timing rows for the timed "
                                     "clips are timing.parquet)"},
            "timing": "client side: request start -> first non-empty delta (TTFT) -> end of stream; "
@@ -378,13 +416,13 @@ def cascade(*, input, output, params, wildcards, threads):
     audio_of = dict(zip(items["id"].astype(str), items["audio"]))
     draft_of = dict(zip(edge["id"], edge["prediction"]))
     cap = OmniCaptioner.load(input.model, dtype=params["model"].get("dtype", "float32"))
-    for _ in range(params["warmup"]):
-        cap.warm_up()
     timed = {}
-    for rid in _tqdm(list(edge_t["id"]), desc="draft scoring (timed)"):
-        d = cap.draft_logprob(load_audio(audio_of[rid]), system_prompt=prompts["system_prompt"],
-                              prompt=prompts["prompt"], draft=draft_of[rid])
-        timed[rid] = d
+    with timing_slot() as slot:
+        for _ in range(params["warmup"]):
+            cap.warm_up()
+        for rid in _tqdm(list(edge_t["id"]), desc="draft scoring (timed)"):
+            timed[rid] = cap.draft_logprob(load_audio(audio_of[rid]), system_prompt=prompts["system_prompt"],
+                                           prompt=prompts["prompt"], draft=draft_of[rid])
     if len(timed) == len(edge):
         batched = {rid: timed[rid] for rid in edge["id"]}
         mode = "the timed prefills (every clip timed)"
@@ -424,7 +462,7 @@ def cascade(*, input, output, params, wildcards, threads):
     write_json(tmp / "points.json", {
         "points": points, "threads": {**thread_info, **_host()},
         "scorer": "cloud model: mean token log-prob of the edge draft, one prefill",
-        "scoring_pass": mode, "max_abs_logprob_gap_timed_vs_batched": gap,
+        "scoring_pass": mode, "max_abs_logprob_gap_timed_vs_batched": gap, "timing_slot": slot.info,
         "mean_score_s": float(np.nanmean(scores["score_s"])), "n_timed": len(timed)})
     if out_dir.exists():
         shutil.rmtree(out_dir)
