@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from itertools import permutations
 from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_kill import complete_lines, run_until_killed
 
 from leverplus.bench import RecordingModel, bench_infoscore, reference_beam_search
 from leverplus.data.records import VQAExample
@@ -240,29 +238,9 @@ def _shard_inputs(vqa_examples):
     return anchors, pools
 
 
-def _complete_lines(path: Path) -> int:
-    """Finished anchors in a checkpoint (complete lines after the settings header)."""
-    if not path.exists():
-        return 0
-    return max(path.read_bytes().count(b"\n") - 1, 0)
-
-
 def _run_until(spec_path: Path, partial: Path, min_lines: int, env) -> None:
     """Start the shard in a subprocess and SIGKILL it as soon as the checkpoint holds `min_lines` anchors."""
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(spec_path)], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    try:
-        while _complete_lines(partial) < min_lines:
-            if proc.poll() is not None:
-                pytest.fail(f"shard exited (rc={proc.returncode}) before it could be killed: {proc.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no checkpoint line within 180 s")
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    run_until_killed([sys.executable, "-c", RUNNER, str(spec_path)], partial, min_lines, env, timeout_s=180)
 
 
 def test_killed_beam_search_resumes_to_identical_output(tiny_qwen_dir, vqa_examples, tmp_path):
@@ -291,7 +269,7 @@ def test_killed_beam_search_resumes_to_identical_output(tiny_qwen_dir, vqa_examp
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     _run_until(spec, partial, 1, env)
-    first = _complete_lines(partial)
+    first = complete_lines(partial)
     assert not out.exists() and 1 <= first < len(anchors), first
     # A kill in the middle of a write leaves a torn last line; the resumed run must drop it, and a second kill
     # after the resume must still leave a readable checkpoint.

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from checkpoint_kill import complete_lines, run_until_killed
 
 from leverplus.icd.rl_rewards import REWARD_COLUMNS, run_beam_rewards
 from leverplus.metrics.vqa import vqa_accuracy
@@ -62,10 +60,6 @@ def _run(tiny_qwen_dir, beam, examples, answers, out, **kw):
                             vqa_eval="official", stem=False, chunk=1, **kw)
 
 
-def _lines(path: Path) -> int:
-    return max(path.read_bytes().count(b"\n") - 1, 0) if path.exists() else 0
-
-
 @pytest.mark.slow
 def test_killed_beam_rewards_resume_to_identical_bytes(tiny_qwen_dir, vqa_examples, tmp_path):
     beam, examples, answers = _inputs(vqa_examples, tmp_path)
@@ -84,21 +78,8 @@ def test_killed_beam_rewards_resume_to_identical_bytes(tiny_qwen_dir, vqa_exampl
     spec.write_text(json.dumps({"model": str(tiny_qwen_dir), "examples": [e.__dict__ for e in vqa_examples],
                                 "answers": answers, "beam": str(beam), "out": str(out), "gen": GEN}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(spec)], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    try:
-        while _lines(partial) < 2:
-            if proc.poll() is not None:
-                pytest.fail(f"exited (rc={proc.returncode}) before the kill: {proc.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no checkpoint line within 240 s")
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    done = _lines(partial)
+    run_until_killed([sys.executable, "-c", RUNNER, str(spec)], partial, 2, env, timeout_s=240)
+    done = complete_lines(partial)
     assert not out.exists() and 2 <= done < 8, done
     with open(partial, "ab") as f:  # a kill in the middle of a write: a torn last line
         f.write(b'{"anchor": "ex07", "rows": [{"anch')

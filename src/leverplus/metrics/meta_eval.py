@@ -141,19 +141,24 @@ def _nanmean(v) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 # the score matrices of one language pair
 # ----------------------------------------------------------------------------------------------------------------
+def _init_scores(obj, matrices: dict, systems: Sequence[str], system_scorers: dict | None) -> None:
+    """The score matrices (one shape for all metrics), system names and system-level scorers of a pair's scores."""
+    shapes = {np.shape(m) for m in matrices.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"score matrices differ in shape: {shapes}")
+    obj.M = {k: np.asarray(v, float) for k, v in matrices.items()}
+    obj.n_seg, obj.n_sys = next(iter(shapes))
+    obj.systems = list(systems) or [f"sys{i}" for i in range(obj.n_sys)]
+    obj.scorers = system_scorers or {}
+
+
 class PairScores:
     """Oriented score matrices ``{metric: (n_seg, n_sys)}`` of one language pair, plus optional system-level scorers
     ``{metric: f(counts (R, n_seg)) -> (R, n_sys)}`` (weighted by how often each segment is drawn)."""
 
     def __init__(self, matrices: dict[str, np.ndarray], *, systems: Sequence[str] = (),
                  system_scorers: dict[str, Callable] | None = None):
-        shapes = {m.shape for m in matrices.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"score matrices differ in shape: {shapes}")
-        self.M = {k: np.asarray(v, float) for k, v in matrices.items()}
-        self.n_seg, self.n_sys = next(iter(shapes))
-        self.systems = list(systems) or [f"sys{i}" for i in range(self.n_sys)]
-        self.scorers = system_scorers or {}
+        _init_scores(self, matrices, systems, system_scorers)
 
     @property
     def metrics(self) -> list[str]:
@@ -423,13 +428,7 @@ class ScoreSet:
 
     def __init__(self, matrices: dict[str, np.ndarray], *, systems: Sequence[str] = (),
                  system_scorers: dict[str, Callable] | None = None):
-        shapes = {np.shape(m) for m in matrices.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"score matrices differ in shape: {shapes}")
-        self.M = {k: np.asarray(v, float) for k, v in matrices.items()}
-        self.n_seg, self.n_sys = next(iter(shapes))
-        self.systems = list(systems) or [f"sys{i}" for i in range(self.n_sys)]
-        self.scorers = system_scorers or {}
+        _init_scores(self, matrices, systems, system_scorers)
         self.complete = {k: ~np.isnan(v).any(axis=1) for k, v in self.M.items()}
 
     @property
