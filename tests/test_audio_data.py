@@ -1,6 +1,7 @@
 """Audio loading (16 kHz mono float32, clear errors) and the audio-set loaders (SECap wav.scp + fid2captions.json,
 generic manifests): every bad input stops with a message naming the file and the problem."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_load_audio_errors_name_the_file(tmp_path, case):
 
 
 def _secap(tmp_path, captions=None, scp_lines=None):
-    (tmp_path / "wavs").mkdir(exist_ok=True)
+    (tmp_path / "wavs").mkdir(parents=True, exist_ok=True)
     for f in ("c1", "c2"):
         sf.write(tmp_path / "wavs" / f"{f}.wav", _tone(16000, 0.2), 16000)
     scp = tmp_path / "wav.scp"
@@ -144,24 +145,79 @@ def test_prepare_secap_local_and_no_partial_output(tmp_path):
     assert not out2.exists()
 
 
+def _secap_published(root: Path, fids=("tx_emotion_00201000015", "tx_emulate_00_103_0001_000017"),
+                     captions=("悲伤逆流成河", "伤心难过，声音颤抖，情绪激动失望"), bom: bool = False) -> Path:
+    """A generated set in SECap's published layout (github.com/thuhcsi/SECap @ 1743904eb9bc2217eba492c8b728d5787484ce22):
+    dataset/wav.scp lines `<fid> dataset/wav/<fid>.wav` (relative to the repository root, which SECap's
+    dataloader/dataloader.py joins them with), dataset/fid2captions.json (an indented object, one caption per fid),
+    dataset/text.txt, and 24 kHz mono 16-bit WAVs under dataset/wav/."""
+    ds = root / "dataset"
+    (ds / "wav").mkdir(parents=True, exist_ok=True)
+    (root / "dataloader").mkdir(exist_ok=True)
+    for f in fids:
+        sf.write(ds / "wav" / f"{f}.wav", _tone(24000, 0.3), 24000, subtype="PCM_16")
+    scp = "".join(f"{f} dataset/wav/{f}.wav\n" for f in fids)
+    (ds / "wav.scp").write_bytes(("\ufeff" if bom else "").encode() + scp.encode("utf-8"))
+    (ds / "fid2captions.json").write_text(json.dumps(dict(zip(fids, captions)), ensure_ascii=False, indent=4),
+                                          encoding="utf-8")
+    (ds / "text.txt").write_text("".join(f"{f} 一年又一年。 \n" for f in fids), encoding="utf-8")
+    return root
+
+
+def test_secap_published_layout_accepted_as_is(tmp_path):
+    """Issue 24 item 1: SECap's own layout, unedited, with the repository root as `path` (the defaults)."""
+    root = _secap_published(tmp_path / "SECap")
+    out = tmp_path / "out" / "eval.jsonl"
+    info = prepare_audio_set({"source": "secap", "path": str(root)}, out, raw_root=tmp_path / "raw")
+    assert info["n_eval"] == 2
+    df = load_manifest(out)
+    assert list(df["id"]) == ["tx_emotion_00201000015", "tx_emulate_00_103_0001_000017"]
+    assert df["audio"].tolist() == [str((root / "dataset" / "wav" / f"{f}.wav").resolve()) for f in df["id"]]
+    assert df["references"].tolist() == [["悲伤逆流成河"], ["伤心难过，声音颤抖，情绪激动失望"]]
+    from leverplus.data.audio_io import load_audio
+
+    assert load_audio(df["audio"].iloc[0]).shape == (int(0.3 * 16000),)  # 24 kHz read and resampled
+
+
+def test_secap_wrong_base_names_both_and_the_switch(tmp_path):
+    """Read against wav.scp's folder, SECap's paths do not exist; the error names the path it tried. A Kaldi set
+    whose paths are relative to wav.scp's folder, read as root-relative, points to `relative_to: wav_scp`."""
+    root = _secap_published(tmp_path / "SECap")
+    with pytest.raises(AudioSetError, match="dataset/dataset/wav") as e:
+        prepare_audio_set({"source": "secap", "path": str(root), "relative_to": "wav_scp"},
+                          tmp_path / "o" / "eval.jsonl", raw_root=tmp_path / "raw")
+    assert "wav.scp" in str(e.value)
+    kaldi = tmp_path / "kaldi"
+    scp, cap = _secap(kaldi / "sub", scp_lines=["c1 wavs/c1.wav", "c2 wavs/c2.wav"])
+    spec = {"source": "secap", "path": str(kaldi), "wav_scp": "sub/wav.scp", "captions": "sub/fid2captions.json"}
+    with pytest.raises(AudioSetError, match="relative_to: wav_scp"):
+        prepare_audio_set(spec, tmp_path / "o2" / "eval.jsonl", raw_root=tmp_path / "raw")
+    assert prepare_audio_set({**spec, "relative_to": "wav_scp"}, tmp_path / "o3" / "eval.jsonl",
+                             raw_root=tmp_path / "raw")["n_eval"] == 2
+
+
+def test_wav_scp_byte_order_mark_is_not_part_of_the_first_fid(tmp_path):
+    root = _secap_published(tmp_path / "SECap", bom=True)
+    wavs = read_wav_scp(root / "dataset" / "wav.scp", relative_to=root)
+    assert list(wavs)[0] == "tx_emotion_00201000015"
+
+
 def test_prepare_secap_by_url_with_checksum(tmp_path):
-    """SECap fetched as an archive from a URL (a local HTTP server) with its sha256, extracted, then loaded;
-    a wrong checksum stops before anything is written."""
+    """SECap fetched as an archive of its repository from a URL (a local HTTP server) with its sha256, extracted,
+    then loaded in its published layout; a wrong checksum stops before anything is written."""
     import hashlib
     import tarfile
 
     from httpserver import serve_directory
 
-    src = tmp_path / "src"
-    src.mkdir()
-    _secap(src)
+    src = _secap_published(tmp_path / "src")
     (tmp_path / "srv").mkdir()
     archive = tmp_path / "srv" / "secap.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(src, arcname="SECap_test")
+        tar.add(src, arcname="SECap-main")
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     with serve_directory(tmp_path / "srv") as srv:
-        spec = {"source": "secap", "url": srv.url_for("secap.tar.gz"), "sha256": sha, "subdir": "SECap_test"}
+        spec = {"source": "secap", "url": srv.url_for("secap.tar.gz"), "sha256": sha, "subdir": "SECap-main"}
         out = tmp_path / "out" / "eval.jsonl"
         assert prepare_audio_set(spec, out, raw_root=tmp_path / "raw")["n_eval"] == 2
         from leverplus.data.download import ChecksumError

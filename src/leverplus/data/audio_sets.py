@@ -4,11 +4,16 @@
 Sources
 -------
 ``demo``      AUDIO-MODEL's generator (:func:`leverplus.data.audio_demo.generate_demo`); the val split is evaluated.
-``secap``     the public SECap test set: a Kaldi-style ``wav.scp`` (``<fid> <path>`` per line; relative paths are
-              relative to the file's directory) and ``fid2captions.json`` (``{fid: caption | [captions]}``), from a
-              local directory (``path``) or fetched by URL with a checksum (``url`` + ``sha256``, an archive that is
-              extracted under ``data/raw/audio/secap``; ``leverplus.data.download``). Its audio has no license file,
-              so it is only ever read in place, never copied into the repository.
+``secap``     the public SECap test set in its published layout (github.com/thuhcsi/SECap): a repository root
+              holding ``dataset/wav.scp`` (Kaldi-style ``<fid> <path>`` per line), ``dataset/fid2captions.json``
+              (``{fid: caption | [captions]}``) and ``dataset/wav/<fid>.wav``. The wav.scp lines read
+              ``<fid> dataset/wav/<fid>.wav``: relative to the REPOSITORY ROOT, as SECap's own dataloader
+              (``dataloader/dataloader.py``) joins them, not to wav.scp's folder. The root is ``path`` (a local
+              checkout) or an archive fetched by URL with a checksum (``url`` + ``sha256``, extracted under
+              ``data/raw/audio/<dataset>``; ``leverplus.data.download``), plus ``subdir`` inside it (a GitHub
+              archive's ``SECap-main``). ``relative_to: wav_scp`` reads relative paths against wav.scp's folder
+              instead (other Kaldi sets). Its audio has no license file, so it is only ever read in place, never
+              copied into the repository.
 ``manifest``  any other set: a JSONL or parquet file with ``id``, ``audio`` (relative to the manifest's directory
               or absolute) and ``references`` (list of strings, or one string).
 
@@ -25,6 +30,10 @@ from typing import Any, Mapping
 import pandas as pd
 
 from leverplus.io import atomic_write
+
+
+SECAP_WAV_SCP = "dataset/wav.scp"  # SECap's published layout, relative to its repository root
+SECAP_CAPTIONS = "dataset/fid2captions.json"
 
 
 class AudioSetError(ValueError):
@@ -64,14 +73,18 @@ def _finish(rows: list[dict], source: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "audio", "references"])
 
 
-def read_wav_scp(path: str | os.PathLike, *, check_files: bool = True) -> dict[str, str]:
-    """Kaldi ``wav.scp``: ``<fid> <path>`` per line (blank lines and ``#`` comments skipped). Piped commands
-    (``… |``) are refused: this loader reads files, it does not run shell commands."""
+def read_wav_scp(path: str | os.PathLike, *, check_files: bool = True,
+                 relative_to: str | os.PathLike | None = None) -> dict[str, str]:
+    """Kaldi ``wav.scp``: ``<fid> <path>`` per line (blank lines and ``#`` comments skipped; a UTF-8 byte-order
+    mark is removed, never kept in the first fid). Relative paths are joined with ``relative_to`` (SECap: its
+    repository root) or, when None, with wav.scp's folder. Piped commands (``… |``) are refused: this loader reads
+    files, it does not run shell commands."""
     path = Path(path)
     if not path.is_file():
         raise AudioSetError(f"{path}: wav.scp not found")
+    base = path.parent if relative_to is None else Path(relative_to)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise AudioSetError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     out: dict[str, str] = {}
@@ -87,20 +100,30 @@ def read_wav_scp(path: str | os.PathLike, *, check_files: bool = True) -> dict[s
             raise AudioSetError(f"{path}:{n}: piped commands are not supported ({wav!r}); point to a wav file")
         if fid in out:
             raise AudioSetError(f"{path}:{n}: duplicate fid {fid!r}")
-        out[fid] = _resolve(wav, path.parent, f"{path}:{n}", check_files)
+        try:
+            out[fid] = _resolve(wav, base, f"{path}:{n}", check_files)
+        except AudioSetError as exc:
+            other = path.parent / wav
+            if not Path(wav).is_absolute() and base != path.parent and other.is_file():
+                raise AudioSetError(f"{exc} (relative paths are read against {base}; the file exists relative to "
+                                    f"wav.scp's folder: set relative_to: wav_scp)") from None
+            raise
+
     if not out:
         raise AudioSetError(f"{path}: no entries")
     return out
 
 
-def load_secap(wav_scp: str | os.PathLike, captions: str | os.PathLike, *, check_files: bool = True) -> pd.DataFrame:
-    """SECap test set -> manifest frame (ids in wav.scp order). Every wav.scp fid needs a caption."""
-    wavs = read_wav_scp(wav_scp, check_files=check_files)
+def load_secap(wav_scp: str | os.PathLike, captions: str | os.PathLike, *, check_files: bool = True,
+               relative_to: str | os.PathLike | None = None) -> pd.DataFrame:
+    """SECap test set -> manifest frame (ids in wav.scp order). Every wav.scp fid needs a caption. Relative wav
+    paths are joined with ``relative_to`` (SECap's published set: its repository root), else wav.scp's folder."""
+    wavs = read_wav_scp(wav_scp, check_files=check_files, relative_to=relative_to)
     captions = Path(captions)
     if not captions.is_file():
         raise AudioSetError(f"{captions}: fid2captions.json not found")
     try:
-        caps = json.loads(captions.read_text(encoding="utf-8"))
+        caps = json.loads(captions.read_bytes().decode("utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AudioSetError(f"{captions}: not valid JSON ({exc})") from None
     if not isinstance(caps, dict):
@@ -140,7 +163,9 @@ def write_manifest(path: str | os.PathLike, df: pd.DataFrame) -> None:
             fh.write("\n")
 
 
-def _secap_files(spec: Mapping[str, Any], raw_root: Path) -> tuple[Path, Path]:
+def _secap_files(spec: Mapping[str, Any], raw_root: Path) -> tuple[Path, Path, Path | None]:
+    """(wav.scp, fid2captions.json, the folder relative wav paths are joined with: the SECap root, or None for
+    wav.scp's own folder)."""
     if spec.get("path"):
         root = Path(spec["path"]).expanduser()
         if not root.is_dir():
@@ -153,7 +178,11 @@ def _secap_files(spec: Mapping[str, Any], raw_root: Path) -> tuple[Path, Path]:
     else:
         raise AudioSetError("SECap needs `path` (a local directory) or `url` (+ `sha256`)")
     root = root / spec.get("subdir", "")
-    return root / spec.get("wav_scp", "wav.scp"), root / spec.get("captions", "fid2captions.json")
+    relative_to = spec.get("relative_to", "root")
+    if relative_to not in ("root", "wav_scp"):
+        raise AudioSetError(f"secap relative_to must be 'root' or 'wav_scp', got {relative_to!r}")
+    return (root / spec.get("wav_scp", SECAP_WAV_SCP), root / spec.get("captions", SECAP_CAPTIONS),
+            root if relative_to == "root" else None)
 
 
 def prepare_audio_set(spec: Mapping[str, Any], out_manifest: str | os.PathLike, *, raw_root: str | os.PathLike) -> dict:
@@ -167,8 +196,8 @@ def prepare_audio_set(spec: Mapping[str, Any], out_manifest: str | os.PathLike, 
         counts = generate_demo(demo_dir, seed=spec["seed"], n_train=spec["n_train"], n_val=spec["n_val"])
         df = load_manifest(demo_dir / "val.jsonl")
     elif source == "secap":
-        wav_scp, caps = _secap_files(spec, Path(raw_root))
-        df = load_secap(wav_scp, caps)
+        wav_scp, caps, rel = _secap_files(spec, Path(raw_root))
+        df = load_secap(wav_scp, caps, relative_to=rel)
         counts = {"test": len(df)}
     elif source == "manifest":
         df = load_manifest(spec["manifest"])
