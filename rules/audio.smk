@@ -81,6 +81,8 @@ rule audio_edge_infer:
         run="results/audio/{audio_set}/edge/run.json",
     params:
         arm="edge",
+        device=AUDIO["edge"]["device"],
+        dtype=AUDIO["edge"]["dtype"],
         model=audio_model_json("edge_model"),
         model_name=lambda w: audio_ds(w)["edge_model"],
         generation=canonical(AUDIO["generation"]),
@@ -112,6 +114,7 @@ rule audio_cloud_infer:
         run="results/audio/{audio_set}/cloud/run.json",
     params:
         arm="cloud",
+        device=AUDIO["cloud"]["device"],
         model=audio_model_json("cloud_model"),
         model_name=lambda w: audio_ds(w)["cloud_model"],
         generation=canonical(AUDIO["generation"]),
@@ -143,6 +146,7 @@ use rule audio_cloud_infer as audio_unaligned_infer with:
         run="results/audio/{audio_set}/unaligned/run.json",
     params:
         arm="unaligned",
+        device=AUDIO["cloud"]["device"],
         model=audio_model_json("cloud_model"),
         model_name=lambda w: audio_ds(w)["cloud_model"],
         generation=canonical(AUDIO["unaligned"]),
@@ -168,6 +172,8 @@ rule audio_api_infer:
         run="results/audio/{audio_set}/api/run.json",
     params:
         api=lambda w: canonical(audio_ds(w)["api"]),
+        device=AUDIO["cloud"]["device"],
+        model=audio_model_json("cloud_model"),
         model_name=lambda w: audio_ds(w)["api"]["model"],
         generation=canonical(AUDIO["generation"]),
         warmup=AUDIO["warmup_requests"],
@@ -204,6 +210,7 @@ rule audio_cascade:
         points=directory("results/audio/{audio_set}/cascade/points"),
         scores="results/audio/{audio_set}/cascade/draft_scores.parquet",
     params:
+        device=AUDIO["cloud"]["device"],
         model=audio_model_json("cloud_model"),
         generation=canonical(AUDIO["generation"]),
         cascade=canonical(AUDIO["cascade"]),

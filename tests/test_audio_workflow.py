@@ -135,6 +135,8 @@ def test_edge_job_runs_with_its_declared_threads(result):
     assert t["threads_declared"] == _config()["edge"]["threads"] == 2
     assert t["threads_effective"] == t["torch_num_threads"] == 2
     assert t["cpu_model"]
+    d = result["runs"]["edge"]["device"]  # the edge is the CPU whatever GPU the machine has
+    assert d["device"] == "cpu" and d["dtype"] == "float32" == _config()["edge"]["dtype"]
 
 
 @pytest.mark.slow

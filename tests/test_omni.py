@@ -442,3 +442,54 @@ def test_api_arm_job_streams_every_clip_and_writes_nothing_on_failure(omni_backe
             assert hook.calls >= 14 and not out.exists()
 
     _bounded(body, 120)
+
+
+# ---- devices (issue 24 item 2): the edge runs on the CPU whatever GPU is visible, and run.json says so ---------
+def _local_job(tmp_path, model_dir, arm="edge", **extra):
+    import soundfile as sf
+    from types import SimpleNamespace
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(2):
+        wav = tmp_path / f"c{i}.wav"
+        sf.write(wav, _clip(20 + i), 16000, subtype="PCM_16")
+        rows.append({"id": f"c{i}", "audio": str(wav), "references": ["女生很高兴"]})
+    manifest = tmp_path / "eval.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / arm
+    output = SimpleNamespace(predictions=str(out / "predictions.parquet"), timing=str(out / "timing.parquet"),
+                             run=str(out / "run.json"))
+    params = {"arm": arm, "model": {"source": "demo", "dtype": "bfloat16"}, "model_name": "tiny",
+              "generation": {"prompt": PROMPT, "system_prompt": None, "min_new_tokens": 2, "max_new_tokens": 4,
+                             "no_repeat_ngram_size": 0},
+              "warmup": 0, "latency": {"n_timed": 1, "seed": 0}, "batch_size": 2,
+              "scoring": {"n_resamples": 20, "seed": 0}, **extra}
+    return SimpleNamespace(manifest=str(manifest), model=str(model_dir)), output, params
+
+
+def test_edge_arm_stays_on_cpu_in_float32_when_a_gpu_is_visible(tiny_omni_dir, tmp_path, monkeypatch):
+    from leverplus.models.omni import OmniCaptioner, resolve_device
+    from leverplus.stages.audio import generate_local
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU box, as far as the code can tell
+    monkeypatch.setenv("LEVERPLUS_AUDIO_TIMING_LOCK", str(tmp_path / "lock"))
+    assert resolve_device(None) == "cpu" and resolve_device("cpu") == "cpu" and resolve_device("auto") == "cuda"
+    cap = OmniCaptioner.load(tiny_omni_dir)  # no device given: the CPU, never "cuda because one is visible"
+    assert cap.device == "cpu" and next(cap.model.parameters()).device.type == "cpu"
+    inp, output, params = _local_job(tmp_path, tiny_omni_dir, device="cpu", dtype="float32")
+    generate_local(input=inp, output=output, params=params, wildcards={}, threads=1)
+    run = json.loads(Path(output.run).read_text())
+    assert run["device"]["device"] == "cpu" and run["device"]["requested"] == "cpu"
+    assert run["device"]["dtype"] == "float32" and run["device"]["cuda_visible"] is True
+    assert run["threads"]["threads_effective"] == 1
+
+
+def test_explicit_cuda_without_a_gpu_is_refused(monkeypatch):
+    from leverplus.models.omni import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("gpu")

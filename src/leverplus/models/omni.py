@@ -98,6 +98,34 @@ def set_threads(n: int) -> dict:
     }
 
 
+def resolve_device(device: str | None) -> str:
+    """The torch device a job runs on, from its config value: ``cpu`` (the default: a missing value never means
+    "the GPU if one is visible"), ``auto`` (CUDA when available, else CPU), or an explicit ``cuda``/``cuda:N``
+    (refused when no GPU is visible, rather than silently running elsewhere)."""
+    import torch
+
+    device = "cpu" if device is None else str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but no CUDA device is visible")
+        return device
+    raise ValueError(f"device must be cpu, auto, cuda or cuda:N, got {device!r}")
+
+
+def device_record(requested: str | None, resolved: str, dtype: str) -> dict:
+    """What run.json records about where a job's model ran."""
+    import torch
+
+    out = {"requested": requested, "device": resolved, "dtype": dtype, "cuda_visible": torch.cuda.is_available()}
+    if resolved.startswith("cuda"):
+        out["gpu_name"] = torch.cuda.get_device_name(torch.device(resolved))
+    return out
+
+
 @dataclass
 class CaptionResult:
     text: str
@@ -157,7 +185,8 @@ class OmniCaptioner:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model_dir, *, dtype: str = "float32", device: str | None = None) -> OmniCaptioner:
+    def load(cls, model_dir, *, dtype: str = "float32", device: str | None = "cpu") -> OmniCaptioner:
+        """``device``: see `resolve_device` (default cpu; ``auto`` picks CUDA when one is visible)."""
         import torch
         from transformers import GenerationConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -165,7 +194,7 @@ class OmniCaptioner:
 
         if not Path(model_dir).is_dir():
             raise FileNotFoundError(f"Omni model directory not found: {model_dir}")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
         if torch_dtype is None:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")

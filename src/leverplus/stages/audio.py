@@ -213,6 +213,17 @@ def job_threads(threads) -> int:
     return max(1, n)
 
 
+def arm_device(params) -> tuple[str, str]:
+    """(resolved device, dtype) of a local arm's job: ``params["device"]`` (the edge: ``audio.edge.device``, default
+    cpu; the cloud jobs: ``audio.cloud.device``, default auto) and ``params["dtype"]`` (the edge:
+    ``audio.edge.dtype``, default float32), else the model entry's dtype."""
+    from ..models.omni import resolve_device
+
+    device = resolve_device(params.get("device", "cpu"))
+    dtype = params.get("dtype") or params["model"].get("dtype", "float32")
+    return device, dtype
+
+
 def generate_local(*, input, output, params, wildcards, threads):
     """edge / cloud / unaligned: the Omni thinker in this process. After a warm-up, the timed clips one request at
     a time (every token timestamped); then, unless every clip was timed, all clips untimed in batches."""
@@ -220,7 +231,7 @@ def generate_local(*, input, output, params, wildcards, threads):
 
     from ..data.audio_io import load_audio
     from ..models.audio_generation import AudioGenerationSettings
-    from ..models.omni import OmniCaptioner, set_threads
+    from ..models.omni import OmniCaptioner, device_record, resolve_device, set_threads
 
     arm, block = params["arm"], params["generation"]
     prompts, decoding = _split_block(block)
@@ -232,7 +243,8 @@ def generate_local(*, input, output, params, wildcards, threads):
     lat, batch_size = params["latency"], int(params["batch_size"])
     timed = timed_subset(items["id"], lat["n_timed"], lat["seed"])
     audio_of = dict(zip(items["id"].astype(str), items["audio"]))
-    cap = OmniCaptioner.load(input.model, dtype=params["model"].get("dtype", "float32"))
+    device, dtype = arm_device(params)
+    cap = OmniCaptioner.load(input.model, dtype=dtype, device=device)
     timing = []
     with timing_slot() as slot:
         for _ in range(params["warmup"]):
@@ -262,7 +274,8 @@ def generate_local(*, input, output, params, wildcards, threads):
     rows = [{**quality[rid], "timed": rid in timed_set} for rid in items["id"].astype(str)]
     run = {"arm": arm, "model": params["model"], "model_name": params["model_name"],
            "generation": {**prompts, **settings.to_dict()}, "generation_signature": settings.signature(),
-           "threads": {**thread_info, **_host()}, "warmup_requests": params["warmup"],
+           "threads": {**thread_info, **_host()}, "device": device_record(params.get("device"), device, dtype),
+           "warmup_requests": params["warmup"],
            "latency_subset": {**lat, "n": len(timed)}, "timing_slot": slot.info, "quality_pass": quality_pass,
            "timed_vs_quality": _timed_agreement(timing, quality, settings.do_sample),
            "timing": "per-token streamer timestamps (model TTFT after feature extraction), batch 1"}
@@ -300,12 +313,17 @@ def generate_api(*, input, output, params, wildcards, threads):
         from ..serving import OpenAICompatServer
         from ..serving.omni_backend import OmniChatBackend
 
-        server = OpenAICompatServer(chat=OmniChatBackend(input.model, model_name=api["model"]))
+        device, dtype = arm_device({"device": params.get("device", "cpu"), "model": params.get("model") or {}})
+        server = OpenAICompatServer(chat=OmniChatBackend(input.model, model_name=api["model"], device=device,
+                                                         dtype=dtype))
         server.start()
         api["base_url"] = server.url
         served = "local OpenAICompatServer + OmniChatBackend on 127.0.0.1 (the cloud model)"
+        from ..models.omni import device_record
+
+        served_device = device_record(params.get("device"), device, dtype)
     else:
-        served = "remote endpoint"
+        served, served_device = "remote endpoint", None
     try:
         cfg = APIConfig.from_dict({k: v for k, v in api.items() if v is not None or k == "api_key_env"})
         items = read_manifest(input.manifest)
@@ -338,7 +356,8 @@ def generate_api(*, input, output, params, wildcards, threads):
         recorded["base_url"] = "local (started by the rule)"
     quality = [{**{k: t[k] for k in ("id", "prediction", "output_tokens", "prompt_tokens", "finish_reason")},
                 "timed": t["id"] in timed_set} for t in timing]
-    run = {"arm": "api", "api": recorded, "served_by": served, "model_name": params["model_name"],
+    run = {"arm": "api", "api": recorded, "served_by": served, "device": served_device,
+           "model_name": params["model_name"],
            "request_settings": req, "generation": {**prompts, **decoding}, "client_stats": stats,
            "warmup_requests": params["warmup"], "latency_subset": {**lat, "n": len(timed_set)},
            "timing_slot": slot.info,
@@ -402,7 +421,7 @@ def cascade(*, input, output, params, wildcards, threads):
     batches, and the batched log-prob makes the keep/escalate decision for every clip (quality and latency
     therefore see the same decisions). Each point: ``{label}.parquet`` (every clip) + ``{label}.timing.parquet``."""
     from ..data.audio_io import load_audio
-    from ..models.omni import OmniCaptioner, set_threads
+    from ..models.omni import OmniCaptioner, device_record, set_threads
 
     thread_info = set_threads(job_threads(threads))
     prompts, _ = _split_block(params["generation"])
@@ -415,7 +434,8 @@ def cascade(*, input, output, params, wildcards, threads):
     items = read_manifest(input.manifest)
     audio_of = dict(zip(items["id"].astype(str), items["audio"]))
     draft_of = dict(zip(edge["id"], edge["prediction"]))
-    cap = OmniCaptioner.load(input.model, dtype=params["model"].get("dtype", "float32"))
+    device, dtype = arm_device(params)
+    cap = OmniCaptioner.load(input.model, dtype=dtype, device=device)
     timed = {}
     with timing_slot() as slot:
         for _ in range(params["warmup"]):
@@ -461,6 +481,7 @@ def cascade(*, input, output, params, wildcards, threads):
         write_parquet(tmp / p["timing"], tf)
     write_json(tmp / "points.json", {
         "points": points, "threads": {**thread_info, **_host()},
+        "device": device_record(params.get("device"), device, dtype),
         "scorer": "cloud model: mean token log-prob of the edge draft, one prefill",
         "scoring_pass": mode, "max_abs_logprob_gap_timed_vs_batched": gap, "timing_slot": slot.info,
         "mean_score_s": float(np.nanmean(scores["score_s"])), "n_timed": len(timed)})
