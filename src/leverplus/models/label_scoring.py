@@ -1,29 +1,51 @@
 """Label scoring for classification with a causal LM (zero-shot arm A and the LoRA + label-scoring arm D).
 
-Score of label ``y`` after context ``c`` (lm-eval's loglikelihood): context and continuation are tokenised
-TOGETHER, the sequence is split at the context length — the label tokens are those of the joint tokenisation whose
-character span reaches past ``len(c)`` (offsets from the tokenised sequence, so a merge across the boundary is
-counted with the label) — and the score is the sum of their log-probs, each predicted from the position before it.
-Chinese labels are appended with no separator; an ASCII-initial label after a non-space character gets one leading
-space (:func:`continuation`). The length-normalised variant divides by the label's token or character count
-(lm-eval's ``acc_norm`` divides by characters).
+Score of label ``y`` after context ``c``: context and continuation are tokenised TOGETHER and the sequence is split
+at the context's character length — the label tokens are those of the joint tokenisation whose character span
+reaches past ``len(c)`` (offsets from the tokenised sequence, so a merge across the boundary is counted with the
+label) — and the score is the sum of their log-probs, each predicted from the position before it. Chinese labels are
+appended with no separator; an ASCII-initial label after a non-space character gets one leading space
+(:func:`continuation`). The length-normalised variant divides by the label's token or character count (lm-eval's
+``acc_norm`` divides by characters).
 
-Two paths give the same numbers (``tests/test_label_scoring.py`` checks ≤ 1e-5):
+How this relates to lm-evaluation-harness's ``HFLM.loglikelihood`` (``_encode_pair``): lm-eval first MOVES the
+context's trailing whitespace into the continuation (``context.rstrip()``; the removed characters are prepended to
+the continuation) and then splits the joint tokenisation at the token count of the stripped context encoded alone.
+The two agree when the context does not end in whitespace and nothing merges across the boundary. They differ on a
+chat context: Qwen3's ``enable_thinking=False`` context ends in ``"</think>\n\n"``, so lm-eval's continuation is
+``"\n\n" + label`` and its score includes the log-prob of the ``"\n\n"`` token(s) after ``</think>`` (the same
+number for both labels only when ``"\n\n"`` is its own token), while here the whole rendered chat context,
+``"\n\n"`` included, is context and only the label's tokens are scored. This module keeps the context as the chat
+template renders it (the label is what the assistant writes after the empty think block).
+
+Two paths give the same numbers (``tests/test_label_scoring.py`` checks ≤ 1e-5), batched the same way — the same
+``batch_size`` items per step, every label of an item in that step:
 
 * ``reuse_prefix=True`` — per item, the tokens shared by all its label sequences are run ONCE (items batched, left
   padded, ``logits_to_keep=1``), the KV cache is repeated per label (``DynamicCache.batch_repeat_interleave``) and
   every label's remaining tokens run as one batched continuation with explicit position ids;
-* ``reuse_prefix=False`` — the reference: one full forward per (item, label), right padded.
+* ``reuse_prefix=False`` — the reference: one full forward per (item, label) (left padded, explicit position ids,
+  ``logits_to_keep`` = the longest label span + 1, so neither path computes logits it does not read).
+
+The work ratio of the two paths is bounded: per item with a shared prefix of ``P`` tokens and label suffixes of
+``r_j`` tokens, one full forward per label runs ``Σ_j (P + r_j)`` token positions and prefix reuse ``P + Σ_j r_j``;
+:func:`prefix_reuse_limit` is that ratio over the benchmarked items (≈ 1.95 for two labels after a 107-token prefix),
+the speed-up a fair benchmark can approach but not exceed (:func:`benchmark_prefix_reuse` prints both).
 
 Calibration (binary case: both shift the margin ``ll_pos − ll_neg`` by a constant, so AUC cannot change):
 
-* :func:`contextual_calibration` (Zhao et al. 2021): ``p_cf`` = mean over content-free inputs ("N/A", "", "[MASK]")
-  of the label distribution renormalised over the labels; W = diag(p_cf)⁻¹, b = 0 → calibrated log-score
-  ``log softmax(ll) − log p_cf``;
+* :func:`contextual_calibration` (Zhao et al. 2021, as their code ``get_p_content_free`` / ``eval_accuracy`` in
+  tonyzhaozh/few-shot-learning computes it): ``p_cf`` = the label probabilities ``exp(ll)`` after each content-free
+  input ("N/A", "", "[MASK]"), AVERAGED UNNORMALISED over the inputs, then normalised over the labels
+  (:func:`content_free_prior`, computed in log space); W = diag(p_cf)⁻¹, b = 0 applied to the item's normalised label
+  probabilities → calibrated log-score ``log softmax(ll) − log p_cf``. (Their code reads a label's probability from
+  one token — their labels are single tokens; here ``ll`` is the label's summed log-prob.)
 * :func:`pmi_dc` (Holtzman et al. 2021): ``ll − ll_domain`` with ``ll_domain`` the label scores after the domain
   premise (the prompt frame with only the answer cue, :func:`leverplus.models.causal_lm.domain_premise`).
 
-AUC score: ``sigmoid(ll_pos − ll_neg)`` (:func:`auc_score`).
+Stored score: the MARGIN ``ll_pos − ll_neg`` (log-odds, :func:`margin`), never ``sigmoid(margin)``: in float64 the
+sigmoid of margins beyond ~30 nats rounds to 1.0, ties items that the margins rank, and would make AUC depend on a
+constant calibration shift. :func:`auc_score` (the sigmoid) is for display only.
 """
 from __future__ import annotations
 
@@ -49,6 +71,8 @@ __all__ = [
     "pmi_dc",
     "auc_score",
     "margin",
+    "margin_shift",
+    "prefix_reuse_limit",
     "benchmark_prefix_reuse",
 ]
 
@@ -117,27 +141,35 @@ def _device(model):
 
 
 def _full_forward_scores(model, seqs, splits, batch_size: int, pad: int) -> np.ndarray:
-    """Reference path: every (item, label) sequence in its own row of a right-padded batch, full logits."""
+    """Reference path: every (item, label) sequence in its own row; ``batch_size`` items (all their labels) per
+    forward, as in the prefix-reuse path. Rows are left padded with explicit position ids and only the last
+    ``max(label span) + 1`` positions get logits (``logits_to_keep``), which cover every row's label tokens."""
     import torch
 
-    flat = [(i, j, ids, s) for i, (row, srow) in enumerate(zip(seqs, splits)) for j, (ids, s) in enumerate(zip(row, srow))]
-    out = np.zeros((len(seqs), len(seqs[0]) if seqs else 0), dtype=np.float64)
+    n = len(seqs)
+    out = np.zeros((n, len(seqs[0]) if n else 0), dtype=np.float64)
     dev = _device(model)
-    for b0 in range(0, len(flat), batch_size):
-        chunk = flat[b0:b0 + batch_size]
+    for b0 in range(0, n, batch_size):
+        chunk = [(i, j, ids, s) for i in range(b0, min(n, b0 + batch_size))
+                 for j, (ids, s) in enumerate(zip(seqs[i], splits[i]))]
         T = max(len(ids) for _, _, ids, _ in chunk)
+        keep = max(len(ids) - s for _, _, ids, s in chunk) + 1
         inp = torch.full((len(chunk), T), pad, dtype=torch.long)
         att = torch.zeros((len(chunk), T), dtype=torch.long)
         for r, (_, _, ids, _) in enumerate(chunk):
-            inp[r, :len(ids)] = torch.tensor(ids)
-            att[r, :len(ids)] = 1
+            inp[r, T - len(ids):] = torch.tensor(ids)
+            att[r, T - len(ids):] = 1
+        pos_ids = (att.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = model(input_ids=inp.to(dev), attention_mask=att.to(dev), use_cache=False).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            logits = model(input_ids=inp.to(dev), attention_mask=att.to(dev), position_ids=pos_ids.to(dev),
+                           use_cache=False, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)  # [rows, keep, V]; column c = position T - keep + c
         for r, (i, j, ids, s) in enumerate(chunk):
-            pos = torch.arange(s, len(ids))
-            tgt = torch.tensor(ids[s:])
-            out[i, j] = float(logp[r, pos - 1, tgt].double().sum())
+            total = 0.0
+            for t in range(s, len(ids)):  # token t (of the row's own sequence) is predicted at its position t - 1
+                col = (T - len(ids) + t - 1) - (T - keep)
+                total += float(logp[r, col, ids[t]].double())
+            out[i, j] = total
     return out
 
 
@@ -269,14 +301,32 @@ def domain_loglik(model, tokenizer, labels: Sequence[str], *, template: Mapping[
 
 
 def content_free_prior(cf_ll: np.ndarray) -> np.ndarray:
-    """``p_cf`` [n_labels]: mean over the content-free inputs of the label-renormalised probabilities."""
-    return np.exp(_log_softmax(np.atleast_2d(cf_ll))).mean(axis=0)
+    """``p_cf`` [n_labels] as Zhao et al.'s ``get_p_content_free``: the label probabilities ``exp(ll)`` after each
+    content-free input averaged over the inputs WITHOUT normalising them first, then normalised over the labels.
+    Computed in log space (``logsumexp`` over the inputs), so labels far below 1e-308 do not underflow."""
+    cf = np.atleast_2d(np.asarray(cf_ll, dtype=np.float64))
+    m = cf.max(axis=0, keepdims=True)
+    log_mean = (m + np.log(np.exp(cf - m).mean(axis=0, keepdims=True)))  # log mean_k exp(ll_k), per label
+    return np.exp(_log_softmax(log_mean))[0]
 
 
 def contextual_calibration(ll: np.ndarray, cf_ll: np.ndarray) -> np.ndarray:
-    """Zhao et al. 2021 with diagonal W = diag(p_cf)⁻¹, b = 0: ``log softmax(ll) − log p_cf`` where ``p_cf`` is the
-    mean over the content-free inputs of the label-renormalised probabilities (``cf_ll``: [n_cf, n_labels])."""
+    """Zhao et al. 2021 with diagonal W = diag(p_cf)⁻¹, b = 0 on the item's normalised label probabilities:
+    ``log softmax(ll) − log p_cf`` (``cf_ll``: [n_cf, n_labels]; ``p_cf`` from :func:`content_free_prior`)."""
     return _log_softmax(ll) - np.log(content_free_prior(cf_ll))[None, :]
+
+
+def margin_shift(*, cf_ll: np.ndarray | None = None, domain_ll: np.ndarray | None = None, pos: int = 0,
+                 neg: int = 1) -> float:
+    """The constant a calibration ADDS to every item's margin ``ll_pos − ll_neg``: contextual calibration
+    ``log p_cf[neg] − log p_cf[pos]`` (``cf_ll``) or PMI_DC ``ll_domain[neg] − ll_domain[pos]`` (``domain_ll``)."""
+    if (cf_ll is None) == (domain_ll is None):
+        raise ValueError("give exactly one of cf_ll (contextual calibration) or domain_ll (PMI_DC)")
+    if cf_ll is not None:
+        logp = np.log(content_free_prior(cf_ll))
+        return float(logp[neg] - logp[pos])
+    d = np.asarray(domain_ll, dtype=np.float64).reshape(-1)
+    return float(d[neg] - d[pos])
 
 
 def pmi_dc(ll: np.ndarray, domain_ll: np.ndarray) -> np.ndarray:
@@ -285,37 +335,68 @@ def pmi_dc(ll: np.ndarray, domain_ll: np.ndarray) -> np.ndarray:
 
 
 def margin(ll: np.ndarray, pos: int = 0, neg: int = 1) -> np.ndarray:
+    """The stored positive-class score: ``ll_pos − ll_neg`` (log-odds; predicted positive when > 0)."""
     ll = np.asarray(ll, dtype=np.float64)
     return ll[:, pos] - ll[:, neg]
 
 
 def auc_score(ll: np.ndarray, pos: int = 0, neg: int = 1) -> np.ndarray:
-    """Positive-class score ``sigmoid(ll_pos − ll_neg)`` (for ROC/AUC)."""
+    """``sigmoid(ll_pos − ll_neg)``, for display only: it saturates to 1.0 in float64 beyond ~37 nats (ties beyond
+    ~30), so scores are stored and compared as :func:`margin`."""
     m = margin(ll, pos, neg)
     return 0.5 * (1.0 + np.tanh(0.5 * m))  # = sigmoid, without overflow
 
 
+def prefix_reuse_limit(tokenizer, contexts: Sequence[str], labels: Sequence[str]) -> dict:
+    """The analytic bound on the prefix-reuse speed-up over these items: token positions run by one full forward per
+    (item, label), ``Σ_items Σ_j (P + r_j)``, over those run with the shared prefix once, ``Σ_items (P + Σ_j r_j)``
+    (``P``: tokens shared by all of the item's label sequences; ``r_j``: the rest of label j's sequence). Compute
+    that does not scale with positions (kernel launches, the cache copy, padding) moves the measured ratio below it."""
+    seqs, splits = _prepare(tokenizer, list(contexts), labels)
+    full = reuse = 0
+    prefixes = []
+    for row, srow in zip(seqs, splits):
+        lcp = min(len(x) for x in row)
+        for k in range(lcp):
+            if any(x[k] != row[0][k] for x in row[1:]):
+                lcp = k
+                break
+        P = min(lcp, *srow)
+        prefixes.append(P)
+        full += sum(len(x) for x in row)
+        reuse += P + sum(len(x) - P for x in row)
+    return {"positions_full_forward": int(full), "positions_prefix_reuse": int(reuse),
+            "mean_shared_prefix_tokens": float(np.mean(prefixes)) if prefixes else 0.0,
+            "limit": round(full / max(reuse, 1), 3)}
+
+
 def benchmark_prefix_reuse(model, tokenizer, contexts: Sequence[str], labels: Sequence[str], *, batch_size: int = 16,
                            repeats: int = 1) -> dict:
-    """Time both paths on the same items (best of ``repeats``); ratio = full-forward seconds / prefix-reuse seconds."""
+    """Time both paths on the same items with the same batching (``batch_size`` items, all their labels, per step),
+    alternating the two paths ``repeats`` times (best of each, after one untimed warm-up call each);
+    ratio = full-forward seconds / prefix-reuse seconds, printed beside :func:`prefix_reuse_limit`."""
     import torch
 
-    best = {}
+    best = {"full_forward": float("inf"), "prefix_reuse": float("inf")}
     scores = {}
-    for name, reuse in (("full_forward", False), ("prefix_reuse", True)):
-        t_best = float("inf")
-        for _ in range(max(1, repeats)):
+    warm = list(contexts)[: max(1, min(len(contexts), batch_size))]
+    for reuse in (False, True):  # warm-up: first-call allocations and kernel selection are not timed
+        label_loglik(model, tokenizer, warm, labels, batch_size=batch_size, reuse_prefix=reuse)
+    for _ in range(max(1, repeats)):
+        for name, reuse in (("full_forward", False), ("prefix_reuse", True)):
             t0 = time.perf_counter()
             scores[name] = label_loglik(model, tokenizer, contexts, labels, batch_size=batch_size, reuse_prefix=reuse)
-            t_best = min(t_best, time.perf_counter() - t0)
-        best[name] = t_best
+            best[name] = min(best[name], time.perf_counter() - t0)
     n_ctx = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in contexts]
+    lim = prefix_reuse_limit(tokenizer, contexts, labels)
     return {
         "n_items": len(contexts), "n_labels": len(labels), "labels": list(labels), "batch_size": batch_size,
+        "batching": "the same on both paths: batch_size items x every label per step",
         "threads": torch.get_num_threads(), "repeats": repeats,
         "mean_context_tokens": float(np.mean(n_ctx)) if n_ctx else 0.0,
         "seconds_full_forward": round(best["full_forward"], 4), "seconds_prefix_reuse": round(best["prefix_reuse"], 4),
         "ratio": round(best["full_forward"] / max(best["prefix_reuse"], 1e-9), 3),
+        "analytic_limit": lim["limit"], "limit_detail": lim,
         "max_abs_diff": float(np.max(np.abs(scores["full_forward"] - scores["prefix_reuse"]))) if len(contexts) else 0.0,
     }
 

@@ -15,7 +15,7 @@ names them is refused), their ``requires_grad`` stays False, tied embeddings sta
 of their bytes (:func:`frozen_param_digests`) is taken before and after training — a mismatch raises.
 
 Every arm returns ``(predictions, record)``. ``predictions`` is a DataFrame with ``id, prediction ("pos"/"neg"),
-score`` (score = positive-class score). A and D return the label-scoring VARIANTS in long form, with two more columns,
+score`` (score = the positive-class margin, log-odds). A and D return the label-scoring VARIANTS in long form, with two more columns,
 ``label_pair`` ("正面/负面") and ``variant``: ``none`` (plain sum of log-probs), ``norm_tokens`` / ``norm_chars``
 (length-normalised), ``contextual`` (contextual calibration), ``pmi_dc``; :func:`select_variant` picks one as
 ``id, prediction, score``. ``record`` (JSON-able) holds the arm, seed, settings, trainable parameter names and count,
@@ -187,9 +187,12 @@ def _y(df: pd.DataFrame) -> np.ndarray:
     return (df["label"] == "pos").to_numpy().astype(int)
 
 
-def _pred_frame(ids, p_pos: np.ndarray) -> pd.DataFrame:
-    p_pos = np.asarray(p_pos, dtype=np.float64)
-    return pd.DataFrame({"id": list(ids), "prediction": np.where(p_pos > 0.5, "pos", "neg"), "score": p_pos})
+def _pred_frame(ids, margin: np.ndarray) -> pd.DataFrame:
+    """``id, prediction, score`` with ``score`` = the positive-class MARGIN (log-odds: ``ll_pos − ll_neg`` for label
+    scoring, ``logit_pos − logit_neg`` for a head), predicted positive when > 0. Margins, not probabilities: a
+    sigmoid saturates in float64 beyond ~30 nats and would tie items the margins rank."""
+    margin = np.asarray(margin, dtype=np.float64)
+    return pd.DataFrame({"id": list(ids), "prediction": np.where(margin > 0, "pos", "neg"), "score": margin})
 
 
 def _pad_batch(seqs: Sequence[Sequence[int]], pad: int):
@@ -257,8 +260,7 @@ def label_variants(model, tokenizer, items: pd.DataFrame, cfg: Mapping, label_pa
                    ) -> tuple[pd.DataFrame, dict]:
     """Long-form predictions (``id, label_pair, variant, prediction, score``) of every :data:`VARIANTS` for one
     (positive, negative) label pair, and the pair's record (token counts, calibration constants)."""
-    from .label_scoring import (auc_score, content_free_loglik, content_free_prior, contextual_calibration,
-                                domain_loglik, pmi_dc, score_labels)
+    from .label_scoring import content_free_loglik, content_free_prior, domain_loglik, margin, margin_shift, score_labels
 
     pair = [str(label_pair[0]), str(label_pair[1])]
     ctx = _prompts(tokenizer, items["text"].tolist(), cfg)
@@ -267,29 +269,37 @@ def label_variants(model, tokenizer, items: pd.DataFrame, cfg: Mapping, label_pa
     cf = content_free_loglik(model, tokenizer, pair, template=cfg["template"], content_free=cfg["content_free"],
                              batch_size=bs)
     dom = domain_loglik(model, tokenizer, pair, template=cfg["template"], batch_size=bs)
-    scores = {
-        "none": sc.loglik, "norm_tokens": sc.normalised("tokens"), "norm_chars": sc.normalised("chars"),
-        "contextual": contextual_calibration(sc.loglik, cf), "pmi_dc": pmi_dc(sc.loglik, dom),
+    shift = {"contextual": margin_shift(cf_ll=cf), "pmi_dc": margin_shift(domain_ll=dom)}
+    m_none = margin(sc.loglik)
+    # every variant's stored score is a margin (log-odds); the calibrations add one constant to every item's margin
+    margins = {
+        "none": m_none, "norm_tokens": margin(sc.normalised("tokens")), "norm_chars": margin(sc.normalised("chars")),
+        "contextual": m_none + shift["contextual"], "pmi_dc": m_none + shift["pmi_dc"],
     }
     name = "/".join(pair)
     frames = []
     for v in VARIANTS:
-        f = _pred_frame(items["id"], auc_score(scores[v]))
+        f = _pred_frame(items["id"], margins[v])
         f.insert(1, "label_pair", name)
         f.insert(2, "variant", v)
         frames.append(f)
     p_cf = content_free_prior(cf)
     rec = {
         "label_pair": name,
-        "label_tokens": {pair[0]: sorted({int(x) for x in sc.n_tokens[:, 0]}),
-                         pair[1]: sorted({int(x) for x in sc.n_tokens[:, 1]})},
-        "label_chars": {pair[0]: len(pair[0]), pair[1]: len(pair[1])},
+        # pair order, keyed by role: JSON writers sort keys, so nothing here may depend on key order
+        "labels": {"pos": pair[0], "neg": pair[1]},
+        "label_tokens": {"pos": sorted({int(x) for x in sc.n_tokens[:, 0]}),
+                         "neg": sorted({int(x) for x in sc.n_tokens[:, 1]})},
+        "label_chars": {"pos": len(pair[0]), "neg": len(pair[1])},
         "content_free_loglik": cf.round(6).tolist(),
         "content_free_prob": p_cf.round(6).tolist(),
+        "content_free_prior": "Zhao et al.'s get_p_content_free: exp(ll) averaged over the inputs, then normalised",
         "domain_loglik": np.asarray(dom).round(6).tolist(),
         # the constant each calibration ADDS to the margin ll_pos − ll_neg (so AUC cannot change)
-        "margin_shift": {"contextual": float(np.log(p_cf[1]) - np.log(p_cf[0])), "pmi_dc": float(dom[1] - dom[0])},
+        "margin_shift": shift,
         "mean_loglik": sc.loglik.mean(axis=0).round(6).tolist(),
+        "margin_abs": {"median": float(np.median(np.abs(m_none))) if len(m_none) else None,
+                       "share_over_30_nats": float(np.mean(np.abs(m_none) > 30)) if len(m_none) else None},
     }
     return pd.concat(frames, ignore_index=True), rec
 
@@ -402,7 +412,8 @@ def arm_head_only(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
     hist = _fit(holder, list(head.parameters()), batches,
                 lambda: torch.nn.functional.cross_entropy(head(Xva), yva), hcfg, int(cfg["seed"]), log)
     with torch.no_grad():
-        p_pos = torch.softmax(head(Xte), -1)[:, 1].double().cpu().numpy()
+        logits = head(Xte).double()
+        m_pos = (logits[:, 1] - logits[:, 0]).cpu().numpy()  # log-odds of pos (softmax over the two logits)
     after = frozen_param_digests(model)
     check_frozen(before, after)
     arm = "B" if pooling == "last" else "B'"
@@ -412,7 +423,7 @@ def arm_head_only(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
               "n_trainable": int(sum(p.numel() for p in head.parameters())), **hist,
               "frozen_before": before, "frozen_after": after, "seconds": round(time.perf_counter() - t0, 2),
               "threads": torch.get_num_threads(), "device": device}
-    return _pred_frame(items["id"], p_pos), record
+    return _pred_frame(items["id"], m_pos), record
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -483,7 +494,8 @@ def arm_lora_head(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
 
     hist = _fit(model, [p for p in model.parameters() if p.requires_grad], batches,
                 lambda: torch.nn.functional.cross_entropy(predict(enc["val"]), yva), tcfg, int(cfg["seed"]), log)
-    p_pos = torch.softmax(predict(enc["items"]), -1)[:, 1].double().cpu().numpy()
+    logits = predict(enc["items"]).double()
+    m_pos = (logits[:, 1] - logits[:, 0]).cpu().numpy()  # log-odds of pos
     after = frozen_param_digests(model)
     check_frozen(before, after)
     record = {"arm": "C", "method": "LoRA + sequence-classification head (peft SEQ_CLS)", "seed": cfg["seed"],
@@ -492,7 +504,7 @@ def arm_lora_head(model_dir, train: pd.DataFrame, val: pd.DataFrame, items: pd.D
               "modules_to_save": sorted(model.peft_config["default"].modules_to_save or []), **hist,
               "frozen_before": before, "frozen_after": after, "seconds": round(time.perf_counter() - t0, 2),
               "threads": torch.get_num_threads(), "device": device}
-    return _pred_frame(items["id"], p_pos), record
+    return _pred_frame(items["id"], m_pos), record
 
 
 # ---------------------------------------------------------------------------------------------------------------------

