@@ -5,9 +5,15 @@
 `leverplus.api.audio_content_part` makes; 16 kHz mono PCM WAV) and text parts, plus an optional system message, and
 streams one text piece per generated token through `leverplus.serving.chat_backend.stream_generate` — the same
 settings semantics as the text backend (greedy when ``temperature`` is 0 or absent; ``max_tokens``, ``min_tokens``,
-``repetition_penalty``, ``no_repeat_ngram_size``, ``top_p``, ``top_k``, ``seed`` explicit), which are also what
+``repetition_penalty``, ``top_p``, ``top_k``, ``seed`` explicit), which are also what
 `AudioGenerationSettings.to_openai` sends. Model, processor and prompt layout are `OmniCaptioner`'s, so a greedy
 request returns the same caption as `OmniCaptioner.caption` with the corresponding settings.
+
+Request fields are read as vLLM reads them, so that this demo server cannot hide what a real vLLM endpoint does
+with the api arm's request: a field that vLLM's chat request does not have
+(`leverplus.models.audio_generation.VLLM_CHAT_REQUEST_FIELDS`, e.g. ``no_repeat_ngram_size``) is ignored and
+counted in ``ignored_fields`` (vLLM logs and drops it), and ``top_k`` 0 is refused with vLLM's message ("top_k
+must be -1 (disable), or at least 1"), as are a ``repetition_penalty`` outside (0, 2] and a ``top_p`` outside (0, 1].
 
 Bad input (no audio part, two audio parts, undecodable base64/WAV, a rate other than 16 kHz, stereo) raises
 `ValueError` with the reason, which the server answers as HTTP 400. A failure inside `generate` reaches the client
@@ -84,6 +90,35 @@ def parse_audio_messages(messages: list[dict]) -> tuple[str | None, np.ndarray, 
     return system, audio, "".join(texts)
 
 
+def vllm_settings(settings: dict, ignored: dict | None = None) -> dict:
+    """The request settings as vLLM's chat endpoint reads them: fields outside its request model dropped (counted in
+    ``ignored``; logged), ``top_k`` 0 / below -1, ``repetition_penalty`` outside (0, 2] and ``top_p`` outside (0, 1]
+    refused with ``ValueError`` (HTTP 400), as vLLM's SamplingParams refuses them."""
+    import logging
+
+    from leverplus.models.audio_generation import VLLM_CHAT_REQUEST_FIELDS
+
+    settings = dict(settings or {})
+    dropped = sorted(set(settings) - VLLM_CHAT_REQUEST_FIELDS)
+    if dropped:
+        logging.getLogger(__name__).warning("The following fields were present in the request but ignored: %s",
+                                            dropped)
+        for k in dropped:
+            settings.pop(k)
+            if ignored is not None:
+                ignored[k] = ignored.get(k, 0) + 1
+    top_k = settings.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < -1 or top_k == 0):
+        raise ValueError(f"top_k must be -1 (disable), or at least 1, got {top_k}.")
+    rp = settings.get("repetition_penalty")
+    if rp is not None and not (isinstance(rp, (int, float)) and 0.0 < rp <= 2.0):
+        raise ValueError(f"repetition_penalty must be in (0, 2], got {rp}.")
+    tp = settings.get("top_p")
+    if tp is not None and not (isinstance(tp, (int, float)) and 0.0 < tp <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], got {tp}.")
+    return settings
+
+
 class OmniChatBackend:
     def __init__(self, model_dir: str, model_name: str, *, dtype: str = "float32", device: str | None = None,
                  stall_timeout_s: float | None = None):
@@ -97,10 +132,12 @@ class OmniChatBackend:
         self.model_dir = str(model_dir)
         self.stall_timeout_s = float(stall_timeout_s) if stall_timeout_s is not None else DEFAULT_STALL_TIMEOUT_S
         self.captioner = OmniCaptioner.load(model_dir, dtype=dtype, device=device)
+        self.ignored_fields: dict[str, int] = {}  # request fields vLLM would drop, with how often they came
 
     def stream(self, messages: list[dict], settings: dict) -> Iterator[str | dict]:
         from .chat_backend import generation_config_from_settings, stream_generate
 
+        settings = vllm_settings(settings, self.ignored_fields)
         system, audio, prompt = parse_audio_messages(messages)
         cap = self.captioner
         # validate the settings before the generator starts (a bad request fails before any byte is sent)
@@ -111,7 +148,8 @@ class OmniChatBackend:
 
     def info(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_dir": self.model_dir, "dtype": self.captioner.dtype,
-                "kind": "omni-thinker"}
+                "device": self.captioner.device, "kind": "omni-thinker",
+                "ignored_fields": dict(self.ignored_fields)}
 
 
 def make_chat_backend(model_dir: str, *, model_name: str, options: dict) -> OmniChatBackend:

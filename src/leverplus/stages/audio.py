@@ -314,8 +314,8 @@ def generate_api(*, input, output, params, wildcards, threads):
         from ..serving.omni_backend import OmniChatBackend
 
         device, dtype = arm_device({"device": params.get("device", "cpu"), "model": params.get("model") or {}})
-        server = OpenAICompatServer(chat=OmniChatBackend(input.model, model_name=api["model"], device=device,
-                                                         dtype=dtype))
+        backend = OmniChatBackend(input.model, model_name=api["model"], device=device, dtype=dtype)
+        server = OpenAICompatServer(chat=backend)
         server.start()
         api["base_url"] = server.url
         served = "local OpenAICompatServer + OmniChatBackend on 127.0.0.1 (the cloud model)"
@@ -356,6 +356,8 @@ def generate_api(*, input, output, params, wildcards, threads):
         recorded["base_url"] = "local (started by the rule)"
     quality = [{**{k: t[k] for k in ("id", "prediction", "output_tokens", "prompt_tokens", "finish_reason")},
                 "timed": t["id"] in timed_set} for t in timing]
+    if server is not None:  # the local server reads the request as vLLM does: fields vLLM drops are counted
+        recorded["server_ignored_fields"] = dict(backend.ignored_fields)
     run = {"arm": "api", "api": recorded, "served_by": served, "device": served_device,
            "model_name": params["model_name"],
            "request_settings": req, "generation": {**prompts, **decoding}, "client_stats": stats,

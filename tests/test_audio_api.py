@@ -1,0 +1,124 @@
+"""The api arm's request against vLLM's own request schema (issue 24 item 3).
+
+VLLM_CHAT_FIELDS is the field list of `ChatCompletionRequest` in vllm/entrypoints/openai/protocol.py at
+github.com/vllm-project/vllm @ ec3b890c14b00f6670515d9df8d503b5270e95ca (copied here from that source, not from
+the project's own constant, so the test does not check the code against itself). vLLM accepts any other field
+and drops it (`OpenAIBaseModel.__log_extra_fields__`). `top_k`: vllm/sampling_params.py @
+db573835d3ef40643442e0817059e087355cf458, `_verify_args`: "top_k must be -1 (disable), or at least 1" (checked
+before the greedy override, so temperature 0 does not excuse top_k 0); repetition_penalty in (0, 2].
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leverplus.models.audio_generation import AudioGenerationSettings
+
+VLLM_CHAT_FIELDS = {
+    "messages", "model", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+    "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream", "stream_options",
+    "temperature", "top_p", "tools", "tool_choice", "reasoning_effort", "include_reasoning", "parallel_tool_calls",
+    "user", "use_beam_search", "top_k", "min_p", "repetition_penalty", "length_penalty", "stop_token_ids",
+    "include_stop_str_in_output", "ignore_eos", "min_tokens", "skip_special_tokens", "spaces_between_special_tokens",
+    "truncate_prompt_tokens", "prompt_logprobs", "allowed_token_ids", "bad_words", "echo", "add_generation_prompt",
+    "continue_final_message", "add_special_tokens", "documents", "chat_template", "chat_template_kwargs",
+    "mm_processor_kwargs", "structured_outputs", "priority", "request_id", "logits_processors",
+    "return_tokens_as_token_ids", "return_token_ids", "cache_salt", "kv_transfer_params", "vllm_xargs",
+}
+
+
+def _vllm_accepts(req: dict) -> None:
+    """What vLLM's SamplingParams._verify_args would say about the request's values (the parts we send)."""
+    assert req["top_k"] == -1 or req["top_k"] >= 1, req
+    assert 0 < req["repetition_penalty"] <= 2, req
+    assert 0 < req["top_p"] <= 1 and req["temperature"] >= 0, req
+    assert 0 <= req["min_tokens"] <= req["max_tokens"], req
+
+
+def _schema_defaults():
+    import yaml
+
+    from leverplus.config import validate_track
+
+    return validate_track({"audio": {}}, "audio", "config/audio.schema.yaml")
+
+
+@pytest.mark.parametrize("block", ["generation", "unaligned"])
+def test_api_request_has_only_fields_vllm_reads_with_values_it_accepts(block, monkeypatch):
+    import pathlib
+
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
+    from leverplus.stages.audio import _split_block, api_settings
+
+    cfg = _schema_defaults()[block]
+    _, decoding = _split_block(cfg)
+    req = api_settings(decoding)
+    client_fields = {"model", "messages", "stream", "stream_options"}  # leverplus.api's _chat_body adds these
+    assert set(req) | client_fields <= VLLM_CHAT_FIELDS, sorted(set(req) - VLLM_CHAT_FIELDS)
+    _vllm_accepts(req)
+
+
+def test_unsendable_decoding_is_refused_not_dropped():
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+        AudioGenerationSettings(no_repeat_ngram_size=2).to_openai()
+    with pytest.raises(ValueError, match=r"\(0, 2\]"):
+        AudioGenerationSettings(repetition_penalty=2.5).to_openai()
+    # top_k "off" is -1 on the wire, greedy or sampling; a real top_k passes as is
+    assert AudioGenerationSettings().to_openai()["top_k"] == -1
+    assert AudioGenerationSettings(do_sample=True, top_k=0).to_openai()["top_k"] == -1
+    assert AudioGenerationSettings(do_sample=True, top_k=40).to_openai()["top_k"] == 40
+
+
+def test_openai_round_trip_reads_only_vllm_fields():
+    s = AudioGenerationSettings(do_sample=True, temperature=0.7, top_p=0.9, top_k=0, min_new_tokens=0,
+                                max_new_tokens=32, seed=5)
+    assert AudioGenerationSettings.from_openai(s.to_openai()) == s
+    g = AudioGenerationSettings()
+    assert AudioGenerationSettings.from_openai(g.to_openai()) == g
+    assert AudioGenerationSettings.from_openai({**g.to_openai(), "no_repeat_ngram_size": 3}).no_repeat_ngram_size == 0
+    with pytest.raises(ValueError, match="top_k must be -1"):
+        AudioGenerationSettings.from_openai({"temperature": 0, "top_k": 0})
+
+
+def test_demo_server_reads_the_request_as_vllm_does():
+    """The local server cannot hide what vLLM does: fields vLLM lacks are dropped and counted, top_k 0 refused."""
+    from leverplus.serving.omni_backend import vllm_settings
+
+    ignored: dict = {}
+    out = vllm_settings({"max_tokens": 8, "no_repeat_ngram_size": 2, "top_k": -1}, ignored)
+    assert out == {"max_tokens": 8, "top_k": -1} and ignored == {"no_repeat_ngram_size": 1}
+    for bad, msg in [({"top_k": 0}, "top_k must be -1"), ({"top_k": -2}, "top_k must be -1"),
+                     ({"repetition_penalty": 3.0}, r"\(0, 2\]"), ({"top_p": 0.0}, r"\(0, 1\]")]:
+        with pytest.raises(ValueError, match=msg):
+            vllm_settings(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tmp_path_factory):
+    import torch
+
+    from leverplus.models.audio_assets import EDGE, build_tiny_omni
+    from leverplus.serving.omni_backend import OmniChatBackend
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("omni") / "tiny_omni"
+    build_tiny_omni(d, size=EDGE, seed=0)
+    return OmniChatBackend(str(d), "omni-tiny", stall_timeout_s=30.0)
+
+
+def test_served_no_repeat_ngram_has_no_effect_and_top_k_0_is_a_400(tiny_backend):
+    from leverplus.api import APIConfig, APIError, OpenAICompatClient, audio_content_part
+    from leverplus.data.audio_demo import synthesize
+    from leverplus.serving import OpenAICompatServer
+
+    audio = synthesize("高兴", "女生", np.random.default_rng(4))[:16000]
+    msgs = [{"role": "user", "content": [audio_content_part(audio), {"type": "text", "text": "描述情绪"}]}]
+    base = {"max_tokens": 16, "min_tokens": 16, "temperature": 0.0, "top_k": -1}
+    with OpenAICompatServer(chat=tiny_backend) as srv:
+        client = OpenAICompatClient(APIConfig(base_url=srv.url, model="omni-tiny", max_retries=0))
+        plain = client.chat_stream(msgs, settings=base)
+        asked = client.chat_stream(msgs, settings={**base, "no_repeat_ngram_size": 1})
+        assert asked.text == plain.text  # vLLM would decode it without the field; so does the demo server
+        assert tiny_backend.ignored_fields.get("no_repeat_ngram_size") == 1
+        with pytest.raises(APIError, match="top_k must be -1"):
+            client.chat_stream(msgs, settings={**base, "top_k": 0})
