@@ -13,12 +13,54 @@ from leverplus.data import mt_demo
 from leverplus.metrics import mt_judge
 
 
-def test_parse_score_robustly():
-    assert mt_judge.parse_score("Score: 87") == 87
-    assert mt_judge.parse_score("**72.5**/100") == 72.5
-    assert mt_judge.parse_score("I'd say 105, no: 90") == 90  # first number inside [0, 100]
-    assert math.isnan(mt_judge.parse_score("excellent translation"))
-    assert math.isnan(mt_judge.parse_score(""))
+# Known answers: GEMBA's own parser (MicrosoftTranslator/GEMBA a7a7eff, gemba/prompt.py validate_number, run on
+# each reply after .strip() as gpt_api.py does); None there = NaN here.
+GEMBA_KNOWN = [
+    ("Score (0-100): 85", None), ("On a scale from 0 to 100, I would give this translation 85.", None),
+    ("8/10", None), ("1. Score: 90", None),  # the issue's replies: the old parser read 0, 0, 8, 1
+    ("85", 85), ("Score: 87", 87), ("87/100", 87), ("95/100", 95), ("**72.5**/100", None), ("72.5", None),
+    ("['100']", 100), ('["90"]', 90), ("105", None), ("I'd say 105, no: 90", None), ("excellent translation", None),
+    ("", None), ("0", 0), ("100", 100), ("Score: 85 (good)", 85), ("150/100", None), ("-5", 5), ("85.0", None),
+]
+
+
+@pytest.mark.parametrize("reply,want", GEMBA_KNOWN)
+def test_parse_score_is_gembas_rule(reply, want):
+    got = mt_judge.parse_score(reply)
+    assert (math.isnan(got) if want is None else got == want), (reply, got)
+
+
+def test_unparseable_replies_are_retried_then_counted(monkeypatch):
+    """GEMBA asks again at a higher temperature; after the retries an unparseable reply is NaN, counted and kept."""
+    import leverplus.api as api_mod
+
+    class Fake:
+        def __init__(self, cfg):
+            pass
+
+        def chat(self, msgs, settings):
+            hyp = msgs[0]["content"].rsplit("translation: ", 1)[1]
+            if settings["temperature"] == 0:  # the first answer has several numbers
+                return {"text": "Score (0-100): 70"}
+            # retries (temperature 0.1, 0.2): one number for even-length hypotheses, still two for the others
+            return {"text": "70" if len(hyp) % 2 == 0 else "7 out of 10"}
+
+        def stats(self):
+            return {}
+
+    monkeypatch.setattr(api_mod, "OpenAICompatClient", Fake)
+    df = mt_demo.generate_pair("en-id", 4, 0)
+    api = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "X"}
+    monkeypatch.setenv("X", "k")
+    seg, corpus, extra = mt_judge.score_llm_judge(df, "en-id", api=api, retries=2)
+    n_nan = int(np.isnan(seg["score"]).sum())
+    assert extra["n_retried"] == len(df)  # every first reply had several numbers
+    assert 0 < n_nan < len(df)  # some recovered on a retry, some never
+    assert n_nan == len(extra["unparseable"]) and all(u["tries"] == 3 for u in extra["unparseable"])
+    assert set(seg["score"].dropna()) <= {70.0}  # never the first number (0) of "Score (0-100): 70"
+    assert sum(c["n_unparseable"] for c in corpus["llm_judge"].values()) == n_nan
+    sig = corpus["llm_judge"]["sys_a"]["signature"]
+    assert "prompt:leverplus-da-ref" in sig and "ref:first" in sig and "parse:gemba" in sig and "gemba-da|" not in sig
 
 
 def test_judge_against_local_server(api_server):
@@ -26,7 +68,7 @@ def test_judge_against_local_server(api_server):
     df = df[df["system"].isin(["sys_a", "sys_e"])]
     cfg = api_config(api_server)
     api = {"base_url": cfg.base_url, "model": CHAT_MODEL, "api_key_env": API_KEY_ENV, "backoff_s": 0.01}
-    seg, corpus, extra = mt_judge.score_llm_judge(df, "en-id", api=api, settings={"max_tokens": 4})
+    seg, corpus, extra = mt_judge.score_llm_judge(df, "en-id", api=api, settings={"max_tokens": 4}, retries=0)
     assert len(seg) == len(df) == extra["n_requests"]
     reqs = api_server.requests_for("/v1/chat/completions")
     assert len(reqs) == len(df)
@@ -37,7 +79,7 @@ def test_judge_against_local_server(api_server):
     n_nan = int(np.isnan(seg["score"]).sum())
     assert n_nan == len(extra["unparseable"])  # every unparseable reply recorded with its text
     assert sum(c["n_unparseable"] for c in corpus["llm_judge"].values()) == n_nan
-    assert "prompt:gemba-da" in corpus["llm_judge"]["sys_a"]["signature"]
+    assert "prompt:leverplus-da-ref" in corpus["llm_judge"]["sys_a"]["signature"]
     assert API_KEY not in str(extra)
 
 
@@ -54,7 +96,7 @@ def test_judge_stage_serves_its_own_model_and_reports_parse_rate(tiny_chat_dir, 
     j = {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "judge", "api_key_env": "LEVERPLUS_MT_JUDGE_KEY",
                  "backoff_s": 0.01},
          "settings": {"max_tokens": 4, "temperature": 0.0, "seed": 0}, "mode": "local_server",
-         "local_server": {"model_dir": str(tiny_chat_dir)}, "max_segments": 2}
+         "local_server": {"model_dir": str(tiny_chat_dir)}, "max_segments": 2, "parse_retries": 0}
     seg, corpus, extra = stage.run_judge(df, "zh-en", j)
     assert extra["server"]["mode"] == "local_server"
     n_sys = df["system"].nunique()
@@ -96,8 +138,8 @@ def test_demo_judge_model_replies_parse_and_vary(tmp_path, monkeypatch):
     df = mt_demo.generate_pair("en-hi", 6, 0)
     j = {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "judge", "api_key_env": "LEVERPLUS_MT_JUDGE_KEY",
                  "backoff_s": 0.01},
-         "settings": {"max_tokens": 6, "temperature": 0.0, "seed": 0}, "mode": "local_server",
-         "local_server": {"model_dir": str(tmp_path / "judge")}, "max_segments": 4}
+         "settings": {"max_tokens": 1, "temperature": 0.0, "seed": 0}, "mode": "local_server",
+         "local_server": {"model_dir": str(tmp_path / "judge")}, "max_segments": 4, "parse_retries": 0}
     seg, corpus, extra = stage.run_judge(df, "en-hi", j)
     n_sys = df["system"].nunique()
     assert extra["judged"]["requests"] == 4 * n_sys and extra["judged"]["parse_rate"] == 1.0
