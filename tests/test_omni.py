@@ -149,7 +149,7 @@ def test_draft_logprob_equals_direct_log_softmax(captioner):
     assert other["mean_logprob"] != pytest.approx(got["mean_logprob"], abs=1e-4)
 
 
-@pytest.mark.parametrize("seconds", [0.3, 1.234, 2.0, 29.99, 31.0])
+@pytest.mark.parametrize("seconds", [0.3, 1.234, 2.0, 29.99])
 def test_trimmed_audio_features_equal_the_stock_30s_padding(captioner, seconds):
     """Our encode pads the Whisper features to the clip + n_fft samples, not to 30 s: the frames the thinker reads
     (under feature_attention_mask) must be bit-identical to the stock processor's, and so must the logits."""
@@ -493,3 +493,86 @@ def test_explicit_cuda_without_a_gpu_is_refused(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("gpu")
+
+
+# ---- processor and template from the checkpoint (issue 24 item 4) ------------------------------------------------
+# Qwen/Qwen2.5-Omni-7B's preprocessor_config.json (the values transformers' own Qwen2.5-Omni processor loads).
+QWEN25_OMNI_PREPROCESSOR = {
+    "chunk_length": 300, "dither": 0.0, "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": 128,
+    "hop_length": 160, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "Qwen2VLImageProcessor", "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "max_pixels": 12845056, "merge_size": 2, "min_pixels": 3136, "n_fft": 400, "n_samples": 4800000,
+    "nb_max_frames": 30000, "padding_side": "right", "padding_value": 0.0, "patch_size": 14,
+    "processor_class": "Qwen2_5OmniProcessor", "return_attention_mask": True, "sampling_rate": 16000,
+    "temporal_patch_size": 2,
+}
+# its chat template's default system turn (chat_template.json; transformers' Qwen2.5-Omni processor tests)
+QWEN25_OMNI_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a "
+    "helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string "
+    "%}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == "
+    "'audio' or 'audio' in content or 'audio_url' in content %}<|audio_bos|><|AUDIO|><|audio_eos|>{% elif 'text' in "
+    "content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if "
+    "add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def real_layout_dir(tiny_omni_dir, tmp_path_factory):
+    """The tiny thinker with the real checkpoint's processor files: preprocessor_config.json, chat_template.json."""
+    d = tmp_path_factory.mktemp("omni_real_layout") / "m"
+    shutil.copytree(tiny_omni_dir, d)
+    for f in ("processor_config.json", "chat_template.jinja", "preprocessor_config.json"):
+        (d / f).unlink(missing_ok=True)
+    (d / "preprocessor_config.json").write_text(json.dumps(QWEN25_OMNI_PREPROCESSOR))
+    (d / "chat_template.json").write_text(json.dumps({"chat_template": QWEN25_OMNI_TEMPLATE}))
+    return d
+
+
+def test_40s_clip_gets_the_audio_tokens_transformers_gives_it(real_layout_dir):
+    """A 40 s clip: the processor built from the checkpoint expands it to as many <|AUDIO|> tokens as transformers'
+    own loader (WhisperFeatureExtractor.from_pretrained + the Qwen2.5-Omni processor's length formula): 1000, not
+    the 750 of a 30 s cut."""
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+    from leverplus.models.omni import OmniCaptioner
+
+    cap = OmniCaptioner.load(real_layout_dir, device="cpu")
+    audio = np.resize(_clip(5, 2.0), 16000 * 40).astype(np.float32)
+    ours = cap.encode(audio, system_prompt=None, prompt=PROMPT)
+    n_audio = int((ours["input_ids"][0] == cap.processor.audio_token_id).sum())
+    fe = WhisperFeatureExtractor.from_pretrained(real_layout_dir)
+    ref = fe(audio, sampling_rate=16000, return_attention_mask=True, padding="max_length")
+    expected = int(_get_feat_extract_output_lengths(torch.tensor(ref["attention_mask"]).sum(-1))[0])
+    assert n_audio == expected == 1000
+    assert int(ours["feature_attention_mask"].sum()) == 4000
+    info = cap.processor_info()
+    assert info["n_samples"] == 4800000 and info["max_clip_s"] == 300 and info["chat_template"] == "chat_template.json"
+    # the checkpoint's template, not a fallback: the same default system turn a vLLM endpoint renders
+    assert cap.prompt_text(system_prompt=None, prompt=PROMPT).startswith(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+
+
+def test_clip_beyond_the_extractor_is_refused_not_cut(captioner):
+    """The demo model's extractor takes 30 s; a 31 s clip is refused with both lengths, never silently cut."""
+    audio = np.resize(_clip(3, 2.0), 16000 * 31).astype(np.float32)
+    with pytest.raises(ValueError, match=r"31.00 s is longer .* \(30 s"):
+        captioner.encode(audio, system_prompt=None, prompt=PROMPT)
+
+
+def test_fallback_template_has_the_official_system_turn(tmp_path, tiny_omni_dir):
+    from transformers import AutoTokenizer
+
+    from leverplus.models.audio_processor import chat_template_of
+
+    tok = AutoTokenizer.from_pretrained(tiny_omni_dir)
+    tok.chat_template = None
+    d = tmp_path / "bare"
+    d.mkdir()
+    template, source = chat_template_of(d, tok)
+    assert source.startswith("fallback") and "You are a helpful assistant." in template
+    assert "virtual human" not in template
+    with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
+        from leverplus.models.audio_processor import feature_extractor_of
+
+        feature_extractor_of(d)

@@ -24,13 +24,14 @@ Untimed quality passes: `caption_batch` (left-padded batched `generate`, the sam
 `draft_logprob_batch` (one batched prefill). With greedy decoding they return the batch-1 captions / log-probs up to
 float noise (the audio workflow records the agreement on its timed clips).
 
-Audio features. The stock Qwen2.5-Omni processor pads every clip's Whisper features to 30 s (3000 frames), but the
-thinker reads only the frames under ``feature_attention_mask`` (`get_audio_features` selects them before the audio
-encoder). `audio_max_length` pads instead to the longest clip of the call plus ``n_fft`` zero samples (hop-aligned,
-never beyond the extractor's 30 s ``n_samples``, so clips of 30 s and more are cut exactly as the stock processor
-cuts them): every frame under the mask then sees the same samples (the clip, then zeros) and the log-mel floor
-(max − 8) comes from the same maximum, so the valid frames are bit-identical to the 30-s-padded ones
-(`tests/test_omni.py` checks it) while the STFT costs ~10× less.
+Audio features. The stock Qwen2.5-Omni processor pads every clip's Whisper features to the feature extractor's
+``n_samples`` (the checkpoint's preprocessor_config.json: 300 s = 30000 frames for Qwen2.5-Omni; 30 s for the
+demo models), but the thinker reads only the frames under ``feature_attention_mask`` (`get_audio_features` selects
+them before the audio encoder). `audio_max_length` pads instead to the longest clip of the call plus ``n_fft`` zero
+samples (hop-aligned, never beyond ``n_samples``; a longer clip is refused, never cut silently): every frame under
+the mask then sees the same samples (the clip, then zeros) and the log-mel floor (max − 8) comes from the same
+maximum, so the valid frames are bit-identical to the fully padded ones (`tests/test_omni.py` checks it) while the
+STFT costs far less.
 """
 from __future__ import annotations
 
@@ -225,10 +226,23 @@ class OmniCaptioner:
             self.messages(system_prompt=system_prompt, prompt=prompt), add_generation_prompt=True, tokenize=False
         )
 
-    def audio_max_length(self, lengths) -> int:
-        """Samples the Whisper features are padded to for clips of these lengths (see the module doc)."""
+    def processor_info(self) -> dict:
+        """What run.json records about the processor: the feature extractor's limits and the template's source."""
         fe = self.processor.feature_extractor
-        need = max(int(n) for n in lengths) + int(fe.n_fft)
+        return {"feature_size": int(fe.feature_size), "chunk_length": int(fe.chunk_length),
+                "n_samples": int(fe.n_samples), "max_clip_s": int(fe.n_samples) / SAMPLE_RATE,
+                "chat_template": getattr(self.processor, "template_source", None)}
+
+    def audio_max_length(self, lengths) -> int:
+        """Samples the Whisper features are padded to for clips of these lengths (see the module doc). A clip
+        longer than the feature extractor's ``n_samples`` is refused: the stock processor would cut it silently."""
+        fe = self.processor.feature_extractor
+        lengths = [int(n) for n in lengths]
+        if max(lengths) > int(fe.n_samples):
+            raise ValueError(f"audio clip of {max(lengths) / SAMPLE_RATE:.2f} s is longer than the checkpoint's "
+                             f"feature extractor accepts ({int(fe.n_samples) / SAMPLE_RATE:g} s, n_samples "
+                             f"{int(fe.n_samples)} in {self.model_dir}); it would be cut. Split or trim it first.")
+        need = max(lengths) + int(fe.n_fft)
         hop = int(fe.hop_length)
         return int(min(int(fe.n_samples), hop * -(-need // hop)))
 

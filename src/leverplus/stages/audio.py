@@ -275,6 +275,7 @@ def generate_local(*, input, output, params, wildcards, threads):
     run = {"arm": arm, "model": params["model"], "model_name": params["model_name"],
            "generation": {**prompts, **settings.to_dict()}, "generation_signature": settings.signature(),
            "threads": {**thread_info, **_host()}, "device": device_record(params.get("device"), device, dtype),
+           "processor": cap.processor_info(),
            "warmup_requests": params["warmup"],
            "latency_subset": {**lat, "n": len(timed)}, "timing_slot": slot.info, "quality_pass": quality_pass,
            "timed_vs_quality": _timed_agreement(timing, quality, settings.do_sample),
