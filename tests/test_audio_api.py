@@ -122,3 +122,34 @@ def test_served_no_repeat_ngram_has_no_effect_and_top_k_0_is_a_400(tiny_backend)
         assert tiny_backend.ignored_fields.get("no_repeat_ngram_size") == 1
         with pytest.raises(APIError, match="top_k must be -1"):
             client.chat_stream(msgs, settings={**base, "top_k": 0})
+
+
+def test_local_and_api_arms_count_the_same_tokens():
+    """Issue 24 item 5: one latency definition. A trained demo model that ends its caption with the end-of-turn
+    token: the local arm's timing row and the API arm's usage give the same N (EOS included), and the local TTFT
+    is the first decoding step."""
+    import torch
+
+    from leverplus.api import APIConfig, OpenAICompatClient, audio_content_part
+    from leverplus.data.audio_demo import synthesize
+    from leverplus.models.audio_assets import shipped_model_dir
+    from leverplus.serving import OpenAICompatServer
+    from leverplus.serving.omni_backend import OmniChatBackend
+    from leverplus.stages.audio import _timing_row
+
+    torch.set_num_threads(1)
+    backend = OmniChatBackend(str(shipped_model_dir("omni_edge")), "omni-edge", stall_timeout_s=60.0)
+    settings = AudioGenerationSettings(min_new_tokens=0, max_new_tokens=32)
+    prompt = "请用8–16个字的中文短句描述此段音频中说话人的情绪"
+    audio = synthesize("悲伤", "男生", np.random.default_rng(7))
+    res = backend.captioner.caption(audio, system_prompt=None, prompt=prompt, settings=settings)
+    assert res.eos_generated and res.finish_reason == "stop"  # the case where the arms used to disagree
+    row = _timing_row("x", res)
+    assert row["output_tokens"] == res.n_tokens + 1 == len(res.token_times) + 1
+    assert row["first_token_time"] == res.token_times[0] and row["end_time"] >= res.eos_time
+    msgs = [{"role": "user", "content": [audio_content_part(audio), {"type": "text", "text": prompt}]}]
+    with OpenAICompatServer(chat=backend) as srv:
+        api = OpenAICompatClient(APIConfig(base_url=srv.url, model="omni-edge", max_retries=0)).chat_stream(
+            msgs, settings=settings.to_openai())
+    assert api.text.strip() == res.text
+    assert api.completion_tokens == row["output_tokens"]

@@ -31,10 +31,12 @@ def test_cascade_escalates_below_threshold_with_its_latency():
     assert list(p["escalated"]) == [True, False, True, False]
     assert list(p["prediction"]) == ["c0", "e1", "c2", "e3"]
     assert list(p["output_tokens"]) == [20, 11, 22, 13]
-    # kept: total = edge total + scoring; escalated: + cloud total; TTFT of the answer the user gets
+    # kept: total = edge total + scoring; escalated: + cloud total. TTFT when the decision is known (issue 24
+    # item 5): a kept draft reaches the user only after the edge finished AND the draft was scored (3.0 + 0.2),
+    # never at the edge's own TTFT (1.0); an escalated answer's first token comes cloud TTFT later.
     np.testing.assert_allclose(p["total_s"], [3.7, 3.2, 3.7, 3.2])
-    np.testing.assert_allclose(p["ttft_s"], [3.3, 1.0, 3.3, 1.0])
-    assert (p["ttft_s"] < p["total_s"]).all()
+    np.testing.assert_allclose(p["ttft_s"], [3.3, 3.2, 3.3, 3.2])
+    assert (p["ttft_s"] <= p["total_s"]).all()
 
 
 def test_cascade_point_on_quality_frames_has_no_latency():

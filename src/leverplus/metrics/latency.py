@@ -1,16 +1,20 @@
-"""Latency from per-request timestamps and output token counts.
+"""Latency from per-request timestamps and output token counts: ONE definition for every arm.
 
 Per request (times in seconds on any common clock):
 
-* ``ttft_s``            = ``first_token_time - start_time``       (time to first token)
-* ``total_s``           = ``end_time - start_time``               (T)
-* ``decode_rate_tok_s`` = ``(N - 1) / (T - TTFT)``                (tokens after the first,
-  over the time after the first; undefined when N <= 1 or T == TTFT)
-* ``e2e_rate_tok_s``    = ``N / T``                               (end-to-end rate)
+* ``N``                 = ``output_tokens``: decoding steps, the end-of-turn/EOS token INCLUDED when it was
+  generated (what vLLM's ``usage.completion_tokens`` counts; local arms add it to their text tokens, so an API
+  arm and a local arm that generate the same tokens have the same N)
+* ``ttft_s``            = ``first_token_time - start_time``       (TTFT: the first decoding step)
+* ``total_s``           = ``end_time - start_time``               (T: the last step, the EOS step included)
+* ``decode_rate_tok_s`` = ``(N - 1) / (T - TTFT)``                ("decode OTPS": 1/TPOT of vLLM's benchmark,
+  TPOT = (T - TTFT)/(N - 1); undefined when N <= 1 or T == TTFT)
+* ``e2e_rate_tok_s``    = ``N / T``                               ("end-to-end OTPS": llmperf's per-request
+  output throughput, TTFT included)
 
-with ``N = output_tokens``.  Each is summarised by mean, median, p90 (numpy linear
-percentiles), n and a bootstrap 95% CI of the mean; requests where a quantity is
-undefined are left out of that quantity and counted in ``n_undefined``.
+Because N and T both include the EOS step, neither rate is biased by (N-1)/N against an arm that counts EOS.
+Each is summarised by mean, median, p90 (numpy linear percentiles), n and a bootstrap 95% CI of the mean;
+requests where a quantity is undefined are left out of that quantity and counted in ``n_undefined``.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def summarize_latency(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 
         else:
             entry.update(mean=None, median=None, p90=None, ci95=None)
         result["metrics"][col] = entry
-    settings = {"decode_rate": "(N-1)/(T-TTFT)", "e2e_rate": "N/T", "pct": "numpy-linear",
+    settings = {"N": "output tokens incl. EOS when generated (vLLM completion_tokens)", "T": "start -> last step",
+                "decode_rate": "(N-1)/(T-TTFT) (1/TPOT, vLLM bench)", "e2e_rate": "N/T (llmperf)", "pct": "numpy-linear",
                 **ci_settings(n_resamples, seed)}
     result["settings"] = settings
     result["signature"] = make_signature("latency", settings)

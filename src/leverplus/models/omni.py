@@ -13,8 +13,10 @@ checkpoint's decoding defaults can reach `generate` (the settings come from `Aud
   model's TTFT (prefill + first token) after the features.
 
 ``token_ids``/``n_tokens``/``token_times`` cover the generated tokens *without* the final end-of-turn token (the
-time it was emitted is the end of the answer, and the text does not contain it), so
-``len(token_times) == n_tokens`` always.
+text does not contain it), so ``len(token_times) == n_tokens`` always; ``eos_generated``/``eos_time`` say whether
+and when it came. The latency definition of every arm (`leverplus.metrics.latency`) counts it, as vLLM's
+``usage.completion_tokens`` does: ``output_tokens`` = ``n_tokens + eos_generated`` decoding steps, and
+``first_output_time`` is the first step's time (the end-of-turn's, when it is the only step).
 
 `draft_logprob(audio, …, draft=…)` scores a draft answer under this model in one prefill: the prompt ids (from the
 processor, audio pads expanded) followed by the draft's own token ids and the end-of-turn token; the draft's
@@ -139,6 +141,18 @@ class CaptionResult:
     token_times: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
     finish_reason: str = "stop"  # "stop" (end-of-turn emitted) or "length" (max_new_tokens reached)
+    eos_generated: bool = False  # the end-of-turn token was generated (one decoding step, not in the text)
+    eos_time: float | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """Decoding steps, the end-of-turn token included when generated (vLLM's completion_tokens)."""
+        return self.n_tokens + int(self.eos_generated)
+
+    @property
+    def first_output_time(self) -> float | None:
+        """Time of the first decoding step (a text token, or the end-of-turn token when it is the only one)."""
+        return self.token_times[0] if self.token_times else self.eos_time
 
     @property
     def ttft_s(self) -> float | None:
@@ -280,8 +294,9 @@ class OmniCaptioner:
 
     def _result(self, ids: list[int], times: list[float], *, feature_s, request_start, end_time, prompt_tokens,
                 max_new_tokens) -> CaptionResult:
-        finish = "length"
+        finish, eos, eos_time = "length", False, None
         if ids and ids[-1] in self.eos_token_ids:
+            eos, eos_time = True, times[-1]
             ids, times, finish = ids[:-1], times[:-1], "stop"
         elif len(ids) < max_new_tokens:
             finish = "stop"
@@ -289,7 +304,7 @@ class OmniCaptioner:
         return CaptionResult(
             text=text, token_ids=list(ids), n_tokens=len(ids), feature_s=feature_s, request_start=request_start,
             first_token_time=times[0] if times else None, end_time=end_time, token_times=list(times),
-            prompt_tokens=prompt_tokens, finish_reason=finish,
+            prompt_tokens=prompt_tokens, finish_reason=finish, eos_generated=eos, eos_time=eos_time,
         )
 
     def caption(self, audio, *, system_prompt: str | None, prompt: str,
@@ -313,8 +328,8 @@ class OmniCaptioner:
     def caption_batch(self, audios, *, system_prompt: str | None, prompt: str,
                       settings: AudioGenerationSettings, batch_size: int = 32) -> list[dict]:
         """Untimed captions of many clips, `batch_size` per `generate` call (left-padded), the same settings.
-        Returns per clip {"text", "n_tokens", "finish_reason", "prompt_tokens"} with `caption`'s semantics (the
-        end-of-turn token is not counted). With sampling, torch is seeded with `settings.seed` before each batch."""
+        Returns per clip {"text", "n_tokens", "eos_generated", "output_tokens", "finish_reason", "prompt_tokens"}
+        with `caption`'s semantics (``n_tokens`` without the end-of-turn token, ``output_tokens`` with it). With sampling, torch is seeded with `settings.seed` before each batch."""
         import torch
 
         if settings.num_beams != 1:
@@ -334,16 +349,18 @@ class OmniCaptioner:
                 n_in = int(inputs["input_ids"].shape[1])
                 prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
                 for row, n_prompt in zip(seqs[:, n_in:].tolist(), prompt_lens):
-                    ids, finish = [], "length"
+                    ids, finish, eos = [], "length", False
                     for t in row:
                         if t in self.eos_token_ids:
-                            finish = "stop"
+                            finish, eos = "stop", True
                             break
                         ids.append(int(t))
                     if finish == "length" and len(ids) < settings.max_new_tokens:
                         finish = "stop"
                     out.append({"text": self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                                "n_tokens": len(ids), "finish_reason": finish, "prompt_tokens": int(n_prompt)})
+                                "n_tokens": len(ids), "eos_generated": eos,
+                                "output_tokens": len(ids) + int(eos), "finish_reason": finish,
+                                "prompt_tokens": int(n_prompt)})
         return out
 
     def warm_up(self) -> None:

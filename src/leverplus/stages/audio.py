@@ -185,9 +185,12 @@ def _save_arm(output, quality: list[dict], timing: list[dict], run: dict, scorin
 
 
 def _timing_row(rid, res) -> dict:
-    first = res.end_time if res.first_token_time is None else res.first_token_time  # 0 tokens: TTFT = T
+    """One timed local request in the latency definition every arm shares (`leverplus.metrics.latency`): N =
+    decoding steps with the end-of-turn token (as vLLM's usage counts it), TTFT = the first step, T = the end."""
+    first = res.first_output_time
+    first = res.end_time if first is None else first
     return {"id": rid, "prediction": res.text, "start_time": res.request_start, "first_token_time": first,
-            "end_time": res.end_time, "output_tokens": int(res.n_tokens), "ttft_s": first - res.request_start,
+            "end_time": res.end_time, "output_tokens": int(res.output_tokens), "ttft_s": first - res.request_start,
             "total_s": res.end_time - res.request_start, "feature_s": float(res.feature_s),
             "prompt_tokens": int(res.prompt_tokens), "finish_reason": res.finish_reason}
 
@@ -266,7 +269,7 @@ def generate_local(*, input, output, params, wildcards, threads):
             outs = cap.caption_batch([load_audio(audio_of[r]) for r in chunk], system_prompt=prompts["system_prompt"],
                                      prompt=prompts["prompt"], settings=settings, batch_size=batch_size)
             for rid, o in zip(chunk, outs):
-                quality[rid] = {"id": rid, "prediction": o["text"], "output_tokens": o["n_tokens"],
+                quality[rid] = {"id": rid, "prediction": o["text"], "output_tokens": o["output_tokens"],
                                 "prompt_tokens": o["prompt_tokens"], "finish_reason": o["finish_reason"]}
         quality_pass = {"mode": "untimed, batched (left-padded)", "batch_size": batch_size}
     quality_pass["seconds"] = time.perf_counter() - t0
@@ -279,7 +282,8 @@ def generate_local(*, input, output, params, wildcards, threads):
            "warmup_requests": params["warmup"],
            "latency_subset": {**lat, "n": len(timed)}, "timing_slot": slot.info, "quality_pass": quality_pass,
            "timed_vs_quality": _timed_agreement(timing, quality, settings.do_sample),
-           "timing": "per-token streamer timestamps (model TTFT after feature extraction), batch 1"}
+           "timing": "per-token streamer timestamps (model TTFT after feature extraction), batch 1; "
+                     "output_tokens counts the end-of-turn token when generated (as vLLM's usage does)"}
     _save_arm(output, rows, timing, run, params["scoring"])
 
 
@@ -379,9 +383,11 @@ def generate_api(*, input, output, params, wildcards, threads):
 def cascade_point(edge: pd.DataFrame, cloud: pd.DataFrame, scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Edge draft kept when its cloud mean log-prob (``scores.mean_logprob``) >= threshold, else the cloud's answer,
     for the clips of ``edge``. On timing frames (edge/cloud with ``ttft_s``/``total_s``/``feature_s``, scores with
-    ``score_s``) also the latency per clip: total = edge total + draft scoring (+ cloud total when escalated);
-    TTFT = edge TTFT when kept, else edge total + scoring + cloud TTFT (the first token of the answer the user
-    gets). The quality frames (predictions) and the timing frames go through the same selection."""
+    ``score_s``) also the latency per clip: total = edge total + draft scoring (+ cloud total when escalated).
+    TTFT is measured when the user can get a first token of the answer they will keep, i.e. once keep/escalate is
+    known (after the edge finished and its draft was scored): kept → edge total + scoring (the whole draft is
+    released at once, so TTFT = T and the decode rate is undefined); escalated → edge total + scoring + cloud TTFT.
+    The quality frames (predictions) and the timing frames go through the same selection."""
     e = edge.set_index("id")
     c = cloud.set_index("id").loc[e.index]
     s = scores.set_index("id").loc[e.index]
@@ -399,7 +405,7 @@ def cascade_point(edge: pd.DataFrame, cloud: pd.DataFrame, scores: pd.DataFrame,
         "score_s" in s.columns
     if timing:
         base = e["total_s"].to_numpy() + s["score_s"].to_numpy()
-        ttft = np.where(esc, base + c["ttft_s"].to_numpy(), e["ttft_s"].to_numpy())
+        ttft = np.where(esc, base + c["ttft_s"].to_numpy(), base)
         total = np.where(esc, base + c["total_s"].to_numpy(), base)
         out = out.assign(start_time=0.0, first_token_time=ttft, end_time=total, ttft_s=ttft, total_s=total,
                          feature_s=e["feature_s"].to_numpy() + np.where(esc, c["feature_s"].to_numpy(), 0.0))
