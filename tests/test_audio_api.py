@@ -153,3 +153,34 @@ def test_local_and_api_arms_count_the_same_tokens():
             msgs, settings=settings.to_openai())
     assert api.text.strip() == res.text
     assert api.completion_tokens == row["output_tokens"]
+
+
+def test_vllm_in_stream_error_object_fails_the_request():
+    """vLLM reports a failure inside a stream as a data chunk {"object": "error", "message": …} followed by
+    [DONE]; the client must raise, not return an empty 'successful' stream."""
+    import http.server
+    import threading
+
+    from leverplus.api import APIConfig, APIError, OpenAICompatClient
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'data: {"object": "error", "message": "audio too long", "type": "BadRequestError", '
+                             b'"code": 400}\n\ndata: [DONE]\n\n')
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = OpenAICompatClient(APIConfig(base_url=f"http://127.0.0.1:{srv.server_port}/v1", model="m",
+                                              max_retries=0))
+        with pytest.raises(APIError, match="audio too long"):
+            client.chat_stream([{"role": "user", "content": "x"}], settings={"max_tokens": 4})
+    finally:
+        srv.shutdown()

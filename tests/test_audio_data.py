@@ -231,3 +231,35 @@ def test_prepare_secap_by_url_with_checksum(tmp_path):
 def test_wav_scp_missing(tmp_path):
     with pytest.raises(AudioSetError, match="wav.scp not found"):
         read_wav_scp(tmp_path / "wav.scp")
+
+
+# ---- bad input that used to load silently (issue 24 item 8) ------------------------------------------------------
+def test_truncated_wav_is_refused_with_both_lengths(tmp_path):
+    full = tmp_path / "full.wav"
+    sf.write(full, _tone(16000, 1.0), 16000, subtype="PCM_16")  # header: 16000 frames
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:44 + 4000 * 2])  # 4000 frames present
+    assert load_audio(full).shape == (16000,)
+    with pytest.raises(AudioInputError, match="16000 frames declared, 4000 present") as e:
+        load_audio(cut)
+    assert "cut.wav" in str(e.value)
+
+
+def test_antiphase_stereo_is_refused_not_averaged_to_silence(tmp_path):
+    x = _tone(16000, 0.5)
+    p = tmp_path / "anti.wav"
+    sf.write(p, np.stack([x, -x], axis=1), 16000)
+    with pytest.raises(AudioInputError, match="cancel"):
+        load_audio(p)
+    q = tmp_path / "stereo.wav"  # ordinary stereo still averages
+    sf.write(q, np.stack([x, 0.5 * x], axis=1), 16000)
+    assert np.allclose(load_audio(q), 0.75 * x, atol=1e-4)
+
+
+def test_integer_arrays_are_not_passed_to_the_captioner_unscaled():
+    from leverplus.models.omni import _check_audio
+
+    pcm = (_tone(16000, 0.1) * 32767).astype(np.int16)
+    with pytest.raises(ValueError, match="int16"):
+        _check_audio(pcm)
+    assert _check_audio(pcm.astype(np.float32) / 32768).dtype == np.float32

@@ -402,8 +402,9 @@ class OpenAICompatClient:
                         raise APIError(endpoint, "malformed", f"SSE chunk is not JSON: {payload!r}") from None
                     if not isinstance(chunk, dict):
                         raise APIError(endpoint, "malformed", f"SSE chunk is not an object: {payload!r}")
-                    if "error" in chunk:
-                        raise APIError(endpoint, "http", f"error in stream: {json.dumps(chunk['error'])}",
+                    if "error" in chunk or chunk.get("object") == "error":  # vLLM: {"object": "error", ...}
+                        err = chunk.get("error", chunk)
+                        raise APIError(endpoint, "http", f"error in stream: {json.dumps(err)}",
                                        status=None, retriable=False)
                     if chunk.get("usage"):
                         usage = chunk["usage"]

@@ -177,6 +177,9 @@ def _check_audio(audio) -> np.ndarray:
         raise ValueError(f"audio must be a 1-D mono array at {SAMPLE_RATE} Hz, got shape {a.shape}")
     if a.size == 0:
         raise ValueError("audio is empty")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"audio must be float samples in [-1, 1], got dtype {a.dtype} (integer PCM is not scaled "
+                         "here: read files with leverplus.data.audio_io.load_audio, or divide by 32768 for int16)")
     a = a.astype(np.float32, copy=False)
     if not np.isfinite(a).all():
         raise ValueError("audio contains NaN or infinite samples")
