@@ -263,3 +263,13 @@ def test_integer_arrays_are_not_passed_to_the_captioner_unscaled():
     with pytest.raises(ValueError, match="int16"):
         _check_audio(pcm)
     assert _check_audio(pcm.astype(np.float32) / 32768).dtype == np.float32
+
+
+def test_secap_config_names_secaps_own_similarity_model():
+    """SECap's tool/get_sentence_simi.py (@ 1743904e) loads text2vec-base-chinese-PARAPHRASE, not text2vec-base-chinese."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/audio_secap.yaml").read_text())["audio"]
+    name = cfg["datasets"]["secap"]["metrics"]["similarity_model"]
+    assert cfg["metric_models"][name]["repo_id"] == "shibing624/text2vec-base-chinese-paraphrase"
+    assert cfg["metric_models"][name]["pooling"] == "mean"

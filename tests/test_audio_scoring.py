@@ -156,3 +156,107 @@ def test_timing_slot_serialises_timed_passes(tmp_path, monkeypatch):
     assert spans["b"][0] >= spans["a"][1]  # b's timed pass began only after a's ended
     assert spans["b"][2]["wait_s"] >= 0.2 and spans["a"][2]["held_s"] >= 0.4
     assert spans["a"][2]["lock"] == str(tmp_path / "timing.lock") and "loadavg_1min_at_start" in spans["a"][2]
+
+
+# ---- the reversal detector (issue 24 item 7) ---------------------------------------------------------------------
+def _result(verdicts: dict) -> dict:
+    from leverplus.report.audio_report import QUALITY
+
+    return {"pairs": [{"a": "cloud", "b": "edge", "metrics": {m: {"verdict": verdicts.get(m, "inside the noise")}
+                                                             for m in QUALITY}}]}
+
+
+def _scores(cloud: dict, edge: dict) -> dict:
+    from leverplus.report.audio_report import QUALITY
+
+    return {"cloud": {m: cloud.get(m, 0.5) for m in QUALITY}, "edge": {m: edge.get(m, 0.4) for m in QUALITY}}
+
+
+def test_reversal_detector_flags_disagreement():
+    """The fair metrics call cloud better, the biased BLEU (non-zero on both arms) does not: a reversal; a biased
+    'better' that no fair metric shares is the other direction."""
+    from leverplus.report.audio_report import FAIR, _verdicts
+
+    v = _verdicts(_result({m: "better" for m in FAIR} | {"doc_cider": "better"}),
+                  _scores({"doc_bleu": 1.2, "doc_cider": 0.3}, {"doc_bleu": 1.5, "doc_cider": 0.1}),
+                  pairs=[("cloud", "edge")])["cloud_vs_edge"]
+    assert v["reversal"] == [f"{f} vs doc_bleu" for f in FAIR] and v["degenerate"] == []
+    w = _verdicts(_result({"doc_bleu": "better", "bleu": "better"}), _scores({"doc_bleu": 2.0}, {"doc_bleu": 0.5}),
+                  pairs=[("cloud", "edge")])["cloud_vs_edge"]
+    assert w["reversal"] == ["bleu vs doc_cider"]  # doc_cider (non-zero on both) does not share bleu's "better"
+    assert w["biased_only"] == [f"doc_bleu vs {f}" for f in FAIR if f != "bleu"]
+
+
+def test_reversal_detector_quiet_when_they_agree():
+    from leverplus.report.audio_report import QUALITY, _verdicts
+
+    v = _verdicts(_result({m: "better" for m in QUALITY}), _scores({"doc_bleu": 3.0, "doc_cider": 0.4}, {}),
+                  pairs=[("cloud", "edge")])["cloud_vs_edge"]
+    assert v["reversal"] == [] and v["biased_only"] == [] and v["degenerate"] == []
+    v = _verdicts(_result({}), _scores({"doc_bleu": 1.0, "doc_cider": 0.2}, {"doc_bleu": 1.0, "doc_cider": 0.2}),
+                  pairs=[("cloud", "edge")])["cloud_vs_edge"]  # nothing better anywhere: no disagreement
+    assert v["reversal"] == [] and v["biased_only"] == []
+
+
+def test_biased_metric_at_zero_on_both_arms_is_not_a_reversal():
+    """On free-form references (SECap: 536 unique captions of 600) the document's whitespace-token BLEU/CIDEr is 0
+    for every arm; a fair 'better' must not be flagged as a reversal by construction."""
+    from leverplus.report.audio_report import FAIR, _verdicts
+
+    v = _verdicts(_result({m: "better" for m in FAIR}),
+                  _scores({"doc_bleu": 0.0, "doc_cider": 0.0}, {"doc_bleu": 0.0, "doc_cider": 0.0}),
+                  pairs=[("cloud", "edge")])["cloud_vs_edge"]
+    assert v["reversal"] == [] and v["degenerate"] == ["doc_bleu", "doc_cider"]
+
+
+def test_document_bleu_of_an_exact_unspaced_match_is_17_78():
+    """The biased reconstruction's number, reproduced: NLTK sentence BLEU-4 with method1 smoothing on one
+    whitespace token (an unspaced Chinese caption) that equals the reference scores 100 * 0.1**0.75 = 17.78."""
+    from leverplus.metrics.text import document_sentence_bleu
+
+    got = document_sentence_bleu(["说话人很高兴", "说话人很悲伤"], [["说话人很高兴"], ["说话人很高兴"]])
+    np.testing.assert_allclose(got, [100 * 0.1 ** 0.75, 0.0], atol=0.01)
+
+
+# ---- SECap's protocol (issue 24 item 6) --------------------------------------------------------------------------
+def _jaccard(a, b):
+    out = []
+    for x, y in zip(a, b):
+        A, B = set(x), set(y)
+        out.append(len(A & B) / len(A | B) if A | B else 0.0)
+    return np.array(out)
+
+
+SECAP_CLIPS = [  # (reference, five generations) -- the input of the known-answer run below
+    ("心情 快乐 舒畅", ["快乐而愉悦，心情舒畅", "情绪很舒畅", "情绪很舒畅", "心情快乐", "非常开心"]),
+    ("悲伤逆流成河", ["悲伤", "伤心难过", "悲伤难过，逆流成河", "平静", "悲伤逆流成河"]),
+    ("愤怒，语气激动", ["语气激动，很愤怒", "生气", "愤怒", "激动", "语气平和"]),
+    ("惊讶", ["惊讶", "很惊讶", "吃惊", "惊讶", "意外"]),
+    ("害怕，声音颤抖", ["声音颤抖，害怕", "恐惧", "害怕", "紧张，声音发抖", "颤抖"]),
+    ("平静地 叙述", ["平静叙述", "语气平静", "平淡", "平静地叙述", "冷静"]),
+]
+
+
+def test_secap_protocol_matches_secaps_own_tool():
+    """Known answer: SECap's tool/get_sentence_simi.py (github.com/thuhcsi/SECap @ 1743904e) run on these clips
+    written as its result.txt (origin/result/result2..5 lines) with its SimiCal replaced by the same character
+    Jaccard similarity printed simi_avg:44.74+19.06, acc5_avg:36.67+26.67, acc6_avg:33.33+21.08,
+    acc8_avg:20.00+19.44."""
+    from leverplus.report.audio_report import secap_protocol
+
+    out = secap_protocol([g for _, g in SECAP_CLIPS], [r for r, _ in SECAP_CLIPS], _jaccard, keep=5,
+                         model_label="jaccard")
+    f = out["figures"]
+    got = {k: (round(f[k]["mean"], 2), round(f[k]["std"], 2)) for k in ("simi", "acc5", "acc6", "acc8")}
+    assert got == {"simi": (44.74, 19.06), "acc5": (36.67, 26.67), "acc6": (33.33, 21.08), "acc8": (20.0, 19.44)}
+    assert "k:5|keep:5|thr:0.5/0.6/0.8|model:jaccard" in out["signature"]
+
+
+def test_secap_protocol_drops_the_least_consistent_generations():
+    """8 generations, 5 kept (SECap's readme): the three that agree least with the others go, order kept."""
+    from leverplus.report.audio_report import secap_protocol
+
+    gens = [["开心", "很开心", "开心快乐", "非常开心", "开心的", "悲伤", "愤怒难平", "平静"]]
+    out = secap_protocol(gens, ["开心"], _jaccard, keep=5)
+    assert out["figures"]["simi"]["runs"] == pytest.approx([100 * x for x in _jaccard(["开心"] * 5, gens[0][:5])])
+    assert out["settings"]["generations_per_clip"] == 8 and out["settings"]["kept"] == 5

