@@ -85,7 +85,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 
 # the blocks a dataset's run may set in `runs.<dataset>` (config.schema.yaml); the rest is shared by every run
-RUN_BLOCKS = ("experiment", "beam", "selector", "infer", "prompt", "baselines", "metrics")
+RUN_BLOCKS = ("experiment", "beam", "selector", "infer", "prompt", "baselines", "metrics", "preset")
 
 
 def deep_merge(base: Any, over: Any) -> Any:
@@ -103,8 +103,11 @@ def run_config(config: dict, dataset: str) -> dict:
     the demo's). Keys a run does not name come from the global blocks; `runs` itself is left out."""
     if dataset not in config["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(config['datasets']))}")
+    from .models.presets import apply_preset  # a named protocol (`preset`) expanded into its blocks
+
     base = {k: v for k, v in config.items() if k != "runs"}
-    return deep_merge(base, (config.get("runs") or {}).get(dataset, {}))
+    run = deep_merge(base, (config.get("runs") or {}).get(dataset, {}))
+    return apply_preset(run, config["datasets"][dataset].get("format"))
 
 
 def _check_references(config: dict) -> None:

@@ -422,6 +422,22 @@ def load_flamingo(
     return model, transform, tokenizer
 
 
+def _reorder_cache(cache, index: torch.Tensor):
+    """The KV cache with its batch rows taken from `index` (beam search): a transformers `Cache` (its own
+    `reorder_cache`) or MosaicGPT's legacy list of per-layer (key, value) tuples."""
+    if cache is None:
+        return None
+    if hasattr(cache, "reorder_cache"):
+        cache.reorder_cache(index)
+        return cache
+    n = index.numel()
+    for layer in cache:
+        for x in layer:
+            if x.shape[0] != n:  # e.g. a (batch × heads, …) layout: rows cannot be picked by the leading dimension
+                raise ValueError(f"beam search: a legacy KV cache tensor of shape {tuple(x.shape)} is not (rows={n}, …)")
+    return type(cache)(tuple(x.index_select(0, index.to(x.device)) for x in layer) for layer in cache)
+
+
 # ---- adapter ---------------------------------------------------------------------------------------------------
 @register_adapter("flamingo")
 class FlamingoICL(ICLModel):
@@ -444,6 +460,9 @@ class FlamingoICL(ICLModel):
         if not isinstance(prompt, prompting.PromptSettings):
             prompt = prompting.PromptSettings.from_config(prompt)
         self.postprocess = prompt.flamingo_postprocess
+        self.stop_mode = prompt.flamingo_stop
+        self.score_eoc = prompt.flamingo_score_eoc
+        self.preset = prompt.preset
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.batch_size = batch_size
@@ -455,7 +474,14 @@ class FlamingoICL(ICLModel):
         self.eoc_id = self.tokenizer.convert_tokens_to_ids(EOC_TOKEN)
         self.pad_id = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
-        self.stop_ids = [self.eoc_id] + ([eos] if eos is not None and eos != self.eoc_id else [])
+        if self.stop_mode == "endofchunk":
+            self.stop_ids = [self.eoc_id]
+        elif self.stop_mode == "eos":
+            if eos is None:
+                raise ValueError("prompt.flamingo_stop eos: the tokenizer has no eos token")
+            self.stop_ids = [eos]
+        else:
+            self.stop_ids = [self.eoc_id] + ([eos] if eos is not None and eos != self.eoc_id else [])
         p = self.model.perceiver
         if p.media_time_embs is not None or p.frame_embs is not None:
             raise ValueError("perceiver with media/frame position embeddings: per-image latent caching is invalid")
@@ -482,7 +508,8 @@ class FlamingoICL(ICLModel):
             return prefix, len(prefix), len(prefix)
         if not query.answer:
             raise ValueError(f"query {query.id}: empty answer")
-        return prefix + query.answer + EOC_TOKEN, len(prefix), len(prefix) + len(query.answer)
+        end = len(prefix) + len(query.answer) + (len(EOC_TOKEN) if self.score_eoc else 0)
+        return prefix + query.answer + EOC_TOKEN, len(prefix), end
 
     def _tokenise(self, icds, query) -> tuple[np.ndarray, np.ndarray]:
         text, a0, a1 = self._text(icds, query, with_answer=True)
@@ -524,11 +551,13 @@ class FlamingoICL(ICLModel):
     # ---- fast path -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _image_latents(self, paths: Sequence[str]) -> list[torch.Tensor]:
-        """Perceiver latents (n_latents, vis_dim) per image, computed once per path while it stays cached."""
+        """Perceiver latents (n_latents, vis_dim) per image, computed once per path while it stays cached. One image
+        per forward, so its latents never depend on which other images missed the cache with it (see the Qwen
+        adapter's `_image_features`)."""
         found = {p: t for p in dict.fromkeys(paths) if (t := self._latents.get(p)) is not None}
         todo = [p for p in dict.fromkeys(paths) if p not in found]
-        for i in range(0, len(todo), 32):
-            chunk = todo[i : i + 32]
+        for i in range(len(todo)):
+            chunk = todo[i : i + 1]
             pix = torch.stack([self.image_transform(load_image(p)) for p in chunk]).to(self.device, self.dtype)
             tokens = self.model.vision_encoder(pix)[1]  # (n, v, d), as Flamingo._encode_vision_x
             latents = self.model.perceiver(tokens[:, None, None])  # (n, T=1, n_latents, d)
@@ -614,19 +643,29 @@ class FlamingoICL(ICLModel):
 
     # ---- generation ------------------------------------------------------------------------------------------------
     def prompt_settings(self) -> dict:
-        return {"prompt": "open_flamingo_vqa", "instruction": None, "postprocess": self.postprocess}
+        return {
+            "prompt": "open_flamingo_vqa",
+            "instruction": None,
+            "postprocess": self.postprocess,
+            "stop": self.stop_mode,
+            "infoscore_span": "answer+endofchunk" if self.score_eoc else "answer",
+            "prompt_preset": self.preset,
+        }
 
     @torch.no_grad()
     def generate(
         self, icd_seqs, queries, generation: GenerationSettings | dict | None = None, *, max_new_tokens: int | None = None
     ) -> list[str]:
         settings = resolve(generation, max_new_tokens)
-        if not settings.is_greedy:
-            raise ValueError(
-                f"the flamingo adapter decodes greedily only (num_beams 1, repetition_penalty 1.0); got {settings}"
-            )
-        max_new_tokens = settings.max_new_tokens
-        answers: list[str] = []
+        return [self._decode_answer(row) for row in self.generate_tokens(icd_seqs, queries, settings)]
+
+    @torch.no_grad()
+    def generate_tokens(self, icd_seqs, queries, settings: GenerationSettings) -> list[list[int]]:
+        """The generated token ids of each row (up to and including the stop token that ended it, if any), greedy
+        or beam search as `settings` says, in batches of `batch_size` rows."""
+        if settings.repetition_penalty != 1.0:
+            raise ValueError(f"the flamingo adapter does not apply a repetition penalty (1.0 only); got {settings}")
+        rows: list[list[int]] = []
         for lo in range(0, len(queries), self.batch_size):
             seqs, qs = icd_seqs[lo : lo + self.batch_size], queries[lo : lo + self.batch_size]
             texts = [self._text(s, q, with_answer=False)[0] for s, q in zip(seqs, qs)]
@@ -634,28 +673,41 @@ class FlamingoICL(ICLModel):
                 texts, padding="longest", padding_side="left", add_special_tokens=False, return_tensors="pt"
             ).to(self.device)
             media = self._media([prompting.images_in_order(s, q) for s, q in zip(seqs, qs)])
+            if settings.is_beam_search:  # every beam of a row attends that row's images, as Flamingo.generate
+                media = media.repeat_interleave(settings.num_beams, dim=0)
             # As Flamingo.generate: media conditioned once, cached-media mode for the decoding steps.
             self._condition(media)
             self.lm._use_cached_vision_x = True
             try:
-                new = self._greedy(enc["input_ids"], enc["attention_mask"], max_new_tokens)
+                if settings.is_beam_search:
+                    new = self._beam_search(enc["input_ids"], enc["attention_mask"], settings)
+                else:
+                    new = self._greedy(enc["input_ids"], enc["attention_mask"], settings)
             finally:
                 self.lm.clear_conditioned_layers()
                 self.lm._use_cached_vision_x = False
-            answers += [self._decode_answer(row) for row in new.tolist()]
-        return answers
+            rows += new
+        return rows
 
-    def _greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    def _step_log_probs(self, logits: torch.Tensor, step: int, settings: GenerationSettings) -> torch.Tensor:
+        """float32 log-probabilities of the next token; the stop tokens forbidden before `min_new_tokens` (as
+        transformers' MinNewTokensLengthLogitsProcessor)."""
+        logp = nn.functional.log_softmax(logits.to(torch.float32), dim=-1)
+        if step < settings.min_new_tokens:
+            logp[:, self.stop_ids] = -float("inf")
+        return logp
+
+    def _greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings) -> list:
         """Greedy decoding with the LM's KV cache. transformers' `generate` is not used: since transformers 5 it
         drops an all-ones attention mask, and `FlamingoLMMixin.forward` requires one (so does `Flamingo.generate`
         on an unpadded batch). Rows that have stopped are fed the pad token (masked out)."""
         stop = torch.tensor(self.stop_ids, device=input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         step_ids, att, cache, out_ids = input_ids, attention_mask, None, []
-        for _ in range(max_new_tokens):
+        for t in range(settings.max_new_tokens):
             out = self.lm(input_ids=step_ids, attention_mask=att, past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            nxt = out.logits[:, -1].argmax(-1)
+            nxt = self._step_log_probs(out.logits[:, -1], t, settings).argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             out_ids.append(nxt)
             done |= torch.isin(nxt, stop)
@@ -664,10 +716,90 @@ class FlamingoICL(ICLModel):
             step_ids = nxt[:, None]
             att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
         if not out_ids:
-            return input_ids.new_zeros((input_ids.shape[0], 0))
-        return torch.stack(out_ids, dim=1)
+            return [[] for _ in range(input_ids.shape[0])]
+        return torch.stack(out_ids, dim=1).tolist()
+
+    def _beam_search(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings) -> list:
+        """Beam search over the LM's KV cache with the semantics of transformers' `_beam_search` (the installed
+        5.x, which `Flamingo.generate` calls; early_stopping False), for B left-padded rows × K beams:
+
+        * step scores are float32 log-softmax; beam 0 starts at 0, the others at −1e9 (only one beam expands first);
+        * per row the top `max(2, 1 + #stop tokens) · K` of the K × V continuations are kept (a stop token can
+          take a place without starving the running beams);
+        * a continuation that ends in a stop token, or reaches `max_new_tokens`, is a finished hypothesis when it
+          ranks among the first K: score = summed log-probability / (generated length ** length_penalty), the
+          generated length counting the stop token; the K best finished hypotheses are kept;
+        * the K best continuations that have not finished run on (the cache reordered to their source beams);
+        * a row stops improving once all K finished slots are filled and its best running beam's score divided by
+          (length ** length_penalty) is no longer above its worst finished one; the loop ends when no row can
+          improve or every kept continuation has finished.
+
+        Returns the best finished hypothesis of each row (generated tokens only)."""
+        B, K, T = input_ids.shape[0], settings.num_beams, settings.max_new_tokens
+        lp, dev = settings.length_penalty, input_ids.device
+        stop = torch.tensor(self.stop_ids, device=dev)
+        keep = max(2, 1 + len(self.stop_ids)) * K
+        top_k_mask = torch.arange(keep, device=dev) < K
+        seqs = torch.full((B, K, T), self.pad_id, dtype=torch.long, device=dev)  # running beams' tokens
+        scores = torch.zeros((B, K), dtype=torch.float32, device=dev)
+        scores[:, 1:] = -1e9
+        fin_seqs = seqs.clone()
+        fin_lens = torch.zeros((B, K), dtype=torch.long, device=dev)
+        fin_scores = torch.full((B, K), -1e9, dtype=torch.float32, device=dev)
+        fin_flag = torch.zeros((B, K), dtype=torch.bool, device=dev)
+        can_improve = torch.ones((B, 1), dtype=torch.bool, device=dev)
+        step_ids = input_ids.repeat_interleave(K, dim=0)
+        att = attention_mask.repeat_interleave(K, dim=0)
+        cache = None
+        for t in range(T):
+            out = self.lm(input_ids=step_ids, attention_mask=att, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logp = self._step_log_probs(out.logits[:, -1], t, settings)
+            V = logp.shape[-1]
+            acc = (logp.view(B, K, V) + scores[:, :, None]).view(B, K * V)
+            top_scores, top_idx = torch.topk(acc, k=keep)
+            src = top_idx // V  # (B, keep) source beam of each continuation
+            tok = top_idx % V
+            cand = torch.take_along_dim(seqs, src[:, :, None], dim=1)
+            cand[:, :, t] = tok
+            hits = torch.isin(tok, stop) | (t + 1 >= T)  # finished: a stop token, or the length limit
+            # running beams for the next step: the K best continuations that have not finished
+            running = top_scores + hits.to(torch.float32) * -1.0e9
+            nxt = torch.topk(running, k=K)[1]
+            seqs = torch.take_along_dim(cand, nxt[:, :, None], dim=1)
+            new_scores = torch.take_along_dim(running, nxt, dim=1)
+            beam_src = torch.take_along_dim(src, nxt, dim=1)
+            # finished hypotheses: only the first K continuations may finish
+            just = hits & top_k_mask[None, :]
+            fin_cand = top_scores / float((t + 1) ** lp)
+            fin_cand = fin_cand + (~can_improve).to(torch.float32) * -1.0e9
+            fin_cand = fin_cand + (~just).to(torch.float32) * -1.0e9
+            m_seqs = torch.cat((fin_seqs, cand), dim=1)
+            m_scores = torch.cat((fin_scores, fin_cand), dim=1)
+            m_lens = torch.cat((fin_lens, torch.full_like(tok, t + 1)), dim=1)
+            m_flag = torch.cat((fin_flag, just), dim=1)
+            best = torch.topk(m_scores, k=K)[1]
+            fin_seqs = torch.take_along_dim(m_seqs, best[:, :, None], dim=1)
+            fin_scores = torch.take_along_dim(m_scores, best, dim=1)
+            fin_lens = torch.take_along_dim(m_lens, best, dim=1)
+            fin_flag = torch.take_along_dim(m_flag, best, dim=1)
+            scores = new_scores
+            # can a row still improve? (transformers' early-stop heuristic with early_stopping False)
+            best_possible = scores[:, :1] / float((t + 1) ** lp)
+            worst = torch.where(fin_flag, fin_scores.min(dim=1, keepdim=True)[0], -1.0e9)
+            can_improve = can_improve & (best_possible > worst).any(dim=-1, keepdim=True)
+            if not bool(can_improve.any()) or bool(hits.all()):
+                break
+            flat_src = (beam_src + torch.arange(B, device=dev)[:, None] * K).reshape(-1)
+            cache = _reorder_cache(cache, flat_src)
+            step_ids = seqs[:, :, t].reshape(-1, 1)
+            att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
+        return [fin_seqs[b, 0, : int(fin_lens[b, 0])].tolist() for b in range(B)]
 
     def _decode_answer(self, new_ids: list[int]) -> str:
+        """The generated text up to the first stop token (`prompt.flamingo_stop`), decoded without special tokens
+        (so with stop `eos`, Lever-LM's setting, an `<|endofchunk|>`/`<image>` inside the answer vanishes and the
+        post-processing cuts at the next "Question"), post-processed, stripped."""
         stops = [i for i, t in enumerate(new_ids) if t in self.stop_ids]
         cut = new_ids[: stops[0]] if stops else new_ids
         text = self.tokenizer.decode(cut, skip_special_tokens=True)

@@ -10,7 +10,12 @@ its neutral value, and the adapters also replace the model's own `generation_con
 merge has nothing left to take from the checkpoint.
 
 Only deterministic decoding is offered (`do_sample` must be false): results must depend on the config and the data
-alone. The settings are recorded in every results file (`as_dict`, `signature_settings`).
+alone. Greedy (`num_beams` 1) or beam search (`num_beams` > 1, `length_penalty`: a finished beam's score is its
+summed log-probability divided by (generated length ** length_penalty); 0 = the plain sum, as OpenFlamingo's and
+Lever-LM's VQA evaluations use; `early_stopping` is always transformers' default False). `min_new_tokens` forbids the
+stop tokens before that many new tokens (Qwen-VL's VQA evaluation uses 1). `preset` names the published protocol
+(`leverplus.models.presets`) the settings were filled from, or None. The settings are recorded in every results file
+(`as_dict`).
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ class GenerationSettings:
     num_beams: int = 1
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0  # only read by beam search (num_beams > 1)
+    min_new_tokens: int = 0
+    preset: str | None = None  # the protocol these settings come from (config `preset`), recorded with them
 
     def __post_init__(self):
         if self.do_sample is not False:
@@ -36,6 +43,12 @@ class GenerationSettings:
             raise ValueError(f"generation.num_beams must be an integer >= 1, got {self.num_beams!r}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"generation.repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if not (isinstance(self.min_new_tokens, int) and 0 <= self.min_new_tokens <= self.max_new_tokens):
+            raise ValueError(
+                f"generation.min_new_tokens must be an integer in [0, max_new_tokens], got {self.min_new_tokens!r}"
+            )
+        if self.preset is not None and not isinstance(self.preset, str):
+            raise ValueError(f"generation.preset must be a preset name or null, got {self.preset!r}")
 
     @classmethod
     def from_config(cls, block: dict | None) -> GenerationSettings:
@@ -57,6 +70,10 @@ class GenerationSettings:
     @property
     def is_greedy(self) -> bool:
         return self.num_beams == 1 and self.repetition_penalty == 1.0
+
+    @property
+    def is_beam_search(self) -> bool:
+        return self.num_beams > 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +124,7 @@ def hf_generation_config(settings: GenerationSettings, *, eos_token_id, pad_toke
 
     return GenerationConfig(
         max_new_tokens=settings.max_new_tokens,
-        min_new_tokens=0,
+        min_new_tokens=settings.min_new_tokens,
         do_sample=False,
         num_beams=settings.num_beams,
         num_return_sequences=1,

@@ -20,14 +20,26 @@ from ..data.records import VQAExample
 
 DEFAULT_INSTRUCTION = "Answer the question using a single word or phrase."
 FLAMINGO_POSTPROCESS = ("open_flamingo_vqa", "none")
+# Which generated tokens end a Flamingo answer: OpenFlamingo's `Flamingo.generate` stops at `<|endofchunk|>` (its
+# default eos, what OpenFlamingo's evaluate.py uses); Lever-LM passes the tokenizer's eos (`<|endoftext|>`) instead,
+# decodes everything generated without special tokens and lets the post-processing cut; `endofchunk_eos`: either.
+FLAMINGO_STOP = ("endofchunk_eos", "endofchunk", "eos")
 
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """Config `prompt`: the chat models' instruction and Flamingo's answer post-processing."""
+    """Config `prompt`: the chat models' instruction, Flamingo's answer post-processing, stop tokens and InfoScore
+    answer span, and the preset (config `preset`) they were filled from."""
 
     instruction: str = DEFAULT_INSTRUCTION
     flamingo_postprocess: str = "open_flamingo_vqa"
+    flamingo_stop: str = "endofchunk_eos"
+    # InfoScore's answer span for Flamingo: False = the answer tokens only (as the Qwen2.5-VL adapter, which does
+    # not score its end-of-turn token: both models' P̄ measure the same thing); True = answer + `<|endofchunk|>`,
+    # Lever-LM's `get_info_score` (its scored suffix is answer, `<|endofchunk|>` and the eos, which is its pad token
+    # and therefore ignored)
+    flamingo_score_eoc: bool = False
+    preset: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.instruction, str):
@@ -36,11 +48,15 @@ class PromptSettings:
             raise ValueError(
                 f"prompt.flamingo_postprocess must be one of {FLAMINGO_POSTPROCESS}, got {self.flamingo_postprocess!r}"
             )
+        if self.flamingo_stop not in FLAMINGO_STOP:
+            raise ValueError(f"prompt.flamingo_stop must be one of {FLAMINGO_STOP}, got {self.flamingo_stop!r}")
+        if not isinstance(self.flamingo_score_eoc, bool):
+            raise ValueError(f"prompt.flamingo_score_eoc must be true or false, got {self.flamingo_score_eoc!r}")
 
     @classmethod
     def from_config(cls, block: dict | None) -> PromptSettings:
         block = dict(block or {})
-        known = {"instruction", "flamingo_postprocess"}
+        known = {"instruction", "flamingo_postprocess", "flamingo_stop", "flamingo_score_eoc", "preset"}
         unknown = sorted(set(block) - known)
         if unknown:
             raise ValueError(f"prompt: unknown key(s) {unknown}; allowed: {sorted(known)}")
