@@ -166,6 +166,7 @@ rule audio_api_infer:
     input:
         manifest="data/audio/{audio_set}/eval.jsonl",
         model=lambda w: audio_model_of("cloud_model")(w) if audio_ds(w)["api"]["base_url"] is None else [],
+        cloud=lambda w: f"results/audio/{w.audio_set}/cloud/predictions.parquet" if audio_ds(w)["api"]["probe_clips"] else [],
     output:
         predictions="results/audio/{audio_set}/api/predictions.parquet",
         timing="results/audio/{audio_set}/api/timing.parquet",

@@ -184,3 +184,55 @@ def test_vllm_in_stream_error_object_fails_the_request():
             client.chat_stream([{"role": "user", "content": "x"}], settings={"max_tokens": 4})
     finally:
         srv.shutdown()
+
+
+def test_startup_probe_compares_endpoint_and_local_captions(tiny_backend, tmp_path, monkeypatch):
+    """The api job's probe: the endpoint's greedy captions of the first clips against the local cloud arm's,
+    recorded in run.json; with probe_require_match a mismatch stops the job before the run."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import soundfile as sf
+
+    from leverplus.data.audio_demo import synthesize
+    from leverplus.serving import OpenAICompatServer
+    from leverplus.stages.audio import generate_api
+
+    monkeypatch.setenv("LEVERPLUS_AUDIO_TIMING_LOCK", str(tmp_path / "lock"))
+    gen = {"prompt": "描述情绪", "system_prompt": None, "min_new_tokens": 4, "max_new_tokens": 6}
+    rows, local = [], []
+    for i in range(3):
+        wav = tmp_path / f"c{i}.wav"
+        audio = synthesize("高兴", "女生", np.random.default_rng(30 + i))[:16000]
+        sf.write(wav, audio, 16000, subtype="FLOAT")
+        rows.append({"id": f"c{i}", "audio": str(wav), "references": ["高兴"]})
+        res = tiny_backend.captioner.caption(audio, system_prompt=None, prompt=gen["prompt"],
+                                             settings=AudioGenerationSettings(min_new_tokens=4, max_new_tokens=6))
+        local.append(res.text)
+    manifest = tmp_path / "eval.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cloud = tmp_path / "cloud.parquet"
+    pd.DataFrame({"id": ["c0", "c1", "c2"], "prediction": [local[0], local[1] + "X", local[2]]}).to_parquet(cloud)
+
+    def job(name, strict):
+        out = tmp_path / name
+        output = SimpleNamespace(predictions=str(out / "p.parquet"), timing=str(out / "t.parquet"),
+                                 run=str(out / "run.json"))
+        params = {"api": {"base_url": srv.url, "model": "omni-tiny", "api_key_env": None, "timeout_s": 30,
+                          "max_retries": 0, "rate_limit_per_s": None, "probe_clips": 2,
+                          "probe_require_match": strict},
+                  "model_name": "omni-tiny", "generation": gen, "warmup": 0,
+                  "latency": {"n_timed": 1, "seed": 0}, "batch_size": 2, "scoring": {"n_resamples": 20, "seed": 0}}
+        generate_api(input=SimpleNamespace(manifest=str(manifest), model=[], cloud=str(cloud)), output=output,
+                     params=params, wildcards={}, threads=1)
+        return json.loads(Path(output.run).read_text())
+
+    with OpenAICompatServer(chat=tiny_backend) as srv:
+        run = job("lenient", False)
+        probe = run["startup_probe"]
+        assert probe["n"] == 2 and probe["identical"] == 1 and probe["mismatches"][0]["id"] == "c1"
+        with pytest.raises(RuntimeError, match="1 of 2 probe clips"):
+            job("strict", True)
+    assert not (tmp_path / "strict").exists()

@@ -304,6 +304,32 @@ def chat_messages(wav: np.ndarray, prompts: dict) -> list[dict]:
     return msgs
 
 
+def endpoint_probe(client, items: pd.DataFrame, prompts: dict, req: dict, cloud_predictions, n: int, *,
+                   do_sample: bool) -> dict:
+    """Before the run: the endpoint's greedy captions of the first ``n`` clips against the local cloud arm's
+    (``cloud/predictions.parquet``: the same model, prompt and decoding run in this workflow). Equal captions say
+    the endpoint serves the same checkpoint with the same template and honours the decoding; the result is
+    recorded in run.json (``startup_probe``) and, with ``api.probe_require_match``, a mismatch stops the job."""
+    from ..data.audio_io import load_audio
+
+    if n <= 0 or cloud_predictions is None:
+        return {"n": 0, "identical": None, "note": "no probe (api.probe_clips 0)"}
+    if do_sample:
+        return {"n": 0, "identical": None, "note": "no probe: sampling decoding"}
+    local = pd.read_parquet(cloud_predictions)
+    local = dict(zip(local["id"].astype(str), local["prediction"]))
+    rows, mismatches = [], []
+    for r in items.head(n).itertuples(index=False):
+        got = client.chat_stream(chat_messages(load_audio(r.audio), prompts), settings=req).text.strip()
+        same = got == local[str(r.id)]
+        rows.append({"id": str(r.id), "identical": same})
+        if not same:
+            mismatches.append({"id": str(r.id), "endpoint": got, "local": local[str(r.id)]})
+    return {"n": len(rows), "identical": int(sum(x["identical"] for x in rows)), "clips": rows,
+            "mismatches": mismatches,
+            "against": "the cloud arm's greedy captions (batched local generate) of the same clips"}
+
+
 def generate_api(*, input, output, params, wildcards, threads):
     """The cloud via an OpenAI-compatible API, streamed: TTFT from the first non-empty delta, tokens from usage.
     With ``api.base_url: null`` (the demo) this job serves the cloud model itself on 127.0.0.1."""
@@ -311,6 +337,8 @@ def generate_api(*, input, output, params, wildcards, threads):
     from ..data.audio_io import load_audio
 
     api = dict(params["api"])
+    probe_n = int(api.pop("probe_clips", 0) or 0)
+    probe_strict = bool(api.pop("probe_require_match", False))
     prompts, decoding = _split_block(params["generation"])
     req = api_settings(decoding)
     server = None
@@ -338,6 +366,12 @@ def generate_api(*, input, output, params, wildcards, threads):
             if params["warmup"] and len(items):
                 for _ in range(params["warmup"]):
                     client.chat_stream(chat_messages(load_audio(items.audio.iloc[0]), prompts), settings=req)
+            probe = endpoint_probe(client, items, prompts, req, getattr(input, "cloud", None) or None, probe_n,
+                                   do_sample=req["temperature"] > 0)
+            if probe_strict and probe.get("identical") is not None and probe["identical"] < probe["n"]:
+                raise RuntimeError(f"{cfg.base_url}: the endpoint's greedy captions differ from the local cloud "
+                                   f"model's on {probe['n'] - probe['identical']} of {probe['n']} probe clips "
+                                   f"({probe['mismatches'][:2]}): another checkpoint, template or decoding?")
             timing = []
             for r in _tqdm(items.itertuples(index=False), total=len(items), desc="api captions"):
                 t0 = time.perf_counter()
@@ -363,7 +397,7 @@ def generate_api(*, input, output, params, wildcards, threads):
                 "timed": t["id"] in timed_set} for t in timing]
     if server is not None:  # the local server reads the request as vLLM does: fields vLLM drops are counted
         recorded["server_ignored_fields"] = dict(backend.ignored_fields)
-    run = {"arm": "api", "api": recorded, "served_by": served, "device": served_device,
+    run = {"arm": "api", "api": recorded, "served_by": served, "device": served_device, "startup_probe": probe,
            "model_name": params["model_name"],
            "request_settings": req, "generation": {**prompts, **decoding}, "client_stats": stats,
            "warmup_requests": params["warmup"], "latency_subset": {**lat, "n": len(timed_set)},
