@@ -131,7 +131,7 @@ def test_any_changed_setting_discards_the_checkpoint(tiny_qwen_dir, shard, tmp_p
         pools = [list(p) for p in pools]
         pools[0][0] = next(e for e in anchors[1:] if e not in pools[0])
     else:
-        kw["score_grid"] = 1e-4
+        kw["tie_tolerance"] = 1e-4
     model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir))
     calls = counted(model)
     run_shard(model, anchors, pools, out, shot_num=SHOTS, order="right", **kw)

@@ -47,7 +47,7 @@ def test_demo_config_is_valid():
 
 def test_defaults_are_filled():
     cfg = validate_config(minimal_config(), SCHEMA)
-    assert cfg["beam"] == {"beam_size": 5, "shot_num": 2, "construct_order": "right", "shards": 1, "score_grid": 1e-5}
+    assert cfg["beam"] == {"beam_size": 5, "shot_num": 2, "construct_order": "right", "shards": 1, "tie_tolerance": 1e-5}
     assert cfg["datasets"]["d"] == {"source": "demo", "seed": 0, "n_train": 3000, "n_val": 500,
                                     "max_train": None, "max_val": None}
     m = cfg["models"]["m"]

@@ -6,15 +6,16 @@ pairs with the **highest** InfoScore are kept, for every model. `construct_order
 demonstration goes: `left` prepends it (the paper's order), `right` places it next to the query — the order that
 lets the beam's demonstrations be computed once as a shared prefix.
 
-Ranking (see `leverplus.icd.ranking`): InfoScores are compared on a grid of `score_grid` (P̄ units, default
-1e-5, well above float32 noise), as round(P̄(c ⊕ S ⊕ x)/grid) − round(P̄(S ⊕ x)/grid) whole units; equal units
-are broken by beam index, then candidate position in the pool. So the beams depend on the config and the data,
-not on the last bits a CPU computes. The stored scores are the unquantised P̄ / InfoScores; the grid is stored
-with every row (`score_grid`), and `near_boundary_steps` counts the anchor's steps whose kept beams a ±noise
-move of every P̄ could change (the residual risk; logged per shard).
+Ranking (see `leverplus.icd.ranking`): the InfoScores of a step are sorted and grouped where consecutive gaps are
+at most `tie_tolerance` (P̄ units, default 1e-5, 10× the float32 noise between code paths); groups are ranked by
+score, and inside a group proposals are ordered by beam index, then candidate position in the pool. So the beams
+depend on the config and the data, not on the last bits a CPU computes, wherever the scores lie. The stored scores
+are the unrounded P̄ / InfoScores; the tolerance is stored with every row (`tie_tolerance`), and
+`near_boundary_steps` counts the anchor's steps whose kept beams a ±noise move of every P̄ could change (a gap that
+matters within 2·noise of the tolerance: the residual risk; logged per shard).
 
 Checkpointing: a shard writes a header line with the hash of everything that determines its result (beam
-settings, grid, the anchors and their pools by id, and the caller's `settings` — the model slice and the pool
+settings, tie tolerance, the anchors and their pools by id, and the caller's `settings` — the model slice and the pool
 file's digest), then one JSON line per finished anchor to `<out>.partial.jsonl` (flushed and fsynced). A
 restarted shard with the same hash skips those anchors and the final parquet — written atomically — is identical
 to an uninterrupted run's; a checkpoint from other settings is discarded with one log line and the shard starts
@@ -38,11 +39,11 @@ from ..data.records import VQAExample
 from ..io import canonical_json, write_parquet
 from ..models.base import ICLModel, extend
 from .checkpoint import read_checkpoint
-from .ranking import INFOSCORE_GRID, INFOSCORE_NOISE, check_grid, grid_units, unit_bounds
+from .ranking import INFOSCORE_NOISE, INFOSCORE_TOL, check_tol, is_fragile, rank
 
 BEAM_COLUMNS = ["anchor", "beam_rank", "picked", "icd_ids", "step_scores", "score", "zero_shot_score",
-                "mean_candidate_scores", "score_grid", "near_boundary_steps"]
-CHECKPOINT_FORMAT = 2  # header line with the settings hash (format 1 had none and is discarded on resume)
+                "mean_candidate_scores", "tie_tolerance", "near_boundary_steps"]
+CHECKPOINT_FORMAT = 3  # header line with the settings hash (1: none; 2: grid ranking; both discarded on resume)
 
 
 @dataclass
@@ -60,34 +61,21 @@ def rank_step(
     pos: np.ndarray,
     keep: int,
     *,
-    grid: float = INFOSCORE_GRID,
+    tol: float = INFOSCORE_TOL,
     noise: float = INFOSCORE_NOISE,
 ) -> tuple[np.ndarray, bool]:
     """One beam-search decision over proposals (beam, candidate): P̄ of the extended beam `p_new`, P̄ of its beam
     `p_beam`, the beam index and the candidate's pool position (one entry per proposal).
 
-    Returns the indices of the `keep` best proposals, best first — InfoScore in whole grid units
-    round(p_new/grid) − round(p_beam/grid), highest first, then lowest beam index, then lowest pool position — and
+    Returns the indices of the `keep` best proposals, best first — InfoScore p_new − p_beam highest first, scores
+    within `tol` of each other (chained) tied and ordered by lowest beam index, then lowest pool position — and
     whether moving every P̄ by up to ±`noise` could change that outcome (which proposals are kept, or their order).
     """
-    p_new, p_beam = np.asarray(p_new, np.float64), np.asarray(p_beam, np.float64)
+    info = np.asarray(p_new, np.float64) - np.asarray(p_beam, np.float64)
     beam_idx, pos = np.asarray(beam_idx, np.int64), np.asarray(pos, np.int64)
-    units = grid_units(p_new, grid) - grid_units(p_beam, grid)
-    order = np.lexsort((pos, beam_idx, -units))
-    top = order[:keep]
-    # Robustness: every kept proposal must stay ahead of every proposal ranked after it under any ±noise move.
-    lo_n, hi_n = unit_bounds(p_new[order], grid, noise)
-    lo_b, hi_b = unit_bounds(p_beam[order], grid, noise)
-    b, q = beam_idx[order], pos[order]
-    k = len(top)
-    same = b[:k, None] == b[None, :]
-    # Same beam: its P̄ cancels in the comparison; other beams: both P̄s move independently.
-    margin = np.where(same, lo_n[:k, None] - hi_n[None, :],
-                      (lo_n - hi_b)[:k, None] - (hi_n - lo_b)[None, :])
-    wins_tie = (b[:k, None] < b[None, :]) | (same & (q[:k, None] < q[None, :]))
-    robust = (margin > 0) | ((margin == 0) & wins_tie)
-    later = np.arange(len(order))[None, :] > np.arange(k)[:, None]
-    return top, bool(np.any(later & ~robust))
+    top = rank(info, tol, beam_idx, pos)[:keep]
+    # An InfoScore is a difference of two P̄, each moving by up to ±noise.
+    return top, is_fragile(info, keep, tol, 2 * noise)
 
 
 def beam_search_anchor(
@@ -98,7 +86,7 @@ def beam_search_anchor(
     beam_size: int,
     shot_num: int,
     order: str,
-    score_grid: float = INFOSCORE_GRID,
+    tie_tolerance: float = INFOSCORE_TOL,
     stats: dict | None = None,
 ) -> tuple[list[Beam], float, list[float]]:
     """Beams for one anchor (best first), the zero-shot P̄ and the mean candidate InfoScore at each step.
@@ -118,7 +106,7 @@ def beam_search_anchor(
         pos = np.concatenate([np.asarray(idx, np.int64) for idx in cand_idx])
         infos = p_new - p_beam
         mean_scores.append(float(np.mean(infos)))
-        top, fragile = rank_step(p_new, p_beam, beam_idx, pos, beam_size, grid=score_grid)
+        top, fragile = rank_step(p_new, p_beam, beam_idx, pos, beam_size, tol=tie_tolerance)
         near += fragile
         beams = [
             Beam(
@@ -137,7 +125,7 @@ def beam_search_anchor(
 def settings_hash(
     anchors: Sequence[VQAExample], pools: Sequence[Sequence[VQAExample]], search: dict, settings: dict | None
 ) -> str:
-    """sha256 of everything that determines a shard's rows: the search settings (beam size, shots, order, grid),
+    """sha256 of everything that determines a shard's rows: the search settings (beam size, shots, order, tolerance),
     the anchors and their pools (ids, in order) and the caller's `settings` (model slice, pool file digest…)."""
     doc = {
         "format": CHECKPOINT_FORMAT,
@@ -158,15 +146,15 @@ def run_shard(
     beam_size: int,
     shot_num: int,
     order: str,
-    score_grid: float = INFOSCORE_GRID,
+    tie_tolerance: float = INFOSCORE_TOL,
     settings: dict | None = None,
 ) -> pd.DataFrame:
     """Beam search every anchor of a shard with a resumable checkpoint (module docstring). `settings`: what else
     determines the result (JSON-able: the model's config slice, the pool file's digest); it goes into the hash."""
     out_path = Path(out_path)
-    score_grid = check_grid(score_grid, "beam.score_grid")
+    tie_tolerance = check_tol(tie_tolerance, "beam.tie_tolerance")
     partial = out_path.with_suffix(".partial.jsonl")
-    search = {"beam_size": beam_size, "shot_num": shot_num, "order": order, "score_grid": score_grid}
+    search = {"beam_size": beam_size, "shot_num": shot_num, "order": order, "tie_tolerance": tie_tolerance}
     want = settings_hash(anchors, pools, search, settings)
     done = read_checkpoint(partial, want) if partial.exists() else None
     mode = "a"
@@ -182,7 +170,7 @@ def run_shard(
                 continue
             stats: dict = {}
             beams, base, means = beam_search_anchor(
-                model, anchor, pool, beam_size=beam_size, shot_num=shot_num, order=order, score_grid=score_grid,
+                model, anchor, pool, beam_size=beam_size, shot_num=shot_num, order=order, tie_tolerance=tie_tolerance,
                 stats=stats,
             )
             rows = [
@@ -195,7 +183,7 @@ def run_shard(
                     "score": beam.p_bar,
                     "zero_shot_score": base,
                     "mean_candidate_scores": means,
-                    "score_grid": score_grid,
+                    "tie_tolerance": tie_tolerance,
                     "near_boundary_steps": stats["near_boundary_steps"],
                 }
                 for rank, beam in enumerate(beams)
@@ -206,7 +194,7 @@ def run_shard(
             done[anchor.id] = rows
     table = pd.DataFrame([r for a in anchors for r in done[a.id]], columns=BEAM_COLUMNS)
     near = sum(done[a.id][0]["near_boundary_steps"] > 0 for a in anchors if done[a.id])
-    print(f"{out_path.name}: {len(anchors)} anchors, score_grid {score_grid:g}; {near} with a step whose kept "
+    print(f"{out_path.name}: {len(anchors)} anchors, tie_tolerance {tie_tolerance:g}; {near} with a step whose kept "
           f"beams a ±{INFOSCORE_NOISE:g} move of P̄ could change", file=sys.stderr)
     write_parquet(out_path, table)
     partial.unlink()

@@ -1,50 +1,92 @@
-"""Ranking decisions that depend on the config and the data, not on the last bits of a float.
+"""Ranking decisions that a perturbation below a stated tolerance cannot change, wherever the values lie.
 
-Scores computed on another CPU, with another BLAS kernel, batch size or thread count differ in their last bits.
-Where many candidates score the same to float precision (InfoScore pools of near-duplicates, selector logits of
-similar candidates), a plain ``sort`` / ``argmax`` lets those bits pick the winner. Every ranking decision in the
-library therefore compares scores on a fixed *grid*: a score counts as ``round(score / grid)`` whole grid units
-(computed in float64, so the units are exact integers), and equal units are broken by a stable key (pool
-position, beam index) — never by the float residue. Stored scores stay unquantised; only decisions use the grid.
+Scores computed on another CPU (AVX2 vs AVX-512 kernels, another BLAS blocking, batch size or thread count) differ
+in their last bits. Where many candidates score the same to float precision (InfoScore pools of near-duplicates,
+selector logits of similar candidates, templated questions in retrieval), a plain ``sort`` / ``argmax`` lets those
+bits pick the winner.
 
-Grids, from the measured noise:
+Rounding to a fixed grid (what this module did before) does not remove that dependence, it moves it to the grid
+lines: a tied cluster that happens to straddle a half-unit is split by a few ulps. Every ranking decision therefore
+**groups** the sorted scores instead: walking down the scores in descending order, a new group starts only where the
+gap to the previous score exceeds the tolerance τ (single linkage in one dimension). Groups are ranked by score;
+inside a group the order is a stable key (beam index, pool position, row index) — never the float residue. A tied
+cluster forms one group wherever it lies on the number line, so its order cannot depend on the last bits.
 
-* InfoScore P̄ (float32 forward passes): the fast path vs the reference path moves P̄ by ≤ 4.8e-7 (README
-  benchmark, P̄ up to ~0.85); batch size 1 vs 16, 1 vs 2 threads and fast vs reference give ≤ 4.1e-8 on the tiny
-  test model (P̄ ≤ 0.03). ``INFOSCORE_GRID = 1e-5`` is 20× the worst measured noise, and an answer-probability
-  difference below 1e-5 carries no signal worth ranking on.
+What is guaranteed: if every score moves by at most δ, the groups — hence the decision — can change only if some
+gap that matters lies within 2δ of τ (a gap ≤ τ − 2δ stays ≤ τ, a gap > τ + 2δ stays > τ; see :func:`is_fragile`).
+Such gaps are counted and recorded (``near_tolerance`` / ``near_boundary_steps``), so the residual risk is measured,
+not assumed. It is small because it needs two *genuinely different* scores whose difference happens to be within
+2δ of τ, not merely a score near a grid line.
+
+Tolerances, from the measured noise between code paths:
+
+* InfoScore (P̄ differences, float32 forward passes): the fast path vs the reference path moves P̄ by ≤ 4.8e-7
+  (README benchmark, P̄ up to ~0.85); batch size 1 vs 16, 1 vs 2 threads, fast vs reference and the AVX2 vs
+  AVX-512 kernel sets give ≤ 4.1e-8 on the tiny test model (P̄ ≤ 0.03). An InfoScore is a difference of two P̄, so
+  its noise is ≤ 2 × 5e-7 = 1e-6. ``INFOSCORE_TOL = 1e-5`` is 10× that, and an answer-probability difference below
+  1e-5 carries no signal worth ranking on.
 * Selector logits (float32, |logit| ≲ 15): batch 64 vs 1 and 1 vs 2 threads move a logit by ≤ 3.8e-6.
-  ``SELECTOR_GRID = 1e-3`` is 250× that; logits closer than 1e-3 differ in softmax probability by < 0.1 %.
+  ``SELECTOR_TOL = 1e-3`` is 250× that; logits closer than 1e-3 differ in softmax probability by < 0.1 %.
+* Retrieval cosine similarities of unit float32 vectors: noise ~1e-7; ``RETRIEVAL_TOL = 1e-5``.
 
-Residual risk, stated plainly: a score that lies within noise of a grid boundary (a half-unit) can still be
-rounded to either neighbour. With noise ε and grid g a given score is that close with probability ≈ 2ε/g
-(≤ 10 % for the worst InfoScore noise, ≤ 1 % for the typical one). :func:`unit_bounds` makes this measurable:
-the callers count the decisions whose outcome a perturbation of every score by ±``noise`` could change, and log
-and record that count.
+Stored scores stay unrounded; only decisions use the grouping.
 """
 from __future__ import annotations
 
 import numpy as np
 
-INFOSCORE_GRID = 1e-5  # P̄ / InfoScore grid for beam-search decisions
-INFOSCORE_NOISE = 5e-7  # float32 P̄ noise bound used to count decisions near a grid boundary (measured ≤ 4.8e-7)
-SELECTOR_GRID = 1e-3  # selector-logit grid for greedy selection
-SELECTOR_NOISE = 1e-5  # float32 logit noise bound used to count picks near a grid boundary (measured ≤ 3.8e-6)
+INFOSCORE_TOL = 1e-5  # InfoScore gaps at or below this are ties (beam search)
+INFOSCORE_NOISE = 5e-7  # float32 P̄ noise bound between code paths (measured ≤ 4.8e-7)
+SELECTOR_TOL = 1e-3  # selector-logit gaps at or below this are ties (greedy selection)
+SELECTOR_NOISE = 1e-5  # float32 logit noise bound (measured ≤ 3.8e-6)
+RETRIEVAL_TOL = 1e-5  # cosine-similarity gaps at or below this are ties (similarity retrieval)
+RETRIEVAL_NOISE = 1e-6  # float32 unit-vector dot-product noise bound (~1e-7)
 
 
-def check_grid(grid: float, what: str = "score_grid") -> float:
-    grid = float(grid)
-    if not (np.isfinite(grid) and grid > 0):
-        raise ValueError(f"{what} must be a positive finite number, got {grid!r}")
-    return grid
+def check_tol(tol: float, what: str = "tie_tolerance") -> float:
+    tol = float(tol)
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"{what} must be a positive finite number, got {tol!r}")
+    return tol
 
 
-def grid_units(x, grid: float) -> np.ndarray:
-    """``round(x / grid)`` (half up) as float64 whole numbers; ±inf stays ±inf (masked scores)."""
-    return np.floor(np.asarray(x, dtype=np.float64) / grid + 0.5)
+def tie_groups(desc: np.ndarray, tol: float) -> np.ndarray:
+    """Group number (0, 1, …) of each value of ``desc`` (sorted descending): a new group starts where the gap to the
+    previous value exceeds ``tol``. −inf values (masked) form the last group; NaN is refused."""
+    desc = np.asarray(desc, dtype=np.float64)
+    if np.isnan(desc).any():
+        raise ValueError("cannot rank NaN scores")
+    if len(desc) == 0:
+        return np.zeros(0, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        gaps = desc[:-1] - desc[1:]  # −inf − −inf = nan: not a new group
+    return np.concatenate([[0], np.cumsum(gaps > tol)]).astype(np.int64)
 
 
-def unit_bounds(x, grid: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """The lowest and highest grid units a score could take if it moved by up to ±``noise``."""
-    x = np.asarray(x, dtype=np.float64)
-    return grid_units(x - noise, grid), grid_units(x + noise, grid)
+def rank(scores, tol: float, *keys) -> np.ndarray:
+    """Indices of ``scores`` best first: by tie group (scores descending, :func:`tie_groups`), then by ``keys``
+    ascending (the first key is the primary one), then by index. Independent of the input's float residue inside a
+    group and of the order the values were given in (for keys that identify the items)."""
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    # Sorting descending; equal values by index (only to make the grouping walk deterministic: groups do not
+    # depend on which of two equal values comes first).
+    first = np.lexsort((np.arange(n), -s))
+    groups = np.empty(n, dtype=np.int64)
+    groups[first] = tie_groups(s[first], tol)
+    return np.lexsort((np.arange(n), *[np.asarray(k) for k in reversed(keys)], groups))
+
+
+def is_fragile(scores, keep: int, tol: float, noise: float) -> bool:
+    """Whether moving every score by up to ±``noise`` could change the first ``keep`` places of :func:`rank` (which
+    items, or their order): some gap between consecutive sorted scores, from the top down to the boundary after
+    the group holding place ``keep``, lies within 2·noise of ``tol``."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    s = s[np.isfinite(s)]
+    if len(s) < 2 or keep < 1:
+        return False
+    groups = tie_groups(s, tol)
+    last = int(np.flatnonzero(groups == groups[min(keep, len(s)) - 1])[-1])  # end of the group holding place keep
+    gaps = s[:-1] - s[1:]
+    relevant = gaps[: last + 1]  # every gap inside and above that group, and the one right after it
+    return bool(np.any(np.abs(relevant - tol) <= 2 * noise))

@@ -6,29 +6,27 @@ import hashlib
 import numpy as np
 
 from .features import Features
-from .ranking import grid_units
-
-# cosine-similarity grid for retrieval decisions: float32 noise of a dot product of unit vectors is ~1e-7
-RETRIEVAL_GRID = 1e-5
+from .ranking import RETRIEVAL_TOL, tie_groups
 
 
 class SimilarityIndex:
-    """Cosine-similarity search over the rows of `vectors` (already L2-normalised), ranked on a grid.
+    """Cosine-similarity search over the rows of `vectors` (already L2-normalised), ties grouped by a tolerance.
 
     faiss' flat index computes the similarities exactly, but its order for tied rows follows its heap (not the row
     index), and which of two rows whose similarities differ only in the last float bits comes first depends on the
     CPU's kernels. Templated questions tie a lot, so that would decide which train examples enter a pool. Ranking
-    therefore uses ``round(similarity / grid)`` (:data:`RETRIEVAL_GRID`, far above float32 noise of a unit-vector
-    dot product), ties broken by ascending row index; the search widens until every row tied with the k-th one has
-    been seen, so the result does not depend on faiss' order either."""
+    therefore groups the sorted similarities where consecutive gaps are at most ``tol`` (:data:`RETRIEVAL_TOL`, far
+    above float32 noise of a unit-vector dot product; :mod:`leverplus.icd.ranking`), ties broken by ascending row
+    index; the search widens until the whole group holding the k-th row has been seen, so the result does not depend
+    on faiss' order either."""
 
-    def __init__(self, vectors: np.ndarray, grid: float = RETRIEVAL_GRID):
+    def __init__(self, vectors: np.ndarray, tol: float = RETRIEVAL_TOL):
         import faiss
 
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.index = faiss.IndexFlatIP(self.vectors.shape[1])
         self.index.add(self.vectors)
-        self.grid = grid
+        self.tol = tol
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         n = self.index.ntotal
@@ -39,15 +37,17 @@ class SimilarityIndex:
         width = min(n, 2 * k + 16)
         while len(todo):
             sims, idx = self.index.search(queries[todo], width)
-            units = grid_units(sims, self.grid)
             again = []
             for r, q in enumerate(todo):
-                # a tie with the k-th row may continue past the searched width: search wider for this query
-                if width < n and units[r, -1] >= units[r, k - 1]:
+                s = sims[r].astype(np.float64)
+                first = np.lexsort((idx[r], -s))  # faiss' order is by similarity; make equal values deterministic
+                groups = tie_groups(s[first], self.tol)
+                # the group holding the k-th row may continue past the searched width: search wider for this query
+                if width < n and groups[-1] == groups[k - 1]:
                     again.append(q)
                     continue
-                order = np.lexsort((idx[r], -units[r]))  # grid units descending, then row index ascending
-                out[q] = idx[r][order[:k]]
+                order = np.lexsort((idx[r][first], groups))  # tie groups by similarity, then row index ascending
+                out[q] = idx[r][first][order[:k]]
             todo = np.asarray(again, dtype=np.int64)
             width = min(n, 2 * width)
         return out

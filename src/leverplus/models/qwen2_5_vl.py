@@ -256,18 +256,21 @@ class Qwen25VLICL(ICLModel):
     @torch.no_grad()
     def _image_features(self, paths: Sequence[str]) -> list[torch.Tensor]:
         """Vision-tower features of each image (computed once while they stay in the LRU cache; the returned
-        tensors stay valid whatever the cache evicts later)."""
+        tensors stay valid whatever the cache evicts later).
+
+        Each image is encoded in a forward of its own: batched, its patches would share the vision tower's matrices
+        with whichever other images missed the cache at that moment, and on some CPUs (AVX-512 kernels pick their
+        blocking by matrix size) its features would then depend in the last bits on that company — so a resumed
+        shard or an evicted cache would store other bytes than an uninterrupted run (issue 20, item 2)."""
         todo = [p for p in dict.fromkeys(paths) if p not in self._features]
         self._load_pixels(todo)
         found = {p: f for p in dict.fromkeys(paths) if (f := self._features.get(p)) is not None}
-        for i in range(0, len(todo), 32):
-            chunk = todo[i : i + 32]
-            pix = torch.cat([self._pending.pop(p) for p in chunk]).to(self.device, self.dtype)
-            thw = torch.cat([self._grids[p] for p in chunk]).to(self.device)
-            out = self.model.model.get_image_features(pix, thw, return_dict=True).pooler_output
-            for p, f in zip(chunk, out):
-                found[p] = f
-                self._features.put(p, f)
+        for p in todo:
+            pix = self._pending.pop(p).to(self.device, self.dtype)
+            thw = self._grids[p].to(self.device)
+            (f,) = self.model.model.get_image_features(pix, thw, return_dict=True).pooler_output
+            found[p] = f
+            self._features.put(p, f)
         return [found[p] for p in paths]
 
     def _prefix_keys(self, row: _Piece, image_ids: dict[str, int]) -> np.ndarray:

@@ -7,7 +7,7 @@ from ..data.download import file_digest
 from ..data.records import examples, load_split
 from ..icd.features import load_features
 from ..icd.infoscore import run_shard, shard_of
-from ..icd.ranking import INFOSCORE_GRID
+from ..icd.ranking import INFOSCORE_TOL
 from ..icd.samplers import build_pools
 from ..io import write_parquet
 from .common import dataset_dir, load_model, prompt_settings
@@ -35,7 +35,7 @@ def beam_search(*, input, output, params, wildcards, threads):
         beam_size=beam["beam_size"],
         shot_num=beam["shot_num"],
         order=beam["construct_order"],
-        score_grid=beam.get("score_grid", INFOSCORE_GRID),
+        tie_tolerance=beam.get("tie_tolerance", INFOSCORE_TOL),
         # What else decides the rows (every param: beam and model slices…, the pool file's bytes, the shard),
         # hashed into the checkpoint so that a resume never mixes settings.
         settings={"params": params, "pools_sha256": file_digest(input.pools),

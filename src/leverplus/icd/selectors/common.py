@@ -21,8 +21,9 @@ Every version implements two methods:
 
 The shared code masks padding and *that query's own* earlier picks (never another query's, so selections do not
 depend on which queries share a batch or on the batch size), trains with cross-entropy over the whole pool, and
-selects greedily: the highest logit in whole units of ``score_grid`` (default 1e-3, far above float32 logit
-noise; see :mod:`leverplus.icd.ranking`), ties → lowest pool position, so the picks do not depend on the CPU.
+selects greedily: the highest logit, logits whose sorted gaps are at most ``tie_tolerance`` (default 1e-3, far above
+float32 logit noise; chained, see :mod:`leverplus.icd.ranking`) tied and broken by lowest pool position, so the
+picks do not depend on the CPU.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 
 from ..features import Features
-from ..ranking import SELECTOR_GRID, SELECTOR_NOISE, check_grid
+from ..ranking import SELECTOR_NOISE, SELECTOR_TOL, check_tol, is_fragile, rank
 
 IGNORE = -100  # target padding (positions after the end of a shorter sequence)
 WEIGHTS_FILE = "model.safetensors"
@@ -54,7 +55,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,  # max global gradient norm (0 = no clipping)
     "d_model": 128,  # width of the selector's hidden representations
     "beam_ranks": 5,  # beams per anchor used as training sequences (beam_rank < beam_ranks)
-    "score_grid": SELECTOR_GRID,  # inference: logits compared in whole units of this grid, ties → pool position
+    "tie_tolerance": SELECTOR_TOL,  # inference: logits within this (chained) are ties → lowest pool position
 }
 
 
@@ -164,21 +165,14 @@ def chosen_mask(prefix: torch.Tensor, pool_size: int) -> torch.Tensor:
     return onehot
 
 
-def grid_argmax(scores: torch.Tensor, grid: float, noise: float = SELECTOR_NOISE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of ``scores`` (B, P; −inf = unavailable): the position of the highest score in whole ``grid`` units,
-    ties → lowest position, and whether moving every score by up to ±``noise`` could change that pick."""
-    x = scores.detach().to(torch.float64)
-    units = torch.floor(x / grid + 0.5)
-    best = units.max(dim=-1, keepdim=True).values
-    pos = torch.arange(x.shape[-1]).expand_as(x)
-    pick = torch.where(units == best, pos, x.shape[-1]).min(dim=-1).values
-    # Fragile: some other available candidate could reach the winner's lowest unit (and win its tie, or beat it).
-    lo = torch.floor((x - noise) / grid + 0.5)
-    hi = torch.floor((x + noise) / grid + 0.5)
-    lo_w = lo.gather(1, pick[:, None])
-    beaten = (lo_w > hi) | ((lo_w == hi) & (pos > pick[:, None]))
-    beaten |= (pos == pick[:, None]) | (torch.isinf(x) & (x < 0))
-    return pick, ~beaten.all(dim=-1)
+def tied_argmax(scores: torch.Tensor, tol: float, noise: float = SELECTOR_NOISE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``scores`` (B, P; −inf = unavailable): the lowest position among the top tie group (scores within
+    ``tol`` of the maximum, chained; :func:`leverplus.icd.ranking.rank`), and whether moving every score by up to
+    ±``noise`` could change that pick (:func:`leverplus.icd.ranking.is_fragile`)."""
+    x = scores.detach().to(torch.float64).cpu().numpy()
+    picks = [int(rank(row, tol)[0]) for row in x]
+    fragile = [is_fragile(row, 1, tol, noise) for row in x]
+    return torch.tensor(picks, dtype=torch.long), torch.tensor(fragile, dtype=torch.bool)
 
 
 def resolve_config(defaults: dict[str, Any], cfg: dict[str, Any] | None, known_keys: set[str]) -> dict[str, Any]:
@@ -252,19 +246,19 @@ class Selector(nn.Module):
         return nn.functional.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
     @property
-    def score_grid(self) -> float:
-        return check_grid(self.cfg.get("score_grid", SELECTOR_GRID), "selector score_grid")
+    def tie_tolerance(self) -> float:
+        return check_tol(self.cfg.get("tie_tolerance", SELECTOR_TOL), "selector tie_tolerance")
 
     @torch.no_grad()
     def greedy(self, batch: PoolBatch, query_src, pool_src, shot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, shot) pool positions, picked one at a time by :func:`grid_argmax`, and (B,) bool: some pick of
+        """(B, shot) pool positions, picked one at a time by :func:`tied_argmax`, and (B,) bool: some pick of
         that query could change if every logit moved by ±noise."""
         state = self.encode(batch, query_src, pool_src)
         prefix = torch.zeros(batch.mask.shape[0], 0, dtype=torch.long)
         fragile = torch.zeros(batch.mask.shape[0], dtype=torch.bool)
         for _ in range(shot):
             step = self.masked_logits(state, batch, prefix)[:, -1]
-            pick, near = grid_argmax(step, self.score_grid)
+            pick, near = tied_argmax(step, self.tie_tolerance)
             fragile |= near
             prefix = torch.cat([prefix, pick[:, None]], dim=1)
         return prefix, fragile
@@ -301,7 +295,7 @@ class Selector(nn.Module):
                 out.extend([[pool[k] for k in row] for pool, row in zip(pools, picks.tolist())])
             # Residual risk, measurable: queries whose selection a ±noise move of the logits could change.
             self.near_boundary = near_boundary
-            print(f"selector {self.version}: {len(out)} queries, score_grid {self.score_grid:g}; "
+            print(f"selector {self.version}: {len(out)} queries, tie_tolerance {self.tie_tolerance:g}; "
                   f"{sum(near_boundary)} whose picks a ±{SELECTOR_NOISE:g} move of the logits could change",
                   file=sys.stderr)
             return out
