@@ -1,6 +1,7 @@
-# Sentiment track: zero-shot label scoring vs head-only vs LoRA+head vs LoRA+label scoring (issue 11).
+# Sentiment track: zero-shot label scoring vs head-only vs LoRA+head vs LoRA+label scoring (issues 11, 27).
 # download → model → arms → score → aggregate. A scores every label pair (the verbalizer sweep) in one job; B, B′, C
-# train a head; D trains one LoRA per label pair (sentiment_lora_label_pair), gathered into the arm's files.
+# train a head; D trains one LoRA per label pair (sentiment_lora_label_pair), gathered into the arm's files. The trained
+# arms run once per training seed (`train.seeds`): arms/<arm>/seed<s>/; A has no seed (arms/zero_shot/).
 #   snakemake --cores 2 results/sentiment/demo/comparison.json
 #   snakemake --cores 8 results/sentiment/chnsenticorp/comparison.json --configfile=config/sentiment_chnsenticorp.yaml
 include: "sentiment_common.smk"
@@ -84,8 +85,8 @@ rule sentiment_head_arm:
         test="data/sentiment/{sent_set}/test.parquet",
         model=lambda w: f"data/sentiment/models/{sent_model(w)}",
     output:
-        predictions="results/sentiment/{sent_set}/arms/{sent_arm}/predictions.parquet",
-        record="results/sentiment/{sent_set}/arms/{sent_arm}/record.json",
+        predictions="results/sentiment/{sent_set}/arms/{sent_arm}/seed{sent_seed}/predictions.parquet",
+        record="results/sentiment/{sent_set}/arms/{sent_arm}/seed{sent_seed}/record.json",
     params:
         cfg=sent_arm_cfg,
         dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
@@ -93,10 +94,11 @@ rule sentiment_head_arm:
     wildcard_constraints:
         sent_set=SENT_SETS,
         sent_arm="head_last|head_mean|lora_head",
+        sent_seed=SENT_SEEDS,
     log:
-        "logs/sentiment/{sent_set}/arm_{sent_arm}.log",
+        "logs/sentiment/{sent_set}/arm_{sent_arm}_seed{sent_seed}.log",
     benchmark:
-        "benchmarks/sentiment/{sent_set}/arm_{sent_arm}.tsv"
+        "benchmarks/sentiment/{sent_set}/arm_{sent_arm}_seed{sent_seed}.tsv"
     threads: SENT_THREADS
     resources:
         gpu=sent_gpu,
@@ -113,8 +115,8 @@ rule sentiment_lora_label_pair:
         test="data/sentiment/{sent_set}/test.parquet",
         model=lambda w: f"data/sentiment/models/{sent_model(w)}",
     output:
-        variants="results/sentiment/{sent_set}/arms/lora_label/pairs/{sent_pair}/variants.parquet",
-        record="results/sentiment/{sent_set}/arms/lora_label/pairs/{sent_pair}/record.json",
+        variants="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/pairs/{sent_pair}/variants.parquet",
+        record="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/pairs/{sent_pair}/record.json",
     params:
         cfg=sent_arm_cfg,
         dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
@@ -122,10 +124,11 @@ rule sentiment_lora_label_pair:
     wildcard_constraints:
         sent_set=SENT_SETS,
         sent_pair=SENT_PAIRS,
+        sent_seed=SENT_SEEDS,
     log:
-        "logs/sentiment/{sent_set}/arm_lora_label_{sent_pair}.log",
+        "logs/sentiment/{sent_set}/arm_lora_label_{sent_pair}_seed{sent_seed}.log",
     benchmark:
-        "benchmarks/sentiment/{sent_set}/arm_lora_label_{sent_pair}.tsv"
+        "benchmarks/sentiment/{sent_set}/arm_lora_label_{sent_pair}_seed{sent_seed}.tsv"
     threads: SENT_THREADS
     resources:
         gpu=sent_gpu,
@@ -137,22 +140,23 @@ rule sentiment_lora_label_pair:
 
 rule sentiment_lora_label_gather:
     input:
-        variants=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/pairs/{k}/variants.parquet" for k in sent_d_pairs()],
-        records=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/pairs/{k}/record.json" for k in sent_d_pairs()],
+        variants=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/variants.parquet" for k in sent_d_pairs()],
+        records=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/record.json" for k in sent_d_pairs()],
     output:
-        predictions="results/sentiment/{sent_set}/arms/lora_label/predictions.parquet",
-        record="results/sentiment/{sent_set}/arms/lora_label/record.json",
-        sweep="results/sentiment/{sent_set}/arms/lora_label/sweep.parquet",
+        predictions="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/predictions.parquet",
+        record="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/record.json",
+        sweep="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/sweep.parquet",
     params:
         cfg=sent_arm_cfg,
         pairs=lambda w: canonical(sent_d_pairs()),
         code=code("sentiment_lora_label_gather"),
     wildcard_constraints:
         sent_set=SENT_SETS,
+        sent_seed=SENT_SEEDS,
     log:
-        "logs/sentiment/{sent_set}/arm_lora_label_gather.log",
+        "logs/sentiment/{sent_set}/arm_lora_label_gather_seed{sent_seed}.log",
     benchmark:
-        "benchmarks/sentiment/{sent_set}/arm_lora_label_gather.tsv"
+        "benchmarks/sentiment/{sent_set}/arm_lora_label_gather_seed{sent_seed}.tsv"
     threads: 1
     conda:
         "../envs/cpu.yaml"
@@ -162,20 +166,20 @@ rule sentiment_lora_label_gather:
 
 rule sentiment_score:
     input:
-        predictions="results/sentiment/{sent_set}/arms/{sent_arm}/predictions.parquet",
+        predictions="results/sentiment/{sent_set}/arms/{sent_run}/predictions.parquet",
         references="data/sentiment/{sent_set}/test.parquet",
     output:
-        "results/sentiment/{sent_set}/arms/{sent_arm}/scores.json",
+        "results/sentiment/{sent_set}/arms/{sent_run}/scores.json",
     params:
         metrics=canonical(SENT["metrics"]),
         code=code("sentiment_score"),
     wildcard_constraints:
         sent_set=SENT_SETS,
-        sent_arm=SENT_ARMS,
+        sent_run=SENT_RUNS,
     log:
-        "logs/sentiment/{sent_set}/score_{sent_arm}.log",
+        "logs/sentiment/{sent_set}/score_{sent_run}.log",
     benchmark:
-        "benchmarks/sentiment/{sent_set}/score_{sent_arm}.tsv"
+        "benchmarks/sentiment/{sent_set}/score_{sent_run}.tsv"
     threads: 1
     conda:
         "../envs/cpu.yaml"
@@ -209,6 +213,7 @@ rule sentiment_aggregate:
         ),
     params:
         arms=canonical(SENT["arms"]),
+        runs=lambda w: canonical(sent_runs()),
         settings=lambda w: canonical({
             "model": {"name": sent_model(w), **SENT["models"][sent_model(w)]},
             **{k: SENT[k] for k in ("prompt", "labels", "train", "predict", "metrics")},

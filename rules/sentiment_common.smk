@@ -10,6 +10,9 @@ except ConfigError as err:
 SENT_SETS = _alternatives(SENT["datasets"])
 SENT_MODELS = _alternatives(SENT["models"])
 SENT_ARMS = "zero_shot|head_last|head_mean|lora_head|lora_label"
+SENT_SEEDS = "|".join(str(int(s)) for s in SENT["train"]["seeds"])
+# what one scores.json belongs to: A (no training seed) or a trained arm's seed directory
+SENT_RUNS = rf"zero_shot|(?:head_last|head_mean|lora_head|lora_label)/seed(?:{SENT_SEEDS})"
 SENT_LABEL_ARMS = ("zero_shot", "lora_label")
 SENT_THREADS = SENT["compute"]["model_threads"]
 SENT_PAIRS = _alternatives(SENT["labels"]["pairs"])
@@ -53,9 +56,21 @@ def sent_shipped(w):
     return hashlib.sha256(build.read_bytes()).hexdigest()[:16] if build.is_file() else "absent"
 
 
+def sent_runs():
+    """[(arm, seed or None, run directory under arms/)] in the config's arm order, seeds in `train.seeds` order (the
+    first seed is the primary run of the arms table); A has no training seed."""
+    out = []
+    for a in SENT["arms"]:
+        if a == "zero_shot":
+            out.append([a, None, a])
+        else:
+            out += [[a, int(s), f"{a}/seed{int(s)}"] for s in SENT["train"]["seeds"]]
+    return out
+
+
 def sent_arm_files(name, arms_only=None):
     def f(w):
-        arms = [a for a in SENT["arms"] if arms_only is None or a in arms_only]
-        return [f"results/sentiment/{w.sent_set}/arms/{a}/{name}" for a in arms]
+        return [f"results/sentiment/{w.sent_set}/arms/{run}/{name}" for a, _, run in sent_runs()
+                if arms_only is None or a in arms_only]
 
     return f

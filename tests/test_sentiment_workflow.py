@@ -110,20 +110,37 @@ def test_demo_slice_fills_every_cell(sent_run):
         assert rec["frozen_unchanged"] is True, arm
         assert all("embed_tokens" not in n and "lm_head" not in n for n in rec["trainable_parameters"])
     assert res["training"]["lora_label"]["per_pair_training"].keys() == {"正面/负面", "好/坏"}
-    assert res["training"]["zero_shot"]["benchmark"]["max_abs_diff"] < 1e-4
+    bench = res["training"]["zero_shot"]["benchmark"]
+    assert bench["max_abs_diff"] < 1e-4 and 1.0 < bench["analytic_limit"] < 2.0
+    # two training seeds (.test/sentiment.yaml): per-seed runs, seed-aware accuracy, Holm on every family
+    sd = res["seeds"]
+    assert sd["arms"]["zero_shot"]["n_seeds"] == 1 and sd["arms"]["zero_shot"]["seeds"] == [None]
+    for arm in ARMS[1:]:
+        assert sd["arms"][arm]["seeds"] == [0, 1] and len(sd["arms"][arm]["per_seed"]) == 2
+        lo, hi = sd["arms"][arm]["accuracy"]["ci95"]
+        assert lo <= sd["arms"][arm]["accuracy"]["mean"] <= hi
+    assert len(sd["pairs"]) == 10 and all(p["p_holm"] >= p["p_value"] for p in sd["pairs"])
+    fams = res["multiple_comparisons"]["families"]
+    assert fams["paired_bootstrap"]["tests"] == 30 and fams["mcnemar"]["tests"] == 10 and fams["seed_aware"]["tests"] == 10
+    assert len(res["training_other_seeds"]["lora_head"]) == 1
     md = (sent_run / TARGET).with_suffix(".md").read_text()
     assert "Calibration leaves AUC unchanged" in md and "holds" in md and "B′ head-only" in md
+    assert "## Multiple comparisons" in md and "## Training seeds" in md
     assert (sent_run / TARGET).with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((sent_run / "data/sentiment/demo/manifest.json").read_text())
     assert manifest["counts"]["test"]["pos"] + manifest["counts"]["test"]["neg"] == 120
     assert manifest["cross_split_texts"] == {"train&val": 0, "train&test": 0, "val&test": 0}
+    for arm in ARMS[1:]:
+        for seed in (0, 1):
+            assert (sent_run / f"results/sentiment/demo/arms/{arm}/seed{seed}/scores.json").is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arm", ["zero_shot", "lora_head"])
 def test_cli_rescoring_reproduces_the_table(sent_run, arm):
     res = json.loads((sent_run / TARGET).read_text())
-    pred = sent_run / f"results/sentiment/demo/arms/{arm}/predictions.parquet"
+    run = arm if arm == "zero_shot" else f"{arm}/seed0"  # the primary seed's run is the table's
+    pred = sent_run / f"results/sentiment/demo/arms/{run}/predictions.parquet"
     out = subprocess.run(
         [sys.executable, "-m", "leverplus.cli", "score", "classification", "--predictions", str(pred),
          "--references", str(sent_run / "data/sentiment/demo/test.parquet"), "--n-resamples", "200", "--seed", "0"],
@@ -149,13 +166,25 @@ def test_real_config_resolves_offline(tmp_path):
     proc = smk("-n", "--cores", "8", "results/sentiment/chnsenticorp/comparison.json",
                "--configfile=config/sentiment_chnsenticorp.yaml", cwd=work, timeout=300)
     out = proc.stdout + proc.stderr
+    # three training seeds: B, B', C and D's five pair trainings once per seed; A once
     for rule, count in (("sentiment_download", 1), ("sentiment_model", 1), ("sentiment_zero_shot", 1),
-                        ("sentiment_head_arm", 3), ("sentiment_lora_label_pair", 5), ("sentiment_lora_label_gather", 1),
-                        ("sentiment_score", 5), ("sentiment_aggregate", 1)):
+                        ("sentiment_head_arm", 9), ("sentiment_lora_label_pair", 15), ("sentiment_lora_label_gather", 3),
+                        ("sentiment_score", 13), ("sentiment_aggregate", 1)):
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-2000:])
     assert "data/sentiment/models/qwen3_0_6b" in out
-    # the nine model jobs (A, B, B', C, 5 x D) claim a GPU with a real model ...
-    assert sum("gpu=1" in line for line in out.splitlines() if line.strip().startswith("resources:")) == 9
+    # the 25 model jobs (A, 3 x (B, B', C, 5 x D)) claim a GPU with a real model ...
+    assert sum("gpu=1" in line for line in out.splitlines() if line.strip().startswith("resources:")) == 25
+
+
+def test_real_config_pins_revisions_and_drops_cross_split_texts():
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config/sentiment_chnsenticorp.yaml").read_text(encoding="utf-8"))["sentiment"]
+    hexsha = __import__("re").compile(r"^[0-9a-f]{40}$")
+    assert hexsha.match(cfg["models"]["qwen3_0_6b"]["revision"])  # the chat template decides the scored context
+    assert hexsha.match(cfg["datasets"]["chnsenticorp"]["revision"])
+    assert cfg["datasets"]["chnsenticorp"].get("cross_split", "drop") == "drop"
+    assert len(cfg["train"]["seeds"]) >= 3
 
 
 def test_demo_model_jobs_claim_no_gpu(tmp_path):

@@ -8,6 +8,7 @@ yields the same resamples whatever the statistic.  Percentiles use numpy's defau
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Iterator, Sequence
 
@@ -250,6 +251,24 @@ def format_with_ci(mean: float, ci95: Sequence[float], n: int | None = None, dig
     return s
 
 
+def holm(p_values: Sequence) -> list:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate).
+
+    With the m finite p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j) * p(j))`` (0-based ``j``);
+    entries that are None or NaN are left out of the family and returned as None. Reject at level α where
+    ``p_adj <= α``. Same numbers as ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]``.
+    """
+    vals = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in p_values]
+    idx = [i for i, v in enumerate(vals) if v is not None]
+    m = len(idx)
+    out: list = [None] * len(vals)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda k: vals[k])):
+        running = max(running, min(1.0, (m - rank) * vals[i]))
+        out[i] = running
+    return out
+
+
 __all__ = [
     "bootstrap_ci",
     "paired_bootstrap",
@@ -257,5 +276,6 @@ __all__ = [
     "resample_indices",
     "summarize",
     "format_with_ci",
+    "holm",
 ]
 

@@ -246,13 +246,77 @@ def _metric_specs(pred: dict[str, pd.DataFrame], truth: pd.Series):
     ], correct
 
 
+def seed_summary(pred_runs: Mapping[str, Sequence[pd.DataFrame]], truth: pd.Series, seeds: Mapping[str, Sequence],
+                 *, pairs: Sequence[tuple[str, str]], n_resamples: int, seed: int) -> dict:
+    """Accuracy over every training seed of every arm: per seed accuracy / macro-F1 / AUC, the mean over seeds with a
+    95% CI from the two-way bootstrap over items and seeds (:func:`leverplus.metrics.stats.seed_bootstrap`), and for
+    every pair of arms the paired seed-aware difference (same resampled items, seeds drawn per arm) with its p-value.
+    An arm with one run (A has no training seed) contributes its one row."""
+    y_true = truth.to_numpy()
+    y = (y_true == POS).astype(int)
+    correct = {a: np.stack([(df["prediction"].to_numpy() == y_true).astype(float) for df in dfs])
+               for a, dfs in pred_runs.items()}
+    arms_out = {}
+    for a, dfs in pred_runs.items():
+        per_seed = []
+        for s_, df in zip(seeds[a], dfs):
+            yp = df["prediction"].to_numpy()
+            per_seed.append({"seed": s_, "accuracy": float((yp == y_true).mean()),
+                             "macro_f1": float(skm.f1_score(y_true, yp, labels=[NEG, POS], average="macro",
+                                                            zero_division=0)),
+                             "auc_roc": _auc(y, df["score"].to_numpy(dtype=float))})
+        sb = stats.seed_bootstrap(correct[a], n_resamples=n_resamples, seed=seed)
+        arms_out[a] = {"seeds": list(seeds[a]), "n_seeds": len(dfs), "per_seed": per_seed,
+                       "accuracy": {"mean": sb["mean"], "ci95": sb["ci95"], "n": sb["n"], "method": sb["method"]},
+                       **{f"{m}_range": [min(r[m] for r in per_seed), max(r[m] for r in per_seed)]
+                          for m in ("accuracy", "macro_f1", "auc_roc")}}
+    pair_out = []
+    for a, b in pairs:
+        r = stats.seed_bootstrap(correct[a], correct[b], n_resamples=n_resamples, seed=seed)
+        pair_out.append({"a": a, "b": b, "metric": "accuracy", "diff": r["diff"], "ci95": r["ci95"],
+                         "p_value": r["p_value"], "seeds": r["seeds"], "n": r["n"], "method": r["method"]})
+    return {"metric": "accuracy (per-item correctness)", "n_resamples": n_resamples, "seed": seed,
+            "statement": ("accuracy averaged over the training seeds; 95% CI from a bootstrap over the test items and, "
+                          "independently per arm, over its seeds (leverplus.metrics.stats.seed_bootstrap); with one "
+                          "seed per arm this is the paired item bootstrap"),
+            "arms": arms_out, "pairs": pair_out}
+
+
+def holm_families(comparison: dict, mcnemar: Sequence[dict], seed_res: dict | None, *, alpha: float = 0.05) -> dict:
+    """Holm's step-down correction (:func:`leverplus.metrics.stats.holm`) on each family of pairwise tests:
+    the arms table's paired-bootstrap tests (every pair × metric), McNemar (every pair) and the seed-aware accuracy
+    tests (every pair). Adds ``p_holm`` next to every ``p_value`` in place and returns the families' summaries."""
+    fams = {}
+    cells = [(pr, m) for pr in comparison["pairs"] for m in pr["metrics"]]
+    adj = stats.holm([pr["metrics"][m]["p_value"] for pr, m in cells])
+    for (pr, m), q in zip(cells, adj):
+        pr["metrics"][m]["p_holm"] = q
+    fams["paired_bootstrap"] = {"tests": len(cells), "what": "pairs of arms × metrics of the arms table",
+                                "rejected": int(sum(q is not None and q <= alpha for q in adj))}
+    adj = stats.holm([m["p_value"] for m in mcnemar])
+    for m, q in zip(mcnemar, adj):
+        m["p_holm"] = q
+    fams["mcnemar"] = {"tests": len(mcnemar), "what": "pairs of arms (accuracy)",
+                       "rejected": int(sum(q is not None and q <= alpha for q in adj))}
+    if seed_res is not None:
+        adj = stats.holm([p["p_value"] for p in seed_res["pairs"]])
+        for p, q in zip(seed_res["pairs"], adj):
+            p["p_holm"] = q
+        fams["seed_aware"] = {"tests": len(adj), "what": "pairs of arms, accuracy over items and seeds",
+                              "rejected": int(sum(q is not None and q <= alpha for q in adj))}
+    return {"method": "Holm step-down (family-wise error rate)", "alpha": alpha, "families": fams,
+            "statement": (f"p_holm: Holm-adjusted p-values within each family; a difference is significant at the "
+                          f"family-wise level {alpha} when p_holm <= {alpha}. The verdicts of the arms table are the "
+                          "unadjusted 95% CIs.")}
+
+
 def aggregate_sentiment(
     *,
     dataset: str,
     arms: Sequence[str],
-    predictions: Mapping[str, str],
-    scores: Mapping[str, str],
-    records: Mapping[str, str],
+    predictions: Mapping[str, str | Sequence[str]],
+    scores: Mapping[str, str | Sequence[str]],
+    records: Mapping[str, str | Sequence[str]],
     sweeps: Mapping[str, str],
     references: str,
     manifest: str,
@@ -260,10 +324,25 @@ def aggregate_sentiment(
     out_json: str,
     out_md: str,
     out_png: str,
+    seeds: Mapping[str, Sequence] | None = None,
 ) -> dict:
     """Build ``comparison.json`` / ``.md`` / ``.png`` of one dataset (see module doc). A failed calibration AUC
-    check is reported (JSON, Markdown, :class:`SentimentCheckWarning`) with its numbers; the files are written."""
+    check is reported (JSON, Markdown, :class:`SentimentCheckWarning`) with its numbers; the files are written.
+
+    ``predictions`` / ``scores`` / ``records``: per arm one file, or one per training seed (``seeds[arm]`` names
+    them; the first is the primary run). The arms × metrics table, McNemar and the sweep use the primary runs;
+    :func:`seed_summary` adds accuracy over every seed with seed-aware CIs and paired tests. Holm's correction is
+    applied to each family of pairwise tests (:func:`holm_families`)."""
     from .comparison import compare_arms
+
+    def runs(m):
+        return {a: ([v] if isinstance(v, (str, Path)) else list(v)) for a, v in m.items()}
+
+    all_pred, all_scores, all_records = runs(predictions), runs(scores), runs(records)
+    seeds = {a: list((seeds or {}).get(a) or [None] * len(all_pred[a])) for a in arms}
+    predictions = {a: all_pred[a][0] for a in arms}
+    scores = {a: all_scores[a][0] for a in arms}
+    records = {a: all_records[a][0] for a in arms}
 
     metrics_cfg = settings.get("metrics", {})
     n_resamples, seed = int(metrics_cfg.get("n_resamples", 1000)), int(metrics_cfg.get("seed", 0))
@@ -285,6 +364,9 @@ def aggregate_sentiment(
             meta = {p["label_pair"]: p for p in arm_records[a].get("pairs", [])}
             sweep_rows += verbalizer_table(sw, refs, pair_meta=meta, arm=a, n_resamples=n_resamples, seed=seed)
     invariance = auc_invariance(sweep_rows, tol=tol) if sweep_rows else None
+    seed_res = seed_summary({a: [_aligned(f, truth) for f in all_pred[a]] for a in arms}, truth, seeds,
+                            pairs=pairs, n_resamples=n_resamples, seed=seed)
+    multiple = holm_families(comparison, mcnemar, seed_res)
     result = {
         "dataset": dataset,
         "n_test": int(len(truth)),
@@ -298,7 +380,10 @@ def aggregate_sentiment(
         "verbalizer": {"rows": sweep_rows, "spread": spread(sweep_rows) if sweep_rows else [],
                        "main_pair": settings.get("labels", {}).get("main")},
         "auc_invariance": invariance,
+        "seeds": seed_res,
+        "multiple_comparisons": multiple,
         "training": {a: arm_records[a] for a in arms},
+        "training_other_seeds": {a: [read_json(f) for f in all_records[a][1:]] for a in arms if len(all_records[a]) > 1},
         "signature": next(iter(arm_scores.values()))["signature"] if arm_scores else None,
     }
     if invariance is not None and not invariance["passed"]:
@@ -321,6 +406,10 @@ def _f(x, d=3):
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{d}f}"
 
 
+def _g(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3g}"
+
+
 def _tokens(meta) -> str:
     if not meta:
         return "–"
@@ -341,10 +430,36 @@ def sentiment_markdown(result: dict) -> str:
     table = comparison_markdown(result["comparison"], title="Arms × metrics (95% paired-bootstrap CIs)",
                                 signature=result.get("signature"))
     lines.append(table.replace("# ", "## ", 1) if table.startswith("# ") else table)
+    mc = result.get("multiple_comparisons") or {}
+    if mc:
+        fam = mc["families"]
+        lines += ["", "## Multiple comparisons", "", mc["statement"], "",
+                  "| family | tests | significant after Holm (α = " + f"{mc['alpha']}) |", "|---|---|---|"]
+        for name, f_ in fam.items():
+            lines.append(f"| {name} ({f_['what']}) | {f_['tests']} | {f_['rejected']} |")
+        lines += ["", "| a | b | metric | a − b [95% CI] | p | p (Holm) |", "|---|---|---|---|---|---|"]
+        for pr in result["comparison"]["pairs"]:
+            for m, c in pr["metrics"].items():
+                ci = c.get("ci95") or [None, None]
+                lines.append(f"| {pr['a']} | {pr['b']} | {m} | {_f(c.get('diff'))} [{_f(ci[0])}, {_f(ci[1])}] | "
+                             f"{_g(c.get('p_value'))} | {_g(c.get('p_holm'))} |")
     lines += ["", "## McNemar (exact binomial when fewer than 25 discordant items)", "",
-              "| a | b | a wrong, b right | a right, b wrong | p |", "|---|---|---|---|---|"]
+              "| a | b | a wrong, b right | a right, b wrong | p | p (Holm) |", "|---|---|---|---|---|---|"]
     for m in result["mcnemar"]:
-        lines.append(f"| {m['a']} | {m['b']} | {m['b01']} | {m['b10']} | {m['p_value']:.3g} |")
+        lines.append(f"| {m['a']} | {m['b']} | {m['b01']} | {m['b10']} | {m['p_value']:.3g} | {_g(m.get('p_holm'))} |")
+    sd = result.get("seeds")
+    if sd:
+        lines += ["", "## Training seeds (accuracy over items and seeds)", "", sd["statement"] + ".", "",
+                  "| arm | seeds | accuracy, mean over seeds [95% CI] | per seed |", "|---|---|---|---|"]
+        for a, r in sd["arms"].items():
+            per = ", ".join(f"{x['accuracy']:.3f}" for x in r["per_seed"])
+            seeds_txt = "–" if r["seeds"] == [None] else ", ".join(str(x) for x in r["seeds"])
+            lines.append(f"| {a} | {seeds_txt} | {_f(r['accuracy']['mean'])} [{_f(r['accuracy']['ci95'][0])}, "
+                         f"{_f(r['accuracy']['ci95'][1])}] | {per} |")
+        lines += ["", "| a | b | accuracy a − b [95% CI] | p | p (Holm) |", "|---|---|---|---|---|"]
+        for pr in sd["pairs"]:
+            lines.append(f"| {pr['a']} | {pr['b']} | {_f(pr['diff'])} [{_f(pr['ci95'][0])}, {_f(pr['ci95'][1])}] | "
+                         f"{_g(pr['p_value'])} | {_g(pr.get('p_holm'))} |")
     lines += ["", "## Per class", "", "| arm | P(pos) | R(pos) | F1(pos) | P(neg) | R(neg) | F1(neg) |",
               "|---|---|---|---|---|---|---|"]
     for a in arms:
@@ -390,9 +505,11 @@ def sentiment_markdown(result: dict) -> str:
                      f"{'yes' if fr else ('–' if fr is None else 'NO')} |")
     bench = next((result["training"][a].get("benchmark") for a in arms if result["training"][a].get("benchmark")), None)
     if bench:
-        lines += ["", f"Label scoring with prefix KV reuse vs one full forward per (item, label): "
-                  f"{bench['ratio']}× faster on {bench['n_items']} items × {bench['n_labels']} labels "
-                  f"(max |Δ score| {bench['max_abs_diff']:.2g})."]
+        lim = bench.get("analytic_limit")
+        lines += ["", f"Label scoring with prefix KV reuse vs one full forward per (item, label), same batching: "
+                  f"{bench['ratio']}× faster on {bench['n_items']} items × {bench['n_labels']} labels"
+                  + (f" (analytic limit {lim}× from the token positions each path runs)" if lim else "")
+                  + f"; max |Δ score| {bench['max_abs_diff']:.2g}."]
     lines += ["", "Rescore any arm: `" + result["scores"][arms[0]].get("reproduce", "") + "` (same table cell).", ""]
     return "\n".join(lines)
 

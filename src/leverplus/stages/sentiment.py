@@ -96,12 +96,13 @@ def model(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
 # ---------------------------------------------------------------------------------------------------------------------
 # arms (leverplus.models.sentiment_arms does the work; this maps the config and writes the files)
 # ---------------------------------------------------------------------------------------------------------------------
-def arm_config(cfg: Mapping, *, dtype: str, label_pair=None) -> dict:
-    """The ``config`` dict of :func:`leverplus.models.sentiment_arms.arm_settings` from the track's config slice."""
+def arm_config(cfg: Mapping, *, dtype: str, label_pair=None, seed: int | None = None) -> dict:
+    """The ``config`` dict of :func:`leverplus.models.sentiment_arms.arm_settings` from the track's config slice
+    (``seed``: the training seed of this run; default the first of ``train.seeds``)."""
     prompt, labels, train = cfg["prompt"], cfg["labels"], cfg["train"]
     pair = label_pair if label_pair is not None else labels["pairs"][labels["main"]]
     return {
-        "seed": train["seed"],
+        "seed": int(seed if seed is not None else train["seeds"][0]),
         "template": {k: prompt[k] for k in ("use_chat_template", "enable_thinking", "system", "instruction")},
         "label_pair": list(pair),
         "max_text_chars": prompt["max_text_chars"],
@@ -163,7 +164,7 @@ def head_arm(*, input, output, params, wildcards, threads) -> None:  # noqa: A00
 
     cfg = params["cfg"]
     train, val, test = _splits(input)
-    conf = arm_config(cfg, dtype=params["dtype"])
+    conf = arm_config(cfg, dtype=params["dtype"], seed=int(wildcards["sent_seed"]))
     name = wildcards["sent_arm"]
     if name == "lora_head":
         pred, record = sa.arm_lora_head(input.model, train, val, test, config=conf, log=print)
@@ -183,7 +184,8 @@ def lora_label_pair(*, input, output, params, wildcards, threads) -> None:  # no
     train, val, test = _splits(input)
     pair = cfg["labels"]["pairs"][wildcards["sent_pair"]]
     pred, record = sa.arm_lora_label(input.model, train, val, test, label_pair=pair,
-                                     config=arm_config(cfg, dtype=params["dtype"], label_pair=pair), log=print)
+                                     config=arm_config(cfg, dtype=params["dtype"], label_pair=pair,
+                                                       seed=int(wildcards["sent_seed"])), log=print)
     write_parquet(output.variants, pred)
     record.update(_device_note())
     write_json(output.record, _finish_record(record))
@@ -250,11 +252,20 @@ def aggregate(*, input, output, params, wildcards, threads) -> None:  # noqa: A0
     from ..report.sentiment import LABEL_ARMS, aggregate_sentiment
 
     arms = params["arms"]
+    runs = params["runs"]  # [[arm, seed or None, run dir]] in the order of the input lists
+
+    def by_arm(files, only=None):
+        sel = [r for r in runs if only is None or r[0] in only]
+        out: dict = {}
+        for (arm, _, _), f in zip(sel, files):
+            out.setdefault(arm, []).append(f)
+        return out
+
     aggregate_sentiment(
         dataset=wildcards["sent_set"], arms=arms,
-        predictions=dict(zip(arms, input.predictions)), scores=dict(zip(arms, input.scores)),
-        records=dict(zip(arms, input.records)),
-        sweeps={a: s for a, s in zip([a for a in arms if a in LABEL_ARMS], input.sweeps)},
+        predictions=by_arm(input.predictions), scores=by_arm(input.scores), records=by_arm(input.records),
+        sweeps={a: f[0] for a, f in by_arm(input.sweeps, LABEL_ARMS).items()},
+        seeds={a: [r[1] for r in runs if r[0] == a] for a in arms},
         references=input.references, manifest=input.manifest, settings=params["settings"],
         out_json=output.json, out_md=output.md, out_png=output.png,
     )
