@@ -111,7 +111,8 @@ def test_generation_settings_reject_what_they_cannot_honour(block, error):
 def test_generation_settings_from_config_defaults_are_greedy():
     s = GenerationSettings.from_config({"max_new_tokens": 10})
     assert s.as_dict() == {
-        "max_new_tokens": 10, "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "length_penalty": 1.0
+        "max_new_tokens": 10, "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "length_penalty": 1.0,
+        "min_new_tokens": 0, "preset": None,
     }
     assert s.is_greedy
 
@@ -150,7 +151,10 @@ def test_config_schema_holds_generation_and_prompt_defaults():
 
     config = validate_config(minimal(), schema)
     assert GenerationSettings.from_config(config["infer"]["generation"]) == GenerationSettings()
-    assert config["prompt"] == {"instruction": prompting.DEFAULT_INSTRUCTION, "flamingo_postprocess": "open_flamingo_vqa"}
+    assert config["prompt"] == {
+        "instruction": prompting.DEFAULT_INSTRUCTION, "flamingo_postprocess": "open_flamingo_vqa",
+        "flamingo_stop": "endofchunk_eos", "flamingo_score_eoc": False, "preset": None,
+    }
     assert prompting.PromptSettings.from_config(config["prompt"]) == prompting.PromptSettings()
     config = validate_config(minimal(prompt={"instruction": ""}, infer={"generation": {"max_new_tokens": 10}}), schema)
     assert config["prompt"]["instruction"] == "" and config["infer"]["generation"]["repetition_penalty"] == 1.0

@@ -79,7 +79,7 @@ def test_cli_out_file(pipeline_files, tmp_path, capsys):
     [
         (b"", "empty"),
         (b'{"id": "q1"}\n', "missing column"),
-        (b'{"id": "zz", "prediction": "yes"}\n', "not in references"),
+        (b'{"id": "zz", "prediction": "yes"}\n', "vqa_val.jsonl, e.g. ['zz']"),
         (b'{"id": "q1", "prediction": "caf\xe9"}\n', "UTF-8"),
         (b'{"id": "q1", "prediction": \n', "not valid JSON"),
     ],

@@ -88,8 +88,14 @@ def _csv_list(s: str) -> list[str]:
 def _score_vqa(a) -> dict:
     from leverplus.metrics.vqa import score_vqa
 
-    return score_vqa(_read(a.predictions), _read(a.references), stem=a.stem, vqa_eval=a.vqa_eval,
-                     n_resamples=a.n_resamples, seed=a.seed)
+    result = score_vqa(_read(a.predictions), _read(a.references), stem=a.stem, vqa_eval=a.vqa_eval,
+                       n_resamples=a.n_resamples, seed=a.seed, pred_name=a.predictions, ref_name=a.references)
+    warn = result.get("answer_count_warning")
+    if warn:
+        print(f"leverplus score vqa: {a.references}: {warn['n_questions']} question(s) without {warn['expected']} answers "
+              f"(counts {warn['answer_counts']}, first row {warn['first'][0]['row']}); scored as the reference code does",
+              file=sys.stderr)
+    return result
 
 
 def _bertscore_kwargs(a) -> dict:
@@ -193,6 +199,7 @@ def _compare(a) -> dict:
         raise MetricsInputError(
             f"A and B must cover the same ids ({len(set(ida) - set(idb))} only in A, {len(set(idb) - set(ida))} only in B)"
         )
+    pb_file = pb
     pb = pb.set_index(pb["id"].astype(str)).loc[ida.tolist()].reset_index(drop=True)
     kw = {"n_resamples": a.n_resamples, "seed": a.seed}
     out: dict = {"task": a.task, "a": a.a, "b": a.b, "references": a.references}
@@ -201,7 +208,9 @@ def _compare(a) -> dict:
         from leverplus.metrics.signature import make_signature
 
         scoring = {"stem": a.stem, "vqa_eval": a.vqa_eval}
-        va = vqa_accuracy_per_item(pa, refs, **scoring)
+        va = vqa_accuracy_per_item(pa, refs, **scoring, pred_name=a.a, ref_name=a.references)
+        # B is checked in its own row order first (its error names B's rows), then scored in A's id order
+        vqa_accuracy_per_item(pb_file, refs, **scoring, pred_name=a.b, ref_name=a.references)
         vb = vqa_accuracy_per_item(pb, refs, **scoring)
         pbs = stats.paired_bootstrap(va, vb, **kw)
         out.update(metric="vqa_accuracy", n=pbs["n"], score_a=round(100 * float(sum(va.tolist())) / va.size, 2),

@@ -37,7 +37,7 @@ import pandas as pd
 
 from leverplus.metrics import stats
 from leverplus.metrics._okvqa_stems import MANUAL_MATCHES
-from leverplus.metrics.io import MetricsInputError, align, as_str_list, as_text
+from leverplus.metrics.io import MetricsInputError, align
 from leverplus.metrics.signature import ci_settings, make_signature, package_version
 
 PUNCTUATION: tuple[str, ...] = (
@@ -292,18 +292,74 @@ def vqa_accuracy(
     return float(sum(accs)) / len(accs)
 
 
-def vqa_accuracy_per_item(
-    predictions_df: pd.DataFrame, references_df: pd.DataFrame, stem: bool = False, vqa_eval: str = DEFAULT_VQA_EVAL
-) -> np.ndarray:
-    """Per-question accuracy (in [0, 1]) aligned to the order of ``predictions_df``."""
-    merged = align(predictions_df, references_df, ["prediction"], ["answers"])
-    out = np.empty(len(merged), dtype=float)
-    for i, (qid, pred, answers) in enumerate(zip(merged["id"], merged["prediction"], merged["answers"])):
-        what = f"id {qid!r}"
-        out[i] = vqa_accuracy(
-            as_text(pred, f"predictions {what}"), as_str_list(answers, f"references {what}"), stem=stem, vqa_eval=vqa_eval
-        )
+EXPECTED_ANSWERS = 10  # answers per question in VQAv2 and OK-VQA (the official evaluation's leave-one-out assumes 10)
+
+
+def _answers_cell(value, where: str) -> list[str]:
+    """A references ``answers`` cell as a list of strings; anything else stops with ``where`` and the problem."""
+    if isinstance(value, str):
+        raise MetricsInputError(f"{where}: 'answers' is the string {value!r}, expected a list of {EXPECTED_ANSWERS} answers")
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise MetricsInputError(f"{where}: 'answers' is {type(value).__name__}, expected a list of {EXPECTED_ANSWERS} answers")
+    if len(value) == 0:
+        raise MetricsInputError(f"{where}: 'answers' is an empty list")
+    bad = [a for a in value if not isinstance(a, str)]
+    if bad:
+        raise MetricsInputError(f"{where}: 'answers' holds a non-string item {bad[0]!r} ({type(bad[0]).__name__})")
+    return list(value)
+
+
+def _prediction_cell(value, where: str) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise MetricsInputError(f"{where}: 'prediction' is null (write \"\" for an empty answer)")
+    if not isinstance(value, str):
+        raise MetricsInputError(f"{where}: 'prediction' is {type(value).__name__}, expected a string")
+    return value
+
+
+def _checked_rows(predictions_df, references_df, pred_name, ref_name):
+    """(id, prediction, answers, reference row) in prediction order, every cell checked (row numbers 1-based)."""
+    preds = predictions_df.assign(_row=np.arange(1, len(predictions_df) + 1))
+    refs = references_df.assign(_ref_row=np.arange(1, len(references_df) + 1))
+    merged = align(preds, refs, ["prediction", "_row"], ["answers", "_ref_row"], pred_name=pred_name, ref_name=ref_name)
+    out = []
+    for qid, pred, prow, answers, rrow in zip(
+        merged["id"], merged["prediction"], merged["_row"], merged["answers"], merged["_ref_row"]
+    ):
+        p = _prediction_cell(pred, f"{pred_name}: row {prow} (id {qid!r})")
+        a = _answers_cell(answers, f"{ref_name}: row {rrow} (id {qid!r})")
+        out.append((qid, p, a, int(rrow)))
     return out
+
+
+def vqa_accuracy_per_item(
+    predictions_df: pd.DataFrame, references_df: pd.DataFrame, stem: bool = False, vqa_eval: str = DEFAULT_VQA_EVAL,
+    *, pred_name: str = "predictions", ref_name: str = "references",
+) -> np.ndarray:
+    """Per-question accuracy (in [0, 1]) aligned to the order of ``predictions_df``. A null prediction, an
+    ``answers`` cell that is not a list of strings, or an empty one stops with the file (``pred_name`` /
+    ``ref_name``), the row and the problem. A question with other than 10 answers is scored as the reference code
+    scores it (the mean over its answers' leave-one-out subsets); `score_vqa` reports such rows."""
+    rows = _checked_rows(predictions_df, references_df, pred_name, ref_name)
+    return np.array([vqa_accuracy(p, a, stem=stem, vqa_eval=vqa_eval) for _, p, a, _ in rows], dtype=float)
+
+
+def answer_count_report(predictions_df, references_df, *, pred_name="predictions", ref_name="references") -> dict | None:
+    """None when every scored question has 10 answers; else how many do not, their counts and the first rows."""
+    rows = _checked_rows(predictions_df, references_df, pred_name, ref_name)
+    off = [(qid, len(a), r) for qid, _, a, r in rows if len(a) != EXPECTED_ANSWERS]
+    if not off:
+        return None
+    counts: dict[str, int] = {}
+    for _, n, _ in off:
+        counts[str(n)] = counts.get(str(n), 0) + 1
+    return {
+        "expected": EXPECTED_ANSWERS,
+        "n_questions": len(off),
+        "answer_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
+        "first": [{"id": str(q), "row": r, "answers": n} for q, n, r in off[:5]],
+        "scored_as": "the reference code: mean over the question's answers of min(1, matches among the others / 3)",
+    }
 
 
 def vqa_settings(*, stem: bool, n_resamples: int, seed: int, vqa_eval: str = DEFAULT_VQA_EVAL) -> dict:
@@ -331,14 +387,19 @@ def score_vqa(
     vqa_eval: str = DEFAULT_VQA_EVAL,
     n_resamples: int = 1000,
     seed: int = 0,
+    pred_name: str = "predictions",
+    ref_name: str = "references",
 ) -> dict:
-    """VQA accuracy x100 (2 decimals) under ``vqa_eval`` with n, a seeded bootstrap 95% CI and a signature."""
+    """VQA accuracy x100 (2 decimals) under ``vqa_eval`` with n, a seeded bootstrap 95% CI and a signature.
+    Input problems stop naming ``pred_name``/``ref_name`` (the files), the row and the problem; questions without
+    exactly 10 answers are scored as the reference scores them and listed under ``answer_count_warning``."""
     settings = vqa_settings(stem=stem, n_resamples=n_resamples, seed=seed, vqa_eval=vqa_eval)
-    per_item = vqa_accuracy_per_item(predictions, references, stem=stem, vqa_eval=vqa_eval)
+    names = {"pred_name": pred_name, "ref_name": ref_name}
+    per_item = vqa_accuracy_per_item(predictions, references, stem=stem, vqa_eval=vqa_eval, **names)
     n = int(per_item.size)
     score = round(100 * float(sum(per_item.tolist())) / n, 2)
     lo, hi = stats.bootstrap_ci(per_item, n_resamples=n_resamples, seed=seed)
-    return {
+    out = {
         "metric": "vqa_accuracy",
         "score": score,
         "n": n,
@@ -346,6 +407,10 @@ def score_vqa(
         "signature": make_signature("vqa_accuracy", settings),
         "settings": settings,
     }
+    report = answer_count_report(predictions, references, **names)
+    if report is not None:
+        out["answer_count_warning"] = report
+    return out
 
 
 __all__ = [
