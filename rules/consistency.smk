@@ -53,6 +53,7 @@ rule consistency_local:
         "data/consistency/{cons_set}/local/scores.json",
     params:
         recipes=cons_recipes(),
+        compute=canonical(CONS["compute"]),
         code=code("consistency_local"),
     wildcard_constraints:
         cons_set=CONS_SETS,
@@ -62,7 +63,7 @@ rule consistency_local:
         "benchmarks/consistency/{cons_set}/local.tsv"
     threads: CONS_THREADS
     resources:
-        gpu=1,
+        gpu=CONS_GPU,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -81,6 +82,7 @@ rule consistency_api:
         api=canonical(CONS["api"]),
         models=canonical(CONS["models"]),
         cache_root=lambda w: f"data/consistency/{w.cons_set}/api_cache",
+        compute=canonical(CONS["compute"]),
         code=code("consistency_api"),
     wildcard_constraints:
         cons_set=CONS_SETS,
@@ -89,8 +91,10 @@ rule consistency_api:
     benchmark:
         "benchmarks/consistency/{cons_set}/api.tsv"
     threads: CONS_THREADS
+    resources:
+        gpu=CONS_API_GPU,
     conda:
-        "../envs/cpu.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/consistency_api.py"
 
@@ -110,6 +114,7 @@ rule consistency_compare:
         metrics=canonical(CONS["metrics"]),
         thresholds=canonical(CONS["thresholds"]),
         diagnosis=canonical(CONS["diagnosis"]),
+        compute=canonical(CONS["compute"]),
         code=code("consistency_compare"),
     wildcard_constraints:
         cons_set=CONS_SETS,
@@ -119,7 +124,7 @@ rule consistency_compare:
         "benchmarks/consistency/{cons_set}/compare.tsv"
     threads: CONS_THREADS
     resources:
-        gpu=1,
+        gpu=CONS_GPU,
     conda:
         "../envs/gpu.yaml"
     script:

@@ -10,6 +10,10 @@ except ConfigError as err:
 CONS_SETS = _alternatives(CONS["datasets"])
 CONS_MODELS = _alternatives(["embedder", "reranker"])
 CONS_THREADS = CONS["compute"]["threads"]
+# the gpu resource of the model jobs (local, compare; the API job only when it serves the models itself): 1 for real
+# models (the job takes a GPU slot and compute.device auto runs there), 0 for the CPU-sized demo models
+CONS_GPU = CONS["compute"]["gpu"]
+CONS_API_GPU = CONS_GPU if CONS["api"]["mode"] == "local_server" else 0
 
 
 def cons_shipped(w):

@@ -73,3 +73,25 @@ def test_served_code_digest_covers_server_and_recipe(edit):
 
     files = {p.name for p in dependency_files([(stage.__name__, "api_side")], package_root())}
     assert edit in files and "embedding_backend.py" in files and "client.py" in files
+
+
+def test_remote_cache_has_a_tag_and_an_expiry(tmp_path):
+    """A remote deployment can change behind the same URL: `api.cache_tag` names a fresh cache directory and
+    `api.cache_max_age_days` deletes answers older than that before the API rule runs."""
+    import os
+    import time
+
+    base = dict(models=MODELS, shipped="s0", emb_cfg=EMB_CFG, rr_cfg=RR_CFG)
+    remote = {**api_cfg(), "mode": "remote", "base_url": "https://a.example/v1"}
+    untagged = stage.cache_dir(tmp_path, remote, **base)
+    tagged = stage.cache_dir(tmp_path, {**remote, "cache_tag": "2026-12"}, **base)
+    assert untagged != tagged and tagged == stage.cache_dir(tmp_path, {**remote, "cache_tag": "2026-12"}, **base)
+    assert stage.cache_dir(tmp_path, {**api_cfg(), "cache_tag": "x"}, **base) != stage.cache_dir(tmp_path, api_cfg(), **base)
+    tagged.mkdir(parents=True)
+    old, new = tagged / "old.json", tagged / "new.json"
+    for f in (old, new):
+        f.write_text("{}")
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
+    assert stage.prune_cache(tagged, None) == 0 and old.exists()
+    assert stage.prune_cache(tagged, 30) == 1
+    assert not old.exists() and new.exists()

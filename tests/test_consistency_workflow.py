@@ -1,5 +1,6 @@
 """The consistency DAG on the `.test/consistency.yaml` slice, in a temporary working directory: every statistic
-filled with a CI, the diagnosis names the demo's injected difference, a rerun of the API rule sends no request."""
+filled with a CI (extremes: none, by design), task quality for both sides with a paired CI, the diagnosis names the
+demo's injected difference, device and dtype recorded, a rerun of the API rule sends no request."""
 from __future__ import annotations
 
 import json
@@ -30,17 +31,26 @@ def _cis(node, path=""):
 def test_report_is_filled_and_names_the_injected_cause(run):
     rep = json.loads((run / TARGET).read_text())
     found = list(_cis(rep))
-    assert len(found) == 19  # 7 embedding, 5 per-query, 2 pooled, 5 absolute
+    # 7 embedding (min / p1 / max |Δ| are extremes: value without a CI), 5 per-query, 2 pooled, 5 absolute,
+    # task quality: local, api, random
+    assert len(found) == 22
     for path, s in found:
         assert s["value"] is not None and s["n"] > 0, path
+        if s["ci95"] is None:
+            assert "no bootstrap CI" in s["note"], path
+            continue
         lo, hi = s["ci95"]
         assert lo <= s["value"] + 1e-9 and s["value"] <= hi + 1e-9, path
+    assert sum(s["ci95"] is None for _, s in found) == 3
     assert rep["passed"] == {"embedding": True, "rerank": False}
     assert rep["diagnosis"]["rerank"]["cause"] == "separator"
     assert "\\n\\n" in rep["diagnosis"]["rerank"]["variant"]
     assert rep["embedding"]["cosine_min"]["value"] > 1 - 1e-6
+    tq = rep["task_quality"]
+    assert tq["local"]["value"] > tq["random"]["value"] and "p_value" in tq["paired"]
+    assert rep["local"]["placement"]["reranker"] == {"device": "cpu", "dtype": "float32"}
     md = (run / "results/consistency/demo/report.md").read_text()
-    assert "cause = separator" in md and "inflated" in md and "No strictly increasing map" in md
+    assert "cause = separator" in md and "Task quality" in md and "No strictly increasing map" in md
     assert (run / "results/consistency/demo/report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert rep["api"]["client_stats"]["rerank"]["requests_sent"] > 0
 

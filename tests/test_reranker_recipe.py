@@ -1,5 +1,6 @@
 """Qwen3-Reranker recipe on the shipped tiny Qwen3ForCausalLM: prompt bytes, score = sigmoid(logit_yes − logit_no)
-at the last position against a hand-computed single-sequence reference, left padding, truncation."""
+at the last position against a hand-computed single-sequence reference, left padding, truncation; the official
+README snippet's scores on the shipped files (known answers); the tokenizer appends nothing; the model ranks."""
 from __future__ import annotations
 
 import numpy as np
@@ -55,9 +56,46 @@ def test_truncation_cuts_the_body_and_keeps_prefix_and_suffix(reranker):
         reranker.with_recipe(RerankRecipe(max_length=10)).pair_ids("q", ["d"])
 
 
-def test_reranker_ranks_better_than_chance_on_the_demo_corpus():
+def test_reranker_ranks_clearly_better_than_chance_on_the_demo_corpus():
+    """BUILD.json's evaluation: NDCG@5 against the qrels, its 95% CI above the random ranking's, and the paired
+    difference's CI above 0.3; relevant vs irrelevant AUC above 0.85."""
     import json
 
     ev = json.loads((ASSETS / "BUILD.json").read_text())["evaluation_demo_corpus"]
     assert ev["embedder"]["recall_at_1"] > 3 * ev["embedder"]["chance_recall_at_1"]
-    assert ev["reranker"]["ndcg_at_5"] > ev["reranker"]["chance_ndcg_at_5"]
+    r = ev["reranker"]
+    assert r["ndcg_at_5"]["ci95"][0] > r["random_ndcg_at_5"]["ci95"][1]
+    assert r["ndcg_minus_random"]["ci95"][0] > 0.3 and r["ndcg_at_5"]["n"] == 48
+    assert r["auc_relevant_vs_not"] > 0.85
+
+
+# Known answers: the "Transformers Usage" reranker snippet of QwenLM/Qwen3-Embedding README.md @ f4ad0c43, run
+# verbatim (only the model id replaced by the shipped tiny_qwen3_reranker directory) — its own two pairs, then its own
+# format_instruction / process_inputs / compute_logits on the 21 rerank pairs of
+# generate_corpus(seed=0, queries_per_topic=1, n_negatives=3, n_topics=3), in corpus order.
+README_QUERIES = ["What is the capital of China?", "Explain gravity"]
+README_DOCUMENTS = ["The capital of China is Beijing.",
+                    "Gravity is a force that attracts two bodies towards each other. It gives weight to physical objects "
+                    "and is responsible for the movement of planets around the sun."]
+README_SCORES = [0.15194499, 0.01333425]
+DEMO_SCORES = [0.00348783, 0.88985479, 0.85963225, 0.91429788, 0.91274542, 0.00362131, 0.00248888, 0.81165344, 0.08408195, 0.05372171, 0.00348576, 0.77981776, 0.74024624, 0.81825608, 0.02623586, 0.81358284, 0.77070981, 0.00199577, 0.0267314, 0.79274446, 0.8043918]
+
+
+def test_official_readme_snippet_scores_equal_the_project(reranker):
+    from leverplus.data.consistency_demo import generate_corpus
+
+    for q, d, want in zip(README_QUERIES, README_DOCUMENTS, README_SCORES):
+        assert reranker.score(q, [d]).prob[0] == pytest.approx(want, abs=1e-5)
+    c = generate_corpus(seed=0, queries_per_topic=1, n_negatives=3, n_topics=3)
+    docs = {d["id"]: d["text"] for d in c["documents"]}
+    qs = {q["id"]: q["text"] for q in c["queries"]}
+    got = np.concatenate([reranker.score(qs[r["query_id"]], [docs[x] for x in r["candidates"]]).prob for r in c["rerank"]])
+    assert len(got) == len(DEMO_SCORES) == 21
+    assert np.max(np.abs(got - np.asarray(DEMO_SCORES))) < 1e-5
+
+
+def test_tokenizer_appends_nothing_like_the_real_qwen3_reranker(reranker):
+    tok = reranker.tokenizer
+    for text in ("how to sort", DOCS[1], "<Instruct>: x\n<Query>: y\n<Document>: z"):
+        assert tok(text)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.padding_side == "left"

@@ -1,4 +1,5 @@
 from leverplus.stages.consistency import compare
 from leverplus.stages.runner import run_stage
 
-run_stage(snakemake, compare)  # noqa: F821 (snakemake is injected)
+# a GPU slot only when the rule claims the gpu resource (consistency.compute.gpu)
+run_stage(snakemake, compare, gpu=snakemake.resources.get("gpu", 0) > 0)  # noqa: F821 (snakemake is injected)

@@ -512,33 +512,59 @@ class OpenAICompatClient:
         return np.concatenate(out, axis=0)
 
     # ---- rerank ---------------------------------------------------------------------------------------------------
-    def rerank(self, query: str, documents: list[str], *, instruction: str | None = None) -> list[float]:
-        """Relevance score of every document, in the order given (results realigned by ``index``); cached."""
+    RERANK_PROTOCOLS = ("jina", "cohere_v2", "vllm_score")
+
+    def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
+               protocol: str = "jina") -> list[float]:
+        """Relevance score of every document, in the order given (results realigned by ``index``); cached.
+
+        ``protocol`` picks the request shape (all POST ``{base_url}/<path>``):
+
+        * ``jina`` — ``/rerank`` ``{model, query, documents: [str], top_n: len(documents), return_documents: false}``
+          (Jina's API; vLLM's ``/rerank`` and ``/v1/rerank`` take it too, ignoring ``return_documents``);
+        * ``cohere_v2`` — ``/rerank`` ``{model, query, documents: [str], top_n: len(documents)}`` with a ``…/v2``
+          base URL (Cohere v2 has no ``return_documents``; vLLM serves the same body at ``/v2/rerank``);
+        * ``vllm_score`` — ``/score`` ``{model, text_1: query, text_2: documents}``, answered
+          ``data: [{index, score}]``.
+
+        ``instruction`` is sent as an extra field (honoured by the project's server and SiliconFlow-style providers,
+        ignored by vLLM). Scores must be JSON numbers and finite: a string, a boolean, NaN or infinity is a malformed
+        response, never a score."""
         documents = list(documents)
         if not documents:
             raise ValueError("rerank: no documents")
-        path = "/rerank"
-        endpoint = f"POST {self._base}{path}"
-        body = {"model": self.cfg.model, "query": query, "documents": documents, "top_n": len(documents)}
+        if protocol not in self.RERANK_PROTOCOLS:
+            raise ValueError(f"rerank: protocol {protocol!r}; known: {', '.join(self.RERANK_PROTOCOLS)}")
+        n = len(documents)
+        if protocol == "vllm_score":
+            path, body, list_key, score_key = "/score", {"model": self.cfg.model, "text_1": query,
+                                                         "text_2": documents}, "data", "score"
+        else:
+            path, list_key, score_key = "/rerank", "results", "relevance_score"
+            body = {"model": self.cfg.model, "query": query, "documents": documents, "top_n": n}
+            if protocol == "jina":
+                body["return_documents"] = False
         if instruction is not None:
             body["instruction"] = instruction
-        n = len(documents)
+        endpoint = f"POST {self._base}{path}"
 
         def attempt():
             data = self._post_json(path, body)
-            results = data.get("results", data.get("data"))
+            results = data.get(list_key)
             if not isinstance(results, list):
-                raise APIError(endpoint, "malformed", f"no results list in {json.dumps(data)[:200]}")
+                raise APIError(endpoint, "malformed", f"no {list_key!r} list in {json.dumps(data)[:200]}")
             scores: list[float | None] = [None] * n
             for r in results:
-                try:
-                    idx = int(r["index"])
-                    score = float(r["relevance_score"] if "relevance_score" in r else r["score"])
-                except (KeyError, TypeError, ValueError):
-                    raise APIError(endpoint, "malformed", f"result without index/relevance_score: {r!r}") from None
+                raw = r.get(score_key) if isinstance(r, dict) else None
+                idx = r.get("index") if isinstance(r, dict) else None
+                if isinstance(idx, bool) or not isinstance(idx, int):
+                    raise APIError(endpoint, "malformed", f"result without an integer index: {r!r}")
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not np.isfinite(raw):
+                    raise APIError(endpoint, "malformed", f"result {idx}: {score_key} must be a finite JSON number, "
+                                   f"got {raw!r}")
                 if not 0 <= idx < n or scores[idx] is not None:
                     raise APIError(endpoint, "malformed", f"result index {idx} out of range or repeated (n={n})")
-                scores[idx] = score
+                scores[idx] = float(raw)
             missing = [i for i, s in enumerate(scores) if s is None]
             if missing:
                 raise APIError(endpoint, "malformed", f"no score for document indices {missing[:10]} "

@@ -6,9 +6,17 @@ over queries. CIs resample items (cosine, |Δ|) or queries (neighbours).
 
 Reranker (`rerank_agreement`): rank agreement per query (Spearman, Kendall τ-b, overlap@k, RBO, NDCG@k of the local
 ranking judged by the API scores), averaged over queries; the same correlations pooled over all pairs are reported
-too, labelled inflated (pooling counts between-query score differences as agreement); absolute agreement pooled
+too, with their relation to the per-query mean stated from the numbers (pooling counts between-query score
+differences as agreement, which usually inflates them, but it can also come out lower); absolute agreement pooled
 over pairs (Pearson on logits and on probabilities, Lin's concordance, mean and max |Δ| of probabilities). CIs
 resample queries (a cluster bootstrap: a query's pairs move together).
+
+Extremes (cosine min / p1, max |Δ|) are reported without a CI: a percentile bootstrap of a sample's own minimum or
+maximum cannot reach beyond it, so its "interval" says nothing about the population's extreme.
+
+Task quality (`task_quality`): per-query NDCG@k of each side's ranking against the corpus qrels, beside the expected
+NDCG@k of a random ranking of the same list, with bootstrap CIs over queries and paired bootstraps (local − API,
+each side − random): "do they agree" and "are both good" are separate answers.
 
 Calibration (`calibration_cv`): maps from local to API scores — logit-affine, isotonic (out_of_bounds="clip"), the
 source document's cubic on probabilities — fitted and scored by k-fold cross-validation over queries (held-out MAE,
@@ -32,7 +40,23 @@ MONOTONE_NOTE = (
     "non-decreasing (flat steps tie scores, which can lower rank agreement); a cubic that is not monotone on the "
     "support reorders items — a defect, not a fix."
 )
-POOLED_NOTE = "pooled over all pairs of all queries: inflated, between-query score differences count as agreement"
+POOLED_NOTE = ("pooled over all pairs of all queries: between-query score differences count as agreement, so a pooled "
+               "correlation is not the per-query agreement (it is usually higher — inflated — but can be lower)")
+EXTREME_NOTE = ("extreme order statistic over the items: no bootstrap CI (a percentile bootstrap of a sample's minimum or "
+                "maximum cannot reach beyond the sample itself)")
+
+
+def pooled_relation(pooled: float, per_query: dict) -> str:
+    """How a pooled correlation relates to the per-query mean: `inflated` above its CI, `deflated` below, else
+    `within the per-query CI` (computed, never assumed)."""
+    lo, hi = per_query["ci95"]
+    if any(v is None or not np.isfinite(v) for v in (pooled, lo, hi)):
+        return "undefined"
+    if pooled > hi:
+        return "inflated"
+    if pooled < lo:
+        return "deflated"
+    return "within the per-query CI"
 
 
 def rbo(a, b, p: float = 0.9, depth: int | None = None) -> float:
@@ -101,6 +125,10 @@ def _summary(value: float, ci, n: int, **extra) -> dict:
     return {"value": float(value), "ci95": [float(ci[0]), float(ci[1])], "n": int(n), **extra}
 
 
+def _extreme(value: float, n: int) -> dict:
+    return {"value": float(value), "ci95": None, "n": int(n), "note": EXTREME_NOTE}
+
+
 def _mean_over(values, *, n_resamples: int, seed: int, what: str) -> dict:
     arr = np.asarray(values, float)
     ok = arr[~np.isnan(arr)]
@@ -124,10 +152,10 @@ def embedding_agreement(local: np.ndarray, api: np.ndarray, *, query_rows, doc_r
     out = {
         "n_items": n, "dim": int(local.shape[1]),
         "cosine_mean": _summary(cos.mean(), bootstrap_ci(cos, **boot), n),
-        "cosine_min": _summary(cos.min(), bootstrap_ci(cos, statistic=np.min, **boot), n),
-        "cosine_p1": _summary(np.percentile(cos, 1), bootstrap_ci(cos, statistic=lambda v: np.percentile(v, 1), **boot), n),
+        "cosine_min": _extreme(cos.min(), n),
+        "cosine_p1": _extreme(np.percentile(cos, 1), n),
         "cosine_median": _summary(np.median(cos), bootstrap_ci(cos, statistic=np.median, **boot), n),
-        "max_abs_diff": _summary(absd.max(), bootstrap_ci(absd, statistic=np.max, **boot), n),
+        "max_abs_diff": _extreme(absd.max(), n),
         "per_item_cosine": cos.tolist(),
     }
     q, d = np.asarray(query_rows, int), np.asarray(doc_rows, int)
@@ -189,11 +217,12 @@ def rerank_agreement(local: RerankRun, api: RerankRun, *, k: int = 5, rbo_p: flo
         return _summary(value, bootstrap_ci(np.arange(nq), statistic=stat, **boot), sum(map(len, lp)),
                         resampled="queries")
 
-    out["pooled_inflated"] = {
-        "note": POOLED_NOTE,
-        "spearman": pooled(lambda x, y, _a, _b: _rank_corr("spearman", x, y)),
-        "kendall_tau_b": pooled(lambda x, y, _a, _b: _rank_corr("kendall", x, y)),
-    }
+    out["pooled"] = {"note": POOLED_NOTE}
+    for name in ("spearman", "kendall_tau_b"):
+        fn = "spearman" if name == "spearman" else "kendall"
+        s = pooled(lambda x, y, _a, _b, fn=fn: _rank_corr(fn, x, y))
+        s["relation_to_per_query"] = pooled_relation(s["value"], out["per_query_mean"][name])
+        out["pooled"][name] = s
     out["absolute"] = {
         "pearson_logit": pooled(lambda _x, _y, a, b: _pearson(a, b)),
         "pearson_prob": pooled(lambda x, y, _a, _b: _pearson(x, y)),
@@ -275,3 +304,50 @@ def rerank_distance(local: RerankRun, api: RerankRun) -> dict:
     taus = [_rank_corr("kendall", a, b) for a, b in zip(local.prob, api.prob)]
     return {"mean_abs_diff_prob": float(np.mean(np.abs(lp - ap))), "max_abs_diff_prob": float(np.max(np.abs(lp - ap))),
             "kendall_tau_b_mean": float(np.nanmean(taus)) if not np.all(np.isnan(taus)) else float("nan")}
+
+
+# ---- task quality ------------------------------------------------------------------------------------------------------
+
+def _ndcg(gains: np.ndarray, scores: np.ndarray, k: int) -> float:
+    from sklearn.metrics import ndcg_score
+
+    if len(gains) < 2 or not np.any(gains > 0):
+        return float("nan")
+    return float(ndcg_score(gains[None], np.asarray(scores, float)[None], k=k))
+
+
+def _random_ndcg(gains: np.ndarray, k: int, rng: np.random.Generator, draws: int) -> float:
+    """Expected NDCG@k of a uniformly random ranking (mean over `draws` seeded permutations)."""
+    if len(gains) < 2 or not np.any(gains > 0):
+        return float("nan")
+    return float(np.mean([_ndcg(gains, rng.permutation(len(gains)).astype(float), k) for _ in range(draws)]))
+
+
+def task_quality(corpus: dict, runs: dict, *, k: int = 5, n_resamples: int = 1000, seed: int = 0,
+                 random_draws: int = 200) -> dict:
+    """Per-query NDCG@k against the corpus qrels (binary gains: a candidate listed in `qrels[query_id]`) for each
+    named run (`{name: RerankRun}`, candidates in `corpus["rerank"]` order), the expected NDCG@k of a random ranking,
+    95% bootstrap CIs over queries, and paired bootstraps: each run − random, and the first two runs' difference.
+    Queries whose list holds no relevant candidate have no NDCG and are left out (counted)."""
+    from .stats import paired_bootstrap
+
+    qrels = corpus.get("qrels") or {}
+    gains = [np.array([float(c in set(qrels.get(r["query_id"], ()))) for c in r["candidates"]]) for r in corpus["rerank"]]
+    rng = np.random.default_rng(seed)
+    rand = np.array([_random_ndcg(g, k, rng, random_draws) for g in gains])
+    ok = ~np.isnan(rand)
+    boot = dict(n_resamples=n_resamples, seed=seed)
+    out = {"k": k, "gains": "binary, from corpus qrels", "n_queries": int(ok.sum()),
+           "undefined": int((~ok).sum()), "random": _mean_over(rand[ok], what="queries", **boot), "vs_random": {}}
+    per = {}
+    for name, run in runs.items():
+        if len(run.prob) != len(gains):
+            raise ValueError(f"task quality: run {name!r} has {len(run.prob)} score lists for {len(gains)} rerank lists")
+        v = np.array([_ndcg(g, p, k) for g, p in zip(gains, run.prob)])
+        per[name] = v[ok]
+        out[name] = _mean_over(v[ok], what="queries", **boot)
+        out["vs_random"][name] = paired_bootstrap(v[ok], rand[ok], **boot) if ok.any() else None
+    names = list(runs)
+    if len(names) >= 2 and ok.any():
+        out["paired"] = {"a": names[0], "b": names[1], **paired_bootstrap(per[names[0]], per[names[1]], **boot)}
+    return out

@@ -107,22 +107,28 @@ def load_tokenizer(model_dir: str | Path):
 
 
 class QwenEmbedder:
-    """A Qwen3-Embedding checkpoint (`AutoModel`, weights checked) with one recipe; `embed_*` return float32 [n, d]."""
+    """A Qwen3-Embedding checkpoint (`AutoModel`, weights checked) with one recipe, on `device` (`compute.device`:
+    auto = CUDA when available); `embed_*` return float32 [n, d] on the CPU."""
 
-    def __init__(self, model_dir: str | Path, recipe: EmbeddingRecipe = EmbeddingRecipe(), *, model=None, tokenizer=None):
+    def __init__(self, model_dir: str | Path, recipe: EmbeddingRecipe = EmbeddingRecipe(), *, model=None, tokenizer=None,
+                 device: str | None = "cpu"):
         from transformers import AutoModel
 
-        from .embedding_loading import load_checked
+        from .embedding_loading import load_checked, model_device, resolve_device
 
         self.model_dir = str(model_dir)
         self.recipe = recipe
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
-        self.model = model if model is not None else load_checked(AutoModel, model_dir, dtype=recipe.dtype)
+        self.device = resolve_device(device)  # where it was placed (recorded with every result)
+        self.model = model if model is not None else load_checked(AutoModel, model_dir, dtype=recipe.dtype,
+                                                                  device=self.device)
+        self._inputs_to = model_device(self.model)  # inputs follow the model
 
     def with_recipe(self, recipe: EmbeddingRecipe) -> "QwenEmbedder":
-        """The same weights under another recipe (reloaded only when the precision changes)."""
+        """The same weights under another recipe (reloaded, on the same device, only when the precision changes)."""
         same = recipe.dtype == self.recipe.dtype
-        return QwenEmbedder(self.model_dir, recipe, model=self.model if same else None, tokenizer=self.tokenizer)
+        return QwenEmbedder(self.model_dir, recipe, model=self.model if same else None, tokenizer=self.tokenizer,
+                            device=self.device)
 
     def embed_texts(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """Embed texts exactly as given (no instruction added), in batches of `batch_size`, in order."""
@@ -140,11 +146,16 @@ class QwenEmbedder:
             for s in starts:
                 batch = self.tokenizer.pad({"input_ids": ids[s : s + self.recipe.batch_size]}, padding=True,
                                            return_tensors="pt")
-                hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-                out.append(last_token_pool(hidden, batch["attention_mask"]).float().numpy())
+                mask = batch["attention_mask"].to(self._inputs_to)
+                hidden = self.model(input_ids=batch["input_ids"].to(self._inputs_to), attention_mask=mask).last_hidden_state
+                out.append(last_token_pool(hidden, mask).float().cpu().numpy())
         if not out:
             return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
         return normalise(np.concatenate(out), self.recipe.dimensions)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for these texts (a server's `usage`)."""
+        return sum(map(len, token_ids(self.tokenizer, list(texts), self.recipe)))
 
     def embed_queries(self, queries: list[str], **kw) -> np.ndarray:
         return self.embed_texts([format_query(q, self.recipe) for q in queries], **kw)

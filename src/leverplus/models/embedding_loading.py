@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ModelLoadError(RuntimeError):
@@ -33,8 +33,36 @@ def checkpoint_architectures(model_dir: str | Path) -> list[str]:
     return list(json.loads(cfg.read_text()).get("architectures") or [])
 
 
-def load_checked(auto_cls, model_dir: str | Path, *, dtype: str = "float32"):
-    """`auto_cls.from_pretrained(model_dir)` in eval mode, or `ModelLoadError` when any weight would be random."""
+def resolve_device(spec: str | None = "auto") -> str:
+    """The torch device of `compute.device`: `auto` (or None) → `cuda` when `torch.cuda.is_available()` (the job's
+    CUDA_VISIBLE_DEVICES slot), else `cpu`; `cpu` / `cuda` / `cuda:N` as given — a CUDA device on a machine without
+    one stops with an error instead of silently running on the CPU."""
+    import torch
+
+    spec = "auto" if spec is None else str(spec)
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {spec!r}: CUDA is not available here (use device: auto or cpu)")
+        return spec
+    raise ValueError(f"device {spec!r}: use auto, cpu, cuda or cuda:N")
+
+
+def place(model, device: str):
+    """Move a loaded model to `device` (every embedder/reranker goes through here; inputs follow the model)."""
+    return model.to(device)
+
+
+def model_device(model) -> str:
+    return str(next(model.parameters()).device)
+
+
+def load_checked(auto_cls, model_dir: str | Path, *, dtype: str = "float32", device: str | None = None):
+    """`auto_cls.from_pretrained(model_dir)` in eval mode on `device` (resolved by `resolve_device`; None = cpu), or
+    `ModelLoadError` when any weight would be random."""
     name = getattr(auto_cls, "__name__", str(auto_cls))
     archs = checkpoint_architectures(model_dir)
     if "SequenceClassification" in name and any(a.endswith("ForCausalLM") for a in archs):
@@ -59,4 +87,4 @@ def load_checked(auto_cls, model_dir: str | Path, *, dtype: str = "float32"):
             + f" (checkpoint architectures: {', '.join(archs) or 'unknown'})"
         )
     model.eval()
-    return model
+    return place(model, resolve_device(device) if device is not None else "cpu")

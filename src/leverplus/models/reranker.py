@@ -11,7 +11,13 @@ position (the official code's softmax over [no, yes] is the same number); the lo
 
 Loading goes through `AutoModelForCausalLM` with the weights checked (`embedding_loading.load_checked`): the
 `AutoModelForSequenceClassification` route, which gives a random `score` head, is refused.
-`separator` (`\\n` in the transformers example, `\\n\\n` in vLLM's) and `use_instruction` exist to reproduce drift.
+`separator` (`\\n` in the transformers example, `\\n\\n` in the vLLM example of the Qwen README), `use_instruction`
+and `template` exist to reproduce drift. `template=False` is what vLLM's `/rerank` and `/score` do for an LLM
+reranker without a score template (vllm/entrypoints/pooling/score/utils.py `get_score_prompt`): the query and the
+document strings are concatenated and tokenised as they are (`tokenizer(query + document)`), no system prompt, no
+`<Instruct>`/`<Query>`/`<Document>` labels, no assistant suffix — Qwen3-Reranker then scores near random.
+`query_template` / `document_template` are the strings a client sends to such a server instead (vLLM's Qwen3-Reranker
+example): their concatenation is PREFIX + body + SUFFIX, the official prompt.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ class RerankRecipe:
     max_length: int = 8192
     dtype: str = "float32"
     batch_size: int = 16
+    template: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> "RerankRecipe":
@@ -53,6 +60,18 @@ def format_body(query: str, document: str, recipe: RerankRecipe = RerankRecipe()
     return f"{head}<Query>: {query}{sep}<Document>: {document}"
 
 
+def query_template(query: str, recipe: RerankRecipe = RerankRecipe(), instruction: str | None = None) -> str:
+    """What a client sends as `query` to a server that applies no template: PREFIX + the body up to the document."""
+    sep = recipe.separator
+    head = f"<Instruct>: {instruction or recipe.instruction}{sep}" if recipe.use_instruction else ""
+    return f"{PREFIX}{head}<Query>: {query}{sep}"
+
+
+def document_template(document: str) -> str:
+    """What a client sends as each document to a server that applies no template: the document line + SUFFIX."""
+    return f"<Document>: {document}{SUFFIX}"
+
+
 @dataclass
 class RerankScores:
     logit: np.ndarray  # logit_yes − logit_no, float64 [n]
@@ -60,16 +79,23 @@ class RerankScores:
 
 
 class QwenReranker:
-    def __init__(self, model_dir: str | Path, recipe: RerankRecipe = RerankRecipe(), *, model=None, tokenizer=None):
+    """A Qwen3-Reranker checkpoint (`AutoModelForCausalLM`, weights checked) with one recipe, on `device`
+    (`compute.device`: auto = CUDA when available)."""
+
+    def __init__(self, model_dir: str | Path, recipe: RerankRecipe = RerankRecipe(), *, model=None, tokenizer=None,
+                 device: str | None = "cpu"):
         from transformers import AutoModelForCausalLM
 
         from .embedding import load_tokenizer
-        from .embedding_loading import load_checked
+        from .embedding_loading import load_checked, model_device, resolve_device
 
         self.model_dir = str(model_dir)
         self.recipe = recipe
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
-        self.model = model if model is not None else load_checked(AutoModelForCausalLM, model_dir, dtype=recipe.dtype)
+        self.device = resolve_device(device)  # where it was placed (recorded with every result)
+        self.model = model if model is not None else load_checked(AutoModelForCausalLM, model_dir, dtype=recipe.dtype,
+                                                                  device=self.device)
+        self._inputs_to = model_device(self.model)  # inputs follow the model
         tok = self.tokenizer
         self.yes_id, self.no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
         if tok.unk_token_id is not None and tok.unk_token_id in (self.yes_id, self.no_id):
@@ -79,9 +105,13 @@ class QwenReranker:
 
     def with_recipe(self, recipe: RerankRecipe) -> "QwenReranker":
         same = recipe.dtype == self.recipe.dtype
-        return QwenReranker(self.model_dir, recipe, model=self.model if same else None, tokenizer=self.tokenizer)
+        return QwenReranker(self.model_dir, recipe, model=self.model if same else None, tokenizer=self.tokenizer,
+                            device=self.device)
 
     def pair_ids(self, query: str, documents: list[str], instruction: str | None = None) -> list[list[int]]:
+        if not self.recipe.template:  # vLLM without a score template: the strings as given, concatenated
+            enc = self.tokenizer([query + d for d in documents], truncation=True, max_length=self.recipe.max_length)
+            return [list(x) for x in enc["input_ids"]]
         budget = self.recipe.max_length - len(self.prefix_ids) - len(self.suffix_ids)
         if budget < 1:
             raise ValueError(f"max_length={self.recipe.max_length} leaves no room after the prompt prefix and suffix")
@@ -97,10 +127,15 @@ class QwenReranker:
             for s in range(0, len(ids), self.recipe.batch_size):
                 batch = self.tokenizer.pad({"input_ids": ids[s : s + self.recipe.batch_size]}, padding=True,
                                            return_tensors="pt")
-                last = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, -1, :]
-                logits.append((last[:, self.yes_id].float() - last[:, self.no_id].float()).double().numpy())
+                last = self.model(input_ids=batch["input_ids"].to(self._inputs_to),
+                                  attention_mask=batch["attention_mask"].to(self._inputs_to)).logits[:, -1, :]
+                logits.append((last[:, self.yes_id].float() - last[:, self.no_id].float()).double().cpu().numpy())
         logit = np.concatenate(logits) if logits else np.zeros(0)
         return RerankScores(logit=logit, prob=1.0 / (1.0 + np.exp(-logit)))
 
     def score(self, query: str, documents: list[str], instruction: str | None = None) -> RerankScores:
         return self.score_ids(self.pair_ids(query, documents, instruction))
+
+    def count_tokens(self, query: str, documents: list[str], instruction: str | None = None) -> int:
+        """Prompt tokens the model reads for these pairs (a server's `usage`)."""
+        return sum(map(len, self.pair_ids(query, documents, instruction)))

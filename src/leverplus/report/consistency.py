@@ -11,10 +11,33 @@ def _g(v, fmt: str = ".4g") -> str:
 
 
 def _f(s: dict, digits: int = 6) -> str:
-    v, (lo, hi) = s["value"], s["ci95"]
-    if v is None or lo is None or hi is None:
+    v, ci = s["value"], s.get("ci95")
+    if v is None:
+        return f"n/a (n={s['n']})"
+    if ci is None:
+        return f"{v:.{digits}f} (n={s['n']}; extreme: no CI)"
+    lo, hi = ci
+    if lo is None or hi is None:
         return f"n/a (n={s['n']})"
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']})"
+
+
+def _paired(d: dict | None, digits: int = 4) -> str:
+    if not d:
+        return "n/a"
+    lo, hi = d["ci95"]
+    return f"{d['diff']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], p={d['p_value']:.3g} (n={d['n']})"
+
+
+def diagnosis_rows(d: dict) -> list[tuple[str, str, float | None, str]]:
+    """(cause, variant, distance or None, note) per variant; a variant that could not run has no distance (it is
+    drawn as 'could not run', never as 0)."""
+    out = []
+    for row in d["variants"]:
+        v = row.get(d["distance"])
+        note = "could not run: " + row["error"] if row.get("error") else ""
+        out.append((row["cause"], row["variant"], v, note))
+    return out
 
 
 def markdown(rep: dict) -> str:
@@ -35,10 +58,23 @@ def markdown(rep: dict) -> str:
     for key, s in r["per_query_mean"].items():
         lines.append(f"| {key} (mean over queries) | {_f(s, 4)} |")
     for key in ("spearman", "kendall_tau_b"):
-        lines.append(f"| {key} pooled — inflated | {_f(r['pooled_inflated'][key], 4)} |")
+        pooled = r["pooled"][key]
+        lines.append(f"| {key} pooled over pairs ({pooled['relation_to_per_query']}) | {_f(pooled, 4)} |")
     for key, s in r["absolute"].items():
         lines.append(f"| {key} (pooled pairs) | {_f(s, 6)} |")
-    lines += ["", f"Pooled correlations: {r['pooled_inflated']['note']}.", "",
+    lines += ["", f"Pooled correlations: {r['pooled']['note']}; here the relation to the per-query mean is stated "
+              "per row (inflated = above the per-query CI, deflated = below).", ""]
+    tq = rep.get("task_quality")
+    if tq:
+        lines += [f"## Task quality (NDCG@{tq['k']} against the corpus qrels, {tq['n_queries']} queries)", "",
+                  "Agreement says whether the two sides rank alike; this says whether each ranks well.", "",
+                  "| side | NDCG [95% CI] | − random (paired) |", "|---|---|---|"]
+        for side in ("local", "api"):
+            lines.append(f"| {side} | {_f(tq[side], 4)} | {_paired(tq['vs_random'][side])} |")
+        lines += [f"| random ranking (expected) | {_f(tq['random'], 4)} | |", "",
+                  f"Local − API (paired bootstrap over queries): {_paired(tq.get('paired'))}.", ""]
+    lines += [
+              f"## Calibration (local → API probability, {c['folds']}-fold CV over queries)", "",
               f"## Calibration (local → API probability, {c['folds']}-fold CV over queries)", "",
               "| map | held-out MAE | RMSE | max error | held-out Pearson | in-sample Pearson |", "|---|---|---|---|---|---|"]
     for name, s in c["methods"].items():
@@ -53,10 +89,17 @@ def markdown(rep: dict) -> str:
     if not rep["diagnosis"]:
         lines.append("No diagnosis run (both sides agree within the thresholds).")
     for kind, d in rep["diagnosis"].items():
-        lines += [f"**{kind}**: {d['summary']}.", "", f"| cause | variant | {d['distance']} |", "|---|---|---|"]
-        for row in d["variants"]:
-            lines.append(f"| {row['cause']} | {row['variant']} | {_g(row[d['distance']])}"
-                         f"{' (' + row['error'] + ')' if row.get('error') else ''} |")
+        lines += [f"**{kind}**: {d['summary']}.", "",
+                  f"Rerun on {d.get('device', '?')}; noise floor (same dtype, batch layouts "
+                  f"{next((v.get('batch_sizes') for v in d.get('noise_floor', {}).values() if v.get('batch_sizes')), '?')}): "
+                  + (", ".join(f"{dt} {_g(v.get(d['distance']))}" for dt, v in d.get("noise_floor", {}).items()) or "n/a")
+                  + f"; a variant matches within the thresholds or {d.get('noise_factor', 2):g}× its precision's noise"
+                  f" floor{'; pairs searched' if d.get('pairs_searched') else ''}.", "",
+                  f"| cause | variant | {d['distance']} | share of the gap | within |", "|---|---|---|---|---|"]
+        for (cause, variant, v, note), row in zip(diagnosis_rows(d), d["variants"]):
+            share = row.get("share_of_gap")
+            lines.append(f"| {cause} | {variant} | {_g(v) if note == '' else note} | "
+                         f"{'n/a' if share is None else f'{100 * share:.0f}%'} | {'yes' if row.get('within') else 'no'} |")
         lines.append("")
     lines += ["", f"Local: {rep['local']}", "", f"API: {rep['api']}"]
     return "\n".join(lines) + "\n"
@@ -78,9 +121,14 @@ def figure(rep: dict, path) -> None:
     ax[1].set_title("reranker: Kendall τ-b per query")
     ax[1].set_xlabel("τ-b")
     for kind, d in rep["diagnosis"].items():
-        labels = [row["variant"] for row in d["variants"]]
-        vals = [row[d["distance"]] or 0.0 for row in d["variants"]]
-        ax[2].barh([f"{kind}: {lab}" for lab in labels], vals)
+        rows = diagnosis_rows(d)
+        labels = [f"{kind}: {variant}" for _, variant, _, _ in rows]
+        vals = [v if v is not None else 0.0 for _, _, v, _ in rows]
+        bars = ax[2].barh(labels, vals)
+        for bar, (_, _, v, _) in zip(bars, rows):
+            if v is None:  # could not run: no bar, a label
+                bar.set_visible(False)
+                ax[2].text(0, bar.get_y() + bar.get_height() / 2, " could not run", va="center", fontsize=8)
     ax[2].set_title("diagnosis: distance to the API per variant")
     ax[2].set_xscale("symlog", linthresh=1e-8)
     fig.tight_layout()

@@ -2,8 +2,15 @@
 
 Routes (under ``/v1``): ``GET /models``; ``POST /chat/completions`` (non-streaming, and SSE streaming with
 ``data: {chunk}\\n\\n`` lines, a final usage chunk when ``stream_options.include_usage``, then ``data: [DONE]``);
-``POST /embeddings`` (``encoding_format`` float or base64, ``dimensions``); ``POST /rerank`` (results sorted by
-score, descending, each ``{"index", "relevance_score"}``, cut to ``top_n``). Errors have OpenAI's body shape
+``POST /embeddings`` (``encoding_format`` float or base64, ``dimensions``); rerank at ``/v1/rerank``, ``/rerank``
+and ``/v2/rerank`` (vLLM serves all three; Jina's and Cohere v2's shapes): ``documents`` as strings, Jina's
+``{"text"}`` objects or vLLM's ``{"content": [{"type": "text", "text"}]}``, ``top_n`` absent/null/0 = all (vLLM),
+``return_documents`` honoured (default true: each result carries ``{"document": {"text"}}`` as vLLM and Jina do),
+results sorted by score, descending, each ``{"index", "relevance_score"}``; vLLM's score API at ``/v1/score`` and
+``/score`` (``text_1``/``text_2``, ``queries``/``documents``, ``queries``/``items`` or ``data_1``/``data_2``; 1:N or N:N;
+``data: [{"index", "object": "score", "score"}]``). ``usage`` counts the tokens the model read (backend
+``count_tokens``), not whitespace words. Request bodies may come with ``Content-Length`` or chunked
+(``Transfer-Encoding: chunked``). Errors have OpenAI's body shape
 ``{"error": {"message", "type", "code"}}``: 400 bad request, 401 wrong/missing key, 404 unknown route or model,
 500 backend failure.
 
@@ -332,9 +339,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"object": "list", "data": [
             {"id": n, "object": "model", "created": created, "owned_by": "leverplus"} for n in self.app.model_names()]})
 
-    def do_POST(self):
+    def _read_body(self) -> bytes:
+        """The request body: `Content-Length` bytes, or the chunks of a `Transfer-Encoding: chunked` body."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(3)  # the CRLF after each chunk
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def do_POST(self):
+        try:
+            raw = self._read_body()
+        except ValueError:
+            raw = b"\x00"  # a malformed chunk size: answered as a bad body below
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -367,6 +392,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "/v1/chat/completions": self._chat,
                 "/v1/embeddings": self._embeddings,
                 "/v1/rerank": self._rerank,
+                "/rerank": self._rerank,
+                "/v2/rerank": self._rerank,
+                "/v1/score": self._score,
+                "/score": self._score,
             }.get(route)
             if handler is None:
                 raise _HTTPError(404, f"no route POST {self.path}", "not_found_error")
@@ -516,7 +545,8 @@ class _Handler(BaseHTTPRequestHandler):
         for i, v in enumerate(vecs):
             emb = base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if fmt == "base64" else v.tolist()
             data.append({"object": "embedding", "index": i, "embedding": emb})
-        n_tok = sum(len(t.split()) for t in texts)
+        count = getattr(backend, "count_tokens", None)
+        n_tok = int(count(texts)) if count is not None else 0
         self._send_json(200, {"object": "list", "data": data, "model": body["model"],
                               "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}})
 
@@ -526,17 +556,18 @@ class _Handler(BaseHTTPRequestHandler):
         query = body.get("query")
         if not isinstance(query, str):
             raise _HTTPError(400, "'query' must be a string")
-        docs = body.get("documents")
-        if not (isinstance(docs, list) and docs and all(isinstance(d, str) for d in docs)):
-            raise _HTTPError(400, "'documents' must be a non-empty list of strings")
+        docs = _score_texts(body.get("documents"), "documents")
         instruction = body.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise _HTTPError(400, "'instruction' must be a string")
-        top_n = body.get("top_n", len(docs))
-        if top_n is None:
-            top_n = len(docs)
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise _HTTPError(400, f"top_n must be a positive integer, got {top_n!r}")
+        top_n = body.get("top_n")
+        if top_n is None or top_n == 0:
+            top_n = len(docs)  # vLLM: 0 (its default) returns every document
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+            raise _HTTPError(400, f"top_n must be a non-negative integer, got {top_n!r}")
+        return_documents = body.get("return_documents", True)
+        if not isinstance(return_documents, bool):
+            raise _HTTPError(400, f"return_documents must be a boolean, got {return_documents!r}")
         try:
             scores = [float(s) for s in backend.score(query, docs, instruction)]
         except ValueError as exc:
@@ -548,9 +579,65 @@ class _Handler(BaseHTTPRequestHandler):
         if self.app.faults is not None and self.app.faults.rerank_top_n is not None:
             top_n = min(top_n, self.app.faults.rerank_top_n)
         order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[:top_n]
-        results = [{"index": i, "relevance_score": scores[i], "document": {"text": docs[i]}} for i in order]
+        results = [{"index": i, "relevance_score": scores[i], **({"document": {"text": docs[i]}} if return_documents else {})}
+                   for i in order]
+        n_tok = _count(backend, query, docs, instruction)
         self._send_json(200, {"id": f"rerank-{uuid.uuid4().hex[:16]}", "model": body["model"], "results": results,
-                              "usage": {"total_tokens": sum(len(d.split()) for d in docs) + len(query.split())}})
+                              "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}})
+
+    def _score(self, body: dict, fault: dict) -> None:
+        """vLLM's score API: one query against N documents (1:N) or N pairs (N:N), scores in input order."""
+        backend = self._model_backend(body, self.app.rerank, "score")
+        for a, b in (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2")):
+            if a in body and b in body:
+                left, right = _score_texts(body.get(a), a), _score_texts(body.get(b), b)
+                break
+        else:
+            raise _HTTPError(400, "the score API needs 'text_1' and 'text_2' (or 'queries' and 'documents')")
+        if len(left) > 1 and len(left) != len(right):
+            raise _HTTPError(400, "Input lengths must be either 1:1, 1:N or N:N")
+        pairs = list(zip(left * len(right) if len(left) == 1 else left, right))
+        scores, n_tok = [], 0
+        try:
+            if len(left) == 1:
+                scores = [float(s) for s in backend.score(left[0], right, None)]
+                n_tok = _count(backend, left[0], right, None)
+            else:
+                for q, d in pairs:
+                    scores.append(float(backend.score(q, [d], None)[0]))
+                    n_tok += _count(backend, q, [d], None)
+        except ValueError as exc:
+            raise _HTTPError(400, str(exc)) from None
+        if fault.get("malformed"):
+            return self._send_bytes(200, b'{"data": [{"index": 0, "sco', "application/json")
+        self._send_json(200, {"id": f"score-{uuid.uuid4().hex[:16]}", "object": "list", "created": int(time.time()),
+                              "model": body["model"],
+                              "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+                              "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}})
+
+
+def _score_texts(value, name: str) -> list[str]:
+    """Texts of a rerank/score field: a string, a list of strings or of `{"text"}` objects (Jina), or vLLM's
+    `{"content": [{"type": "text", "text"}]}` (text parts only)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) and isinstance(value.get("content"), list):
+        value = value["content"]
+    if not isinstance(value, list) or not value:
+        raise _HTTPError(400, f"'{name}' must be a string or a non-empty list of strings or {{\"text\"}} objects")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, dict) and isinstance(v.get("text"), str) and v.get("type", "text") == "text":
+            v = v["text"]
+        if not isinstance(v, str):
+            raise _HTTPError(400, f"'{name}[{i}]' must be a string or a {{\"text\": string}} object")
+        out.append(v)
+    return out
+
+
+def _count(backend, query: str, docs: list[str], instruction) -> int:
+    count = getattr(backend, "count_tokens", None)
+    return int(count(query, docs, instruction)) if count is not None else 0
 
 
 def _bad_key_message(header: str | None) -> str:
