@@ -72,7 +72,7 @@ def _add_vqa_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     from leverplus.metrics.vqa import DEFAULT_VQA_EVAL, VQA_EVALS
 
     p.add_argument("--stem", action="store_true",
-                   help=f"{prefix}OK-VQA answer stemming of predictions (offline approximation; off by default)")
+                   help=f"{prefix}OK-VQA answer stemming of predictions (OpenFlamingo ok_vqa_utils with NLTK tokenisation; the signature says okvqa-nltk or okvqa-nltk-approx; off by default)")
     p.add_argument("--vqa-eval", choices=list(VQA_EVALS), default=DEFAULT_VQA_EVAL,
                    help=f"{prefix}VQA evaluation variant (default {DEFAULT_VQA_EVAL}: GT-Vision-Lab/VQA master a013f00; "
                         "official_2016: 458a8b2; lever_lm: Lever-LM / OpenFlamingo v2); see docs/metrics.md")

@@ -21,9 +21,9 @@ space, else replaces it by a space, then deletes periods not followed by a digit
 reference passes ``re.UNICODE`` as ``count``); per question the mean over the answers of
 ``min(1, #other answers matching / 3)``; overall ``round(100 * sum(acc) / n, 2)``.
 
-``stem=True`` applies the OK-VQA answer stemming (as OpenFlamingo's ``ok_vqa_utils``) to the
-prediction before the variant's normalisation, whatever the variant; see :func:`okvqa_stem` for
-what is possible offline.  It is off by default.
+``stem=True`` applies the OK-VQA answer stemming (OpenFlamingo's ``ok_vqa_utils.OKVQAStemmer``, NLTK word
+tokenisation included) to the prediction before the variant's normalisation, whatever the variant; see
+:func:`okvqa_stem` for its two modes (the signature records which ran).  It is off by default.
 """
 
 from __future__ import annotations
@@ -116,9 +116,20 @@ def normalize_answer(s: str) -> str:
 
 
 # ----------------------------------------------------------------------------------
-# OK-VQA stemming (offline approximation)
+# OK-VQA stemming (open_flamingo's ok_vqa_utils.OKVQAStemmer)
 # ----------------------------------------------------------------------------------
-_TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[^\sA-Za-z0-9]")
+# Reference: mlfoundations/open_flamingo@655f693fbfa04cd6e9a987d960654624d48917cf open_flamingo/eval/ok_vqa_utils.py
+# (the file last changed in bcf220c; identical in the open-flamingo 2.0.1 package). Its `stem`:
+#   tokens = nltk.tokenize.word_tokenize(text); tags = nltk.pos_tag(tokens)
+#   per token: manual table → else "-ing" words: WordNetLemmatizer().lemmatize(w, VERB)
+#              → else NNS/NNPS: inflection.singularize(w); joined with single spaces.
+# word_tokenize = punkt sentence split (NLTK data `punkt_tab`) + NLTK's Treebank word tokenizer on each sentence;
+# pos_tag needs `averaged_perceptron_tagger_eng`, the lemmatiser `wordnet`. The tokenizer itself is code (no data).
+STEM_REFERENCE = "mlfoundations/open_flamingo@655f693fbfa04cd6e9a987d960654624d48917cf:open_flamingo/eval/ok_vqa_utils.py"
+STEM_MODES = ("okvqa-nltk", "okvqa-nltk-approx")
+_NLTK_DATA = {"punkt_tab": "tokenizers/punkt_tab/english/", "averaged_perceptron_tagger_eng":
+              "taggers/averaged_perceptron_tagger_eng/", "wordnet": "corpora/wordnet"}
+# words the approximation must not singularise (a tagger would not call them NNS): verbs, pronouns, adverbs, ...
 _NOT_PLURAL = frozenset(
     "is was has does this his its as us yes gas bus plus always perhaps series species news "
     "lens glass grass dress bass chess class boss less across thus physics mathematics "
@@ -126,51 +137,90 @@ _NOT_PLURAL = frozenset(
 )
 
 
-def _singularize(word: str) -> str:
-    low = word.lower()
-    if len(low) <= 3 or not low.isalpha() or low in _NOT_PLURAL:
-        return word
-    if low.endswith(("ss", "us", "is")):
-        return word
-    if low.endswith("ies") and len(low) > 4:
-        return word[:-3] + "y"
-    if low.endswith(("ches", "shes", "xes", "zes", "sses")):
-        return word[:-2]
-    if low.endswith("s"):
-        return word[:-1]
-    return word
+def _nltk_has(resource: str) -> bool:
+    import nltk
+
+    for path in (_NLTK_DATA[resource], _NLTK_DATA[resource].rstrip("/") + ".zip"):
+        try:
+            nltk.data.find(path)
+            return True
+        except LookupError:
+            continue
+    return False
 
 
-def okvqa_stem(text: str) -> str:
-    """OK-VQA v1.1 answer stemming, offline approximation.
+def stem_mode() -> str:
+    """``okvqa-nltk`` (the reference procedure exactly) where NLTK's punkt_tab, averaged_perceptron_tagger_eng and
+    wordnet data are installed; else ``okvqa-nltk-approx`` (see `okvqa_stem`)."""
+    return "okvqa-nltk" if all(_nltk_has(r) for r in _NLTK_DATA) else "okvqa-nltk-approx"
 
-    The reference procedure (OpenFlamingo ``OKVQAStemmer``) tokenises with NLTK's
-    ``word_tokenize``, POS-tags with NLTK's perceptron tagger, maps the manual
-    exception table, lemmatises words ending in "ing" as verbs with WordNet, and
-    singularises NNS/NNPS words with ``inflection.singularize``.  The NLTK data
-    (punkt, tagger, WordNet) cannot be fetched offline here, so this function:
 
-    * tokenises with a regular expression (words, optional 's suffix, single
-      punctuation marks) and re-joins with single spaces;
-    * applies the manual exception table exactly;
-    * leaves other "-ing" words unchanged (no WordNet lemmatiser);
-    * singularises words that *look* plural (no POS tagger) with simple suffix
-      rules: -ies -> -y, -ches/-shes/-xes/-zes/-sses -> drop "es", other -s -> drop
-      "s", except words ending in -ss/-us/-is, short words and a small list of
-      non-plural words.
+def _word_tokenize(text: str, mode: str) -> list[str]:
+    from nltk.tokenize import NLTKWordTokenizer, word_tokenize
 
-    Results therefore can differ from the reference stemmer on words outside the
-    exception table; the signature says ``stem:okvqa-approx``.
+    if mode == "okvqa-nltk":
+        return word_tokenize(text)
+    return NLTKWordTokenizer().tokenize(text)  # word_tokenize(text, preserve_line=True): no sentence split
+
+
+def _looks_plural(word: str) -> bool:
+    import inflection
+
+    if word.lower() in _NOT_PLURAL or not word.replace("-", "").isalpha() or len(word) <= 3:
+        return False
+    return inflection.singularize(word) != word
+
+
+def okvqa_stem(text: str, mode: str | None = None) -> str:
+    """OK-VQA v1.1 answer stemming as OpenFlamingo's ``OKVQAStemmer.stem`` (see `STEM_REFERENCE`).
+
+    ``mode`` (None: `stem_mode()`):
+
+    * ``okvqa-nltk`` — the reference procedure: NLTK ``word_tokenize``, ``pos_tag``, the manual table, WordNet verb
+      lemmas for "-ing" words, ``inflection.singularize`` for NNS/NNPS words. Needs the NLTK data named above.
+    * ``okvqa-nltk-approx`` — what runs without that data: the same NLTK word tokenizer (so "domino's" → "domino 's",
+      "don't know" → "do n't know", exactly as the reference) without the punkt sentence split (predictions are
+      one line; a split only separates a sentence-final period, which the VQA normalisation drops anyway), the same
+      manual table, "-ing" words left as they are (no WordNet), and ``inflection.singularize`` for words that look
+      plural (inflection changes them, longer than 3 letters, not in a short list of non-nouns) instead of the
+      tagger's NNS/NNPS. The signature records which mode ran.
     """
+    import inflection
+
+    mode = mode or stem_mode()
+    if mode not in STEM_MODES:
+        raise ValueError(f"unknown OK-VQA stemming mode {mode!r}; known: {STEM_MODES}")
+    tokens = _word_tokenize(text, mode)
+    if mode == "okvqa-nltk":
+        import nltk
+
+        tags = [p for _, p in nltk.pos_tag(tokens)]
+        lemmatize = nltk.stem.WordNetLemmatizer().lemmatize
+    else:
+        tags = ["NNS" if _looks_plural(w) else "" for w in tokens]
+        lemmatize = None
     out = []
-    for tok in _TOKEN.findall(text):
-        if tok in MANUAL_MATCHES:
-            out.append(MANUAL_MATCHES[tok])
-        elif tok.lower().endswith("ing"):
-            out.append(tok)
-        else:
-            out.append(_singularize(tok))
+    for w, p in zip(tokens, tags):
+        if w in MANUAL_MATCHES:
+            w = MANUAL_MATCHES[w]
+        elif w.endswith("ing"):
+            if lemmatize is not None:
+                w = lemmatize(w, "v")
+        elif p.startswith("NNS") or p.startswith("NNPS"):
+            w = inflection.singularize(w)
+        out.append(w)
     return " ".join(out)
+
+
+def _stem_arg(stem) -> str | None:
+    """`stem` as a mode: False/None → no stemming, True → `stem_mode()`, a mode name → that mode."""
+    if stem is False or stem is None:
+        return None
+    if stem is True:
+        return stem_mode()
+    if stem in STEM_MODES:
+        return stem
+    raise ValueError(f"stem must be true, false or one of {STEM_MODES}, got {stem!r}")
 
 
 # ----------------------------------------------------------------------------------
@@ -248,7 +298,7 @@ DEFAULT_VQA_EVAL = "official"
 VQA_EVAL_REVISIONS: dict[str, str] = {k: v.reference.split(":", 1)[0] for k, v in VQA_EVALS.items()}
 # what results files written before the variants existed recorded as settings["eval"]
 _LEGACY_EVAL = {"GT-Vision-Lab/VQA@c4e6a0e4e84b9702d99800d3393652d92b5df224": "official_2016"}
-_STEM_VALUES = {"no": False, "okvqa-approx": True, False: False, True: True}
+_STEM_VALUES = {"no": False, False: False, "okvqa-nltk": "okvqa-nltk", "okvqa-nltk-approx": "okvqa-nltk-approx"}
 
 
 def get_vqa_eval(name: str) -> VQAEvalVariant:
@@ -268,9 +318,20 @@ def scoring_from_settings(settings: dict, what: str) -> dict:
     if vqa_eval not in VQA_EVALS:
         raise MetricsInputError(f"{what}: unknown VQA evaluation settings.eval={raw_eval!r}; known: {', '.join(VQA_EVALS)}")
     raw_stem = settings.get("stem", "no")
+    if raw_stem == "okvqa-approx":
+        raise MetricsInputError(
+            f"{what}: settings.stem='okvqa-approx' is the regex approximation this version replaced by NLTK's "
+            "tokenizer (okvqa-nltk / okvqa-nltk-approx); rescore the predictions"
+        )
     if raw_stem not in _STEM_VALUES:
-        raise MetricsInputError(f"{what}: unknown settings.stem={raw_stem!r}; expected 'no' or 'okvqa-approx'")
-    return {"vqa_eval": vqa_eval, "stem": _STEM_VALUES[raw_stem]}
+        raise MetricsInputError(f"{what}: unknown settings.stem={raw_stem!r}; expected 'no' or one of {STEM_MODES}")
+    mode = _STEM_VALUES[raw_stem]
+    if mode == "okvqa-nltk" and stem_mode() != "okvqa-nltk":
+        raise MetricsInputError(
+            f"{what}: recorded with the reference OK-VQA stemming (okvqa-nltk), which needs NLTK's punkt_tab, "
+            "averaged_perceptron_tagger_eng and wordnet data; this machine lacks them (nltk.download(...))"
+        )
+    return {"vqa_eval": vqa_eval, "stem": mode}
 
 
 # ----------------------------------------------------------------------------------
@@ -284,7 +345,8 @@ def vqa_accuracy(
     answers = [str(a) for a in answers]
     if not answers:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer")
-    pred = okvqa_stem(prediction) if stem else prediction
+    mode = _stem_arg(stem)
+    pred = okvqa_stem(prediction, mode) if mode else prediction
     pred, gts = variant.prepare(pred, answers)
     matches = [g == pred for g in gts]
     total = sum(matches)
@@ -371,7 +433,8 @@ def vqa_settings(*, stem: bool, n_resamples: int, seed: int, vqa_eval: str = DEF
         "gt_norm": variant.gt_norm,
         "pred_norm": variant.pred_norm,
         "acc": "mean-leave-one-out-min1-m/3",
-        "stem": "okvqa-approx" if stem else "no",
+        "stem": _stem_arg(stem) or "no",
+        **({"stem_ref": STEM_REFERENCE} if _stem_arg(stem) else {}),
         "scale": 100,
         "round": 2,
         **ci_settings(n_resamples, seed),
@@ -418,6 +481,8 @@ __all__ = [
     "process_punctuation",
     "process_digit_article",
     "okvqa_stem",
+    "stem_mode",
+    "STEM_MODES",
     "vqa_accuracy",
     "vqa_accuracy_per_item",
     "score_vqa",

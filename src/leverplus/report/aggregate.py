@@ -60,7 +60,7 @@ def _load(path: str) -> dict:
 
 
 def _describe(scoring: dict) -> str:
-    return f"vqa_eval={scoring['vqa_eval']}, stem={'okvqa-approx' if scoring['stem'] else 'no'}"
+    return f"vqa_eval={scoring['vqa_eval']}, stem={scoring['stem'] or 'no'}"
 
 
 def _per_item(doc: dict, val: pd.DataFrame) -> pd.Series:
