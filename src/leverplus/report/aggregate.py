@@ -81,7 +81,10 @@ def _check_config(docs: list[dict], metrics: dict | None) -> None:
         return
     want = {"vqa_eval": metrics.get("vqa_eval", DEFAULT_VQA_EVAL), "stem": bool(metrics.get("vqa_stem", False))}
     for d in docs:
-        if d["_scoring"] != want:
+        # the stemming mode the file records (okvqa-nltk / okvqa-nltk-approx) is what rescoring uses; the config says
+        # only whether to stem
+        got = {"vqa_eval": d["_scoring"]["vqa_eval"], "stem": bool(d["_scoring"]["stem"])}
+        if got != want:
             raise MetricsInputError(
                 f"{d['_path']}: scored with {_describe(d['_scoring'])} but the config's metrics say "
                 f"{_describe(want)}; rerun that rule"
