@@ -158,3 +158,43 @@ def test_length_normalised_and_counts(qwen3_dir):
     np.testing.assert_allclose(sc.normalised("tokens"), sc.loglik / sc.n_tokens)
     np.testing.assert_allclose(sc.normalised("chars"), sc.loglik / np.array([[7, 1]]))
     assert sc.n_tokens[0, 0] > sc.n_tokens[0, 1]
+
+
+def test_both_paths_batch_the_same_items_per_forward(qwen3_dir):
+    """The fair benchmark: batch_size items (with all their labels) per step on both paths, so the full-forward
+    baseline is not charged extra forwards (it was batch_size (item, label) rows per forward)."""
+    from leverplus.models.label_scoring import _full_forward_scores, _prefix_reuse_scores, _prepare
+
+    model, tok = load_causal_lm(qwen3_dir)
+    ctx = [build_prompt(tok, t, template=DEFAULT_TEMPLATE) for t in CORPUS[:8]]
+    seqs, splits = _prepare(tok, ctx, ["正面", "负面"])
+    calls = []
+    hook = model.register_forward_hook(lambda m, a, k, o: calls.append(k["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        _full_forward_scores(model, seqs, splits, 4, tok.pad_token_id)
+        full = list(calls)
+        calls.clear()
+        _prefix_reuse_scores(model, seqs, splits, 4, tok.pad_token_id)
+    finally:
+        hook.remove()
+    assert full == [8, 8]  # 2 steps of 4 items x 2 labels
+    assert calls == [4, 8, 4, 8]  # per step: the 4 prefixes, then the 4 x 2 label continuations
+
+
+def test_prefix_reuse_limit_is_the_token_position_ratio(qwen3_dir):
+    from leverplus.models.label_scoring import benchmark_prefix_reuse, prefix_reuse_limit
+
+    model, tok = load_causal_lm(qwen3_dir)
+    ctx = [build_prompt(tok, t, template=DEFAULT_TEMPLATE) for t in CORPUS[:6]]
+    labels = ["正面", "负面"]
+    full = reuse = 0
+    for c in ctx:
+        rows = [tokenize_pair(tok, c, continuation(c, lab)) for lab in labels]
+        P = rows[0][1]  # the labels' first tokens differ here: the shared prefix is the context
+        assert all(ids[:P] == rows[0][0][:P] for ids, _ in rows) and rows[0][0][P] != rows[1][0][P]
+        full += sum(len(ids) for ids, _ in rows)
+        reuse += P + sum(len(ids) - P for ids, _ in rows)
+    lim = prefix_reuse_limit(tok, ctx, labels)
+    assert lim["limit"] == round(full / reuse, 3) and 1.0 < lim["limit"] < 2.0
+    res = benchmark_prefix_reuse(model, tok, ctx, labels, batch_size=4, repeats=1)
+    assert res["analytic_limit"] == lim["limit"] and res["max_abs_diff"] <= 1e-5 and res["ratio"] > 0
