@@ -290,3 +290,37 @@ rule audio_aggregate:
         "../envs/cpu.yaml"
     script:
         "../workflow/scripts/audio_aggregate.py"
+
+
+# SECap's own protocol (optional, not part of comparison.json): k sampled captions per clip, the least consistent
+# dropped, similarity vs the first reference; results/audio/{audio_set}/secap_protocol/{edge,cloud}.json
+rule audio_secap_protocol:
+    input:
+        manifest="data/audio/{audio_set}/eval.jsonl",
+        model=lambda w: audio_model_of(f"{w.role}_model")(w),
+        similarity_model=audio_metric_dir("similarity_model"),
+    output:
+        "results/audio/{audio_set}/secap_protocol/{role}.json",
+    params:
+        protocol=canonical(AUDIO["secap_protocol"]),
+        similarity=audio_similarity_spec,
+        model=lambda w: canonical(AUDIO["models"][audio_ds(w)[f"{w.role}_model"]]),
+        model_name=lambda w: audio_ds(w)[f"{w.role}_model"],
+        device=lambda w: AUDIO[w.role]["device"],
+        dtype=lambda w: AUDIO["edge"]["dtype"] if w.role == "edge" else None,
+        batch_size=AUDIO["quality_batch_size"],
+        code=code("audio_secap_protocol"),
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+        role="edge|cloud",
+    log:
+        "logs/audio/{audio_set}/secap_protocol_{role}.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/secap_protocol_{role}.tsv"
+    threads: lambda w: AUDIO[w.role]["threads"]
+    resources:
+        gpu=lambda w: 1 if w.role == "cloud" else 0,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/audio_secap_protocol.py"

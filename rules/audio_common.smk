@@ -62,6 +62,13 @@ def audio_shipped(w):
     return audio_shipped_digest()
 
 
+def audio_similarity_spec(w):
+    """The similarity model's spec with its label (SECap's protocol)."""
+    name = audio_ds(w)["metrics"]["similarity_model"]
+    spec = dict(AUDIO["metric_models"][name])
+    return canonical({**spec, "label": f"{name}, {spec['pooling']} pooling"})
+
+
 AUDIO_SCORING = canonical(AUDIO["scoring"])
 
 

@@ -260,3 +260,40 @@ def test_secap_protocol_drops_the_least_consistent_generations():
     out = secap_protocol(gens, ["开心"], _jaccard, keep=5)
     assert out["figures"]["simi"]["runs"] == pytest.approx([100 * x for x in _jaccard(["开心"] * 5, gens[0][:5])])
     assert out["settings"]["generations_per_clip"] == 8 and out["settings"]["kept"] == 5
+
+
+def test_secap_protocol_stage_on_the_tiny_models(char_bert, tmp_path, monkeypatch):
+    """The optional target: k sampled captions per clip from a shipped demo model, scored with the dataset's
+    similarity model, the protocol's settings in the signature and every generation kept in the file."""
+    import json
+    from types import SimpleNamespace
+
+    import soundfile as sf
+
+    from leverplus.data.audio_demo import synthesize
+    from leverplus.models.audio_assets import shipped_model_dir
+    from leverplus.stages.audio import secap_protocol_run
+
+    rows = []
+    for i, emo in enumerate(["高兴", "悲伤", "生气"]):
+        wav = tmp_path / f"c{i}.wav"
+        sf.write(wav, synthesize(emo, "女生", np.random.default_rng(i)), 16000, subtype="FLOAT")
+        rows.append({"id": f"c{i}", "audio": str(wav), "references": [f"说话人{emo}"]})
+    manifest = tmp_path / "eval.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "secap_protocol" / "edge.json"
+    params = {"protocol": {"n_generations": 3, "keep": 2, "thresholds": [0.5, 0.6, 0.8],
+                           "generation": {"prompt": "描述情绪", "system_prompt": None, "do_sample": True,
+                                          "temperature": 0.7, "top_p": 0.9, "min_new_tokens": 0,
+                                          "max_new_tokens": 8}},
+              "similarity": {"source": "demo_char_bert", "pooling": "mean", "label": "demo_char_bert, mean pooling"},
+              "model": {"source": "demo", "dtype": "float32"}, "model_name": "omni_edge_demo", "device": "cpu",
+              "dtype": "float32", "batch_size": 4}
+    secap_protocol_run(input=SimpleNamespace(manifest=str(manifest), model=str(shipped_model_dir("omni_edge")),
+                                             similarity_model=str(char_bert)),
+                       output=[str(out)], params=params, wildcards={"role": "edge"}, threads=1)
+    res = json.loads(out.read_text())
+    assert res["n"] == 3 and [len(g["captions"]) for g in res["generations"]] == [3, 3, 3]
+    assert len(res["figures"]["simi"]["runs"]) == 2 and set(res["figures"]) == {"simi", "acc5", "acc6", "acc8"}
+    assert res["signature"].startswith("secap-protocol|k:3|keep:2|thr:0.5/0.6/0.8|model:demo_char_bert")
+    assert res["device"]["device"] == "cpu"

@@ -556,3 +556,52 @@ def aggregate(*, input, output, params, wildcards, threads):
     from ..report.audio_report import build_comparison
 
     build_comparison(input=input, output=output, params=params, dataset=wildcards["audio_set"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SECap's protocol (report.audio_report.secap_protocol): k sampled generations per clip, an optional target
+# ----------------------------------------------------------------------------------------------------------------
+def secap_protocol_run(*, input, output, params, wildcards, threads):
+    """``results/audio/{set}/secap_protocol/{role}.json``: the role's model (edge or cloud) captions every clip
+    ``n_generations`` times with the protocol's sampling block (seed = base seed + generation index), the
+    similarity model scores them against the first reference as SECap does, and `secap_protocol` keeps the most
+    consistent ``keep`` per clip. Every setting is in the file's ``settings``/``signature``."""
+    from ..data.audio_io import load_audio
+    from ..metrics.sentence_similarity import embed
+    from ..models.audio_generation import AudioGenerationSettings
+    from ..models.omni import OmniCaptioner, device_record, set_threads
+    from ..report.audio_report import secap_protocol
+
+    cfg, sim_spec = params["protocol"], params["similarity"]
+    thread_info = set_threads(job_threads(threads))
+    prompts, decoding = _split_block(cfg["generation"])
+    base = AudioGenerationSettings.from_config(decoding)
+    items = read_manifest(input.manifest)
+    device, dtype = arm_device(params)
+    cap = OmniCaptioner.load(input.model, dtype=dtype, device=device)
+    audios = [load_audio(a) for a in items["audio"]]
+    k, bs = int(cfg["n_generations"]), int(params["batch_size"])
+    gens = [[] for _ in audios]
+    for g in _tqdm(range(k), desc="secap protocol generations"):
+        settings = AudioGenerationSettings(**{**base.to_dict(), "seed": base.seed + g})
+        for i in range(0, len(audios), bs):
+            outs = cap.caption_batch(audios[i:i + bs], system_prompt=prompts["system_prompt"],
+                                     prompt=prompts["prompt"], settings=settings, batch_size=bs)
+            for j, o in enumerate(outs):
+                gens[i + j].append(o["text"])
+    pooling = sim_spec.get("pooling", "mean")
+
+    def similarity(a, b):
+        ea = embed(list(a), input.similarity_model, pooling=pooling)
+        eb = embed(list(b), input.similarity_model, pooling=pooling)
+        return np.sum(ea * eb, axis=1)
+
+    out = secap_protocol(gens, [r[0] for r in items["references"]], similarity, keep=int(cfg["keep"]),
+                         thresholds=tuple(cfg["thresholds"]), model_label=sim_spec.get("label", ""))
+    out.update(role=wildcards["role"], model_name=params["model_name"],
+               generation={**prompts, **base.to_dict(), "seed": f"{base.seed} + generation index"},
+               device=device_record(params.get("device"), device, dtype), threads={**thread_info, **_host()},
+               reference="the first reference of each clip (SECap has one)",
+               generations=[{"id": str(i), "captions": g} for i, g in zip(items["id"], gens)])
+    out["signature"] += f"|gen:{base.signature().split()[0]}"
+    write_json(output[0], out)
