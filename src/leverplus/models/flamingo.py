@@ -7,8 +7,9 @@ when generating. No BOS token is added (OpenFlamingo's GPT-NeoX tokenizer adds n
 
 Answer mask: the full scored string is tokenised once, with character offsets, and the mask is True exactly on the
 tokens whose character span overlaps the query answer's span ``[a0, a1)`` in that string. The trailing
-``<|endofchunk|>`` is *not* scored (same convention as the Qwen2.5-VL adapter, which does not score its end-of-turn
-token). The end boundary is always clean (``<|endofchunk|>`` is a special token and splits the text); the start
+``<|endofchunk|>`` is scored only with config ``prompt.flamingo_score_eoc: true`` (Lever-LM's ``get_info_score``;
+preset ``lever_lm_vqa``); by default it is not (same definition as the Qwen2.5-VL adapter, which does not score its
+end-of-turn token, so both models' InfoScores measure the answer alone). The end boundary is always clean (``<|endofchunk|>`` is a special token and splits the text); the start
 boundary is clean unless an answer begins with punctuation that the tokenizer merges with the prompt's final ``:``
 (GPT-2-style pre-tokenisation groups runs of punctuation) — such a straddling token is scored, so the answer's first
 character is never dropped. Offsets are read from an untrimmed copy of the tokenizer (no post-processor), so
@@ -71,15 +72,31 @@ needs boolean attention masks (`BoolAttentionMask`, mixed into the LM at load). 
 that interface (`build_tiny_flamingo(lang="mosaic_gpt")`).
 
 `generate` conditions the layers once with the cached latents and runs in cached-media mode, as ``Flamingo.generate``
-does, with left padding and a greedy KV-cache loop of its own (see `_greedy`); it stops at ``<|endofchunk|>``
-(Flamingo.generate's eos) or the tokenizer's EOS and strips the answer there. Decoding settings are explicit
-(`GenerationSettings`, config `infer.generation`); this adapter implements greedy decoding only (num_beams 1,
-repetition_penalty 1.0) and stops with a message otherwise. Answer post-processing (config
+does, with left padding and a KV-cache loop of its own, greedy (`_greedy`) or beam search (`_beam_search`: the
+semantics of the installed transformers' `_beam_search`, which ``Flamingo.generate`` calls: the same token ids on the
+same batch, tests/test_flamingo_beam_presets.py); transformers' `generate` itself is not used (since transformers 5
+it drops an all-ones attention mask, which `FlamingoLMMixin.forward` requires). Decoding settings are explicit
+(`GenerationSettings`, config `infer.generation`: `num_beams`, `length_penalty`, `max_new_tokens`, `min_new_tokens`);
+a repetition penalty other than 1.0 stops with a message. Answers end at the stop tokens of config
+`prompt.flamingo_stop`: `endofchunk` (``Flamingo.generate``'s eos, OpenFlamingo's evaluation), `eos` (the
+tokenizer's ``<|endoftext|>``, Lever-LM's evaluation: ``<|endofchunk|>`` and ``<image>`` are then decoded away as
+special tokens and the post-processing cuts at the next "Question"), `endofchunk_eos` (either; the default). The
+generated text up to the stop is decoded without special tokens. Answer post-processing (config
 `prompt.flamingo_postprocess`): `open_flamingo_vqa` (default) applies the semantics of OpenFlamingo's own
 `postprocess_vqa_generation` (open_flamingo/eval/vqa_metric.py) to the decoded text — keep what precedes the first
 "Question", "Answer" or "Short" (case-sensitive, wherever it occurs), then what precedes the first ", " — before
 stripping; `none` only strips. The chat models' instruction (`prompt.instruction`) does not apply to this prompt
-format; `prompt_settings()` records what was applied.
+format; `prompt_settings()` records what was applied (stop tokens, InfoScore span and preset included).
+
+The real ``flamingo_3B`` path (config/config.yaml: `vision_backend: open_clip`, OpenFlamingo's ``checkpoint.pt``)
+has no end-to-end test on the project's machines, and cannot have one there: ``open_clip_torch`` itself installs
+(``pip install --no-deps open_clip_torch==2.20.0``: pure Python), but ``import open_clip`` imports torchvision, and
+the only torchvision build PyPI has for torch 2.13 (0.28.0) is a CUDA build whose ``import`` fails beside the CPU
+torch ("operator torchvision::nms does not exist", checked); installing the CUDA torch instead is excluded. On such a
+machine loading stops with a message naming the packages. What is tested instead is the same model assembled from
+open_flamingo's own classes with the checkpoint loaded as `load_checkpoint` does (`hf_clip`, below), and the
+checkpoint's key layout (`trainable_state`). On a GPU box with CUDA torch + torchvision the open_clip path runs
+``create_model_and_transforms`` and this adapter unchanged.
 """
 from __future__ import annotations
 
