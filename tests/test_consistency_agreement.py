@@ -113,7 +113,10 @@ def test_pooled_correlation_is_labelled_from_the_numbers_not_assumed_inflated():
 
 
 def test_extremes_have_no_bootstrap_ci(local):
-    emb, _ = local
+    emb, run = local
+    r = rerank_agreement(run, RerankRun([p * 0.9 for p in run.prob]), n_resamples=100)
+    assert r["absolute"]["max_abs_diff_prob"]["ci95"] is None
+    assert r["absolute"]["max_abs_diff_prob"]["value"] == pytest.approx(max(float(np.max(p * 0.1)) for p in run.prob))
     rng = np.random.default_rng(0)
     other = emb + rng.normal(0, 1e-3, emb.shape).astype(np.float32)
     e = embedding_agreement(emb, other, query_rows=range(4), doc_rows=range(4, len(emb)), n_resamples=200)

@@ -228,7 +228,7 @@ def rerank_agreement(local: RerankRun, api: RerankRun, *, k: int = 5, rbo_p: flo
         "pearson_prob": pooled(lambda x, y, _a, _b: _pearson(x, y)),
         "lin_ccc_prob": pooled(lambda x, y, _a, _b: lin_ccc(x, y)),
         "mean_abs_diff_prob": pooled(lambda x, y, _a, _b: float(np.mean(np.abs(x - y)))),
-        "max_abs_diff_prob": pooled(lambda x, y, _a, _b: float(np.max(np.abs(x - y)))),
+        "max_abs_diff_prob": _extreme(max(float(np.max(np.abs(a - b))) for a, b in zip(lp, ap)), sum(map(len, lp))),
     }
     return out
 

@@ -73,9 +73,7 @@ def markdown(rep: dict) -> str:
             lines.append(f"| {side} | {_f(tq[side], 4)} | {_paired(tq['vs_random'][side])} |")
         lines += [f"| random ranking (expected) | {_f(tq['random'], 4)} | |", "",
                   f"Local − API (paired bootstrap over queries): {_paired(tq.get('paired'))}.", ""]
-    lines += [
-              f"## Calibration (local → API probability, {c['folds']}-fold CV over queries)", "",
-              f"## Calibration (local → API probability, {c['folds']}-fold CV over queries)", "",
+    lines += [f"## Calibration (local → API probability, {c['folds']}-fold CV over queries)", "",
               "| map | held-out MAE | RMSE | max error | held-out Pearson | in-sample Pearson |", "|---|---|---|---|---|---|"]
     for name, s in c["methods"].items():
         lines.append(f"| {name} | {_g(s['heldout_mae'])} | {_g(s['heldout_rmse'])} | {_g(s['heldout_max_error'])} | "
