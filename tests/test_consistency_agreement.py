@@ -146,3 +146,36 @@ def test_embedder_dimensions_are_sent_to_the_api(corpus):
     nq = len(corpus["queries"])
     e = embedding_agreement(emb, api_emb, query_rows=range(nq), doc_rows=range(nq, len(emb)), n_resamples=100)
     assert e["cosine_mean"]["value"] > 1 - 1e-6
+
+
+def test_a_variant_that_could_not_run_is_not_drawn_as_zero(tmp_path):
+    from leverplus.report.consistency import diagnosis_rows, figure, markdown
+
+    d = {"distance": "mean_abs_diff_prob", "summary": "s", "device": "cpu", "noise_floor": {}, "variants": [
+        {"cause": "none", "variant": "as configured", "mean_abs_diff_prob": 0.02, "within": False, "share_of_gap": 0.0},
+        {"cause": "truncation", "variant": "max_length=32", "mean_abs_diff_prob": None, "within": False,
+         "share_of_gap": None, "error": "ValueError: no room"}]}
+    rows = diagnosis_rows(d)
+    assert rows[1][2] is None and rows[1][3].startswith("could not run")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    real_barh = plt.Axes.barh
+
+    def spy(self, labels, vals, *a, **k):
+        bars = real_barh(self, labels, vals, *a, **k)
+        drawn.append(bars)
+        return bars
+
+    rep = {"embedding": {"per_item_cosine": [1.0]}, "rerank": {"per_query": {"kendall_tau_b": [1.0]}},
+           "diagnosis": {"rerank": d}}
+    plt.Axes.barh = spy
+    try:
+        figure(rep, tmp_path / "f.png")
+    finally:
+        plt.Axes.barh = real_barh
+    assert [b.get_visible() for b in drawn[0]] == [True, False]  # no zero-length bar for the variant that did not run
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
