@@ -9,7 +9,9 @@ shim was turning its two ``print "..."`` statements into calls.
 * official       GT-Vision-Lab/VQA@a013f0043c1e2cdc995922dfe257f7149aa9af06
                  PythonEvaluationTools/vqaEvaluation/vqaEval.py
 * official_2016  GT-Vision-Lab/VQA@458a8b268b1a239dc388e0af4423f3fe7477b04f (same file; the Python 3
-                 pull-request head c4e6a0e4e84b9702d99800d3393652d92b5df224 printed identical values)
+                 pull-request head c4e6a0e4e84b9702d99800d3393652d92b5df224 printed identical values, and so did
+                 Qwen-VL's copy, QwenLM/Qwen-VL@aa00ed04091eea5fcdd32985e7915f1c53e7d599 eval_mm/vqa_eval.py with its
+                 eval_mm/vqa.py, overall 63.03 on all CASES: preset qwen_vl_vqa)
 * lever_lm       ForJadeForest/Lever-LM@11d61e44b3e9c0b0b972b37b2a1b6ec366530d5f
                  open_mmicl/metrics/vqa_metrics.py (OpenFlamingo's open_flamingo/eval/vqa_metric.py at
                  mlfoundations/open_flamingo@655f693fbfa04cd6e9a987d960654624d48917cf printed identical values)
@@ -124,3 +126,15 @@ def test_stemming_is_orthogonal_to_the_variant():
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown VQA evaluation 'vqav3'.*official, official_2016, lever_lm"):
         vqa_accuracy("yes", ["yes"] * 10, vqa_eval="vqav3")
+
+
+def test_qwen_vl_evaluation_overall_on_all_cases():
+    """Qwen-VL's eval_mm/vqa_eval.py (QwenLM/Qwen-VL@aa00ed0; VQAEval(vqa, res, n=2)) printed overall 63.03 for
+    CASES as one file; the qwen_vl_vqa preset's variant must give the same."""
+    from leverplus.models.presets import get_preset
+
+    ids = [str(i) for i in range(len(CASES))]
+    res = score_vqa(pd.DataFrame({"id": ids, "prediction": [c[0] for c in CASES]}),
+                    pd.DataFrame({"id": ids, "answers": [c[1] for c in CASES]}),
+                    vqa_eval=get_preset("qwen_vl_vqa").vqa_eval, n_resamples=100)
+    assert res["score"] == 63.03
