@@ -34,7 +34,7 @@ def _groups(anchors: Sequence[str]) -> dict[str, list[int]]:
 
 
 def rce_weights(anchors: Sequence[str], rewards: Sequence[float], temperature: float) -> torch.Tensor:
-    """(N,) float32: each sequence's weight ``K_a · softmax(r / temperature)`` within its anchor's group."""
+    """(N,) in the compute dtype: each sequence's weight ``K_a · softmax(r / temperature)`` within its anchor's group."""
     if temperature <= 0:
         raise ValueError("rl.temperature must be > 0")
     r = torch.as_tensor(list(rewards), dtype=torch.float64)
@@ -42,11 +42,11 @@ def rce_weights(anchors: Sequence[str], rewards: Sequence[float], temperature: f
     for rows in _groups(anchors).values():
         idx = torch.as_tensor(rows)
         w[idx] = len(rows) * torch.softmax(r[idx] / temperature, dim=0)
-    return w.to(torch.float32)
+    return w.to(torch.get_default_dtype())
 
 
 def group_advantages(anchors: Sequence[str], rewards: Sequence[float], eps: float = 1e-6) -> torch.Tensor:
-    """(N,) float32 GRPO advantages: rewards normalised within each anchor's group (zero mean per group)."""
+    """(N,) GRPO advantages (compute dtype): rewards normalised within each anchor's group (zero mean per group)."""
     r = torch.as_tensor(list(rewards), dtype=torch.float64)
     adv = torch.zeros_like(r)
     for rows in _groups(anchors).values():
@@ -55,7 +55,7 @@ def group_advantages(anchors: Sequence[str], rewards: Sequence[float], eps: floa
         std = g.std(unbiased=False)
         if len(rows) > 1 and std > 0:
             adv[idx] = (g - g.mean()) / (std + eps)
-    return adv.to(torch.float32)
+    return adv.to(torch.get_default_dtype())
 
 
 def step_log_probs(model, state, batch: PoolBatch) -> torch.Tensor:

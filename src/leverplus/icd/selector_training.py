@@ -6,7 +6,8 @@ beam-search pool (``pool.parquet``): at every step the selector is trained with 
 the beam's next pick is the positive, every other pool candidate not chosen yet is a negative.
 
 Determinism: the seed fixes parameter initialisation, dropout and the shuffling order, so two CPU runs with the
-same inputs, config, seed and thread count produce bit-identical weights.  Input row order does not matter
+same inputs, config, seed and thread count produce bit-identical weights. Across CPUs (other kernels) float32
+training drifts far apart; with ``dtype: float64`` it ends within ~1e-11 (``selectors.common.compute_dtype``).  Input row order does not matter
 (beams are sorted by anchor and beam rank).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 
 from .features import Features
-from .selectors.common import Source, make_batch
+from .selectors.common import Source, compute_dtype, make_batch
 
 BEAM_COLUMNS = ("anchor", "beam_rank", "picked")
 POOL_COLUMNS = ("anchor", "candidates")
@@ -144,6 +145,12 @@ def train_selector(version: str, *, beam: pd.DataFrame, pools: pd.DataFrame, tra
 
     cls = selector_class(version)
     cfg = config_for(version, cfg)
+    with compute_dtype(cfg):
+        return _train(cls, version, beam=beam, pools=pools, train_features=train_features, cfg=cfg,
+                      out_dir=out_dir, encoder_dir=encoder_dir, train_table=train_table, seed=seed, rewards=rewards)
+
+
+def _train(cls, version, *, beam, pools, train_features, cfg, out_dir, encoder_dir, train_table, seed, rewards):
     torch.manual_seed(seed)
     model, source = cls.for_training(cfg, train_features, encoder_dir=encoder_dir, train_table=train_table)
     data = build_sequences(beam, pools, source, cfg["beam_ranks"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import CONFIG_FILE, WEIGHTS_FILE, Selector, resolve_config
+from .common import CONFIG_FILE, WEIGHTS_FILE, Selector, compute_dtype, resolve_config
 from .v0 import GPT2Selector
 from .v1 import PointerSelector
 from .v2 import CrossAttentionPointerSelector
@@ -65,7 +65,9 @@ def load_selector(out_dir: str | Path, *, encoder_dir: str | None = None) -> Sel
         if "encoder_dir" not in init:
             raise ValueError(f"selector {meta['version']} does not use an encoder directory")
         init["encoder_dir"] = str(encoder_dir)
-    model = cls(config_for(meta["version"], meta["config"]), meta["feat_dim"], **init)
+    cfg = config_for(meta["version"], meta["config"])
+    with compute_dtype(cfg):
+        model = cls(cfg, meta["feat_dim"], **init)
     model.load_weights(out / WEIGHTS_FILE)
     model.eval()
     return model

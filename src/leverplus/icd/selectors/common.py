@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,7 +57,27 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "d_model": 128,  # width of the selector's hidden representations
     "beam_ranks": 5,  # beams per anchor used as training sequences (beam_rank < beam_ranks)
     "tie_tolerance": SELECTOR_TOL,  # inference: logits within this (chained) are ties → lowest pool position
+    "dtype": "float32",  # training and inference precision (float64: the same weights on every CPU; see below)
 }
+
+COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@contextmanager
+def compute_dtype(cfg: dict[str, Any]):
+    """Train, load and select in ``cfg["dtype"]``: parameters, cached feature matrices and every tensor a version
+    creates. Why float64 exists: float32 training is chaotic enough that two kernel sets of one CPU
+    (ATEN_CPU_CAPABILITY=avx2 vs avx512) end a 20-epoch v2 training with weights apart by up to 0.4 and other
+    picks for most queries; in float64 the same runs end within 2e-11 and pick identically (issue 20)."""
+    name = cfg.get("dtype", "float32")
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"selector dtype {name!r}: choose from {sorted(COMPUTE_DTYPES)}")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(COMPUTE_DTYPES[name])
+    try:
+        yield COMPUTE_DTYPES[name]
+    finally:
+        torch.set_default_dtype(old)
 
 
 def feature_matrix(features: Features) -> np.ndarray:
@@ -107,7 +128,8 @@ class FeatureSource(Source):
         return int(self.matrix.shape[1])
 
     def vectors(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.matrix[rows]
+        """Rows of the matrix in the current compute dtype (:func:`compute_dtype`)."""
+        return self.matrix[rows].to(torch.get_default_dtype())
 
 
 @dataclass
@@ -280,27 +302,33 @@ class Selector(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            needed = sorted({str(i) for pool in pool_ids for i in pool})
-            query_src = self.query_source(query_features, query_table)
-            pool_src = self.pool_source(pool_features, needed, pool_table)
-            query_rows = query_src.rows(query_features.ids, "query")
-            out: list[list[str]] = []
-            near_boundary: list[bool] = []
-            for start in range(0, len(pool_ids), batch_size):
-                pools = [list(map(str, p)) for p in pool_ids[start : start + batch_size]]
-                batch = make_batch(query_rows[start : start + batch_size],
-                                   [pool_src.rows(p, "pool") for p in pools])
-                picks, near = self.greedy(batch, query_src, pool_src, shot)
-                near_boundary.extend(near.tolist())
-                out.extend([[pool[k] for k in row] for pool, row in zip(pools, picks.tolist())])
-            # Residual risk, measurable: queries whose selection a ±noise move of the logits could change.
-            self.near_boundary = near_boundary
-            print(f"selector {self.version}: {len(out)} queries, tie_tolerance {self.tie_tolerance:g}; "
-                  f"{sum(near_boundary)} whose picks a ±{SELECTOR_NOISE:g} move of the logits could change",
-                  file=sys.stderr)
-            return out
+            with compute_dtype(self.cfg):
+                return self._select(query_features, pool_ids, pool_features, shot, batch_size, query_table,
+                                    pool_table)
         finally:
             self.train(was_training)
+
+    def _select(self, query_features, pool_ids, pool_features, shot, batch_size, query_table, pool_table):
+        """`select` in the compute dtype (queries in chunks of ``batch_size``)."""
+        needed = sorted({str(i) for pool in pool_ids for i in pool})
+        query_src = self.query_source(query_features, query_table)
+        pool_src = self.pool_source(pool_features, needed, pool_table)
+        query_rows = query_src.rows(query_features.ids, "query")
+        out: list[list[str]] = []
+        near_boundary: list[bool] = []
+        for start in range(0, len(pool_ids), batch_size):
+            pools = [list(map(str, p)) for p in pool_ids[start : start + batch_size]]
+            batch = make_batch(query_rows[start : start + batch_size],
+                               [pool_src.rows(p, "pool") for p in pools])
+            picks, near = self.greedy(batch, query_src, pool_src, shot)
+            near_boundary.extend(near.tolist())
+            out.extend([[pool[k] for k in row] for pool, row in zip(pools, picks.tolist())])
+        # Residual risk, measurable: queries whose selection a ±noise move of the logits could change.
+        self.near_boundary = near_boundary
+        print(f"selector {self.version}: {len(out)} queries, tie_tolerance {self.tie_tolerance:g}; "
+              f"{sum(near_boundary)} whose picks a ±{SELECTOR_NOISE:g} move of the logits could change",
+              file=sys.stderr)
+        return out
 
     # ---- persistence ---------------------------------------------------------------------------------------
     def saved_parameters(self) -> dict[str, torch.Tensor]:

@@ -77,7 +77,8 @@ class ClipEncoder:
 
     def embed(self, model, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(n, 2·projection_dim) example vectors through ``model`` (the LoRA-wrapped CLIP)."""
-        pixel_values = (pixels.float() * self.scale - self.mean) / self.std
+        dtype = torch.get_default_dtype()  # the selector's compute dtype (common.compute_dtype)
+        pixel_values = (pixels.to(dtype) * self.scale - self.mean.to(dtype)) / self.std.to(dtype)
         image = model.get_image_features(pixel_values=pixel_values).pooler_output
         text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
         return torch.cat([torch.nn.functional.normalize(image, dim=-1),
@@ -151,6 +152,7 @@ class LoRAPointerSelector(CrossAttentionPointerSelector):
             target_modules=list(lora["target_modules"]), bias="none",
         ))
         encoder.model = None  # the wrapped model lives in self.clip (one copy, registered as a submodule)
+        self.clip.to(torch.get_default_dtype())  # the compute dtype (the checkpoint's own may differ)
 
     @classmethod
     def for_training(cls, cfg, train_features, *, encoder_dir=None, train_table=None):
