@@ -75,7 +75,7 @@ def test_partial_human_kept_with_a_coverage_note(tmp_path, en_hi):
     vh = stage.vs_human(ss, [m for m in ss.metrics if m != "human"], cfg["meta_eval"], full)
     assert np.isfinite(vh["none"]["pearson"]["metrics"]["chrf"]["value"])
     acc = vh["item"]["acc23"]["metrics"]["chrf"]
-    assert "epsilon" in acc and acc["value"] >= acc["acc23_eps0"]  # tie-calibrated, never below epsilon 0
+    assert "epsilon" in acc and acc["value"] >= acc["acc23_eps0"] - 1e-12  # tie-calibrated, never below epsilon 0
     assert vh["none"]["pearson"]["cluster_test"].startswith("PERM-BOTH, one-sided")
 
 
@@ -97,3 +97,24 @@ def test_cli_meta_eval_human_mtme_file(tmp_path, en_hi):
     bad = tmp_path / "bad.seg.score"
     bad.write_text("\n".join(f"OTHER\t{v}" for v in range(12)) + "\n")
     assert main(["meta-eval", "--scores", str(tmp_path / "seg.parquet"), "--human", str(bad)]) == 2
+
+
+def test_vs_human_cluster_uses_the_one_sided_p(en_hi):
+    """WMT significance clusters are one-sided (H1: the best metric correlates better): p_vs_best is
+    mt-metrics-eval's one-sided permutation p, the two-sided one kept beside it."""
+    from leverplus.metrics import meta_eval as me
+    from leverplus.metrics import mt
+    from leverplus.stages import mt as stage
+
+    lex, _ = mt.score_lexical(en_hi, "en-hi", n_resamples=10)
+    m = {"max_missing": 0.2, "n_resamples": 20, "seed": 0, "n_permutations": 200, "alpha": 0.05}
+    ss, _, _ = stage.pair_scores("en-hi", [lex], en_hi, {"meta_eval": m, "bleu_tokenize": None})
+    full = me.matrices_pairwise(ss, coefficients=["pearson"], groupings=["none"], n_resamples=20)
+    vh = stage.vs_human(ss, [x for x in ss.metrics if x != "human"], m, full)["none"]["pearson"]
+    best = vh["ranking"][0]
+    for other in vh["ranking"][1:]:
+        t = me.perm_both_pairwise(ss, ("human", best), ("human", other), coef="pearson", grouping="none",
+                                  n_permutations=200, seed=0)
+        r = vh["metrics"][other]
+        assert r["p_vs_best"] == t["p_one_sided"] and r["p_vs_best_two_sided"] == t["p_value"]
+        assert (other in vh["best_cluster"]) == (t["p_one_sided"] >= 0.05)

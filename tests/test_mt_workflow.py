@@ -56,3 +56,16 @@ def test_mt_workflow_on_test_slice(tmp_path):
     assert "## LLM judge" in md and "in the matrices (n=6 segments)" in md and "not computable" not in md
     assert "- meteor: not applicable -- METEOR 1.5 resources for 'hi' are not shipped" in md
     assert " (n=6)" in md  # cells computed on the judged segments say so
+    # issue 25: the report's labels say what the numbers are
+    assert "Against the simulated MQM scores" in md and "Against the human scores" not in md
+    assert "## System vs system" in md and "BLEURT is not run" in md
+    assert "prompt:leverplus-da-ref" in md and "first reference only" in md and "prompt:gemba-da" not in md
+    assert rep["system_tests"]["zh-en"]["bleu"]["baseline"] == "sys_a"
+    assert rep["system_tests"]["zh-en"]["bleu"]["systems"]["sys_e"]["p_value"] < 0.05
+    for pair, meta in rep["meta_eval"].items():
+        acc = meta["vs_human"]["item"]["acc23"]["metrics"]["chrf"]
+        assert "epsilon" in acc and acc["value"] >= acc["acc23_eps0"] - 1e-12  # tie-calibrated against the humans
+        for t in meta["questions"]["most_similar"]["tests"]:  # the right test for each comparison
+            shared = set(t["pair"]) & set(meta["questions"]["most_similar"]["pair"])
+            assert t["method"].startswith("PERM-BOTH" if shared else "paired bootstrap"), t
+    assert "Primary lexical metric for this target: chrf++" in md  # en-hi

