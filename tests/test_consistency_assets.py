@@ -19,3 +19,22 @@ def test_shipped_files_match_build_record():
             assert file_digest(ASSETS / name / fname) == digest, f"{name}/{fname}"
     size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
     assert size < 3 * 2**20
+
+
+def test_build_record_matches_the_builders_settings_and_verify_compares_digests(tmp_path):
+    """`--verify` rebuilds from the module's settings: they must be the ones the shipped files were built with; and
+    `verify` reports exactly the files whose sha256 differ (the rebuild itself takes minutes: checked by hand,
+    docs/consistency.md)."""
+    import shutil
+
+    from leverplus.models import consistency_assets as ca
+
+    build = json.loads((ASSETS / "BUILD.json").read_text())
+    assert build["models"][RERANKER]["steps"] == ca.RERANK_STEPS and build["models"][EMBEDDER]["steps"] == ca.EMBED_STEPS
+    assert build["models"][RERANKER]["init"].startswith(EMBEDDER) and build["lr"] == ca.LR and build["size"] == ca.SIZE
+    shutil.copy(ASSETS / "BUILD.json", tmp_path / "BUILD.json")
+    assert ca.verify(tmp_path) == []
+    changed = json.loads((tmp_path / "BUILD.json").read_text())
+    changed["models"][RERANKER]["sha256"]["model.safetensors"] = "0" * 64
+    (tmp_path / "BUILD.json").write_text(json.dumps(changed))
+    assert ca.verify(tmp_path) == [f"{RERANKER}/model.safetensors"]
