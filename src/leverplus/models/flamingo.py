@@ -116,7 +116,7 @@ from torch import nn
 from ..data.images import load_image
 from ..data.records import VQAExample
 from . import prompting
-from .base import ICLModel, register_adapter
+from .base import ICLModel, extend, register_adapter
 from .generation import GenerationSettings, resolve
 from .feature_cache import TensorLRU
 from .kv_cache import repeat_prefix_cache
@@ -439,6 +439,17 @@ def load_flamingo(
     return model, transform, tokenizer
 
 
+def _copy_cache(cache):
+    """A copy of a one-row KV cache that the next forward may extend without touching `cache`: a transformers
+    `Cache` is deep-copied (its layers grow in place), a legacy list of (key, value) tuples gets a new list (the
+    model replaces list entries; tensors are never written in place)."""
+    if isinstance(cache, (list, tuple)):
+        return type(cache)(tuple(layer) for layer in cache)
+    import copy
+
+    return copy.deepcopy(cache)
+
+
 def _reorder_cache(cache, index: torch.Tensor):
     """The KV cache with its batch rows taken from `index` (beam search): a transformers `Cache` (its own
     `reorder_cache`) or MosaicGPT's legacy list of per-layer (key, value) tuples."""
@@ -656,6 +667,97 @@ class FlamingoICL(ICLModel):
             ).logits
         finally:
             self.lm.clear_conditioned_layers()
+        return torch.exp(-self._mean_ce(logits, ids, mask)).cpu().numpy()
+
+    @torch.no_grad()
+    def score_step(self, beams, candidates, query, order) -> list[np.ndarray]:
+        """All (beam, candidate) rows of one beam-search step. With construct_order `right` each beam's prefix — its
+        demonstrations, images, text and the cross-attention conditioning of their tokens — is run once per step
+        (`_prefix_state`) and every candidate row of that beam runs on top of it (`_score_on_prefix`), in batches
+        of `batch_size` rows: a text token's gated cross-attention sees only the media before it
+        (`only_attend_immediate_media`) and self-attention is causal, so the prefix's keys and values do not depend
+        on what follows. With `left` (the new demonstration first) no two rows share a prefix: whole rows, batched
+        across beams."""
+        if order != "right":
+            seqs = [extend(b, c, order) for b, cands in zip(beams, candidates) for c in cands]
+            flat = self.score(seqs, [query] * len(seqs))
+            return np.split(flat, np.cumsum([len(c) for c in candidates])[:-1])
+        out = []
+        for beam, cands in zip(beams, candidates):
+            if not len(cands):
+                out.append(np.empty(0, dtype=np.float64))
+                continue
+            rows = [self._tokenise(extend(beam, c, order), query) for c in cands]
+            images = [prompting.images_in_order(extend(beam, c, order), query) for c in cands]
+            n_prefix = self._beam_prefix_tokens(beam, rows, images)
+            state = self._prefix_state(rows[0][0][:n_prefix], images[0][: len(beam)]) if n_prefix else None
+            self.last_shared_prefix = n_prefix
+            scores = np.empty(len(rows), dtype=np.float64)
+            for lo in range(0, len(rows), self.batch_size):
+                hi = min(lo + self.batch_size, len(rows))
+                scores[lo:hi] = self._score_on_prefix(
+                    rows[lo:hi], [imgs[len(beam) :] for imgs in images[lo:hi]], n_prefix, state
+                )
+            out.append(scores)
+        return out
+
+    def _beam_prefix_tokens(self, beam, rows, images) -> int:
+        """Token count of the beam's demonstrations: every row starts with them (same ids and images) and continues
+        with `<image>` (the candidate's); checked, not assumed."""
+        if not beam:
+            return 0
+        for d in beam:
+            _check_text(d)
+        text = "".join(vqa_prompt(d.question, d.answer) for d in beam)
+        n = len(self._offset_tok.encode(text, add_special_tokens=False).ids)
+        for (ids, mask), imgs in zip(rows, images):
+            if (
+                len(ids) <= n
+                or ids[n] != self.media_id
+                or not np.array_equal(ids[:n], rows[0][0][:n])
+                or mask[: n + 1].any()
+                or list(imgs[: len(beam)]) != list(images[0][: len(beam)])
+            ):
+                return 0  # the tokenizer merged across the boundary: no exact shared prefix; whole rows
+        return n
+
+    def _prefix_state(self, prefix_ids: np.ndarray, prefix_images: Sequence[str]):
+        """The KV cache of one beam prefix (one row), its media conditioning applied to its own tokens."""
+        prefix = torch.as_tensor(prefix_ids, device=self.device)[None]
+        self._condition(self._media([list(prefix_images)]))
+        try:
+            out = self.lm(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+        finally:
+            self.lm.clear_conditioned_layers()
+        return out.past_key_values
+
+    def _score_on_prefix(self, rows, own_images, n_prefix: int, state) -> np.ndarray:
+        """P̄ of rows whose first `n_prefix` tokens are the prefix `state` (None: no prefix). Each row runs from
+        `n_prefix` up to its last scored token (what follows it is never the input of a scored logit), right-padded,
+        conditioned on its own images only (its remainder starts with `<image>`)."""
+        cache = None
+        if state is not None:
+            cache = repeat_prefix_cache(_copy_cache(state), len(rows))
+        ends = [int(np.flatnonzero(m)[-1]) + 1 for _, m in rows]
+        ids = nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(r[0][n_prefix:e]) for r, e in zip(rows, ends)], batch_first=True,
+            padding_value=self.pad_id,
+        ).to(self.device)
+        mask = nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(r[1][n_prefix:e]) for r, e in zip(rows, ends)], batch_first=True
+        ).to(self.device)
+        att = nn.utils.rnn.pad_sequence(
+            [torch.ones(e, dtype=torch.long) for e in ends], batch_first=True
+        ).to(self.device)  # prefix + the row's own tokens
+        self._condition(self._media(own_images))
+        try:
+            logits = self.lm(
+                input_ids=ids, attention_mask=att, past_key_values=cache, use_cache=cache is not None
+            ).logits
+        finally:
+            self.lm.clear_conditioned_layers()
+        # The first own token (`<image>`) is predicted by the prefix's last position: never scored (checked in
+        # `_beam_prefix_tokens`), so the suffix's logits hold every scored prediction.
         return torch.exp(-self._mean_ce(logits, ids, mask)).cpu().numpy()
 
     # ---- generation ------------------------------------------------------------------------------------------------
