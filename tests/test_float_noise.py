@@ -97,11 +97,11 @@ def test_decisions_within_noise_of_the_tolerance_are_reported():
     """The residual risk: two genuinely different scores whose gap is within 2·noise of the tolerance may group
     either way; rank_step says so. A tied cluster on a former grid boundary is not at risk."""
     pos, beams, p_beam = np.arange(2), np.zeros(2, int), np.full(2, 0.1)
-    edge = np.array([0.4, 0.4 + INFOSCORE_TOL + INFOSCORE_NOISE])  # gap within 2·(2·noise) of the tolerance
+    edge = np.array([0.4, 0.4 + INFOSCORE_TOL + 1e-7])  # a gap within the P̄s' noise (≤ 1e-6 of each) of the tolerance
     top, near = rank_step(edge, p_beam, beams, pos, 1)
     assert top.tolist() == [1] and near
     boundary = (40_000 + 0.5) * 1e-5
-    tied = np.array([boundary - INFOSCORE_NOISE / 2, boundary + INFOSCORE_NOISE / 2])
+    tied = np.array([boundary - 2.5e-7, boundary + 2.5e-7])
     top, near = rank_step(tied, p_beam, beams, pos, 1)
     assert top.tolist() == [0] and not near
     assert not is_fragile(np.array([1.0, 0.5]), 1, INFOSCORE_TOL, INFOSCORE_NOISE)

@@ -7,12 +7,12 @@ demonstration goes: `left` prepends it (the paper's order), `right` places it ne
 lets the beam's demonstrations be computed once as a shared prefix.
 
 Ranking (see `leverplus.icd.ranking`): the InfoScores of a step are sorted and grouped where consecutive gaps are
-at most `tie_tolerance` (P̄ units, default 1e-5, 10× the float32 noise between code paths); groups are ranked by
+at most `tie_tolerance` (P̄ units, default 1e-5, 5× the float32 noise between code paths); groups are ranked by
 score, and inside a group proposals are ordered by beam index, then candidate position in the pool. So the beams
 depend on the config and the data, not on the last bits a CPU computes, wherever the scores lie. The stored scores
 are the unrounded P̄ / InfoScores; the tolerance is stored with every row (`tie_tolerance`), and
-`near_boundary_steps` counts the anchor's steps whose kept beams a ±noise move of every P̄ could change (a gap that
-matters within 2·noise of the tolerance: the residual risk; logged per shard).
+`near_boundary_steps` counts the anchor's steps whose kept beams a move of every P̄ by its noise bound could change
+(a gap that matters within the two P̄s' noise of the tolerance: the residual risk; logged per shard).
 
 Checkpointing: a shard writes a header line with the hash of everything that determines its result (beam
 settings, tie tolerance, the anchors and their pools by id, and the caller's `settings` — the model slice and the pool
@@ -69,13 +69,15 @@ def rank_step(
 
     Returns the indices of the `keep` best proposals, best first — InfoScore p_new − p_beam highest first, scores
     within `tol` of each other (chained) tied and ordered by lowest beam index, then lowest pool position — and
-    whether moving every P̄ by up to ±`noise` could change that outcome (which proposals are kept, or their order).
+    whether moving every P̄ by up to ±`noise` × P̄ could change that outcome (which proposals are kept, or their
+    order).
     """
-    info = np.asarray(p_new, np.float64) - np.asarray(p_beam, np.float64)
+    p_new, p_beam = np.asarray(p_new, np.float64), np.asarray(p_beam, np.float64)
+    info = p_new - p_beam
     beam_idx, pos = np.asarray(beam_idx, np.int64), np.asarray(pos, np.int64)
     top = rank(info, tol, beam_idx, pos)[:keep]
-    # An InfoScore is a difference of two P̄, each moving by up to ±noise.
-    return top, is_fragile(info, keep, tol, 2 * noise)
+    # An InfoScore is a difference of two P̄, each moving by up to ±noise of its value.
+    return top, is_fragile(info, keep, tol, noise * (np.abs(p_new) + np.abs(p_beam)))
 
 
 def beam_search_anchor(
@@ -195,7 +197,7 @@ def run_shard(
     table = pd.DataFrame([r for a in anchors for r in done[a.id]], columns=BEAM_COLUMNS)
     near = sum(done[a.id][0]["near_boundary_steps"] > 0 for a in anchors if done[a.id])
     print(f"{out_path.name}: {len(anchors)} anchors, tie_tolerance {tie_tolerance:g}; {near} with a step whose kept "
-          f"beams a ±{INFOSCORE_NOISE:g} move of P̄ could change", file=sys.stderr)
+          f"beams a ±{INFOSCORE_NOISE:g}·P̄ move of P̄ could change", file=sys.stderr)
     write_parquet(out_path, table)
     partial.unlink()
     return table

@@ -13,7 +13,8 @@ inside a group the order is a stable key (beam index, pool position, row index) 
 cluster forms one group wherever it lies on the number line, so its order cannot depend on the last bits.
 
 What is guaranteed: if every score moves by at most δ, the groups — hence the decision — can change only if some
-gap that matters lies within 2δ of τ (a gap ≤ τ − 2δ stays ≤ τ, a gap > τ + 2δ stays > τ; see :func:`is_fragile`).
+gap that matters lies within 2δ of τ (a gap ≤ τ − 2δ stays ≤ τ, a gap > τ + 2δ stays > τ; see :func:`is_fragile`,
+which takes one noise bound per score).
 Such gaps are counted and recorded (``near_tolerance`` / ``near_boundary_steps``), so the residual risk is measured,
 not assumed. It is small because it needs two *genuinely different* scores whose difference happens to be within
 2δ of τ, not merely a score near a grid line.
@@ -21,10 +22,11 @@ not assumed. It is small because it needs two *genuinely different* scores whose
 Tolerances, from the measured noise between code paths:
 
 * InfoScore (P̄ differences, float32 forward passes): the fast path vs the reference path moves P̄ by ≤ 4.8e-7
-  (README benchmark, P̄ up to ~0.85); batch size 1 vs 16, 1 vs 2 threads, fast vs reference and the AVX2 vs
-  AVX-512 kernel sets give ≤ 4.1e-8 on the tiny test model (P̄ ≤ 0.03). An InfoScore is a difference of two P̄, so
-  its noise is ≤ 2 × 5e-7 = 1e-6. ``INFOSCORE_TOL = 1e-5`` is 10× that, and an answer-probability difference below
-  1e-5 carries no signal worth ranking on.
+  (README benchmark, P̄ up to ~0.85: 5.6e-7 of P̄); batch size 1 vs 16, 1 vs 2 threads, fast vs reference and the
+  AVX2 vs AVX-512 kernel sets give ≤ 4.1e-8 on the tiny test model (P̄ ≤ 0.03). The noise of a P̄ is bounded by
+  ``INFOSCORE_NOISE`` = 1e-6 of its value; an InfoScore p_new − p_beam by the sum of both, ≤ 2e-6 in all.
+  ``INFOSCORE_TOL = 1e-5`` is 5× that worst case, and an answer-probability difference below 1e-5 carries no signal
+  worth ranking on.
 * Selector logits (float32, |logit| ≲ 15): batch 64 vs 1 and 1 vs 2 threads move a logit by ≤ 3.8e-6.
   ``SELECTOR_TOL = 1e-3`` is 250× that; logits closer than 1e-3 differ in softmax probability by < 0.1 %.
 * Retrieval cosine similarities of unit float32 vectors: noise ~1e-7; ``RETRIEVAL_TOL = 1e-5``.
@@ -36,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 INFOSCORE_TOL = 1e-5  # InfoScore gaps at or below this are ties (beam search)
-INFOSCORE_NOISE = 5e-7  # float32 P̄ noise bound between code paths (measured ≤ 4.8e-7)
+INFOSCORE_NOISE = 1e-6  # float32 P̄ noise bound between code paths, relative to P̄ (measured ≤ 4.8e-7 at P̄ 0.85)
 SELECTOR_TOL = 1e-3  # selector-logit gaps at or below this are ties (greedy selection)
 SELECTOR_NOISE = 1e-5  # float32 logit noise bound (measured ≤ 3.8e-6)
 RETRIEVAL_TOL = 1e-5  # cosine-similarity gaps at or below this are ties (similarity retrieval)
@@ -77,16 +79,22 @@ def rank(scores, tol: float, *keys) -> np.ndarray:
     return np.lexsort((np.arange(n), *[np.asarray(k) for k in reversed(keys)], groups))
 
 
-def is_fragile(scores, keep: int, tol: float, noise: float) -> bool:
-    """Whether moving every score by up to ±``noise`` could change the first ``keep`` places of :func:`rank` (which
-    items, or their order): some gap between consecutive sorted scores, from the top down to the boundary after
-    the group holding place ``keep``, lies within 2·noise of ``tol``."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
-    s = s[np.isfinite(s)]
+def is_fragile(scores, keep: int, tol: float, noise) -> bool:
+    """Whether moving every score by up to ±``noise`` (a number, or one bound per score) could change the first
+    ``keep`` places of :func:`rank` (which items, or their order): some gap between consecutive sorted scores, from
+    the top down to the boundary after the group holding place ``keep``, lies within the two scores' noise of
+    ``tol``."""
+    s = np.asarray(scores, dtype=np.float64)
+    n = np.broadcast_to(np.asarray(noise, dtype=np.float64), s.shape)
+    order = np.argsort(-s, kind="stable")
+    s, n = s[order], n[order]
+    finite = np.isfinite(s)
+    s, n = s[finite], n[finite]
     if len(s) < 2 or keep < 1:
         return False
     groups = tie_groups(s, tol)
     last = int(np.flatnonzero(groups == groups[min(keep, len(s)) - 1])[-1])  # end of the group holding place keep
     gaps = s[:-1] - s[1:]
-    relevant = gaps[: last + 1]  # every gap inside and above that group, and the one right after it
-    return bool(np.any(np.abs(relevant - tol) <= 2 * noise))
+    band = n[:-1] + n[1:]
+    relevant = slice(0, last + 1)  # every gap inside and above that group, and the one right after it
+    return bool(np.any(np.abs(gaps[relevant] - tol) <= band[relevant]))
