@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,20 +18,19 @@ def complete_lines(path: Path) -> int:
     return max(path.read_bytes().count(b"\n") - 1, 0) if path.exists() else 0
 
 
-def run_until_killed(argv: list[str], partial: Path, min_lines: int, env: dict, timeout_s: float) -> None:
-    """Run `argv` and SIGKILL it as soon as `partial` holds `min_lines` finished anchors; fail if it exits first or
-    writes none within `timeout_s`."""
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout_s
+def run_until_killed(argv: list[str], partial: Path, min_lines: int, env: dict) -> None:
+    """Run `argv` and SIGKILL it as soon as `partial` holds `min_lines` finished anchors; fail if it exits first.
+    No wall-clock limit: on a loaded machine the stage is slower, not wrong."""
+    err = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the child before its checkpoint
+    proc = subprocess.Popen(argv, env=env, stderr=err)
     try:
         while complete_lines(partial) < min_lines:
             if proc.poll() is not None:
-                pytest.fail(f"exited (rc={proc.returncode}) before it could be killed: {proc.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no checkpoint line within {timeout_s:g} s")
+                err.seek(0)
+                pytest.fail(f"exited (rc={proc.returncode}) before it could be killed: {err.read()[-2000:]!r}")
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-        proc.stderr.close()
+        err.close()
     assert proc.returncode == -signal.SIGKILL

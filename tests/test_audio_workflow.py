@@ -13,6 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
+# module's fixtures (the DAG run) are built once per test session, on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("audio_workflow")]
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TARGET = "results/audio/demo/comparison.json"
@@ -22,9 +26,9 @@ N_TIMED = 6  # LATENCY below
 LATENCY = {"latency": {"n_timed": N_TIMED, "seed": 0}, "quality_batch_size": 4}
 
 
-def smk(*args, cwd=ROOT, check=True, timeout=1800):
+def smk(*args, cwd=ROOT, check=True):
     proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -230,7 +234,7 @@ def test_secap_dag_resolves_offline(tmp_path):
     # as the README runs it from the repository root (config/config.yaml from the Snakefile, the SECap file over it);
     # here in an empty directory, so both are given by absolute path
     proc = smk("-n", "results/audio/secap/comparison.json", "--directory", str(tmp_path), "--configfile",
-               str(ROOT / "config/config.yaml"), str(ROOT / "config/audio_secap.yaml"), timeout=300)
+               str(ROOT / "config/config.yaml"), str(ROOT / "config/audio_secap.yaml"))
     out = proc.stdout + proc.stderr
     for rule in ("audio_download_data", "audio_download_model", "audio_download_metric_model", "audio_edge_infer",
                  "audio_cloud_infer", "audio_api_infer", "audio_unaligned_infer", "audio_cascade", "audio_score",
@@ -243,6 +247,6 @@ def test_bad_audio_config_fails_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("audio: {generation: {max_new_tokens: 0}}\n")
     proc = smk("-n", TARGET, "--directory", str(tmp_path), "--configfile", str(ROOT / "config/config.yaml"), str(bad),
-               check=False, timeout=300)
+               check=False)
     assert proc.returncode != 0
     assert "lever-plus: invalid config: audio.generation.max_new_tokens" in proc.stdout + proc.stderr

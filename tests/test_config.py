@@ -213,7 +213,7 @@ def _snakemake(*args: str) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(
             [exe, "-s", str(REPO / "Snakefile"), "--directory", str(work), "-n", "--nolock", *args], cwd=REPO,
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -110,6 +110,7 @@ def test_every_rule_fingerprints_its_own_script():
     assert used == {p.stem for p in SCRIPTS.glob("*.py")}
 
 
+@pytest.mark.slow  # > 30 s on 2 cores: the slow tier (.ci/run)
 def test_editing_a_module_changes_only_the_fingerprints_that_reach_it(tmp_path):
     copy = tmp_path / "src"
     shutil.copytree(PKG, copy / "leverplus", ignore=shutil.ignore_patterns("assets", "__pycache__"))

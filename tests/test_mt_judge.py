@@ -83,6 +83,7 @@ def test_judge_against_local_server(api_server):
     assert API_KEY not in str(extra)
 
 
+@pytest.mark.slow  # > 30 s on 2 cores: the slow tier (.ci/run)
 def test_judge_stage_serves_its_own_model_and_reports_parse_rate(tiny_chat_dir, monkeypatch):
     """mode local_server (the demo DAG's): the stage starts `python -m leverplus.serving` on 127.0.0.1 with the
     CausalLMChatBackend on the model directory, a fresh key in the configured env var, judges the first
@@ -114,6 +115,7 @@ def test_judge_stage_serves_its_own_model_and_reports_parse_rate(tiny_chat_dir, 
     assert f"{nc['parseable']}/{2 * n_sys} scored cells" in nc["reason"] and nc["reason"] in notes
 
 
+@pytest.mark.slow  # > 30 s on 2 cores: the slow tier (.ci/run)
 def test_demo_judge_model_replies_parse_and_vary(tmp_path, monkeypatch):
     """The demo DAG's judge (rule mt_judge_model): a random tiny Qwen2 whose output layer keeps only the score
     tokens ' 0' ... ' 100'.  Served by the stage's own local server, every reply parses (its first token is a score)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
+# module's fixtures (the DAG run) are built once per test session, on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mt_workflow")]
 
 
 def test_mt_workflow_on_test_slice(tmp_path):
@@ -18,7 +20,7 @@ def test_mt_workflow_on_test_slice(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "results/mt/demo/report.json",
          "--cores", "2", "--directory", str(tmp_path), f"--configfile={ROOT / '.test/mt.yaml'}"],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rep = json.loads((tmp_path / "results/mt/demo/report.json").read_text())
     assert rep["pairs"] == ["zh-en", "en-hi"]

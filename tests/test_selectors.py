@@ -316,6 +316,7 @@ def image_task(tmp_path_factory):
                 pools=pools, val_pools=val_pools, gold=gold, out=out, stats=stats, cfg=cfg)
 
 
+@pytest.mark.slow  # > 30 s on 2 cores: the slow tier (.ci/run)
 def test_lora_learns_and_is_batch_independent(image_task):
     t = image_task
     sel = load_selector(t["out"])
@@ -328,6 +329,7 @@ def test_lora_learns_and_is_batch_independent(image_task):
         sel.select(t["val"], t["val_pools"], t["train"], shot=2)
 
 
+@pytest.mark.slow  # > 30 s on 2 cores: the slow tier (.ci/run)
 def test_lora_trainable_params_and_config(image_task):
     sel = load_selector(image_task["out"])
     peft_cfg = sel.clip.peft_config["default"]
@@ -348,6 +350,7 @@ def test_lora_trainable_params_and_config(image_task):
     assert any(saved[n].abs().sum() > 0 for n in saved if ".lora_B." in n)
 
 
+@pytest.mark.slow  # > 30 s on 2 cores: the slow tier (.ci/run)
 def test_lora_same_seed_bit_identical(image_task, tmp_path):
     t = image_task
     cfg = {**t["cfg"], "epochs": 1}

@@ -21,14 +21,18 @@ from leverplus.report.sentiment import (
     auc_invariance,
 )
 
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
+# module's fixtures (the DAG run) are built once per test session, on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sentiment_workflow")]
+
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["zero_shot", "head_last", "head_mean", "lora_head", "lora_label"]
 TARGET = "results/sentiment/demo/comparison.json"
 
 
-def smk(*args, cwd, check=True, timeout=1800):  # generous: CI boxes are shared
+def smk(*args, cwd, check=True):  # generous: CI boxes are shared
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -164,7 +168,7 @@ def test_rerun_is_a_no_op(sent_run):
 def test_real_config_resolves_offline(tmp_path):
     work = workdir(tmp_path)
     proc = smk("-n", "--cores", "8", "results/sentiment/chnsenticorp/comparison.json",
-               "--configfile=config/sentiment_chnsenticorp.yaml", cwd=work, timeout=300)
+               "--configfile=config/sentiment_chnsenticorp.yaml", cwd=work)
     out = proc.stdout + proc.stderr
     # three training seeds: B, B', C and D's five pair trainings once per seed; A once
     for rule, count in (("sentiment_download", 1), ("sentiment_model", 1), ("sentiment_zero_shot", 1),
@@ -190,7 +194,7 @@ def test_real_config_pins_revisions_and_drops_cross_split_texts():
 def test_demo_model_jobs_claim_no_gpu(tmp_path):
     """... and none with the CPU-sized shipped tiny LM (models.tiny_qwen_lm.gpu: 0), so they run side by side."""
     work = workdir(tmp_path)
-    out = smk("-n", "--cores", "2", TARGET, cwd=work, timeout=300)
+    out = smk("-n", "--cores", "2", TARGET, cwd=work)
     res = [line for line in (out.stdout + out.stderr).splitlines() if line.strip().startswith("resources:")]
     assert sum("gpu=0" in line for line in res) == 9 and not any("gpu=1" in line for line in res)
 
@@ -199,7 +203,7 @@ def test_bad_sentiment_config_stops_with_one_line(tmp_path):
     work = workdir(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("sentiment:\n  labels: {main: nope}\n")
-    proc = smk("-n", "--cores", "1", TARGET, f"--configfile={bad}", cwd=work, check=False, timeout=300)
+    proc = smk("-n", "--cores", "1", TARGET, f"--configfile={bad}", cwd=work, check=False)
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config" in ln]
     assert len(lines) == 1 and "sentiment.labels.main" in lines[0] and "'nope'" in lines[0]

@@ -11,17 +11,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
+# module's fixtures (the DAG run) are built once per test session, on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vqa_workflow")]
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def smk(*args, cwd=ROOT, check=True, timeout=1200):
+def smk(*args, cwd=ROOT, check=True):
     proc = subprocess.run(
         [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -51,7 +54,7 @@ def pending(work: Path, *overlays: str, env: dict | None = None) -> dict[str, se
     proc = subprocess.run(
         [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *TARGETS, "--summary", "--directory", str(work),
          "--configfile", *files],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True, text=True, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out: dict[str, set[str]] = {}
@@ -116,7 +119,7 @@ def test_beam_rows_are_well_formed(demo_run):
 
 
 def test_lint_is_clean(tmp_path):
-    proc = smk("--lint", "--directory", str(workdir(tmp_path)), check=False, timeout=300)
+    proc = smk("--lint", "--directory", str(workdir(tmp_path)), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
 
@@ -126,7 +129,7 @@ def test_real_configs_resolve_offline(tmp_path):
     (tmp_path / "config").symlink_to(ROOT / "config")
     for ds in ("okvqa", "vqav2"):
         proc = smk("-n", "--cores", "8", f"results/{ds}/v2_lora.json", f"--configfile=config/{ds}.yaml",
-                   "--directory", str(tmp_path), timeout=300)
+                   "--directory", str(tmp_path))
         out = proc.stdout + proc.stderr
         for rule in ("download_dataset", "download_model", "encode", "candidates", "beam_search", "gather_beam",
                      "train_selector", "infer", "baseline", "zero_shot", "aggregate"):
@@ -137,7 +140,7 @@ def test_bad_config_stops_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("beam: {construct_order: middle}\n")
     (tmp_path / "config").symlink_to(ROOT / "config")
-    proc = smk("-n", "--cores", "1", f"--configfile={bad}", "--directory", str(tmp_path), check=False, timeout=300)
+    proc = smk("-n", "--cores", "1", f"--configfile={bad}", "--directory", str(tmp_path), check=False)
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config" in ln]
     assert lines == ["lever-plus: invalid config: beam.construct_order: 'middle' is not allowed; allowed: ['left', 'right']"]
@@ -153,7 +156,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def dry_run(work: Path, *args: str, check=True) -> subprocess.CompletedProcess:
-    return smk("-n", "--nolock", "--cores", "8", "--directory", str(work), *args, check=check, timeout=300)
+    return smk("-n", "--nolock", "--cores", "8", "--directory", str(work), *args, check=check)
 
 
 def job_counts(out: str) -> dict[str, int]:
