@@ -55,6 +55,7 @@ def test_report_is_filled_and_names_the_injected_cause(run):
     assert rep["local"]["placement"]["reranker"] == {"device": "cpu", "dtype": "float32"}
     md = (run / "results/consistency/demo/report.md").read_text()
     assert "cause = separator" in md and "Task quality" in md and "No strictly increasing map" in md
+    assert "Placement: local embedder on cpu (float32), reranker on cpu (float32)" in md
     assert (run / "results/consistency/demo/report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert rep["api"]["client_stats"]["rerank"]["requests_sent"] > 0
 

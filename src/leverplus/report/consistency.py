@@ -99,6 +99,12 @@ def markdown(rep: dict) -> str:
             lines.append(f"| {cause} | {variant} | {_g(v) if note == '' else note} | "
                          f"{'n/a' if share is None else f'{100 * share:.0f}%'} | {'yes' if row.get('within') else 'no'} |")
         lines.append("")
+    where = rep["local"].get("placement")
+    served = (rep["api"].get("client_stats") or {}).get("served_placement")
+    if where:
+        lines += ["", "Placement: local " + ", ".join(f"{m} on {v['device']} ({v['dtype']})" for m, v in where.items())
+                  + ("; served by the local server: " + ", ".join(f"{m} on {v['device']} ({v['dtype']})"
+                                                              for m, v in served.items()) if served else "") + "."]
     lines += ["", f"Local: {rep['local']}", "", f"API: {rep['api']}"]
     return "\n".join(lines) + "\n"
 
