@@ -100,22 +100,58 @@ def test_plan_okvqa_and_vqav2():
 
 
 def test_plan_prints_the_shipped_real_size_measurements():
-    """`leverplus plan` on the default config reads assets/bench/measured.json (both real models measured on this
-    kind of machine) and prints hours for every row, with the device the hours are for."""
+    """`leverplus plan` on the default config reads the shipped unit costs (assets/bench/unit_costs.json) and, for a
+    model without them, the shipped per-sequence measurement (assets/bench/measured.json), says which basis each row
+    has, and prints hours for every row with the device they are for."""
     import subprocess
     import sys
 
-    from leverplus.plan import shipped_measurements
+    from leverplus.plan import shipped_measurements, shipped_unit_costs
 
-    shipped = shipped_measurements()
-    assert set(shipped) == {"qwen2.5_vl_3B", "flamingo_3B"}
+    shipped, units = shipped_measurements(), shipped_unit_costs()
+    assert set(shipped) | set(units) == {"qwen2.5_vl_3B", "flamingo_3B"}
     for m in shipped.values():
         s = m["seconds_per_sequence"]
         assert s["reference"] > s["ours"] > 0 and m["beams_equal"] and m["command"].startswith("leverplus bench")
+    for u in units.values():
+        assert u["command"].startswith("leverplus bench-costs") and u["repeats"] >= 3
     md = subprocess.run([sys.executable, "-m", "leverplus.cli", "plan"], cwd=ROOT, capture_output=True, text=True,
                         check=True).stdout
-    assert "n/a" not in md and "no measurement" not in md, md
+    assert "no measurement" not in md, md
     assert "hours are for the device measured (cpu)" in md
-    okvqa_q = next(line for line in md.splitlines() if line.startswith("| okvqa | qwen2.5_vl_3B | rand |"))
-    want = round(800 * 380 * shipped["qwen2.5_vl_3B"]["seconds_per_sequence"]["reference"] / 3600, 1)
-    assert f"| {want} |" in okvqa_q, (okvqa_q, want)
+    for model in ("qwen2.5_vl_3B", "flamingo_3B"):
+        line = next(x for x in md.splitlines() if x.startswith(f"| okvqa | {model} | rand |"))
+        if model in units:
+            assert line.endswith("| cost model |") and "n/a" not in line, line
+        else:
+            want = round(800 * 380 * shipped[model]["seconds_per_sequence"]["reference"] / 3600, 1)
+            assert f"| {want} |" in line and "seconds per sequence of one slice" in line, (line, want)
+
+
+def test_plan_uses_the_cost_model_and_prints_its_inputs():
+    """With unit costs for a model, `plan` composes them per config (hours = `cost.predict` / 3600 for the run's
+    pool, beams, shots, order and the model's batch size) and prints every input; without, it falls back to the
+    per-sequence measurement and says so."""
+    from leverplus.cost import SliceConfig, predict
+    from leverplus.plan import load_config, plan_markdown
+
+    config = load_config([], base=ROOT / "config/config.yaml", schema=ROOT / "config/config.schema.yaml")
+    u = {"adapter": "flamingo", "vision_per_image": 2.0, "head_per_token": 1e-3, "lm_fit_max_rel_error": 0.05,
+         "lm": {"per_call": 0.1, "per_token": 0.01, "per_token_key": 1e-5, "per_token_image": 1e-3},
+         "shape": {"adapter": "flamingo", "head_tokens": 0.0, "demo_tokens": 20.0, "query_tokens": 16.0,
+                   "answer_tokens": 2.0, "tail_tokens": 1.0},
+         "device": "cpu", "dtype": "float32", "torch_threads": 2, "command": "leverplus bench-costs --arch X"}
+    measured = {"qwen2.5_vl_3B": {"seconds_per_sequence": {"reference": 2.0, "ours": 0.5}, "device": "cpu"}}
+    result = plan(config, measured, ["okvqa"], unit_costs={"flamingo_3B": u})
+    f = next(r for r in result["rows"] if r["model"] == "flamingo_3B")
+    want = predict(u, SliceConfig(anchors=800, cand_num=64, beam_size=5, shot_num=2, order="right", batch_size=8,
+                                  original_batch=32, adapter="flamingo", head_tokens=0.0, demo_tokens=20.0,
+                                  query_tokens=16.0, answer_tokens=2.0, tail_tokens=1.0))
+    for path in ("original", "reference", "ours", "limit"):
+        assert f[f"hours_{path}"] == round(want[path] / 3600, 1)
+    assert f["basis"] == "cost model" and f["hours_original"] > f["hours_ours"] >= f["hours_limit"]
+    q = next(r for r in result["rows"] if r["model"] == "qwen2.5_vl_3B")
+    assert q["basis"].startswith("seconds per sequence") and "hours_limit" not in q
+    md = plan_markdown(result)
+    assert "vision 2 s/image" in md and "per_token_image 0.001 s" in md and "leverplus bench-costs --arch X" in md
+    assert "20.0/demonstration" in md and "no unit costs" in md

@@ -1,16 +1,24 @@
-"""InfoScore benchmark: the same anchors and pools searched two ways.
+"""InfoScore benchmark: the same anchors and pools searched three ways.
 
-* reference — the original algorithm: every (beam, candidate) sequence scored with one full, uncached forward
-  through the processor (`ICLModel.score_reference`), every image re-encoded every time;
-* ours — `leverplus.icd.infoscore.beam_search_anchor`: image features computed once per run, each chat turn
-  tokenised once, every candidate of a step (all beams) batched, each beam's shared prefix run once per step (the
-  whole beam with construct_order `right`).
+* reference (batch 1) — the original algorithm one sequence per forward: every (beam, candidate) sequence scored
+  with one full, uncached forward through the processor (`ICLModel.score_reference`), every image re-encoded;
+* original (batched) — the original algorithm as Lever-LM runs it (`get_info_score` and `generate_single_sample_icd`
+  in Lever-LM's utils.py / generate_data.py, commit 11d61e4): at every step, for every beam, P̄(y | S ⊕ x) re-scored
+  with one forward, then the beam's unused candidates in pool order, `original_batch` (default 32, Lever-LM's
+  `batch_size`) whole rows per right-padded forward through the processor, every image of every row re-encoded,
+  logits over every position (`original_scores`). Only the answer mask is ours (the original's is one token off);
+* ours — `leverplus.icd.infoscore.beam_search_anchor`: image features computed once per run, every candidate of a
+  step batched, each beam's prefix run once per step (construct_order `right`), rows cut at their last scored token.
 
-Every run uses fresh adapter instances (no cache is shared or carried over). The two paths run alternately
-`repeats` times and the fastest run of each counts (machine-speed drift hits both). Reported: candidate sequences
-scored per second by each path and their ratio, the ratio of every repeat, the largest absolute difference over
-every P̄ both paths computed, and whether the chosen beams agree. This is a measurement, not a timed test:
-`leverplus bench-infoscore` prints it as JSON.
+Every run uses fresh adapter instances (no cache is shared or carried over) and starts after an untimed warm-up
+(one row through the path's own scoring call, caches cleared afterwards: the first forward of a process pays for
+page faults and allocator growth that a long run does not). The paths run alternately `repeats` times and the
+fastest run of each counts (machine-speed drift hits all). Reported: candidate sequences per second of each path,
+the ratio of ours to the batched original (`speedup`; to batch 1: `speedup_vs_batch1`), per repeat, the largest
+absolute difference over every P̄ two paths computed, and whether the chosen beams agree. `analytic_limit` (see
+`leverplus.cost`) is the ratio a path that runs only each row's own tokens would reach over the batched original,
+and `achieved_fraction_of_limit` how much of it ours reached. This is a measurement, not a timed test: `leverplus
+bench-infoscore` prints it as JSON.
 """
 from __future__ import annotations
 
@@ -79,6 +87,103 @@ def reference_beam_search(
             )
             for s, b, i, p in (proposals[t] for t in top)
         ]
+    return beams, base, means
+
+
+def _qwen_reference_batch(model, icd_seqs, queries) -> np.ndarray:
+    """The Qwen2.5-VL rows of one call through the processor in one right-padded forward (every image re-processed
+    and re-encoded, logits over every position): `original_scores` for the Qwen adapter."""
+    import torch
+
+    from .data.images import load_image
+    from .models import prompting
+
+    texts = [model.processor.apply_chat_template(model.layout.conversation(s, q, with_answer=True), tokenize=False)
+             for s, q in zip(icd_seqs, queries)]
+    images = [load_image(p) for s, q in zip(icd_seqs, queries) for p in prompting.images_in_order(s, q)]
+    side = model.tokenizer.padding_side
+    model.tokenizer.padding_side = "right"  # as Lever-LM's gen_data sets it for InfoScore
+    try:
+        enc = model.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(model.device)
+    finally:
+        model.tokenizer.padding_side = side
+    with torch.no_grad():
+        logits = model.model(**enc).logits
+    out = np.empty(len(texts), dtype=np.float64)
+    for b in range(len(texts)):
+        n = int(enc["attention_mask"][b].sum())
+        a0, a1 = model._answer_span(enc["input_ids"][b, :n].tolist())
+        ce = torch.nn.functional.cross_entropy(logits[b, a0 - 1 : a1 - 1].float(), enc["input_ids"][b, a0:a1])
+        out[b] = float(torch.exp(-ce))
+    return out
+
+
+def original_scores(model: ICLModel, icd_seqs, queries) -> np.ndarray:
+    """P̄ of the rows of one batched forward of the original algorithm (module docstring): the adapter's
+    `score_reference_batch` (Flamingo), the processor path for Qwen2.5-VL, else one `score_reference` per row."""
+    if hasattr(model, "score_reference_batch"):
+        return model.score_reference_batch(icd_seqs, queries)
+    if getattr(model, "name", None) == "qwen2_5_vl":
+        return _qwen_reference_batch(model, icd_seqs, queries)
+    return np.array([model.score_reference(s, q) for s, q in zip(icd_seqs, queries)])
+
+
+def original_beam_search(
+    model: ICLModel,
+    anchor: VQAExample,
+    pool: Sequence[VQAExample],
+    *,
+    beam_size: int,
+    shot_num: int,
+    order: str,
+    batch: int = 32,
+    record: dict[tuple[str, ...], float] | None = None,
+    counts: dict | None = None,
+) -> tuple[list[Beam], float, list[float]]:
+    """The original algorithm as Lever-LM runs it (`generate_single_sample_icd` → `get_info_score`): at every step,
+    for every beam, P̄(y | S ⊕ x) re-scored with one forward of one row, then the beam's unused candidates, in pool
+    order, `batch` rows per forward (`original_scores`). InfoScore = P̄(extended) − the re-scored P̄(beam). The kept
+    beams are chosen by `rank_step` over every proposal (Lever-LM's per-beam top-k then global top-k keeps the same
+    set; ties are grouped as in our path, so the comparison is of cost, not of tie rules). `counts` receives the
+    rows and forwards run."""
+    if batch < 1:
+        raise ValueError(f"original batch must be at least 1, got {batch}")
+    record = {} if record is None else record
+    counts = {} if counts is None else counts
+    counts.setdefault("rows", 0)
+    counts.setdefault("forwards", 0)
+    beams = [Beam([], [], float("nan"), [])]
+    base = float("nan")
+    means: list[float] = []
+    for _ in range(shot_num):
+        proposals: list[tuple[float, int, int, float]] = []
+        for b, beam in enumerate(beams):
+            cond = float(original_scores(model, [beam.prompt], [anchor])[0])  # re-scored for every beam, every step
+            counts["rows"] += 1
+            counts["forwards"] += 1
+            record[_key(beam.prompt)] = cond
+            if not beam.prompt:
+                base = cond
+            beams[b] = Beam(beam.picked, beam.prompt, cond, beam.step_scores)
+            idx = [i for i, c in enumerate(pool) if c.id not in beam.picked]
+            for lo in range(0, len(idx), batch):
+                chunk = idx[lo : lo + batch]
+                seqs = [extend(beam.prompt, pool[i], order) for i in chunk]
+                ps = original_scores(model, seqs, [anchor] * len(seqs))
+                counts["rows"] += len(seqs)
+                counts["forwards"] += 1
+                for i, seq, p in zip(chunk, seqs, ps):
+                    record[_key(seq)] = float(p)
+                    proposals.append((float(p) - cond, b, i, float(p)))
+        means.append(float(np.mean([x for x, *_ in proposals])))
+        _, b_, i_, p_ = (np.array(col) for col in zip(*proposals))
+        top, _ = rank_step(p_, np.array([beams[b].p_bar for b in b_]), b_, i_, beam_size)
+        beams = [
+            Beam(beams[b].picked + [pool[i].id], extend(beams[b].prompt, pool[i], order), p, beams[b].step_scores + [x])
+            for x, b, i, p in (proposals[t] for t in top)
+        ]
+    if shot_num < 1:
+        base = float(original_scores(model, [[]], [anchor])[0])
     return beams, base, means
 
 
@@ -243,6 +348,24 @@ def bench_dataset(out_dir: str | Path, *, n: int = 24, width: int = 640, height:
     return out
 
 
+def _warm_up(model: ICLModel, path_name: str, anchor: VQAExample, pool: Sequence[VQAExample], order: str,
+             original_batch: int) -> None:
+    """One untimed call of the path's own scoring function on the first anchor (a one-demonstration row, so the
+    prefix and suffix code both run), then every cache cleared: weights paged in, allocator grown, kernels chosen."""
+    seqs = [extend([pool[0]], c, order) for c in pool[1:3]] or [[pool[0]]]
+    if path_name == "reference":
+        model.score_reference(seqs[0], anchor)
+    elif path_name == "original":
+        original_scores(model, seqs[: max(1, min(original_batch, len(seqs)))], [anchor] * min(len(seqs), original_batch))
+    else:
+        model.score_step([[pool[0]]], [list(pool[1:3])], anchor, order)
+    if hasattr(model, "clear_image_cache"):
+        model.clear_image_cache()
+
+
+PATHS = ("reference", "original", "ours")
+
+
 def bench_infoscore(
     model_dir: str | Path,
     dataset_dir: str | Path,
@@ -257,35 +380,81 @@ def bench_infoscore(
     threads: int | None = 1,
     device: str = "cpu",
     batch_size: int = 32,
+    original_batch: int = 32,
+    paths: Sequence[str] = PATHS,
     repeats: int = 3,
+    warmup: bool = True,
     dtype: str = "float32",
     breakdown: bool = False,
+    unit_costs: dict | str | None = None,
 ) -> dict:
-    """Run one full beam search per anchor with the reference algorithm and with ours; see the module docstring.
-    `breakdown`: also report where each path's time goes (`time_breakdown`) and its peak resident memory."""
+    """Run one full beam search per anchor on each path of `paths` (module docstring). `breakdown`: also report
+    where each path's time goes (`time_breakdown`) and its peak resident memory. `unit_costs` (a
+    `leverplus.cost` measurement of this model, or "measure": measured here first, on a fresh adapter): also the
+    cost model's prediction of each path's time and the analytic limit from it, and the fraction of it achieved."""
     import torch
 
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    paths = [p for p in PATHS if p in set(paths)]
+    if "ours" not in paths or len(paths) < 2:
+        raise ValueError(f"paths must include 'ours' and one of the originals, got {paths}")
     if threads:
         torch.set_num_threads(threads)
     train = examples(load_split(dataset_dir, "train"))
     anchors, pools = bench_anchors(train, n_anchors, cand_num, seed)
     kw = dict(beam_size=beam_size, shot_num=shot_num, order=order)
+    measured_costs = None
+    if unit_costs == "measure":  # on a fresh adapter of the same model, before the timed runs
+        from .cost import measure_unit_costs, row_shape
+
+        m = load_icl_model(adapter, str(model_dir), device=device, batch_size=batch_size, dtype=dtype)
+        measured_costs = measure_unit_costs(m, anchors[0].image, row_shape(m, anchors, pools))
+        unit_costs = measured_costs
+        del m
 
     loads: dict[str, float] = {}
-    parts: dict[str, dict] = {"reference": {}, "ours": {}}
-    peaks: dict[str, int] = {"reference": 0, "ours": 0}
+    parts: dict[str, dict] = {p: {} for p in paths}
+    peaks: dict[str, int] = {p: 0 for p in paths}
     params: dict[str, int] = {}
+    counts: dict[str, dict] = {}
+    shapes: list = []
 
     def load(path_name):
         t0 = time.perf_counter()
         model = load_icl_model(adapter, str(model_dir), device=device, batch_size=batch_size, dtype=dtype)
         loads[path_name] = round(time.perf_counter() - t0, 2)
         params.setdefault("n", sum(p.numel() for p in model.model.parameters()))
+        if warmup:
+            _warm_up(model, path_name, anchors[0], pools[0], order, original_batch)
         return model
 
-    def timed(path_name, model, body):
+    def run(path_name):
+        model = load(path_name)
+        if unit_costs is not None and not shapes:
+            from .cost import row_shape
+
+            shapes.append(row_shape(model, anchors, pools))
+
+        def body():
+            scores, results = [], []
+            c: dict = {}
+            for anchor, pool in zip(anchors, pools):
+                if path_name == "ours":
+                    rec_model = RecordingModel(model)
+                    results.append(beam_search_anchor(rec_model, anchor, pool, **kw))
+                    scores.append(rec_model.scores)
+                    continue
+                rec: dict = {}
+                if path_name == "reference":
+                    results.append(reference_beam_search(model, anchor, pool, record=rec, **kw))
+                else:
+                    results.append(original_beam_search(model, anchor, pool, batch=original_batch, record=rec,
+                                                        counts=c, **kw))
+                scores.append(rec)
+            counts[path_name] = c
+            return scores, results
+
         totals: dict[str, float] = {}
         with PeakRSS() as mem, (time_breakdown(model, totals) if breakdown else _null()):
             t0 = time.perf_counter()
@@ -294,79 +463,57 @@ def bench_infoscore(
         if not parts[path_name] or dt < parts[path_name]["total"]:
             parts[path_name] = {"total": dt, **totals}
         peaks[path_name] = max(peaks[path_name], mem.peak)
+        del model
         return dt, out
 
-    def run_reference():
-        model = load("reference")
-
-        def body():
-            scores, results = [], []
-            for anchor, pool in zip(anchors, pools):
-                rec: dict = {}
-                results.append(reference_beam_search(model, anchor, pool, record=rec, **kw))
-                scores.append(rec)
-            return scores, results
-
-        dt, (scores, results) = timed("reference", model, body)
-        del model
-        return dt, scores, results
-
-    def run_ours():
-        model = load("ours")  # empty caches
-
-        def body():
-            scores, results = [], []
-            for anchor, pool in zip(anchors, pools):
-                rec_model = RecordingModel(model)
-                results.append(beam_search_anchor(rec_model, anchor, pool, **kw))
-                scores.append(rec_model.scores)
-            return scores, results
-
-        dt, (scores, results) = timed("ours", model, body)
-        del model
-        return dt, scores, results
-
-    # Alternate the two paths so that drift in the machine's speed hits both; report the fastest of each.
-    ref_times, our_times = [], []
+    # Alternate the paths so that drift in the machine's speed hits all; report the fastest of each.
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    scores: dict[str, list] = {}
+    results: dict[str, list] = {}
     for _ in range(repeats):
-        t_ref, ref_scores, ref_results = run_reference()
-        t_ours, our_scores, our_results = run_ours()
-        ref_times.append(t_ref)
-        our_times.append(t_ours)
-    t_ref, t_ours = min(ref_times), min(our_times)
+        for p in paths:
+            dt, (scores[p], results[p]) = run(p)
+            times[p].append(dt)
+    best = {p: min(times[p]) for p in paths}
+    n_seq = {p: sum(len(r) for r in scores[p]) for p in paths}
+    rate = {p: n_seq[p] / best[p] for p in paths}
+    base_path = "original" if "original" in paths else "reference"
 
-    n_ref = sum(len(r) for r in ref_scores)
-    n_ours = sum(len(r) for r in our_scores)
-    diffs, only_one = [], 0
-    for r, o in zip(ref_scores, our_scores):
-        common = r.keys() & o.keys()
-        only_one += len(r.keys() ^ o.keys())
-        diffs += [abs(r[k] - o[k]) for k in common]
-    beams_equal, beam_diff = True, 0.0
-    for (ob, obase, _), (rb, rbase, _) in zip(our_results, ref_results):
-        same, d = _beams_diff(ob, rb)
-        beams_equal &= same
-        beam_diff = max(beam_diff, d, abs(obase - rbase))
-    ref_rate, our_rate = n_ref / t_ref, n_ours / t_ours
-    all_ref = np.array([v for r in ref_scores for v in r.values()])
+    def compare(a, b):
+        diffs, only_one = [], 0
+        for r, o in zip(scores[a], scores[b]):
+            common = r.keys() & o.keys()
+            only_one += len(r.keys() ^ o.keys())
+            diffs += [abs(r[k] - o[k]) for k in common]
+        equal, beam_diff = True, 0.0
+        for (ob, obase, _), (rb, rbase, _) in zip(results[a], results[b]):
+            same, d = _beams_diff(ob, rb)
+            equal &= same
+            beam_diff = max(beam_diff, d, abs(obase - rbase))
+        return {"max_abs_score_diff": float(max(diffs)) if diffs else None, "max_abs_beam_diff": float(beam_diff),
+                "beams_equal": bool(equal), "only_in_one_path": only_one}
+
+    vs = {f"ours_vs_{p}": compare("ours", p) for p in paths if p != "ours"}
+    main = vs[f"ours_vs_{base_path}"]
+    all_ref = np.array([v for r in scores[base_path] for v in r.values()])
     extra = {}
     if breakdown:
-        def split(path_name, n_seq):
+        def split(path_name):
             d = dict(parts[path_name])
             total = d.pop("total")
             rest = total - sum(d.values())
             secs = {k: round(v, 3) for k, v in sorted(d.items())}
             secs["other (tokenisation, processor, glue)"] = round(rest, 3)
-            return {"seconds": secs, "seconds_per_sequence": {k: round(v / n_seq, 4) for k, v in secs.items()},
+            return {"seconds": secs, "seconds_per_sequence": {k: round(v / n_seq[path_name], 4) for k, v in secs.items()},
                     "peak_rss_gb": round(peaks[path_name] / 2**30, 2), "load_seconds": loads[path_name]}
 
-        extra = {"breakdown": {"reference": split("reference", n_ref), "ours": split("ours", n_ours)},
-                 "parameters": params.get("n"), "dtype": dtype}
-    return {
+        extra = {"breakdown": {p: split(p) for p in paths}, "parameters": params.get("n"), "dtype": dtype}
+    out = {
         "model": str(model_dir),
         "dataset": str(dataset_dir),
         "adapter": adapter,
         "device": device,
+        "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "anchors": n_anchors,
@@ -375,21 +522,46 @@ def bench_infoscore(
         "shot_num": shot_num,
         "order": order,
         "seed": seed,
-        "sequences": {"reference": n_ref, "ours": n_ours, "only_in_one_path": only_one},
+        "batch_size": batch_size,
+        "original_batch": original_batch,
+        "warmup": warmup,
+        "paths": paths,
+        "sequences": {**n_seq, "only_in_one_path": main["only_in_one_path"]},
+        "original_forwards": counts.get("original"),
         "repeats": repeats,
-        "reference": {"seconds": round(t_ref, 3), "sequences_per_s": round(ref_rate, 2),
-                      "all_seconds": [round(t, 3) for t in ref_times]},
-        "ours": {"seconds": round(t_ours, 3), "sequences_per_s": round(our_rate, 2),
-                 "all_seconds": [round(t, 3) for t in our_times]},
-        "speedup": round(our_rate / ref_rate, 2),
-        "speedup_per_repeat": [round((n_ours / o) / (n_ref / r), 2) for r, o in zip(ref_times, our_times)],
-        "max_abs_score_diff": float(max(diffs)) if diffs else None,
-        "max_abs_beam_diff": float(beam_diff),
-        "beams_equal": bool(beams_equal),
+        **{p: {"seconds": round(best[p], 3), "sequences_per_s": round(rate[p], 2),
+               "all_seconds": [round(t, 3) for t in times[p]]} for p in paths},
+        "speedup_against": base_path,
+        "speedup": round(rate["ours"] / rate[base_path], 2),
+        "speedup_per_repeat": [round((n_seq["ours"] / o) / (n_seq[base_path] / r), 2)
+                               for r, o in zip(times[base_path], times["ours"])],
+        **({"speedup_vs_batch1": round(rate["ours"] / rate["reference"], 2)} if "reference" in paths else {}),
+        "max_abs_score_diff": main["max_abs_score_diff"],
+        "max_abs_beam_diff": main["max_abs_beam_diff"],
+        "beams_equal": main["beams_equal"],
+        "comparisons": vs,
         "reference_score_range": [float(all_ref.min()), float(all_ref.max())],
-        "seconds_per_sequence": {"reference": round(t_ref / n_ref, 4), "ours": round(t_ours / n_ours, 4)},
+        "seconds_per_sequence": {p: round(best[p] / n_seq[p], 4) for p in paths},
         **extra,
     }
+    if unit_costs is not None:
+        from .cost import SliceConfig, analytic_limit, predict
+
+        cfg = SliceConfig(anchors=n_anchors, cand_num=cand_num, beam_size=beam_size, shot_num=shot_num, order=order,
+                          batch_size=batch_size, original_batch=original_batch, **shapes[0])
+        pred = predict(unit_costs, cfg)
+        out["cost_model"] = {
+            "slice": cfg.as_dict(),
+            "predicted_seconds": {k: round(v, 3) for k, v in pred.items()},
+            "measured_seconds": {p: round(best[p], 3) for p in paths},
+            "relative_error": {p: round((pred[p] - best[p]) / best[p], 3) for p in paths if p in pred},
+        }
+        lim = analytic_limit(unit_costs, cfg)
+        out["analytic_limit"] = lim
+        out["achieved_fraction_of_limit"] = round(
+            (best[base_path] / best["ours"]) / lim[f"limit_vs_{base_path}"], 3)
+        out["unit_costs"] = unit_costs if measured_costs is not None else {"source": unit_costs.get("source", "given")}
+    return out
 
 
 @contextmanager

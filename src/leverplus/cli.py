@@ -298,11 +298,77 @@ def _bench_infoscore(a) -> dict:
     out = bench_infoscore(
         model, dataset, a.anchors, a.cand_num, a.beam_size, a.shot_num, a.order,
         adapter=adapter, seed=a.seed, threads=a.threads, device=a.device, batch_size=a.batch_size,
-        repeats=a.repeats, dtype=a.dtype, breakdown=breakdown,
+        repeats=a.repeats, dtype=a.dtype, breakdown=breakdown, original_batch=a.original_batch,
+        paths=a.paths.split(","), warmup=not a.no_warmup, unit_costs=_unit_costs_arg(a.unit_costs),
     )
     if arch:
         out["arch"] = arch
+    out["command"] = "leverplus " + " ".join(getattr(a, "argv", None) or ["bench-infoscore"])
     return out
+
+
+def _unit_costs_arg(value: str):
+    if value in ("none", ""):
+        return None
+    if value == "measure":
+        return "measure"
+    from leverplus.cost import load_unit_costs
+
+    return {**load_unit_costs(value), "source": value}
+
+
+def _bench_costs(a) -> dict:
+    """Unit costs of one model (leverplus.cost), measured on this machine."""
+    import torch
+
+    from leverplus.bench import bench_anchors, bench_dataset
+    from leverplus.cost import measure_unit_costs, row_shape
+    from leverplus.data.records import examples, load_split
+    from leverplus.models.base import load_icl_model
+
+    model, dataset, adapter = a.model, a.dataset, a.adapter
+    arch = None
+    if a.arch:
+        from leverplus.models.real_size import arch_spec, build_arch
+
+        spec = arch_spec(a.arch)
+        work = Path(a.work_dir or f"data/bench/{a.arch}")
+        dataset = dataset or str(bench_dataset(work.parent / f"images_{a.image_width}x{a.image_height}",
+                                               width=a.image_width, height=a.image_height))
+        model = str(build_arch(a.arch, work, _bench_corpus(dataset), seed=a.seed))
+        adapter = spec["adapter"]
+        arch = {"name": a.arch, "published": spec["published"], "image_size": [a.image_width, a.image_height]}
+    if not model or not dataset:
+        raise CLIError("bench-costs needs --model and --dataset, or --arch")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    anchors, pools = bench_anchors(examples(load_split(dataset, "train")), 2, 8, a.seed)
+    m = load_icl_model(adapter, model, device=a.device, dtype=a.dtype)
+    out = measure_unit_costs(m, anchors[0].image, row_shape(m, anchors, pools), batches=tuple(a.batches),
+                             repeats=a.repeats)
+    out["command"] = "leverplus " + " ".join(getattr(a, "argv", None) or ["bench-costs"])
+    if arch:
+        out["arch"] = arch
+    return out
+
+
+def _add_bench_costs(sub) -> None:
+    p = sub.add_parser("bench-costs", help="unit costs of a model on this machine, for the cost model (plan)")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--adapter", default="qwen2_5_vl")
+    p.add_argument("--arch", help="instead of --model: a random-init model of a published size (see bench-infoscore)")
+    p.add_argument("--work-dir")
+    p.add_argument("--image-width", type=int, default=640)
+    p.add_argument("--image-height", type=int, default=480)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="smallest and largest batch measured")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up (at least 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--out")
+    p.set_defaults(func=_bench_costs)
 
 
 def _bench_corpus(dataset: str) -> list[str]:
@@ -338,6 +404,14 @@ def _add_bench_infoscore(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads for both paths (default 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32, help="rows per batched forward in our path")
+    p.add_argument("--original-batch", type=int, default=32,
+                   help="rows per forward of the batched original (Lever-LM's get_info_score batch_size; default 32)")
+    p.add_argument("--paths", default="reference,original,ours",
+                   help="paths to run, comma-separated: reference (original at batch 1), original (batched), ours")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up call of each run")
+    p.add_argument("--unit-costs", default="measure",
+                   help="cost model: 'measure' (default: unit costs measured first), a unit-cost JSON "
+                        "(leverplus bench-costs), or 'none'; gives predicted times and the analytic limit")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each path, alternating, fresh adapters each time; the fastest counts (default 3)")
     p.add_argument("--out", help="write the JSON here instead of stdout")
@@ -398,7 +472,15 @@ def _plan(a) -> dict:
         if not model:
             raise CLIError(f"--measured {item}: the file names no arch; write MODEL=FILE")
         measured[model] = m
-    result = planner.plan(config, measured, a.dataset or None)
+    unit_costs = dict(planner.shipped_unit_costs())
+    for item in a.unit_costs or []:
+        model, sep, path = item.partition("=")
+        if not sep:
+            raise CLIError(f"--unit-costs {item}: write MODEL=FILE")
+        from leverplus.cost import load_unit_costs
+
+        unit_costs[model] = {**load_unit_costs(path), "command": load_unit_costs(path).get("command", path)}
+    result = planner.plan(config, measured, a.dataset or None, unit_costs=unit_costs)
     if not a.out:
         print(planner.plan_markdown(result))
         return None  # printed; nothing more to emit
@@ -413,6 +495,8 @@ def _add_plan(sub) -> None:
                    help="a bench-infoscore JSON (or MODEL=FILE) overriding the shipped measurements")
     p.add_argument("--base-config", default="config/config.yaml")
     p.add_argument("--schema", default="config/config.schema.yaml")
+    p.add_argument("--unit-costs", action="append", metavar="MODEL=FILE",
+                   help="a unit-cost JSON (leverplus bench-costs) for MODEL, overriding the shipped one")
     p.add_argument("--out", help="write the plan as JSON here (default: print the markdown table)")
     p.set_defaults(func=_plan)
 
@@ -423,6 +507,7 @@ SUBCOMMANDS: dict[str, Callable] = {
     "score": _add_score,
     "compare": _add_compare,
     "bench-infoscore": _add_bench_infoscore,
+    "bench-costs": _add_bench_costs,
     "meta-eval": _add_meta_eval,
     "bench-infer": _add_bench_infer,
     "plan": _add_plan,
@@ -440,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what the command line said (recorded by benches)
     from leverplus.metrics.io import MetricsInputError
 
     try:

@@ -71,6 +71,16 @@ tuples that the model must get back in its own format: `kv_cache.repeat_prefix_c
 needs boolean attention masks (`BoolAttentionMask`, mixed into the LM at load). `tiny_mosaic_gpt` is a test LM with
 that interface (`build_tiny_flamingo(lang="mosaic_gpt")`).
 
+`score_step` (the beam search's call) goes further with construct_order `right`: each beam's prefix — its
+demonstrations with their images, text and the cross-attention conditioning of their tokens — is run once per beam
+and step, whatever the batch size, and every candidate row of the beam (candidate + query) runs on top of a copy of
+its cache in batches of `batch_size`, each row only up to its last scored token. A text token's gated
+cross-attention sees only the media before it (`only_attend_immediate_media`) and self-attention is causal, so the
+prefix does not depend on what follows it; tests/test_flamingo_prefix_reuse.py checks every P̄ against the uncached
+whole-row forward on MPT and on the MosaicGPT legacy cache. With `left` no two rows share a prefix: whole rows,
+batched across beams. `score_reference_batch` is the original algorithm batched as Lever-LM's `get_info_score` runs
+it (whole right-padded rows, every image re-encoded), for the benchmark.
+
 `generate` conditions the layers once with the cached latents and runs in cached-media mode, as ``Flamingo.generate``
 does, with left padding and a KV-cache loop of its own, greedy (`_greedy`) or beam search (`_beam_search`: the
 semantics of the installed transformers' `_beam_search`, which ``Flamingo.generate`` calls: the same token ids on the
@@ -575,6 +585,29 @@ class FlamingoICL(ICLModel):
         out = self.model(vision_x=vision_x, lang_x=lang_x, attention_mask=torch.ones_like(lang_x))
         ce = self._mean_ce(out.logits, lang_x, torch.as_tensor(mask, device=self.device)[None])
         return float(torch.exp(-ce)[0])
+
+    @torch.no_grad()
+    def score_reference_batch(self, icd_seqs, queries) -> np.ndarray:
+        """The original algorithm batched as Lever-LM's `get_info_score` runs it (its FlamingoInterface
+        `prepare_input` + `get_cond_prob`): the rows of one call right-padded into one `Flamingo.forward`, every
+        image of every row re-read and re-encoded (vision_x (B, T_max, 1, C, H, W), zero images where a row has
+        fewer), logits over every position. The answer mask is ours (`_tokenise`), not the original's
+        re-tokenised-prefix count."""
+        rows = [self._tokenise(s, q) for s, q in zip(icd_seqs, queries)]
+        pix = [
+            torch.stack([self.image_transform(load_image(p)) for p in prompting.images_in_order(s, q)])
+            for s, q in zip(icd_seqs, queries)
+        ]
+        vision_x = nn.utils.rnn.pad_sequence(pix, batch_first=True)[:, :, None].to(self.device, self.dtype)
+        ids = nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(r[0]) for r in rows], batch_first=True, padding_value=self.pad_id
+        ).to(self.device)
+        mask = nn.utils.rnn.pad_sequence([torch.as_tensor(r[1]) for r in rows], batch_first=True).to(self.device)
+        att = nn.utils.rnn.pad_sequence(
+            [torch.ones(len(r[0]), dtype=torch.long) for r in rows], batch_first=True
+        ).to(self.device)
+        out = self.model(vision_x=vision_x, lang_x=ids, attention_mask=att)
+        return torch.exp(-self._mean_ce(out.logits, ids, mask)).double().cpu().numpy()
 
     # ---- fast path -------------------------------------------------------------------------------------------------
     @torch.no_grad()

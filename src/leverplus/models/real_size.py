@@ -95,8 +95,33 @@ TEST_ARCHS: dict[str, dict] = {
 }
 
 
+# mid-size twins for validating the cost model in minutes (issue 28): real image sizes, vocabulary rows and head
+# widths, every model width divided by 4 and depth by 3
+MID_ARCHS: dict[str, dict] = {
+    "qwen2.5_vl_3B@mid": {
+        "adapter": "qwen2_5_vl",
+        "size": TinyQwenVLSize(
+            vocab_size=4096, hidden_size=512, num_hidden_layers=12, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=2752, vision_depth=8, vision_hidden_size=320, vision_heads=5,
+            vision_intermediate_size=856, vocab_rows=151936, fullatt_block_indexes=(7,), min_pixels=3136,
+            max_pixels=12845056, rope_theta=1000000.0, max_position_embeddings=128000,
+        ),
+        "published": "mid twin (widths / 4, depths / 3)",
+    },
+    "flamingo_3B@mid": {
+        "adapter": "flamingo",
+        "size": TinyFlamingoSize(
+            vocab_size=4096, d_model=512, n_heads=4, n_layers=8, vision_hidden_size=256, vision_layers=8,
+            vision_heads=4, vision_intermediate_size=1024, image_size=224, patch_size=14, vocab_rows=50432,
+            expansion_ratio=4,
+        ),
+        "published": "mid twin (widths / 4, depths / 3)",
+    },
+}
+
+
 def arch_spec(name: str) -> dict:
-    table = {**ARCHS, **TEST_ARCHS}
+    table = {**ARCHS, **TEST_ARCHS, **MID_ARCHS}
     if name not in table:
         raise ValueError(f"unknown --arch {name!r}; known: {', '.join(sorted(ARCHS))}")
     return table[name]
