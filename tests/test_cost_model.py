@@ -134,8 +134,19 @@ def test_batched_original_equals_batch_one(tiny_flamingo, fl_examples, batch):
     anchor, pool = e[0], e[1:]
     counts: dict = {}
     rec_b: dict = {}
-    got = original_beam_search(tiny_flamingo, anchor, pool, beam_size=2, shot_num=2, order="right", batch=batch,
-                               record=rec_b, counts=counts)
+    seen = {"forwards": 0, "rows": 0}
+
+    def hook(module, args, kwargs):  # every Flamingo.forward the schedule runs, and its rows
+        seen["forwards"] += 1
+        seen["rows"] += kwargs["lang_x"].shape[0]
+
+    h = tiny_flamingo.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        got = original_beam_search(tiny_flamingo, anchor, pool, beam_size=2, shot_num=2, order="right", batch=batch,
+                                   record=rec_b, counts=counts)
+    finally:
+        h.remove()
+    assert seen == counts
     rec_1: dict = {}
     ref = reference_beam_search(tiny_flamingo, anchor, pool, beam_size=2, shot_num=2, order="right", record=rec_1)
     assert [b.picked for b in got[0]] == [b.picked for b in ref[0]]

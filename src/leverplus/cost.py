@@ -30,6 +30,7 @@ shared images make it faster than predicted).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -197,6 +198,7 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
     if repeats < 3:
         raise ValueError(f"unit costs need at least 3 repeats, got {repeats}")
     t_start = time.perf_counter()
+    load0 = [round(x, 2) for x in os.getloadavg()]
     vision_fn, lm_call, head, head_in_lm = _parts(model)
     # vision at 1 and `vision_batch` images per forward: a cost per call and one per image (the batched original
     # encodes every image of a batch in one forward, ours one image per forward)
@@ -248,6 +250,7 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "measure_seconds": round(time.perf_counter() - t_start, 1),
+        "load_average": {"start": load0, "end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()},
     }
 
 
