@@ -63,6 +63,14 @@ def test_bench_infoscore_arch_breakdown(tmp_path, arch):
     assert "language_model.full_rows" in d["breakdown"]["reference"]["seconds"]
     assert "language_model.shared_prefix" in d["breakdown"]["ours"]["seconds"]
     assert d["arch"]["image_size"] == [640, 480]
+    # the batched original (Lever-LM's schedule) ran beside batch 1; the ratio is against it; the analytic limit and
+    # the cost model's prediction are printed with the unit costs they came from
+    assert d["paths"] == ["reference", "original", "ours"] and d["speedup_against"] == "original"
+    assert all(c["beams_equal"] for c in d["comparisons"].values())
+    assert d["original_forwards"]["rows"] == d["sequences"]["original"] + 2  # two beams re-scored at step 1
+    assert d["analytic_limit"]["limit_vs_original"] > 1 and d["achieved_fraction_of_limit"] > 0
+    assert set(d["cost_model"]["predicted_seconds"]) == {"reference", "original", "ours", "limit"}
+    assert d["unit_costs"]["repeats"] >= 3 and d["load_average"]["cpus"] >= 1
 
 
 @pytest.mark.slow

@@ -569,6 +569,7 @@ def bench_infoscore(
         # (= measured ratio / limit_vs_measured_<original>)
         out["achieved_fraction_of_limit"] = round(pred["limit"] / best["ours"], 3)
         out["achieved_fraction_of_limit_predicted"] = round(pred["limit"] / pred["ours"], 3)
+        out["achieved_fraction_of_limit_one_image_per_forward"] = round(pred["limit_one_image_per_forward"] / best["ours"], 3)
         out["unit_costs"] = unit_costs if measured_costs is not None else {"source": unit_costs.get("source", "given")}
     return out
 
