@@ -161,5 +161,7 @@ def test_plan_uses_the_cost_model_and_prints_its_inputs():
     q = next(r for r in result["rows"] if r["model"] == "qwen2.5_vl_3B")
     assert q["basis"].startswith("seconds per sequence") and "hours_limit" not in q
     md = plan_markdown(result)
-    assert "vision 2 s/image" in md and "per_token_image 0.001 s" in md and "leverplus bench-costs --arch X" in md
+    assert "vision 2 s/image + 0 s/forward" in md and "per_token_image 0.001 s" in md and "leverplus bench-costs --arch X" in md
     assert "20.0/demonstration" in md and "no unit costs" in md
+    # qwen has no unit costs: no total may add hours of some models only
+    assert result["totals"]["okvqa"]["hours_limit"] == "n/a" and result["totals"]["okvqa"]["hours_ours"] != "n/a"

@@ -111,12 +111,12 @@ def plan(config: dict, measured: dict, datasets: list[str] | None = None, unit_c
                         missing.add(model)
                     rows.append(row)
     totals: dict = {}
-    for r in rows:
+    for r in rows:  # a path's total only where every row of the dataset has that path's hours
         t = totals.setdefault(r["dataset"], {"sequences": 0, **{f"hours_{p}": 0.0 for p in PATHS}})
         t["sequences"] += r["sequences"]
         for path in PATHS:
-            if f"hours_{path}" in r:
-                t[f"hours_{path}"] = round(t[f"hours_{path}"] + r[f"hours_{path}"], 1)
+            key = f"hours_{path}"
+            t[key] = round(t[key] + r[key], 1) if key in r and t[key] != "n/a" else "n/a"
     used_u = {k: v for k, v in unit_costs.items() if any(r["model"] == k for r in rows)}
     used = {k: v for k, v in measured.items() if k in fallback}
     devices = sorted({str(v.get("device")) for v in (*used.values(), *used_u.values())})
@@ -153,7 +153,8 @@ def plan_markdown(result: dict) -> str:
     for model, u in result["unit_costs"].items():
         lm = ", ".join(f"{k} {v:.3g} s" for k, v in u["lm"].items())
         sh = u["shape"]
-        out += (f"- {model}: vision {u['vision_per_image']:.3g} s/image; LM {lm} (fit max rel. error "
+        out += (f"- {model}: vision {u['vision_per_image']:.3g} s/image + {u.get('vision_per_call', 0.0):.3g} s/forward; "
+                f"LM {lm} (fit max rel. error "
                 f"{u['lm_fit_max_rel_error']:.2f}); LM head {u['head_per_token']:.3g} s/position; row shape: "
                 f"{sh['head_tokens']:.0f} head + {sh['demo_tokens']:.1f}/demonstration + {sh['query_tokens']:.1f} query "
                 f"tokens, {sh['answer_tokens']:.1f} scored ({u.get('device')}, {u.get('dtype')}, "
