@@ -10,8 +10,8 @@ from leverplus.metrics.text import (
     corpus_ter,
     length_stats,
     rouge,
-    segment,
 )
+from leverplus.metrics.languages import script_tokens, tokens
 
 # sacrebleu README / test/test_bleu.py example (per item: its two references)
 HYPS = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
@@ -75,7 +75,12 @@ def test_ter_sacrebleu_test_values():
     assert corpus_ter(["aaaa bbbb cccc dddd"], [["aaaa bbbb cccc dddd"]], **FAST)["score"] == 0.0
 
 
-def test_rouge_keeps_chinese():
+def test_cjk_characters_are_tokens_for_rouge_and_cider():
+    """The one CJK test (was three): one token per CJK character (and kana), Latin runs kept, punctuation dropped;
+    ROUGE and CIDEr-D score those tokens; jieba is the word-level option."""
+    assert script_tokens("我爱Python编程。") == ["我", "爱", "python", "编", "程"]
+    assert script_tokens("市場へ歩いた") == ["市", "場", "へ", "歩", "い", "た"]
+    assert "python" in tokens("我爱Python编程", "zh", mode="jieba")
     # hand-derived (Lin 2004): chars ref 猫坐在垫子上 (6), hyp 猫在垫子上 (5); LCS = 5, unigram overlap = 5
     # -> P = 1, R = 5/6, F = 10/11; bigrams: ref 5, hyp 4, overlap 3 (在垫 垫子 子上) -> P 3/4, R 3/5, F 2/3
     r = rouge(["猫在垫子上"], [["猫坐在垫子上"]], lang="zh", **FAST)
@@ -84,6 +89,9 @@ def test_rouge_keeps_chinese():
     assert r["rouge2"]["score"] == pytest.approx(100 * 2 / 3)
     # rouge_score's default tokenizer deletes non [a-z0-9] characters: the same pair scores 0
     assert rouge(["猫在垫子上"], [["猫坐在垫子上"]], tokenizer="default", **FAST)["rougeL"]["score"] == 0.0
+    # CIDEr-D: '猫坐垫子' vs itself is 4 character tokens -> 10 for image 0, 0 for image 1
+    z = cider_d(["猫坐垫子", "狗"], [["猫坐垫子"], ["鸟飞天空"]], lang="zh", **FAST)
+    assert z["score"] == pytest.approx(5.0) and z["settings"]["seg"] == "script"
 
 
 def test_rouge_english_and_multi_reference():
@@ -91,11 +99,6 @@ def test_rouge_english_and_multi_reference():
     # with several references score_multi keeps the best F
     r = rouge(["testing"], [["testing one two", "something else"]], **FAST)
     assert r["rouge1"]["score"] == pytest.approx(50.0)
-
-
-def test_jieba_segmentation_option():
-    assert segment("我爱Python编程", "char") == ["我", "爱", "python", "编", "程"]
-    assert "python" in segment("我爱Python编程", "jieba")
 
 
 def test_cider_d_hand_values():
@@ -106,9 +109,6 @@ def test_cider_d_hand_values():
     assert r["score"] == pytest.approx(5.0)
     # same with 3-token sentences: no 4-grams -> image 0 scores 10 * 3/4 = 7.5, corpus 3.75
     assert cider_d(["x y z", "x y z"], [["x y z"], ["p q r"]], **FAST)["score"] == pytest.approx(3.75)
-    # Chinese is segmented by character before Cider: '猫坐垫子' vs itself is 4 characters -> 10 for image 0
-    z = cider_d(["猫坐垫子", "狗"], [["猫坐垫子"], ["鸟飞天空"]], lang="zh", **FAST)
-    assert z["score"] == pytest.approx(5.0) and z["settings"]["seg"] == "char"
 
 
 def test_length_stats():

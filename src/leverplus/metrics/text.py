@@ -3,11 +3,12 @@
 * BLEU / chrF / chrF++ / TER: sacrebleu (``corpus_bleu`` for the reported BLEU; the
   same metric objects give the signature and the per-item sufficient statistics
   that the bootstrap resamples, so the CI recomputes the *corpus* score).
-* ROUGE-1/2/L: ``rouge_score``.  Its default tokenizer lowercases and deletes every
-  character outside ``[a-z0-9]``, which erases Chinese; for ``lang=zh`` a tokenizer
-  that keeps CJK characters (one token per character, or jieba words) is passed in.
-* CIDEr-D: ``pycocoevalcap.cider.Cider`` called directly on pre-segmented text (no
-  Java PTBTokenizer).
+* Every language-dependent choice (BLEU tokenizer, TER Asian support, Thai word segmentation, the ROUGE /
+  CIDEr-D tokens) comes from the one table :mod:`leverplus.metrics.languages`; the MT track and the audio
+  report call the functions here, so a language is tokenised the same way on every path.
+* ROUGE-1/2/L: ``rouge_score`` with :class:`leverplus.metrics.languages.ScriptTokenizer` (its own default
+  tokenizer deletes every character outside ``[a-z0-9]``, erasing Chinese, Devanagari and Thai).
+* CIDEr-D: ``pycocoevalcap.cider.Cider`` called directly on the same tokens (no Java PTBTokenizer).
 * BERTScore: ``bert_score.score``; ``lang='zh'`` -> bert-base-chinese, layer 8; a
   local model directory needs explicit ``num_layers`` and ``baseline_path``.
 * Sentence similarity (SECap's metric): :mod:`leverplus.metrics.sentence_similarity`
@@ -25,13 +26,12 @@ pycocoevalcap's scale (x1), unrounded.
 from __future__ import annotations
 
 import os
-import re
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from leverplus.metrics import stats
+from leverplus.metrics import languages, stats
 from leverplus.metrics.io import MetricsInputError, align, as_str_list, as_text
 from leverplus.metrics.signature import ci_settings, make_signature, package_version
 
@@ -41,12 +41,13 @@ DEFAULT_METRICS = ("bleu", "chrf", "chrf++", "ter", "rouge", "cider", "length")
 
 
 def is_chinese(lang: str | None) -> bool:
-    return bool(lang) and lang.lower().split("-")[0].split("_")[0] == "zh"
+    return languages.resolve(lang) == "zh"
 
 
-def bleu_tokenizer_for(lang: str | None) -> str:
-    """sacrebleu tokenizer by language: ``zh`` for Chinese, ``13a`` otherwise."""
-    return "zh" if is_chinese(lang) else "13a"
+def bleu_tokenizer_for(lang: str | None, override: str | dict | None = None) -> str:
+    """sacrebleu's BLEU tokenizer for a language, from :data:`leverplus.metrics.languages.LANGS` (zh -> zh,
+    hi -> intl, ja/ko -> mecab, th -> none after pythainlp; None and the other known languages -> 13a)."""
+    return languages.bleu_tokenizer(languages.resolve(lang), override)
 
 
 def _ref_streams(refs_per_item: Sequence[Sequence[str]]) -> list[list[str | None]]:
@@ -89,6 +90,87 @@ def _sacrebleu_ci(metric, hyps, streams, n_resamples, seed):
     return stats.bootstrap_ci(rows, statistic=corpus_from_rows, n_resamples=n_resamples, seed=seed)
 
 
+SACREBLEU_METRICS = ("bleu", "chrf", "chrf++", "ter")
+
+
+def sacrebleu_metric(name: str, *, lang: str | None = None, tokenize: str | dict | None = None,
+                     asian_support: bool | None = None, smooth_method: str = "exp", lowercase: bool = False,
+                     char_order: int = 6, beta: int = 2):
+    """The one sacrebleu object of a metric for a language (every path builds it here: caption scoring, the audio
+    report, ``leverplus compare``, the MT track): BLEU with the language's tokenizer, chrF (6/0/beta 2), chrF++
+    (word order 2), TER with the language's Asian-character support."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    code = languages.resolve(lang)
+    if name == "bleu":
+        return BLEU(smooth_method=smooth_method, tokenize=languages.bleu_tokenizer(code, tokenize),
+                    lowercase=lowercase)
+    if name in ("chrf", "chrf++"):
+        return CHRF(char_order=char_order, word_order=2 if name == "chrf++" else 0, beta=beta)
+    if name == "ter":
+        return TER(asian_support=languages.ter_asian(code) if asian_support is None else asian_support)
+    raise ValueError(f"unknown sacrebleu metric {name!r} ({', '.join(SACREBLEU_METRICS)})")
+
+
+def lexical_texts(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]], *, lang: str | None = None,
+                  tokenize: str | dict | None = None) -> tuple[list[str], list[list[str]], str | None]:
+    """Hypotheses and references as sacrebleu sees them: word-segmented first where the language table says so
+    (Thai: pythainlp), unless a BLEU tokenizer override is given; and the segmenter's versioned name (or None)."""
+    code = languages.resolve(lang)
+    how = languages.presegmenter(code, tokenize)
+    if how is None:
+        return list(hyps), [list(r) for r in refs_per_item], None
+    return (languages.presegment(hyps, how), [languages.presegment(r, how) for r in refs_per_item],
+            languages.presegmenter_version(how))
+
+
+def sacrebleu_corpus(
+    name: str,
+    hyps: Sequence[str],
+    refs_per_item: Sequence[Sequence[str]],
+    *,
+    lang: str | None = None,
+    tokenize: str | dict | None = None,
+    asian_support: bool | None = None,
+    smooth_method: str = "exp",
+    lowercase: bool = False,
+    char_order: int = 6,
+    beta: int = 2,
+    n_resamples: int = 1000,
+    seed: int = 0,
+):
+    """Corpus BLEU / chrF / chrF++ / TER, its bootstrap CI (resampling the per-item sufficient statistics, so each
+    resample is a *corpus* score) and signature: ``(result, per-item statistics (n, d), the sacrebleu object)``.
+    The per-item statistics are extracted once and reused for the score (their sum, as ``corpus_score`` does), the
+    CI and, by the MT track, the sentence scores."""
+    _check_inputs(hyps, refs_per_item)
+    metric = sacrebleu_metric(name, lang=lang, tokenize=tokenize, asian_support=asian_support,
+                              smooth_method=smooth_method, lowercase=lowercase, char_order=char_order, beta=beta)
+    hyps, refs, preseg = lexical_texts(hyps, refs_per_item, lang=lang, tokenize=tokenize)
+    streams = _ref_streams(refs)
+    metric._check_corpus_score_args(hyps, streams)
+    raw = metric._extract_corpus_statistics(hyps, streams)
+    res = metric._compute_score_from_stats([sum(col) for col in zip(*raw)])  # = metric.corpus_score(...)
+    rows = np.asarray(raw, dtype=float)
+
+    def corpus_from_rows(sample) -> float:
+        return metric._compute_score_from_stats(np.asarray(sample).sum(axis=0)).score
+
+    ci = stats.bootstrap_ci(rows, statistic=corpus_from_rows, n_resamples=n_resamples, seed=seed)
+    tail = {**({"preseg": preseg} if preseg else {}), **ci_settings(n_resamples, seed)}
+    sig = str(metric.get_signature())
+    extra = {}
+    if name == "bleu":
+        settings = {"sacrebleu": sig, "tok": languages.bleu_tokenizer(languages.resolve(lang), tokenize),
+                    "smooth": smooth_method, "case": "lc" if lowercase else "mixed", **tail}
+        extra = {"bp": res.bp, "precisions": list(res.precisions), "sys_len": res.sys_len, "ref_len": res.ref_len}
+    elif name == "ter":
+        settings = {"sacrebleu": sig, "asian": metric.asian_support, **tail}
+    else:
+        settings = {"sacrebleu": sig, "nc": metric.char_order, "nw": metric.word_order, "beta": metric.beta, **tail}
+    return _result(name, res.score, len(hyps), ci, settings, **extra), rows, metric
+
+
 def corpus_bleu(
     hyps: Sequence[str],
     refs_per_item: Sequence[Sequence[str]],
@@ -101,28 +183,12 @@ def corpus_bleu(
     seed: int = 0,
     per_item: bool = False,
 ) -> dict:
-    """Corpus BLEU (``sacrebleu.corpus_bleu``); ``tokenize`` overrides the language default."""
-    import sacrebleu
-    from sacrebleu.metrics import BLEU
-
-    _check_inputs(hyps, refs_per_item)
-    tok = tokenize or bleu_tokenizer_for(lang)
-    streams = _ref_streams(refs_per_item)
-    res = sacrebleu.corpus_bleu(list(hyps), streams, smooth_method=smooth_method, tokenize=tok, lowercase=lowercase)
-    metric = BLEU(smooth_method=smooth_method, tokenize=tok, lowercase=lowercase)
-    metric.corpus_score(list(hyps), streams)  # fixes nrefs in the signature
-    ci = _sacrebleu_ci(metric, list(hyps), streams, n_resamples, seed)
-    settings = {
-        "sacrebleu": str(metric.get_signature()),
-        "tok": tok,
-        "smooth": smooth_method,
-        "case": "lc" if lowercase else "mixed",
-        **ci_settings(n_resamples, seed),
-    }
-    extra = {"bp": res.bp, "precisions": list(res.precisions), "sys_len": res.sys_len, "ref_len": res.ref_len}
+    """Corpus BLEU (sacrebleu); ``tokenize`` overrides the language's tokenizer."""
+    out = sacrebleu_corpus("bleu", hyps, refs_per_item, lang=lang, tokenize=tokenize, smooth_method=smooth_method,
+                           lowercase=lowercase, n_resamples=n_resamples, seed=seed)[0]
     if per_item:
-        extra["per_item_sentence_bleu"] = sentence_bleu(hyps, refs_per_item, lang=lang, tokenize=tok)
-    return _result("bleu", res.score, len(hyps), ci, settings, **extra)
+        out["per_item_sentence_bleu"] = sentence_bleu(hyps, refs_per_item, lang=lang, tokenize=tokenize)
+    return out
 
 
 def sentence_bleu(
@@ -130,16 +196,18 @@ def sentence_bleu(
 ) -> list[float]:
     """Per-item sentence BLEU (sacrebleu, exp smoothing, effective order): a diagnostic
     only -- never average it in place of corpus BLEU."""
-    import sacrebleu
+    from sacrebleu.metrics import BLEU
 
-    tok = tokenize or bleu_tokenizer_for(lang)
-    return [float(sacrebleu.sentence_bleu(h, list(r), tokenize=tok).score) for h, r in zip(hyps, refs_per_item)]
+    metric = BLEU(tokenize=bleu_tokenizer_for(lang, tokenize), effective_order=True)
+    hyps, refs, _ = lexical_texts(hyps, refs_per_item, lang=lang, tokenize=tokenize)
+    return [float(metric.sentence_score(h, r).score) for h, r in zip(hyps, refs)]
 
 
 def corpus_chrf(
     hyps: Sequence[str],
     refs_per_item: Sequence[Sequence[str]],
     *,
+    lang: str | None = None,
     word_order: int = 0,
     char_order: int = 6,
     beta: int = 2,
@@ -147,17 +215,10 @@ def corpus_chrf(
     seed: int = 0,
 ) -> dict:
     """chrF (6/0/beta 2) and, with ``word_order=2``, chrF++ (sacrebleu ``CHRF``)."""
-    from sacrebleu.metrics import CHRF
-
-    _check_inputs(hyps, refs_per_item)
-    metric = CHRF(char_order=char_order, word_order=word_order, beta=beta)
-    streams = _ref_streams(refs_per_item)
-    res = metric.corpus_score(list(hyps), streams)
-    ci = _sacrebleu_ci(metric, list(hyps), streams, n_resamples, seed)
-    name = "chrf++" if word_order > 0 else "chrf"
-    settings = {"sacrebleu": str(metric.get_signature()), "nc": char_order, "nw": word_order, "beta": beta,
-                **ci_settings(n_resamples, seed)}
-    return _result(name, res.score, len(hyps), ci, settings)
+    if word_order not in (0, 2):
+        raise ValueError("word_order must be 0 (chrF) or 2 (chrF++)")
+    return sacrebleu_corpus("chrf++" if word_order else "chrf", hyps, refs_per_item, lang=lang,
+                            char_order=char_order, beta=beta, n_resamples=n_resamples, seed=seed)[0]
 
 
 def corpus_ter(
@@ -169,56 +230,40 @@ def corpus_ter(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """TER (sacrebleu ``TER``; Asian-character support on for Chinese unless overridden)."""
-    from sacrebleu.metrics import TER
+    """TER (sacrebleu ``TER``; Asian-character support as the language table says unless overridden)."""
+    return sacrebleu_corpus("ter", hyps, refs_per_item, lang=lang, asian_support=asian_support,
+                            n_resamples=n_resamples, seed=seed)[0]
+
+
+# ----------------------------------------------------------------------------------
+# ROUGE and CIDEr-D: tokens from the language table (leverplus.metrics.languages.ScriptTokenizer)
+# ----------------------------------------------------------------------------------
+_ALIASES = {None: "script", "char": "script", "word": "script", "script": "script", "jieba": "jieba",
+            "default": "default"}
+
+
+def _tokenizer(lang: str | None, mode: str | None) -> languages.ScriptTokenizer:
+    if mode not in _ALIASES:
+        raise ValueError(f"unknown tokenizer {mode!r} (script, jieba, default)")
+    return languages.ScriptTokenizer(languages.resolve(lang), _ALIASES[mode])
+
+
+def rouge_items(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]], *, lang: str | None = None,
+                tokenizer: str | None = None) -> tuple[dict, dict]:
+    """Per-item ROUGE-1/2/L F-measure (x100, best reference: ``RougeScorer.score_multi``) and the settings."""
+    from rouge_score import rouge_scorer
 
     _check_inputs(hyps, refs_per_item)
-    asian = is_chinese(lang) if asian_support is None else asian_support
-    metric = TER(asian_support=asian)
-    streams = _ref_streams(refs_per_item)
-    res = metric.corpus_score(list(hyps), streams)
-    ci = _sacrebleu_ci(metric, list(hyps), streams, n_resamples, seed)
-    settings = {"sacrebleu": str(metric.get_signature()), "asian": asian, **ci_settings(n_resamples, seed)}
-    return _result("ter", res.score, len(hyps), ci, settings)
-
-
-# ----------------------------------------------------------------------------------
-# Segmentation (ROUGE, CIDEr)
-# ----------------------------------------------------------------------------------
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
-_CHAR_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_WORD_TOKEN = re.compile(r"[^\W_]+")
-
-
-def segment(text: str, mode: str = "char") -> list[str]:
-    """Tokens that keep Chinese.
-
-    ``char``: lowercase; each CJK character is a token, runs of other letters/digits
-    are tokens, punctuation and whitespace are dropped.  ``jieba``: jieba's default
-    (accurate-mode) segmentation, lowercased, punctuation-only tokens dropped.
-    ``word``: lowercase Unicode letter/digit runs (for non-Chinese text).
-    """
-    text = text.lower()
-    if mode == "char":
-        return _CHAR_TOKEN.findall(text)
-    if mode == "jieba":
-        import jieba
-
-        jieba.setLogLevel(60)
-        return [t for t in (w.strip() for w in jieba.lcut(text)) if t and _WORD_TOKEN.search(t)]
-    if mode == "word":
-        return _WORD_TOKEN.findall(text)
-    raise ValueError(f"unknown segmentation mode {mode!r} (char, jieba, word)")
-
-
-class _SegTokenizer:
-    """Adapter with the ``tokenize(text)`` interface that rouge_score expects."""
-
-    def __init__(self, mode: str):
-        self.mode = mode
-
-    def tokenize(self, text: str) -> list[str]:
-        return segment(text, self.mode)
+    tokr = _tokenizer(lang, tokenizer)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False, tokenizer=tokr)
+    per = {k: np.empty(len(hyps)) for k in ("rouge1", "rouge2", "rougeL")}
+    for i, (h, refs) in enumerate(zip(hyps, refs_per_item)):
+        s = scorer.score_multi(list(refs), h)
+        for k in per:
+            per[k][i] = 100 * s[k].fmeasure
+    settings = {"tok": tokr.name, "stemmer": False, "multi_ref": "max-f", "agg": "mean-f", "scale": 100,
+                "version": package_version("rouge-score")}
+    return per, settings
 
 
 def rouge(
@@ -230,28 +275,29 @@ def rouge(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """ROUGE-1/2/L F-measure (x100), mean over items of the best reference
-    (``RougeScorer.score_multi``).  ``tokenizer``: ``default`` (rouge_score's own,
-    ASCII only), ``char`` or ``jieba``; default: ``char`` for Chinese, else ``default``."""
-    from rouge_score import rouge_scorer
-
-    _check_inputs(hyps, refs_per_item)
-    tok = tokenizer or ("char" if is_chinese(lang) else "default")
-    scorer = rouge_scorer.RougeScorer(
-        ["rouge1", "rouge2", "rougeL"], use_stemmer=False, tokenizer=None if tok == "default" else _SegTokenizer(tok)
-    )
-    per = {k: np.empty(len(hyps)) for k in ("rouge1", "rouge2", "rougeL")}
-    for i, (h, refs) in enumerate(zip(hyps, refs_per_item)):
-        s = scorer.score_multi(list(refs), h)
-        for k in per:
-            per[k][i] = 100 * s[k].fmeasure
+    """ROUGE-1/2/L F-measure (x100), mean over items of the best reference.  ``tokenizer``: ``script`` (default:
+    :func:`leverplus.metrics.languages.script_tokens` after the language's segmenter; keeps every script),
+    ``jieba`` (Chinese words) or ``default`` (rouge_score's own, ASCII only: it erases other scripts)."""
+    per, base = rouge_items(hyps, refs_per_item, lang=lang, tokenizer=tokenizer)
     out = {}
     for k, v in per.items():
         ci = stats.bootstrap_ci(v, n_resamples=n_resamples, seed=seed)
-        settings = {"tok": tok, "stemmer": False, "multi_ref": "max-f", "agg": "mean-f", "scale": 100,
-                    "version": package_version("rouge-score"), **ci_settings(n_resamples, seed)}
-        out[k] = _result(k, float(np.mean(v)), len(hyps), ci, settings)
+        out[k] = _result(k, float(np.mean(v)), len(hyps), ci, {**base, **ci_settings(n_resamples, seed)})
     return out
+
+
+def cider_items(hyps: Sequence[str], refs_per_item: Sequence[Sequence[str]], *, lang: str | None = None,
+                segmentation: str | None = None) -> tuple[float, np.ndarray, str]:
+    """CIDEr-D (``pycocoevalcap.cider.Cider``, n=4, sigma=6) on the language's tokens: (corpus score, per-item
+    scores with document frequencies fixed on the full set, the segmentation's name)."""
+    from pycocoevalcap.cider.cider import Cider
+
+    _check_inputs(hyps, refs_per_item)
+    tokr = _tokenizer(lang, segmentation)
+    gts = {i: [" ".join(tokr.tokenize(r)) for r in refs] for i, refs in enumerate(refs_per_item)}
+    res = {i: [" ".join(tokr.tokenize(h))] for i, h in enumerate(hyps)}
+    score, scores = Cider().compute_score(gts, res)
+    return float(score), np.asarray(scores, dtype=float), tokr.name
 
 
 def cider_d(
@@ -263,20 +309,10 @@ def cider_d(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """CIDEr-D via ``pycocoevalcap.cider.Cider`` (n=4, sigma=6) on pre-segmented text.
-
-    Segmentation default: ``char`` for Chinese, ``word`` (lowercase letter/digit runs,
-    punctuation dropped -- close to what the PTB tokenizer produces) otherwise.  The
-    CI resamples the per-item scores, with document frequencies fixed on the full set.
-    """
-    from pycocoevalcap.cider.cider import Cider
-
-    _check_inputs(hyps, refs_per_item)
-    seg = segmentation or ("char" if is_chinese(lang) else "word")
-    gts = {i: [" ".join(segment(r, seg)) for r in refs] for i, refs in enumerate(refs_per_item)}
-    res = {i: [" ".join(segment(h, seg))] for i, h in enumerate(hyps)}
-    score, scores = Cider().compute_score(gts, res)
-    per_item = np.asarray(scores, dtype=float)
+    """CIDEr-D via ``pycocoevalcap.cider.Cider`` (n=4, sigma=6) on pre-segmented text (:func:`cider_items`: the
+    same tokens as ROUGE, no Java PTBTokenizer).  The CI resamples the per-item scores, with document frequencies
+    fixed on the full set."""
+    score, per_item, seg = cider_items(hyps, refs_per_item, lang=lang, segmentation=segmentation)
     ci = stats.bootstrap_ci(per_item, n_resamples=n_resamples, seed=seed)
     settings = {"impl": "pycocoevalcap.Cider", "n": 4, "sigma": 6.0, "seg": seg, "df": "corpus", "scale": 1,
                 "ci_over": "per-item-fixed-df", "version": package_version("pycocoevalcap"),
@@ -523,8 +559,8 @@ def score_caption(
     out: dict = {"task": "caption", "lang": lang, "n": len(hyps), "metrics": {}}
     runners: dict[str, Callable[[], dict]] = {
         "bleu": lambda: corpus_bleu(hyps, refs, lang=lang, tokenize=bleu_tokenize, **kw),
-        "chrf": lambda: corpus_chrf(hyps, refs, **kw),
-        "chrf++": lambda: corpus_chrf(hyps, refs, word_order=2, **kw),
+        "chrf": lambda: corpus_chrf(hyps, refs, lang=lang, **kw),
+        "chrf++": lambda: corpus_chrf(hyps, refs, lang=lang, word_order=2, **kw),
         "ter": lambda: corpus_ter(hyps, refs, lang=lang, **kw),
         "cider": lambda: cider_d(hyps, refs, lang=lang, **kw),
         "length": lambda: length_stats(hyps, short_chars=short_chars, **kw),

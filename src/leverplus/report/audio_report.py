@@ -87,12 +87,11 @@ class ArmData:
     resamples, and its timed requests aligned to the timed clips' order."""
 
     def __init__(self, name, preds: pd.DataFrame, timing: pd.DataFrame, items: pd.DataFrame, refs: pd.DataFrame,
-                 timed_ids: list[str], short_chars: int):
-        from sacrebleu.metrics import BLEU, CHRF
-
+                 timed_ids: list[str], short_chars: int, lang: str = "zh"):
         from ..metrics import text
 
         self.name = name
+        self.lang = lang
         self.preds = preds.set_index(preds["id"].astype(str)).loc[refs["id"]].reset_index(drop=True)
         self.hyps, self.refs, _ = _aligned(self.preds, refs)
         it = items.set_index(items["id"].astype(str)).loc[refs["id"]]
@@ -102,12 +101,13 @@ class ArmData:
         if sorted(t["id"]) != sorted(timed_ids):
             raise ValueError(f"arm {name}: timed on other clips than the edge arm")
         self.timing = t.set_index("id").loc[timed_ids].reset_index()
-        streams = text._ref_streams(self.refs)
-        self.bleu_obj, self.chrf_obj = BLEU(tokenize="zh"), CHRF()
-        self.bleu_rows = np.asarray(self.bleu_obj._extract_corpus_statistics(self.hyps, streams), dtype=float)
-        self.chrf_rows = np.asarray(self.chrf_obj._extract_corpus_statistics(self.hyps, streams), dtype=float)
-        self.cider = text.cider_d(self.hyps, self.refs, lang="zh", n_resamples=10)
-        self.cider_items = self._cider_items()
+        # the caption path's implementations (leverplus.metrics.text) with the language table's tokenisation
+        _, self.bleu_rows, self.bleu_obj = text.sacrebleu_corpus("bleu", self.hyps, self.refs, lang=lang,
+                                                                 n_resamples=10)
+        _, self.chrf_rows, self.chrf_obj = text.sacrebleu_corpus("chrf", self.hyps, self.refs, lang=lang,
+                                                                 n_resamples=10)
+        self.cider = text.cider_d(self.hyps, self.refs, lang=lang, n_resamples=10)
+        self.cider_items = text.cider_items(self.hyps, self.refs, lang=lang)[1]
         self.bertscore = it["bertscore_f1"].to_numpy(dtype=float)
         self.similarity = it["sentence_similarity"].to_numpy(dtype=float)
         self.doc_bleu = np.asarray(text.document_sentence_bleu(self.hyps, self.refs), dtype=float)
@@ -117,16 +117,6 @@ class ArmData:
         self.ttft = self.timing["ttft_s"].to_numpy(dtype=float)
         self.total = self.timing["total_s"].to_numpy(dtype=float)
         self.short_chars = short_chars
-
-    def _cider_items(self):
-        from pycocoevalcap.cider.cider import Cider
-
-        from ..metrics.text import segment
-
-        gts = {i: [" ".join(segment(r, "char")) for r in refs] for i, refs in enumerate(self.refs)}
-        res = {i: [" ".join(segment(h, "char"))] for i, h in enumerate(self.hyps)}
-        _, scores = Cider().compute_score(gts, res)
-        return np.asarray(scores, dtype=float)
 
 
 def quality_specs(arms: dict, single_ref: bool, short_chars: int, bs_label: str, sim_label: str):
@@ -182,8 +172,8 @@ def point_values(arm: ArmData, short_chars: int) -> dict:
     from ..metrics import text
 
     kw = {"n_resamples": 200, "seed": 0}
-    bleu = text.corpus_bleu(arm.hyps, arm.refs, lang="zh", **kw)
-    chrf = text.corpus_chrf(arm.hyps, arm.refs, **kw)
+    bleu = text.corpus_bleu(arm.hyps, arm.refs, lang=arm.lang, **kw)
+    chrf = text.corpus_chrf(arm.hyps, arm.refs, lang=arm.lang, **kw)
     length = text.length_stats(arm.hyps, short_chars=short_chars, **kw)
     return {
         "bleu": {"score": bleu["score"], "signature": bleu["settings"]["sacrebleu"]},
