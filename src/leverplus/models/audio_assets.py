@@ -18,14 +18,14 @@ The same command rebuilds bit-identical files on the same torch build and CPU ar
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from . import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio_models"
 DATASET = {"seed": 0, "n_train": 1200, "n_val": 300}
@@ -298,30 +298,12 @@ def shipped_model_dir(name: str) -> Path:
 
 
 def shipped_digest(assets: Path = ASSETS) -> str:
-    """Digest of the shipped files' sha256 values in BUILD.json ("absent" without one)."""
-    build = assets / "BUILD.json"
-    if not build.is_file():
-        return "absent"
-    models = json.loads(build.read_text())["models"]
-    files = {name: rec["sha256"] for name, rec in models.items()}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    """Digest of the shipped files' sha256 values in BUILD.json (:func:`shipped_assets.shipped_digest`)."""
+    return _sa.shipped_digest(assets)
 
 
 def _versions() -> dict[str, str]:
-    import numpy
-    import soundfile
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__, "numpy": numpy.__version__, "soundfile": soundfile.__version__}
-
-
-def _digests(model_dir: Path) -> dict[str, str]:
-    from ..data.download import file_digest
-
-    return {p.name: file_digest(p) for p in sorted(model_dir.iterdir()) if p.is_file()}
+    return _sa.versions("torch", "transformers", "tokenizers", "numpy", "soundfile")
 
 
 def build_assets(out=ASSETS, *, evaluate: bool = True, log=print) -> dict:
@@ -357,7 +339,7 @@ def build_assets(out=ASSETS, *, evaluate: bool = True, log=print) -> dict:
                                     batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"], log=log)
             record["models"][name] = {"size": asdict(spec["size"]), "steps": spec["steps"],
                                       "batch_size": spec["batch_size"], "lr": spec["lr"], "seed": spec["seed"],
-                                      "threads": 1, **stats, "sha256": _digests(d)}
+                                      "threads": 1, **stats, "sha256": _sa.file_digests(d)}
             if evaluate:
                 log(f"{name}: evaluating on val")
                 record["evaluation_val"][name] = evaluate_captioner(d, val_rows)
@@ -365,7 +347,7 @@ def build_assets(out=ASSETS, *, evaluate: bool = True, log=print) -> dict:
                                ensure_ascii=False))
     record["versions"] = _versions()
     record["build_seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "BUILD.json").write_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    _sa.write_build(out, record)
     return record
 
 

@@ -20,12 +20,12 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
+
+from . import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "consistency_models"
 EMBEDDER, RERANKER = "tiny_qwen3_embedding", "tiny_qwen3_reranker"
@@ -41,21 +41,12 @@ INIT_RANGE = 0.1  # larger than Qwen3's 0.02: a tiny random model otherwise pool
 
 
 def shipped_digest(assets: Path = ASSETS) -> str:
-    build = assets / "BUILD.json"
-    if not build.is_file():
-        return "absent"
-    files = {name: rec["sha256"] for name, rec in json.loads(build.read_text())["models"].items()}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    """Digest of the shipped files' sha256 values in BUILD.json (:func:`shipped_assets.shipped_digest`)."""
+    return _sa.shipped_digest(assets)
 
 
 def _versions() -> dict[str, str]:
-    import numpy
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__, "numpy": numpy.__version__}
+    return _sa.versions("torch", "transformers", "tokenizers", "numpy")
 
 
 def build_tokenizer(texts: list[str]):
@@ -244,8 +235,6 @@ def build_assets(out: str | Path = ASSETS, *, log=print) -> dict:
     import torch
 
     from ..data.consistency_demo import generate_corpus, generate_pairs
-    from ..data.download import file_digest
-
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     out = Path(out)
@@ -265,21 +254,18 @@ def build_assets(out: str | Path = ASSETS, *, log=print) -> dict:
         record_models[name] = {"seed": SEED, "train_seed": TRAIN_SEED, "threads": 1,
                                "steps": EMBED_STEPS if name == EMBEDDER else RERANK_STEPS,
                                "init": None if name == EMBEDDER else f"{EMBEDDER} (its Qwen3Model weights)",
-                               "sha256": {p.name: file_digest(p) for p in sorted(d.iterdir())}}
+                               "sha256": _sa.file_digests(d)}
     evaluation = evaluate(out / EMBEDDER, out / RERANKER, generate_corpus(seed=0))
     record = {"command": "python -m leverplus.models.consistency_assets", "verify": "python -m leverplus.models.consistency_assets --verify", "size": SIZE, "vocab_target": VOCAB,
               "batch": {"embedder": BATCH, "reranker": RERANK_BATCH}, "temperature": TEMPERATURE, "init_range": INIT_RANGE, "lr": LR, "models": record_models, "versions": _versions(),
               "evaluation_demo_corpus": evaluation, "build_seconds": round(time.perf_counter() - t0, 1)}
-    (out / "BUILD.json").write_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    _sa.write_build(out, record)
     return record
 
 
 def verify(built: Path, shipped: Path = ASSETS) -> list[str]:
     """Files whose sha256 differs between a fresh build and the shipped BUILD.json (empty: bit-identical)."""
-    want = json.loads((shipped / "BUILD.json").read_text())["models"]
-    got = json.loads((built / "BUILD.json").read_text())["models"]
-    return sorted(f"{m}/{f}" for m in want for f in set(want[m]["sha256"]) | set(got.get(m, {}).get("sha256", {}))
-                  if want[m]["sha256"].get(f) != got.get(m, {}).get("sha256", {}).get(f))
+    return _sa.verify(built, shipped)
 
 
 def main(argv=None) -> None:

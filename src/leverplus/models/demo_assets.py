@@ -14,13 +14,13 @@ on the same torch build and CPU architecture.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from . import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo_models"
 DATASET = {"seed": 0, "n_train": 3000, "n_val": 500}
@@ -29,37 +29,17 @@ VL_STEPS = 3000
 
 
 def shipped_digest(assets: Path = ASSETS) -> str:
-    """Digest of the shipped files' sha256 values in `BUILD.json` ("absent" without one): it changes when the shipped
-    weights change, not when a rebuild reproduces them (timings and evaluation are left out)."""
-    build = assets / "BUILD.json"
-    if not build.is_file():
-        return "absent"
-    models = json.loads(build.read_text())["models"]
-    files = {name: rec["sha256"] for name, rec in models.items()}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    """Digest of the shipped files' sha256 values in `BUILD.json` (:func:`shipped_assets.shipped_digest`)."""
+    return _sa.shipped_digest(assets)
 
 
 def _versions() -> dict[str, str]:
-    import numpy
-    import PIL
-    import tokenizers
-    import torch
-    import transformers
-
-    return {
-        "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
-    }
+    return _sa.versions("torch", "transformers", "tokenizers", "numpy", pillow="PIL")
 
 
 def _keep_shipped(model_dir: Path) -> dict[str, str]:
     """Drop training leftovers (checkpoint folders) and return {file: sha256} of what ships."""
-    from ..data.download import file_digest
-
-    for p in list(model_dir.iterdir()):
-        if p.is_dir():
-            shutil.rmtree(p)
-    return {p.name: file_digest(p) for p in sorted(model_dir.iterdir())}
+    return _sa.file_digests(model_dir, drop_dirs=True)
 
 
 def build_assets(out: str | Path = ASSETS, *, eval_n: int | None = None, log=print) -> dict:
@@ -91,7 +71,7 @@ def build_assets(out: str | Path = ASSETS, *, eval_n: int | None = None, log=pri
         "evaluation_val_2shot": evaluation,
         "build_seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "BUILD.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _sa.write_build(out, record, ensure_ascii=True)
     return record
 
 

@@ -39,7 +39,6 @@ files on the same torch build and CPU architecture (``tests/test_sentiment_model
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -49,6 +48,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
+
+from . import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "sentiment_models"
 TINY_LM_DIR = ASSETS / "tiny_qwen_lm"
@@ -346,25 +347,17 @@ def evaluate_zero_shot(model_dir: str | Path, *, split: str = "val", n: int | No
 # the build
 # ---------------------------------------------------------------------------------------------------------------------
 def _versions() -> dict[str, str]:
-    import numpy
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__, "numpy": numpy.__version__}
-
-
-def _file_sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return _sa.versions("torch", "transformers", "tokenizers", "numpy")
 
 
 def shipped_files(model_dir: Path = TINY_LM_DIR) -> dict[str, str]:
-    return {p.name: _file_sha256(p) for p in sorted(Path(model_dir).iterdir()) if p.is_file()}
+    return _sa.file_digests(model_dir)
+
+
+def shipped_digest(assets: Path = ASSETS) -> str:
+    """Digest of the shipped LM's sha256 values in BUILD.json (:func:`shipped_assets.shipped_digest`): the sentiment
+    rules' parameter, so a bit-identical rebuild (other ``train_seconds``) does not rerun the track."""
+    return _sa.shipped_digest(assets)
 
 
 def build_tiny_lm(out_dir: str | Path, *, size: TinyLMSize = TinyLMSize(), st: PretrainSettings = PretrainSettings(),
@@ -416,7 +409,7 @@ def build_assets(out: str | Path = ASSETS, *, evaluate: bool = True, size: TinyL
     }
     if evaluate:
         record["evaluation_val_zero_shot"] = evaluate_zero_shot(out / "tiny_qwen_lm")
-    (out / "BUILD.json").write_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    _sa.write_build(out, record)
     return record
 
 
@@ -429,10 +422,10 @@ def main(argv=None) -> None:
                     help="rebuild into a temp dir and compare sha256 with the shipped BUILD.json")
     args = ap.parse_args(argv)
     if args.verify:
-        shipped = json.loads((Path(args.out) / "BUILD.json").read_text())["models"]["tiny_qwen_lm"]["sha256"]
+        shipped = _sa.read_build(args.out)["models"]["tiny_qwen_lm"]["sha256"]
         with tempfile.TemporaryDirectory() as tmp:
             rec = build_tiny_lm(Path(tmp) / "tiny_qwen_lm")
-        same = rec["sha256"] == shipped
+        same = not _sa.diff_digests({"tiny_qwen_lm": shipped}, {"tiny_qwen_lm": rec["sha256"]})
         print(json.dumps({"identical": same, "rebuilt": rec["sha256"], "shipped": shipped}, indent=2))
         sys.exit(0 if same else 1)
     rec = build_assets(args.out)
