@@ -22,7 +22,9 @@ except ConfigError as err:
 AUDIO_SETS = _alternatives(AUDIO["datasets"])
 AUDIO_MODELS = _alternatives(AUDIO["models"])
 AUDIO_METRIC_MODELS = _alternatives(AUDIO["metric_models"])
-AUDIO_ARMS = "edge|cloud|api|unaligned"
+from leverplus.report.audio_report import BASE_ARMS as _AUDIO_ARM_REGISTRY
+
+AUDIO_ARMS = "|".join(_AUDIO_ARM_REGISTRY)  # the registry: leverplus.report.audio_report.BASE_ARMS
 AUDIO_SOURCE_KEYS = ("source", "shipped", "repo_id", "revision", "path", "link", "allow_patterns")
 
 

@@ -93,7 +93,7 @@ rule sentiment_head_arm:
         code=code("sentiment_head_arm"),
     wildcard_constraints:
         sent_set=SENT_SETS,
-        sent_arm="head_last|head_mean|lora_head",
+        sent_arm=SENT_HEAD_ARMS,
         sent_seed=SENT_SEEDS,
     log:
         "logs/sentiment/{sent_set}/arm_{sent_arm}_seed{sent_seed}.log",

@@ -1,6 +1,6 @@
 # Sentiment track: config validation (parse time), wildcard alternatives and the input/params functions of
 # rules/sentiment.smk. Nothing here imports torch or touches the network.
-from leverplus.stages.sentiment import track_config
+from leverplus.stages.sentiment import ARMS, HEAD_ARMS, LABEL_ARMS, TRAINED_ARMS, track_config
 
 try:
     SENT = track_config(config, workflow.source_path("../config/sentiment.schema.yaml"))
@@ -9,11 +9,12 @@ except ConfigError as err:
 
 SENT_SETS = _alternatives(SENT["datasets"])
 SENT_MODELS = _alternatives(SENT["models"])
-SENT_ARMS = "zero_shot|head_last|head_mean|lora_head|lora_label"
+SENT_ARMS = "|".join(ARMS)  # the registry: leverplus.stages.sentiment.ARMS
 SENT_SEEDS = "|".join(str(int(s)) for s in SENT["train"]["seeds"])
 # what one scores.json belongs to: A (no training seed) or a trained arm's seed directory
-SENT_RUNS = rf"zero_shot|(?:head_last|head_mean|lora_head|lora_label)/seed(?:{SENT_SEEDS})"
-SENT_LABEL_ARMS = ("zero_shot", "lora_label")
+SENT_RUNS = rf"zero_shot|(?:{'|'.join(TRAINED_ARMS)})/seed(?:{SENT_SEEDS})"
+SENT_HEAD_ARMS = "|".join(HEAD_ARMS)
+SENT_LABEL_ARMS = LABEL_ARMS
 SENT_THREADS = SENT["compute"]["model_threads"]
 SENT_PAIRS = _alternatives(SENT["labels"]["pairs"])
 

@@ -21,13 +21,15 @@ import pandas as pd
 
 def add_score_mt(tasks) -> None:
     """The ``mt`` task of ``leverplus score``."""
+    from leverplus.metrics.mt import IN_PROCESS_FAMILIES
+
     p = tasks.add_parser("mt", help="MT metrics (BLEU, chrF, chrF++, TER, METEOR, ROUGE) of systems' files")
     p.add_argument("--hypotheses", nargs="+", required=True, help="system outputs, one file per system (or a table)")
     p.add_argument("--references", nargs="*", default=[], help="reference files (one segment per line)")
     p.add_argument("--sources", help="source file (one segment per line)")
     p.add_argument("--lang-pair", required=True, help="e.g. en-hi (the target language sets tokenizers)")
     p.add_argument("--families", nargs="+", default=["lexical", "rouge"],
-                   choices=["lexical", "meteor", "rouge", "bertscore"])
+                   choices=list(IN_PROCESS_FAMILIES))
     p.add_argument("--bleu-tokenize", help="sacrebleu tokenizer override (default by target language)")
     p.add_argument("--bertscore-model", help="BERTScore model (directory, hub name or package:<pkg>); default: the "
                                              "shipped English MiniLM for English targets, required otherwise")

@@ -32,7 +32,10 @@ from leverplus.metrics.languages import (  # noqa: F401  (re-exported)
 from leverplus.metrics.languages import lang_code as _lc
 from leverplus.metrics.signature import ci_settings, make_signature
 
+# the MT track's family registry: rules/mt_common.smk (MT_FAMILIES), the schema's enum (checked by
+# tests/test_registries.py) and `leverplus score mt` (IN_PROCESS_FAMILIES) read it
 FAMILIES = ("lexical", "meteor", "rouge", "bertscore", "llm_judge", "neural")
+IN_PROCESS_FAMILIES = ("lexical", "meteor", "rouge", "bertscore")  # no chat server, no second environment
 FAMILY_METRICS = {
     "lexical": ("bleu", "chrf", "chrf++", "ter"),
     "meteor": ("meteor",),

@@ -12,7 +12,9 @@ def comparison_png(out: dict, arms: dict, path) -> None:
 
     from ..io import atomic_write
 
-    base = [a for a in ("edge", "cloud", "api", "unaligned") if a in arms]
+    from .audio_report import BASE_ARMS
+
+    base = [a for a in BASE_ARMS if a in arms]
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
     hi = max(int(max(arms[a].lengths.max() for a in base)) + 2, 8)
     bins = np.arange(0, hi + 1)

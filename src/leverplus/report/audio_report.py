@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..io import read_json, write_json
 
+# the audio track's arm registry: rules/audio_common.smk (AUDIO_ARMS), this report and audio_plots read it
 BASE_ARMS = ("edge", "cloud", "api", "unaligned")
 FAIR = ("bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity")
 BIASED = ("doc_bleu", "doc_cider")

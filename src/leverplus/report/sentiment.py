@@ -32,6 +32,7 @@ from ..io import atomic_write, read_json, write_json
 from ..metrics import stats
 from ..metrics.classification import score_classification
 from ..metrics.io import read_table
+from ..stages.sentiment import ARMS, LABEL_ARMS  # the track's arm registry
 
 __all__ = [
     "ARM_NAMES",
@@ -47,14 +48,13 @@ __all__ = [
     "plot_sentiment",
 ]
 
-ARM_NAMES = {
+ARM_NAMES = {  # display names of the registry's arms (tests/test_registries.py: the same keys as ARMS)
     "zero_shot": "A zero-shot label scoring",
     "head_last": "B head-only (last token)",
     "head_mean": "B′ head-only (mean-pooled)",
     "lora_head": "C LoRA + head",
     "lora_label": "D LoRA + label scoring",
 }
-LABEL_ARMS = ("zero_shot", "lora_label")
 VARIANT_NAMES = {
     "none": "sum of log-probs",
     "norm_tokens": "per label token",

@@ -14,6 +14,13 @@ from typing import Mapping
 
 from ..io import write_json, write_parquet
 
+# the sentiment track's arm registry: the rules (wildcards, runs), the schema check (tests/test_registries.py), the
+# report's names and the plots read these
+ARMS = ("zero_shot", "head_last", "head_mean", "lora_head", "lora_label")
+HEAD_ARMS = ("head_last", "head_mean", "lora_head")  # trained through head_arm (one job per arm and seed)
+LABEL_ARMS = ("zero_shot", "lora_label")  # score label tokens: they have the verbaliser sweep
+TRAINED_ARMS = tuple(a for a in ARMS if a != "zero_shot")  # one run per training seed
+
 __all__ = ["track_config", "download", "model", "zero_shot", "head_arm", "lora_label_pair", "lora_label_gather", "score",
            "aggregate", "arm_config"]
 

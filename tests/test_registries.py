@@ -1,0 +1,47 @@
+"""One registry per track (arms, metric families): the rules, the schemas, the reports and the plots read the same
+list.  The schemas' enums are written out (JSON-schema files), so they are checked against the registry here."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from leverplus.metrics import mt
+from leverplus.report import audio_report
+from leverplus.report import sentiment as sent_report
+from leverplus.stages import sentiment as sent_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _schema(name):
+    return yaml.safe_load((ROOT / "config" / f"{name}.schema.yaml").read_text())["properties"]
+
+
+def _rules(*names):
+    return "\n".join((ROOT / "rules" / f"{n}.smk").read_text() for n in names)
+
+
+def test_sentiment_arms_one_registry():
+    arms = _schema("sentiment")["arms"]
+    assert arms["items"]["enum"] == list(sent_stage.ARMS) and arms["default"] == list(sent_stage.ARMS)
+    assert set(sent_report.ARM_NAMES) == set(sent_stage.ARMS)
+    assert sent_report.LABEL_ARMS is sent_stage.LABEL_ARMS
+    assert set(sent_stage.HEAD_ARMS) | set(sent_stage.LABEL_ARMS) == set(sent_stage.ARMS)
+    rules = _rules("sentiment_common", "sentiment")
+    # no arm list written out in the rules: every wildcard constraint comes from the registry
+    assert not re.search(r"head_last\|head_mean", rules) and "zero_shot|head" not in rules
+
+
+def test_mt_families_one_registry():
+    fam = _schema("mt")["families"]
+    assert fam["items"]["enum"] == list(mt.FAMILIES) and set(fam["default"]) <= set(mt.FAMILIES)
+    assert set(mt.FAMILY_METRICS) <= set(mt.FAMILIES) and set(mt.IN_PROCESS_FAMILIES) <= set(mt.FAMILIES)
+    assert "lexical|meteor" not in _rules("mt_common", "mt")
+
+
+def test_audio_arms_one_registry():
+    assert "edge|cloud" not in _rules("audio_common").replace('role="edge|cloud"', "")
+    assert set(audio_report.VERDICT_PAIRS[0]) <= set(audio_report.BASE_ARMS)
+    src = (ROOT / "src/leverplus/report/audio_plots.py").read_text()
+    assert '"unaligned")' not in src  # the plots read BASE_ARMS
