@@ -53,7 +53,7 @@ def lang_code(x: str, where: str | None = None) -> str:
     if k not in LANGS:
         raise UnsupportedLanguage(
             f"unsupported language {x!r}{f' in {where}' if where else ''}: supported are {supported_languages()} "
-            f"(as codes or names, e.g. en-hi, en_hi, english-hindi)")
+            f"(as codes or names, e.g. hi or hindi; a pair as en-hi, en_hi or english-hindi)")
     return k
 
 
@@ -64,7 +64,8 @@ def resolve(lang: str | None) -> str | None:
     s = str(lang).strip()
     if s.lower() in _NAMES or s.lower() in LANGS:
         return lang_code(s)
-    return lang_code(s.replace("_", "-").split("-")[0], where=f"language {s!r}")
+    base = s.replace("_", "-").split("-")[0]
+    return lang_code(base, where=None if base == s else f"{s!r}")
 
 
 def _entry(lang: str | None):
