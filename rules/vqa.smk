@@ -67,6 +67,7 @@ rule encode:
     output:
         "data/{dataset}/features/{encoder}/{split}.safetensors",
     params:
+        encoder=lambda w: canonical({"dtype": config["encoders"][w.encoder]["dtype"]}),
         code=code("encode"),
     log:
         "logs/{dataset}/encode_{encoder}_{split}.log",
