@@ -123,10 +123,13 @@ def test_plan_prints_the_shipped_real_size_measurements():
         assert s["reference"] > s["ours"] > 0 and m["beams_equal"] and m["command"].startswith("leverplus bench")
     for u in units.values():
         assert u["command"].startswith("leverplus bench-costs") and u["repeats"] >= 3
+        h = u["held_out_check"]  # a slice the unit costs were not fitted on, predicted within 20%
+        assert h["beams_equal"] and all(abs(e) <= 0.2 for e in h["relative_error"].values()), h
     md = subprocess.run([sys.executable, "-m", "leverplus.cli", "plan"], cwd=ROOT, capture_output=True, text=True,
                         check=True).stdout
     assert "no measurement" not in md, md
     assert "hours are for the device measured (cpu)" in md
+    assert ("held-out check" in md) == bool(units)
     for model in ("qwen2.5_vl_3B", "flamingo_3B"):
         line = next(x for x in md.splitlines() if x.startswith(f"| okvqa | {model} | rand |"))
         if model in units:

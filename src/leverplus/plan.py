@@ -159,6 +159,11 @@ def plan_markdown(result: dict) -> str:
                 f"{sh['head_tokens']:.0f} head + {sh['demo_tokens']:.1f}/demonstration + {sh['query_tokens']:.1f} query "
                 f"tokens, {sh['answer_tokens']:.1f} scored ({u.get('device')}, {u.get('dtype')}, "
                 f"{u.get('torch_threads')} threads; {u.get('command', '?')}; {u.get('machine', '')})\n")
+        h = u.get("held_out_check")
+        if h:
+            errs = ", ".join(f"{p} measured {h['measured_seconds'][p]} s, predicted {h['predicted_seconds'][p]} s "
+                             f"({h['relative_error'][p]:+.1%})" for p in h["measured_seconds"])
+            out += f"  held-out check ({h['command']}): {errs}\n"
     for model, m in result["measured"].items():
         s = m["seconds_per_sequence"]
         out += (f"- {model}: no unit costs; seconds per sequence of one slice: "
