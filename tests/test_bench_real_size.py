@@ -69,7 +69,8 @@ def test_bench_infoscore_arch_breakdown(tmp_path, arch):
     assert all(c["beams_equal"] for c in d["comparisons"].values())
     assert d["original_forwards"]["rows"] == d["sequences"]["original"] + 2  # two beams re-scored at step 1
     assert d["analytic_limit"]["limit_vs_original"] > 1 and d["achieved_fraction_of_limit"] > 0
-    assert set(d["cost_model"]["predicted_seconds"]) == {"reference", "original", "ours", "limit"}
+    assert set(d["cost_model"]["predicted_seconds"]) == {"reference", "original", "ours", "limit",
+                                                         "limit_one_image_per_forward"}
     assert d["unit_costs"]["repeats"] >= 3 and d["load_average"]["cpus"] >= 1
 
 
