@@ -1,8 +1,6 @@
 """Stage: encoder features of a split, computed once per dataset."""
 from __future__ import annotations
 
-import json
-
 from ..data.records import load_split
 from ..icd.encode import encode_table
 from ..icd.features import save_features
@@ -11,6 +9,6 @@ from .common import dataset_dir, device
 
 def encode(*, input, output, params, wildcards, threads):
     table = load_split(dataset_dir(input.split), wildcards["split"])
-    spec = json.loads(params["encoder"])
+    spec = params["encoder"]  # run_stage has parsed the canonical JSON
     feats = encode_table(table, input.encoder, device=device(), dtype=spec["dtype"])
     save_features(output[0], feats, meta={"encoder": wildcards["encoder"], "split": wildcards["split"]})
