@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
-# module's fixtures (the DAG run) are built once per test session, on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("audio_workflow")]
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. Tests using the module's DAG
+# fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

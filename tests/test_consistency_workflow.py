@@ -9,9 +9,9 @@ import pytest
 
 from test_workflow import ROOT, smk, workdir
 
-# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
-# module's fixtures (the DAG run) are built once per test session, on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("consistency_workflow")]
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. Tests using the module's DAG
+# fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.
+pytestmark = pytest.mark.slow
 
 TARGET = "results/consistency/demo/report.json"
 

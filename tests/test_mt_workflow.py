@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
-# module's fixtures (the DAG run) are built once per test session, on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mt_workflow")]
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. Tests using the module's DAG
+# fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.
+pytestmark = pytest.mark.slow
 
 
 def test_mt_workflow_on_test_slice(tmp_path):

@@ -21,9 +21,9 @@ from leverplus.report.sentiment import (
     auc_invariance,
 )
 
-# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
-# module's fixtures (the DAG run) are built once per test session, on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sentiment_workflow")]
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. Tests using the module's DAG
+# fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["zero_shot", "head_last", "head_mean", "lora_head", "lora_label"]

@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. One xdist group, so the
-# module's fixtures (the DAG run) are built once per test session, on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. Tests using the module's DAG
+# fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
