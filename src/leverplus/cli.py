@@ -336,7 +336,12 @@ def _bench_costs(a) -> dict:
         work = Path(a.work_dir or f"data/bench/{a.arch}")
         dataset = dataset or str(bench_dataset(work.parent / f"images_{a.image_width}x{a.image_height}",
                                                width=a.image_width, height=a.image_height))
-        model = str(build_arch(a.arch, work, _bench_corpus(dataset), seed=a.seed))
+        # built in a child process: the builder's copy of the model (~10 GB at real size) must not share this
+        # process's memory with the copy being measured (measured in the same process, vision ran 2x slower)
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            model = str(pool.apply(build_arch, (a.arch, work, _bench_corpus(dataset)), {"seed": a.seed}))
         adapter = spec["adapter"]
         arch = {"name": a.arch, "published": spec["published"], "image_size": [a.image_width, a.image_height]}
     if not model or not dataset:
