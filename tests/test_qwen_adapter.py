@@ -291,3 +291,13 @@ def test_tensor_lru_evicts_least_recently_used_first():
     assert cache.keys() == ["c", "a", "d"] and cache.nbytes == 12
     cache.put("big", torch.zeros(10))  # larger than the bound: kept alone (it is in use), the rest evicted
     assert cache.keys() == ["big"] and cache.get("b") is None
+
+
+def test_float64_model_scores_in_float64(tiny_qwen_dir, vqa_examples):
+    """The demo's VL computes in float64 so that P̄ (and the InfoScore rewards v3/v4 train on) is the same on every
+    CPU: the fast path must not round its logits to float32 (it did, leaving 2.4e-7 between kernel sets)."""
+    ex = vqa_examples
+    m64 = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=4, dtype="float64")
+    fast = m64.score([[ex[1], ex[2]], [ex[3]]], [ex[5], ex[6]])
+    ref = [m64.score_reference([ex[1], ex[2]], ex[5]), m64.score_reference([ex[3]], ex[6])]
+    assert np.abs(fast - ref).max() < 1e-12

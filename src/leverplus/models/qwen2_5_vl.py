@@ -54,6 +54,11 @@ class _Piece:
     images: tuple[str, ...]
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits are scored in float32; float32 and float64 ones as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _find_last(haystack: np.ndarray, needle: list[int]) -> int:
     n = len(needle)
     for start in np.flatnonzero(haystack[: len(haystack) - n + 1] == needle[0])[::-1]:
@@ -239,7 +244,7 @@ class Qwen25VLICL(ICLModel):
         text = self.processor.apply_chat_template(msgs, tokenize=False)
         images = [load_image(p) for p in prompting.images_in_order(icds, query)]
         enc = self.processor(text=[text], images=images, return_tensors="pt").to(self.device)
-        logits = self.model(**enc).logits[0].float()
+        logits = _at_least_float32(self.model(**enc).logits[0])
         ids = enc["input_ids"][0].tolist()
         a0, a1 = self._answer_span(ids)
         target = enc["input_ids"][0, a0:a1]
@@ -387,7 +392,7 @@ class Qwen25VLICL(ICLModel):
         ).last_hidden_state
         # One lm_head call over the answer-predicting positions of every row, then the per-row mean CE.
         h = torch.cat([hidden[b, a0 - 1 - p : a1 - 1 - p] for b, (p, (a0, a1)) in enumerate(zip(P, spans))])
-        logits = self.model.lm_head(h).float()
+        logits = _at_least_float32(self.model.lm_head(h))  # float64 models keep float64 P̄ (same on every CPU)
         target = torch.from_numpy(np.concatenate([r.ids[a0:a1] for (a0, a1), r in zip(spans, rows)])).to(self.device)
         ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         n = torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device)
