@@ -327,3 +327,27 @@ __all__ = [
     "in_slurm_job",
     "release_gpu_slot",
 ]
+
+
+class DeviceUnavailable(RuntimeError, ValueError):
+    """A CUDA device was asked for on a machine that has none."""
+
+
+def resolve_device(spec: str | None, default: str = "auto") -> str:
+    """The torch device a model job runs on, for every track: ``auto`` = ``cuda`` when CUDA is available (the job's
+    CUDA_VISIBLE_DEVICES slot), else ``cpu``; ``cpu`` / ``cuda`` / ``cuda:N`` as given — a CUDA device on a machine
+    without one stops (:class:`DeviceUnavailable`) instead of silently running on the CPU. ``None`` means
+    ``default`` (``auto`` for most jobs; the audio edge arm's default is ``cpu``)."""
+    import torch
+
+    spec = default if spec is None else str(spec)
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(f"device {spec!r}: CUDA is not available here (use device: auto or cpu)")
+        return spec
+    raise ValueError(f"device {spec!r}: use auto, cpu, cuda or cuda:N")
+

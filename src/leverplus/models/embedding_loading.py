@@ -34,21 +34,10 @@ def checkpoint_architectures(model_dir: str | Path) -> list[str]:
 
 
 def resolve_device(spec: str | None = "auto") -> str:
-    """The torch device of `compute.device`: `auto` (or None) → `cuda` when `torch.cuda.is_available()` (the job's
-    CUDA_VISIBLE_DEVICES slot), else `cpu`; `cpu` / `cuda` / `cuda:N` as given — a CUDA device on a machine without
-    one stops with an error instead of silently running on the CPU."""
-    import torch
+    """Where an embedder/reranker runs: :func:`leverplus.runtime.resolve_device` (None = auto)."""
+    from ..runtime import resolve_device as resolve
 
-    spec = "auto" if spec is None else str(spec)
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {spec!r}: CUDA is not available here (use device: auto or cpu)")
-        return spec
-    raise ValueError(f"device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return resolve(spec, default="auto")
 
 
 def place(model, device: str):

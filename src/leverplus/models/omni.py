@@ -102,21 +102,11 @@ def set_threads(n: int) -> dict:
 
 
 def resolve_device(device: str | None) -> str:
-    """The torch device a job runs on, from its config value: ``cpu`` (the default: a missing value never means
-    "the GPU if one is visible"), ``auto`` (CUDA when available, else CPU), or an explicit ``cuda``/``cuda:N``
-    (refused when no GPU is visible, rather than silently running elsewhere)."""
-    import torch
+    """Where an Omni thinker runs: :func:`leverplus.runtime.resolve_device` with ``cpu`` as the default — the edge arm
+    must never land on a GPU because one is visible; ``auto`` picks CUDA when available."""
+    from ..runtime import resolve_device as resolve
 
-    device = "cpu" if device is None else str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but no CUDA device is visible")
-        return device
-    raise ValueError(f"device must be cpu, auto, cuda or cuda:N, got {device!r}")
+    return resolve(device, default="cpu")
 
 
 def device_record(requested: str | None, resolved: str, dtype: str) -> dict:
