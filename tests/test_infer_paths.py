@@ -45,7 +45,8 @@ def demo(tmp_path_factory):
     feats = {}
     for s in ("train", "val"):
         feats[s] = str(d / "features" / "tiny_clip" / f"{s}.safetensors")
-        encode(input=SimpleNamespace(split=split[s], encoder=str(encoder)), output=[feats[s]], params={},
+        encode(input=SimpleNamespace(split=split[s], encoder=str(encoder)), output=[feats[s]],
+               params={"encoder": {"dtype": "float32"}},
                wildcards={"split": s, "encoder": "tiny_clip"}, threads=1)
     train_f = load_features(feats["train"])
     # a beam table over the train set (each anchor: its two image-nearest other train examples), enough to train
