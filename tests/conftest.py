@@ -77,6 +77,7 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under xdist (`--dist loadgroup`), tests that share a costly module-scoped fixture of their own module (a whole
     DAG run, a trained model) go to one worker, so that fixture is built once per session, not once per worker.
