@@ -1,6 +1,6 @@
 # Consistency track: config validation (parse time) and the helpers its rules use.
 from leverplus.config import validate_track
-from leverplus.models.consistency_assets import shipped_digest as cons_shipped_digest
+from leverplus.tracks.consistency.assets import shipped_digest as cons_shipped_digest
 
 try:
     CONS = validate_track(config, "consistency", workflow.source_path("../config/consistency.schema.yaml"))

@@ -1,6 +1,6 @@
 # MT track: config validation and the helpers rules/mt.smk uses (no rules here).
 from leverplus.config import ConfigError, canonical, validate_track
-from leverplus.metrics.mt import FAMILIES as MT_FAMILY_REGISTRY
+from leverplus.tracks.mt.metrics import FAMILIES as MT_FAMILY_REGISTRY
 
 try:
     MT = validate_track(config, "mt", workflow.source_path("../config/mt.schema.yaml"))
@@ -8,7 +8,7 @@ except ConfigError as err:
     sys.exit(f"lever-plus: {err}")
 
 MT_SETS = _alternatives(MT["datasets"])
-MT_FAMILIES = "|".join(MT_FAMILY_REGISTRY)  # the registry: leverplus.metrics.mt.FAMILIES
+MT_FAMILIES = "|".join(MT_FAMILY_REGISTRY)  # the registry: leverplus.tracks.mt.metrics.FAMILIES
 
 
 def mt_pairs(name):

@@ -1,6 +1,6 @@
 # Sentiment track: config validation (parse time), wildcard alternatives and the input/params functions of
 # rules/sentiment.smk. Nothing here imports torch or touches the network.
-from leverplus.stages.sentiment import ARMS, HEAD_ARMS, LABEL_ARMS, TRAINED_ARMS, track_config
+from leverplus.tracks.sentiment.stages import ARMS, HEAD_ARMS, LABEL_ARMS, TRAINED_ARMS, track_config
 
 try:
     SENT = track_config(config, workflow.source_path("../config/sentiment.schema.yaml"))
@@ -9,7 +9,7 @@ except ConfigError as err:
 
 SENT_SETS = _alternatives(SENT["datasets"])
 SENT_MODELS = _alternatives(SENT["models"])
-SENT_ARMS = "|".join(ARMS)  # the registry: leverplus.stages.sentiment.ARMS
+SENT_ARMS = "|".join(ARMS)  # the registry: leverplus.tracks.sentiment.stages.ARMS
 SENT_SEEDS = "|".join(str(int(s)) for s in SENT["train"]["seeds"])
 # what one scores.json belongs to: A (no training seed) or a trained arm's seed directory
 SENT_RUNS = rf"zero_shot|(?:{'|'.join(TRAINED_ARMS)})/seed(?:{SENT_SEEDS})"
@@ -52,7 +52,7 @@ def sent_shipped(w):
     spec = SENT["models"][w.sent_model]
     if spec["source"] != "demo":
         return ""
-    from leverplus.models.sentiment_assets import shipped_digest
+    from leverplus.tracks.sentiment.assets import shipped_digest
 
     return shipped_digest(Path(workflow.basedir) / "src/leverplus/assets/sentiment_models")
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from leverplus.cli import main
-from leverplus.metrics import languages, mt
+from leverplus.metrics import languages
+from leverplus.tracks.mt import metrics as mt
 
 # two distinct sentences of at least four tokens per script (CIDEr-D's idf needs two documents and 4-grams)
 TEXTS = {

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from leverplus.metrics import mt
+from leverplus.tracks.mt import metrics as mt
 from leverplus.report import audio_report
-from leverplus.report import sentiment as sent_report
-from leverplus.stages import sentiment as sent_stage
+from leverplus.tracks.sentiment import report as sent_report
+from leverplus.tracks.sentiment import stages as sent_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from leverplus.models import audio_assets, consistency_assets, demo_assets, sentiment_assets
+from leverplus.models import audio_assets, demo_assets
+from leverplus.tracks.consistency import assets as consistency_assets
+from leverplus.tracks.sentiment import assets as sentiment_assets
 from leverplus.models import shipped_assets as sa
 
 ROOT = Path(__file__).resolve().parents[1]

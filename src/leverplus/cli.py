@@ -182,7 +182,7 @@ def _add_score(sub) -> None:
     _common(t, references_required=False)
     t.set_defaults(func=_score_latency)
 
-    from leverplus.cli_mt import add_score_mt
+    from leverplus.tracks.mt.cli import add_score_mt
 
     add_score_mt(tasks)
 
@@ -507,7 +507,7 @@ def _add_plan(sub) -> None:
     p.set_defaults(func=_plan)
 
 
-from leverplus.cli_mt import add_meta_eval as _add_meta_eval  # noqa: E402 (MT track, issue 14)
+from leverplus.tracks.mt.cli import add_meta_eval as _add_meta_eval  # noqa: E402 (MT track, issue 14)
 
 SUBCOMMANDS: dict[str, Callable] = {
     "score": _add_score,

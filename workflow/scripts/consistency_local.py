@@ -1,4 +1,4 @@
-from leverplus.stages.consistency import embed_rerank_local
+from leverplus.tracks.consistency.stages import embed_rerank_local
 from leverplus.stages.runner import run_stage
 
 # a GPU slot only when the rule claims the gpu resource (consistency.compute.gpu)

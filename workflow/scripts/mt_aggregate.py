@@ -1,4 +1,4 @@
-from leverplus.stages.mt import aggregate
+from leverplus.tracks.mt.stages import aggregate
 from leverplus.stages.runner import run_stage
 
 run_stage(snakemake, aggregate, gpu=False)  # noqa: F821 (snakemake is injected)

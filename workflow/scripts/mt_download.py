@@ -1,4 +1,4 @@
-from leverplus.stages.mt import download
+from leverplus.tracks.mt.stages import download
 from leverplus.stages.runner import run_stage
 
 run_stage(snakemake, download, gpu=False)  # noqa: F821 (snakemake is injected)

@@ -1,5 +1,5 @@
 from leverplus.stages.runner import run_stage
-from leverplus.stages.sentiment import head_arm
+from leverplus.tracks.sentiment.stages import head_arm
 
 # a GPU slot only when the rule claims the gpu resource (models.<name>.gpu)
 run_stage(snakemake, head_arm, gpu=snakemake.resources.get("gpu", 0) > 0)  # noqa: F821 (snakemake is injected)

@@ -1,5 +1,5 @@
 from leverplus.stages.runner import run_stage
-from leverplus.stages.sentiment import lora_label_pair
+from leverplus.tracks.sentiment.stages import lora_label_pair
 
 # a GPU slot only when the rule claims the gpu resource (models.<name>.gpu)
 run_stage(snakemake, lora_label_pair, gpu=snakemake.resources.get("gpu", 0) > 0)  # noqa: F821 (snakemake is injected)

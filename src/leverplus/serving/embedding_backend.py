@@ -1,6 +1,6 @@
 """Embedding and rerank backends of the local OpenAI-compatible server (consistency track).
 
-They serve `leverplus.models.embedding.QwenEmbedder` and `leverplus.models.reranker.QwenReranker` to the server's
+They serve `leverplus.tracks.consistency.embedding.QwenEmbedder` and `leverplus.tracks.consistency.reranker.QwenReranker` to the server's
 protocols (`embed(texts, dimensions)`, `score(query, documents, instruction)`), each under a recipe that can differ
 from the local one in exactly the ways real deployments drift (the `options` of the factories):
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.embedding import EmbeddingRecipe, QwenEmbedder
-from ..models.reranker import QwenReranker, RerankRecipe
+from leverplus.tracks.consistency.embedding import EmbeddingRecipe, QwenEmbedder
+from leverplus.tracks.consistency.reranker import QwenReranker, RerankRecipe
 
 EMBEDDING_OPTIONS = {"dtype", "eos", "max_length", "batch_size"}
 RERANK_OPTIONS = {"dtype", "separator", "instruction", "max_length", "batch_size", "default_instruction", "template"}
@@ -64,7 +64,7 @@ class QwenEmbeddingBackend:
                 raise ValueError(f"dimensions must be in 1..{d}")
         vecs = self.embedder.embed_texts(list(texts))
         if dimensions is not None:
-            from ..models.embedding import normalise
+            from leverplus.tracks.consistency.embedding import normalise
 
             vecs = normalise(vecs, int(dimensions))
         return vecs

@@ -1,0 +1,1 @@
+"""The consistency track: its data, models, stages and report."""

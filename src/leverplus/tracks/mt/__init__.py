@@ -1,0 +1,1 @@
+"""The mt track: its data, models, stages and report."""

@@ -1,0 +1,1 @@
+"""The sentiment track: its data, models, stages and report."""
