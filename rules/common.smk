@@ -57,7 +57,7 @@ wildcard_constraints:
     encoder=_alternatives(config["encoders"]),
     sampler="rand|text_sim|img_sim|mix",
     version=_alternatives(VERSIONS),
-    retriever="random|text_sim|img_sim|pool_random",
+    retriever="random|text_sim|img_sim|pool_random|oracle",
     split="train|val",
     shot=r"\d+",
     shard=r"\d+",

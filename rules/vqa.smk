@@ -327,6 +327,7 @@ rule aggregate:
 rule compare_versions:
     input:
         infer=lambda w: versions_inputs(w.dataset),
+        baselines=lambda w: baseline_jsons(w.dataset),  # every version vs similarity, pool_random, the oracle
     output:
         json="results/{dataset}/versions.json",
         md=report(

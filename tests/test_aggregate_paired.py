@@ -99,7 +99,8 @@ def test_paired_difference_equals_leverplus_compare(grid, capsys):
         # and the paired difference is the difference of the cells' own scores (no other settings)
         assert got["diff"] == pytest.approx(row["score"] - json.loads(base.read_text())["score"], abs=0.011)
     assert result["paired_test"] == {"method": "paired-bootstrap-percentile", "n_resamples": 500, "seed": 3,
-                                     "vqa_eval": "official", "stem": False}
+                                     "vqa_eval": "official", "stem": False, "mdd_power": 0.8,
+                                     "verdict": "better/worse where the 95% CI excludes 0"}
 
 
 def test_bootstrap_settings_come_from_the_metrics_slice(grid, capsys):

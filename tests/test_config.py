@@ -58,7 +58,7 @@ def test_defaults_are_filled():
     assert cfg["selector"]["versions"] == ["v0", "v1", "v2", "v2_lora", "v3", "v4"]
     assert cfg["infer"]["pool"] == {"kind": "retrieval", "by": "img_sim", "k": 64}
     assert cfg["metrics"] == {"vqa_stem": False, "vqa_eval": "official", "n_resamples": 1000, "seed": 0}
-    assert cfg["baselines"] == ["zero_shot", "random", "text_sim", "img_sim", "pool_random"]
+    assert cfg["baselines"] == ["zero_shot", "random", "text_sim", "img_sim", "pool_random", "oracle"]
     assert cfg["compute"] == {"model_threads": 2}
 
 

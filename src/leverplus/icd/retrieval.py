@@ -88,3 +88,35 @@ def random_from_pools(pool_ids: list[list[str]], k: int, query_ids: list[str], s
         rng = query_rng(seed, qid)
         out.append([ids[j] for j in rng.choice(len(ids), size=min(k, len(ids)), replace=False)])
     return out
+
+
+def majority_answer(answers) -> str:
+    """The most frequent of a question's human answers (lower-cased, stripped); ties: the alphabetically first."""
+    counts: dict[str, int] = {}
+    for a in answers:
+        a = str(a).strip().lower()
+        counts[a] = counts.get(a, 0) + 1
+    if not counts:
+        raise ValueError("a question without answers has no majority answer")
+    return min(counts, key=lambda a: (-counts[a], a))
+
+
+def oracle_choice(queries: Features, pool: Features, query_answers, pool_answers, k: int) -> list[list[str]]:
+    """The **oracle** baseline: an upper reference that reads each query's ground truth, not a method.
+
+    Per query, its k most image-similar pool examples among those whose majority answer equals the query's (on the
+    demo: demonstrations of the query's class whose answer is right); where fewer than k share it, the rest are the
+    most image-similar of the others. Most similar first; ranking with the tie groups of :class:`SimilarityIndex`.
+    """
+    if len(query_answers) != len(queries.ids) or len(pool_answers) != len(pool.ids):
+        raise ValueError("oracle_choice: one answers list per query and per pool example")
+    want = [majority_answer(a) for a in query_answers]
+    have = [majority_answer(a) for a in pool_answers]
+    ranked = SimilarityIndex(pool.image).search(queries.image, len(pool.ids))
+    out = []
+    for qid, target, row in zip(queries.ids, want, ranked):
+        rows = [j for j in row if pool.ids[j] != qid]
+        match = [j for j in rows if have[j] == target]
+        rest = [j for j in rows if have[j] != target]
+        out.append([pool.ids[j] for j in (match + rest)[:k]])
+    return out

@@ -160,7 +160,19 @@ def _seed_means(rows: np.ndarray, block: np.ndarray, rng: np.random.Generator) -
     return np.take_along_axis(per_seed.T, draw, axis=1).mean(axis=1)
 
 
-def seed_bootstrap(a, b=None, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+def _paired_seed_means(ra: np.ndarray, rb: np.ndarray, block: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per resample: mean over ONE with-replacement draw of the seed indices, used for both sides, of
+    (per-seed mean of a − per-seed mean of b) over the resampled items (row i of a and of b: the same seed)."""
+    per = (ra[:, block].mean(axis=-1) - rb[:, block].mean(axis=-1))  # (S, k)
+    s = ra.shape[0]
+    if s == 1:
+        return per[0]
+    draw = rng.integers(0, s, size=(block.shape[0], s))
+    return np.take_along_axis(per.T, draw, axis=1).mean(axis=1)
+
+
+def seed_bootstrap(a, b=None, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+                   paired_seeds: bool = False) -> dict:
     """Two-way bootstrap over items and training seeds.
 
     ``a`` is (S_a, n): per-item values of S_a runs (training seeds) on the same n items; the statistic is the mean
@@ -169,12 +181,19 @@ def seed_bootstrap(a, b=None, *, n_resamples: int = 1000, seed: int = 0, confide
     :func:`bootstrap_ci` / :func:`paired_bootstrap` — and, independently for a and b, S seeds with replacement, so
     the interval holds both sources of noise.  With one seed per side it equals ``bootstrap_ci`` (no b) /
     ``paired_bootstrap`` (with b).  ``p_value`` (with b): as in :func:`paired_bootstrap`.
+
+    ``paired_seeds=True`` (needs b with as many seeds as a; row i of both is training seed i): one draw of seed
+    indices per resample serves both sides, so runs that share their seed's initialisation (and whatever else the
+    seed fixes) stay paired, as the questions do; the seed-to-seed variation they share cancels in the difference.
     """
     ra = _seed_rows(a)
     rb = None if b is None else _seed_rows(b)
     if rb is not None and rb.shape[1] != ra.shape[1]:
         raise ValueError(f"paired test needs the same items: {ra.shape[1]} != {rb.shape[1]}")
     n = ra.shape[1]
+    if paired_seeds and (rb is None or rb.shape[0] != ra.shape[0]):
+        raise ValueError("paired_seeds needs b with the same number of seeds as a (row i of both = seed i), got "
+                         f"{ra.shape[0]} and {None if rb is None else rb.shape[0]}")
     if rb is not None and ra.shape[0] == 1 and rb.shape[0] == 1:
         return {**paired_bootstrap(ra[0], rb[0], n_resamples=n_resamples, seed=seed, confidence=confidence),
                 "seeds": [1, 1], "method": "paired-bootstrap-items-and-seeds"}
@@ -182,6 +201,10 @@ def seed_bootstrap(a, b=None, *, n_resamples: int = 1000, seed: int = 0, confide
     dist = np.empty(n_resamples, dtype=float)
     pos = 0
     for block in resample_indices(n, n_resamples, seed):
+        if paired_seeds:
+            dist[pos : pos + len(block)] = _paired_seed_means(ra, rb, block, rng_a)
+            pos += len(block)
+            continue
         val = _seed_means(ra, block, rng_a)
         if rb is not None:
             val = val - _seed_means(rb, block, rng_b)
@@ -195,7 +218,22 @@ def seed_bootstrap(a, b=None, *, n_resamples: int = 1000, seed: int = 0, confide
         return {**out, "mean": stat, "method": "bootstrap-items-and-seeds"}
     extreme = int(np.sum(np.abs(dist - stat) >= abs(stat) - 1e-12))
     return {**out, "diff": stat, "p_value": float(min(1.0, (1 + extreme) / (1 + n_resamples))),
-            "method": "paired-bootstrap-items-and-seeds"}
+            "method": "paired-bootstrap-items-and-paired-seeds" if paired_seeds else "paired-bootstrap-items-and-seeds"}
+
+
+def minimum_detectable_difference(ci95: Sequence[float], *, confidence: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference that a two-sided test at level ``1 − confidence`` detects with probability
+    ``power``, given the (bootstrap) interval ``ci95`` of the observed difference: normal approximation with the
+    standard error read off the interval's width, ``SE = (hi − lo) / (2 z_{(1+confidence)/2})`` and
+    ``MDD = (z_{(1+confidence)/2} + z_{power}) · SE`` (≈ 0.71 × the width of a 95% interval at 80% power).
+    A difference smaller than this may exist and go undetected: "inside the noise" is not "equal"."""
+    if not 0 < confidence < 1 or not 0 < power < 1:
+        raise ValueError("confidence and power must be in (0, 1)")
+    lo, hi = float(ci95[0]), float(ci95[1])
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        raise ValueError(f"not an interval: {ci95!r}")
+    z = float(_sps.norm.ppf((1 + confidence) / 2))
+    return (z + float(_sps.norm.ppf(power))) * (hi - lo) / (2 * z)
 
 
 def mcnemar(a_correct: Sequence, b_correct: Sequence, *, exact: bool | None = None, correction: bool = True) -> dict:
@@ -277,5 +315,7 @@ __all__ = [
     "summarize",
     "format_with_ci",
     "holm",
+    "seed_bootstrap",
+    "minimum_detectable_difference",
 ]
 

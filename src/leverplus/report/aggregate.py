@@ -3,10 +3,12 @@
 Results JSON schema (also in the README):
 {
   "dataset", "version", "metric" (vqa_accuracy, ×100), "signature",
-  "cells":     [{model, sampler, sample_num, shot, score, n, ci95: [lo, hi], vs_random / vs_pool_random: {diff, ci95,
-                p_value, n}; with several training seeds also seeds, per_seed: [{seed, score, ci95}], seed_sd,
+  "cells":     [{model, sampler, sample_num, shot, score, n, ci95: [lo, hi], vs_<baseline>: {diff, ci95, p_value, n,
+                verdict, mdd} for each of COMPARED_BASELINES the run has (img_sim, text_sim, pool_random, random,
+                oracle); with several training seeds also seeds, per_seed: [{seed, score, ci95}], seed_sd,
                 seed_range, ci95_items_only}],
   "baselines": [{model, retriever, shot, score, n, ci95}],
+  "headroom":  [{model, shot, a: oracle, b: img_sim|text_sim, diff, ci95, p_value, n, verdict, mdd}],
   "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
                    mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share (step 1),
                    best_beam_above_mean_share_by_step, mean_zero_shot_p, mean_best_beam_p}],
@@ -34,16 +36,24 @@ import pandas as pd
 
 from ..io import atomic_write, write_json, write_parquet
 from ..metrics.io import MetricsInputError
-from ..metrics.stats import paired_bootstrap, seed_bootstrap
+from ..metrics.stats import minimum_detectable_difference, paired_bootstrap, seed_bootstrap
 from ..metrics.vqa import DEFAULT_VQA_EVAL, scoring_from_settings, vqa_accuracy_per_item
 
-# Baselines every selector cell is compared with, paired on the same questions: random demonstrations from the whole
-# train set, and random demonstrations from the selector's own inference pool (what the selector adds beyond it).
-COMPARED_BASELINES = ("random", "pool_random")
+# Baselines every selector cell is compared with, paired on the same questions (and seed-aware): image- and
+# text-similarity retrieval (the methods a selector must beat), random demonstrations from the selector's own
+# inference pool (what the selector adds beyond it), random demonstrations from the whole train set, and the oracle
+# (reads the query's answers: how far below the reachable the selector stays).
+COMPARED_BASELINES = ("img_sim", "text_sim", "pool_random", "random", "oracle")
 COMPARISON_TITLES = {
-    "random": "Selector vs random demonstrations from the train set",
+    "img_sim": "Selector vs image-similarity retrieval",
+    "text_sim": "Selector vs question-text-similarity retrieval",
     "pool_random": "Selector vs random demonstrations from its own inference pool",
+    "random": "Selector vs random demonstrations from the train set",
+    "oracle": "Selector vs the oracle (same-answer demonstrations; an upper reference)",
 }
+# The headroom: how much better than similarity retrieval an ideal selection does, on the same questions.
+HEADROOM_PAIRS = (("oracle", "img_sim"), ("oracle", "text_sim"))
+POWER = 0.8  # of the minimum detectable difference printed beside every verdict
 SAMPLER_TITLES = {"rand": "RandSampler", "text_sim": "TextSimSampler", "img_sim": "ImgSimSampler", "mix": "MixSampler"}
 
 
@@ -91,17 +101,29 @@ def _check_config(docs: list[dict], metrics: dict | None) -> None:
             )
 
 
+def verdict(diff: float, ci95) -> str:
+    """"better" / "worse" where the 95% CI excludes 0, else "inside the noise"."""
+    return "inside the noise" if ci95[0] <= 0 <= ci95[1] else ("better" if diff > 0 else "worse")
+
+
+def judged(test: dict) -> dict:
+    """A comparison in accuracy points with its verdict and minimum detectable difference (80% power, from its CI:
+    ``leverplus.metrics.stats.minimum_detectable_difference``)."""
+    return {**test, "verdict": verdict(test["diff"], test["ci95"]),
+            "mdd": round(minimum_detectable_difference(test["ci95"], power=POWER), 2)}
+
+
 def _paired(mine: pd.Series, ref: pd.Series, n_resamples: int, seed: int) -> dict:
     # the cell's question order, as `leverplus compare CELL BASELINE` aligns B to A
     in_ref = set(ref.index)
     common = [i for i in mine.index if i in in_ref]
     test = paired_bootstrap(mine[common].values, ref[common].values, n_resamples=n_resamples, seed=seed)
-    return {
+    return judged({
         "diff": round(100 * test["diff"], 2),
         "ci95": [round(100 * x, 2) for x in test["ci95"]],
         "p_value": test["p_value"],
         "n": test["n"],
-    }
+    })
 
 
 def _by_cell(cells: list[dict]) -> list[list[dict]]:
@@ -124,12 +146,17 @@ def _aligned(series: list[pd.Series], order: list[str] | None = None) -> np.ndar
     return np.vstack([s[common].to_numpy(dtype=float) for s in series])
 
 
-def paired_over_seeds(a: list[pd.Series], b: list[pd.Series], n_resamples: int, seed: int) -> dict:
-    """A − B, questions paired, each side's training seeds resampled (``seed_bootstrap``), in accuracy points."""
+def paired_over_seeds(a: list[pd.Series], b: list[pd.Series], n_resamples: int, seed: int, *,
+                      paired_seeds: bool = False) -> dict:
+    """A − B, questions paired, training seeds resampled (``seed_bootstrap``), in accuracy points, with verdict and
+    minimum detectable difference. Each side's seeds are drawn independently, or with ``paired_seeds`` (A and B
+    trained from the same seeds, in the same order, sharing what the seed fixes) one draw serves both."""
     order = list(a[0].index)
-    test = seed_bootstrap(_aligned(a, order), _aligned(b, order), n_resamples=n_resamples, seed=seed)
-    return {"diff": round(100 * test["diff"], 2), "ci95": [round(100 * x, 2) for x in test["ci95"]],
-            "p_value": test["p_value"], "n": test["n"], "seeds": test["seeds"]}
+    test = seed_bootstrap(_aligned(a, order), _aligned(b, order), n_resamples=n_resamples, seed=seed,
+                          paired_seeds=paired_seeds)
+    return judged({"diff": round(100 * test["diff"], 2), "ci95": [round(100 * x, 2) for x in test["ci95"]],
+                   "p_value": test["p_value"], "n": test["n"], "seeds": test["seeds"],
+                   "seed_pairing": "paired" if paired_seeds else "independent"})
 
 
 def _seed_summary(group: list[dict], per_item: list[pd.Series], n_resamples: int, seed: int) -> dict:
@@ -220,6 +247,14 @@ def aggregate(
                 row[f"vs_{retriever}"] = paired_over_seeds([items(d) for d in group], [items(ref)], n_resamples, seed)
         rows.append(row)
     base_rows = [{k: b[k] for k in ("model", "retriever", "shot", "score", "n", "ci95")} for b in bases]
+    headroom = []
+    for (hi, lo) in HEADROOM_PAIRS:
+        for (r, model, shot), doc in sorted(references.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+            other = references.get((lo, model, shot))
+            if r != hi or other is None or other["_scoring"] != doc["_scoring"]:
+                continue
+            headroom.append({"model": model, "shot": shot, "a": hi, "b": lo,
+                             **_paired(items(doc), items(other), n_resamples, seed)})
     signal = []
     for p in beam_tables:
         parts = Path(p).parts  # data/{dataset}/beam/{model}/{sampler}_{n}/beam.parquet
@@ -233,9 +268,11 @@ def aggregate(
         "signature": cells[0]["signature"] if cells else (bases[0]["signature"] if bases else ""),
         "cells": sorted(rows, key=lambda r: (r["sample_num"], r["shot"], r["model"], r["sampler"])),
         "baselines": sorted(base_rows, key=lambda r: (r["model"], r["retriever"], r["shot"])),
+        "headroom": headroom,
         "beam_signal": signal,
         "paired_test": {
             "method": "paired-bootstrap-percentile", "n_resamples": n_resamples, "seed": seed,
+            "verdict": "better/worse where the 95% CI excludes 0", "mdd_power": POWER,
             **({"vqa_eval": cells[0]["_scoring"]["vqa_eval"], "stem": cells[0]["_scoring"]["stem"]} if cells else {}),
         },
     }
@@ -290,19 +327,33 @@ def markdown(result: dict) -> str:
     zs = bases[bases.retriever == "zero_shot"] if len(bases) else bases
     for r in zs.itertuples():
         lines += ["", f"Zero-shot ({r.model}): {_fmt(r.score, r.ci95)}, n = {r.n}"]
+    if result.get("headroom"):
+        lines += ["", "## Headroom: oracle vs similarity retrieval (paired bootstrap, same questions)", "",
+                  "| Model | Shot | A vs B | Δ accuracy | 95% CI | p | verdict | MDD |", "|---|---|---|---|---|---|---|---|"]
+        for h in result["headroom"]:
+            lines.append(f"| {h['model']} | {h['shot']} | {h['a']} vs {h['b']} | {h['diff']:+.2f} | "
+                         f"[{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}] | {h['p_value']:.3g} | {h['verdict']} | "
+                         f"{h['mdd']:.2f} |")
+    seeded = len(cells) and "seed_sd" in cells
     for retriever in COMPARED_BASELINES:
         key = f"vs_{retriever}"
         if not len(cells) or key not in cells:
             continue
-        lines += ["", f"## {COMPARISON_TITLES[retriever]} (paired bootstrap, same questions)", "",
-                  "| Sample Num | Shot | Model | Sampler | Δ accuracy | 95% CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
+        how = "questions and the selector's seeds resampled" if seeded else "same questions"
+        lines += ["", f"## {COMPARISON_TITLES[retriever]} (paired bootstrap, {how})", "",
+                  "| Sample Num | Shot | Model | Sampler | Δ accuracy | 95% CI | p | verdict | MDD |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in cells.dropna(subset=[key]).itertuples():
             v = getattr(r, key)
-            verdict = "inside the noise" if v["ci95"][0] <= 0 <= v["ci95"][1] else ("better" if v["diff"] > 0 else "worse")
             lines.append(
                 f"| {r.sample_num} | {r.shot} | {r.model} | {r.sampler} | {v['diff']:+.2f} | "
-                f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] | {v['p_value']:.3g} | {verdict} |"
+                f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] | {v['p_value']:.3g} | {verdict(v['diff'], v['ci95'])} | "
+                f"{minimum_detectable_difference(v['ci95'], power=POWER):.2f} |"
             )
+    if any(f"vs_{r}" in cells for r in COMPARED_BASELINES) if len(cells) else False:
+        lines += ["", f"MDD = the minimum detectable difference: the smallest true Δ this run's test detects with "
+                      f"{POWER:.0%} power at the 5% level (normal approximation from the CI's width). An \"inside "
+                      "the noise\" verdict rules out only differences larger than it."]
     if result["beam_signal"]:
         lines += ["", "## Beam-search InfoScore signal", "",
                   "| Model | Sampler | Sample Num | anchors | mean candidate InfoScore (step 1) | mean InfoScore by beam rank (sum over steps) | best beam > mean candidate, by step | P̄ zero-shot → best beam |",

@@ -34,6 +34,7 @@ def compare_versions(*, input, output, params, wildcards, threads):
         dataset=wildcards["dataset"],
         pairs=[tuple(p) for p in params["pairs"]],
         infer_jsons=list(input.infer),
+        baseline_jsons=list(getattr(input, "baselines", None) or []),
         val=load_split(Path("data") / wildcards["dataset"], "val"),
         out_json=output.json,
         out_md=output.md,

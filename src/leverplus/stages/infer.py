@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..data.records import examples, load_split
 from ..icd.features import Features, load_features
-from ..icd.retrieval import random_choice, random_from_pools, retrieve
+from ..icd.retrieval import oracle_choice, random_choice, random_from_pools, retrieve
 from ..io import read_json, write_json, write_parquet
 from ..metrics.vqa import score_vqa
 from ..metrics.signature import make_signature, package_version
@@ -121,6 +121,9 @@ def baseline(*, input, output, params, wildcards, threads):
         picks = random_choice(val_f, train_f, shot, int(params["seed"]))
     elif retriever == "pool_random":  # the selectors' own pool, picked at random: what a selector adds beyond it
         picks = random_from_pools(inference_pools(params["pool"], val_f, train_f), shot, list(val_f.ids), int(params["seed"]))
+    elif retriever == "oracle":  # reads the query's answers: the headroom any selector could reach, not a method
+        by_id = dict(zip(train["id"], train["answers"]))
+        picks = oracle_choice(val_f, train_f, list(val["answers"]), [by_id[i] for i in train_f.ids], shot)
     else:
         picks = retrieve(retriever, val_f, train_f, shot)
     prompt_ids = [list(reversed(p)) for p in picks]  # most similar next to the query
