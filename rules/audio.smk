@@ -11,18 +11,20 @@ rule audio_download_data:
     output:
         manifest="data/audio/{audio_set}/eval.jsonl",
         corpus="data/audio/{audio_set}/corpus.jsonl",
-    params:
-        spec=lambda w: canonical({k: v for k, v in audio_ds(w).items() if k not in ("edge_model", "cloud_model", "api", "metrics")}),
-        code=code("audio_download_data"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
     log:
         "logs/audio/{audio_set}/download_data.log",
     benchmark:
         "benchmarks/audio/{audio_set}/download_data.tsv"
-    threads: 1
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: canonical(
+            {k: v for k, v in audio_ds(w).items() if k not in ("edge_model", "cloud_model", "api", "metrics")}
+        ),
+        code=code("audio_download_data"),
     script:
         "../workflow/scripts/audio_download_data.py"
 
@@ -30,40 +32,44 @@ rule audio_download_data:
 rule audio_download_model:
     output:
         directory("data/audio/models/{audio_model}"),
-    params:
-        spec=lambda w: canonical({k: v for k, v in AUDIO["models"][w.audio_model].items() if k in AUDIO_SOURCE_KEYS}),
-        shipped=audio_shipped,
-        code=code("audio_download_model"),
-    wildcard_constraints:
-        audio_model=AUDIO_MODELS,
     log:
         "logs/audio/models/{audio_model}.log",
     benchmark:
         "benchmarks/audio/models/{audio_model}.tsv"
-    threads: 1
+    wildcard_constraints:
+        audio_model=AUDIO_MODELS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: canonical({k: v for k, v in AUDIO["models"][w.audio_model].items() if k in AUDIO_SOURCE_KEYS}),
+        shipped=audio_shipped,
+        code=code("audio_download_model"),
     script:
         "../workflow/scripts/audio_download_model.py"
 
 
 rule audio_download_metric_model:
     input:
-        corpus=lambda w: "data/audio/demo/corpus.jsonl" if AUDIO["metric_models"][w.metric_model]["source"] == "demo_char_bert" else [],
+        corpus=lambda w: (
+            "data/audio/demo/corpus.jsonl"
+            if AUDIO["metric_models"][w.metric_model]["source"] == "demo_char_bert"
+            else []
+        ),
     output:
         directory("data/audio/metric_models/{metric_model}"),
-    params:
-        spec=lambda w: canonical(AUDIO["metric_models"][w.metric_model]),
-        code=code("audio_download_metric_model"),
-    wildcard_constraints:
-        metric_model=AUDIO_METRIC_MODELS,
     log:
         "logs/audio/metric_models/{metric_model}.log",
     benchmark:
         "benchmarks/audio/metric_models/{metric_model}.tsv"
-    threads: 1
+    wildcard_constraints:
+        metric_model=AUDIO_METRIC_MODELS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: canonical(AUDIO["metric_models"][w.metric_model]),
+        code=code("audio_download_metric_model"),
     script:
         "../workflow/scripts/audio_download_metric_model.py"
 
@@ -79,6 +85,15 @@ rule audio_edge_infer:
         predictions="results/audio/{audio_set}/edge/predictions.parquet",
         timing="results/audio/{audio_set}/edge/timing.parquet",
         run="results/audio/{audio_set}/edge/run.json",
+    log:
+        "logs/audio/{audio_set}/edge_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/edge_infer.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    conda:
+        "../envs/cpu.yaml"
+    threads: AUDIO["edge"]["threads"]
     params:
         arm="edge",
         device=AUDIO["edge"]["device"],
@@ -91,15 +106,6 @@ rule audio_edge_infer:
         batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_generate"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-    log:
-        "logs/audio/{audio_set}/edge_infer.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/edge_infer.tsv"
-    threads: AUDIO["edge"]["threads"]
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/audio_generate.py"
 
@@ -112,6 +118,17 @@ rule audio_cloud_infer:
         predictions="results/audio/{audio_set}/cloud/predictions.parquet",
         timing="results/audio/{audio_set}/cloud/timing.parquet",
         run="results/audio/{audio_set}/cloud/run.json",
+    log:
+        "logs/audio/{audio_set}/cloud_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/cloud_infer.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    conda:
+        "../envs/gpu.yaml"
+    threads: AUDIO["cloud"]["threads"]
+    resources:
+        gpu=1,
     params:
         arm="cloud",
         device=AUDIO["cloud"]["device"],
@@ -123,17 +140,6 @@ rule audio_cloud_infer:
         batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_generate"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-    log:
-        "logs/audio/{audio_set}/cloud_infer.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/cloud_infer.tsv"
-    threads: AUDIO["cloud"]["threads"]
-    resources:
-        gpu=1,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/audio_generate.py"
 
@@ -144,6 +150,10 @@ use rule audio_cloud_infer as audio_unaligned_infer with:
         predictions="results/audio/{audio_set}/unaligned/predictions.parquet",
         timing="results/audio/{audio_set}/unaligned/timing.parquet",
         run="results/audio/{audio_set}/unaligned/run.json",
+    log:
+        "logs/audio/{audio_set}/unaligned_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/unaligned_infer.tsv"
     params:
         arm="unaligned",
         device=AUDIO["cloud"]["device"],
@@ -155,10 +165,6 @@ use rule audio_cloud_infer as audio_unaligned_infer with:
         batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_generate"),
-    log:
-        "logs/audio/{audio_set}/unaligned_infer.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/unaligned_infer.tsv"
 
 
 # the cloud through an OpenAI-compatible API; with api.base_url null the job serves the cloud model on 127.0.0.1
@@ -166,11 +172,24 @@ rule audio_api_infer:
     input:
         manifest="data/audio/{audio_set}/eval.jsonl",
         model=lambda w: audio_model_of("cloud_model")(w) if audio_ds(w)["api"]["base_url"] is None else [],
-        cloud=lambda w: f"results/audio/{w.audio_set}/cloud/predictions.parquet" if audio_ds(w)["api"]["probe_clips"] else [],
+        cloud=lambda w: (
+            f"results/audio/{w.audio_set}/cloud/predictions.parquet" if audio_ds(w)["api"]["probe_clips"] else []
+        ),
     output:
         predictions="results/audio/{audio_set}/api/predictions.parquet",
         timing="results/audio/{audio_set}/api/timing.parquet",
         run="results/audio/{audio_set}/api/run.json",
+    log:
+        "logs/audio/{audio_set}/api_infer.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/api_infer.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    conda:
+        "../envs/gpu.yaml"
+    threads: AUDIO["cloud"]["threads"]
+    resources:
+        gpu=lambda w: 1 if audio_ds(w)["api"]["base_url"] is None else 0,
     params:
         api=lambda w: canonical(audio_ds(w)["api"]),
         device=AUDIO["cloud"]["device"],
@@ -182,17 +201,6 @@ rule audio_api_infer:
         batch_size=AUDIO["quality_batch_size"],
         scoring=AUDIO_SCORING,
         code=code("audio_api_infer"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-    log:
-        "logs/audio/{audio_set}/api_infer.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/api_infer.tsv"
-    threads: AUDIO["cloud"]["threads"]
-    resources:
-        gpu=lambda w: 1 if audio_ds(w)["api"]["base_url"] is None else 0,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/audio_api_infer.py"
 
@@ -210,6 +218,17 @@ rule audio_cascade:
     output:
         points=directory("results/audio/{audio_set}/cascade/points"),
         scores="results/audio/{audio_set}/cascade/draft_scores.parquet",
+    log:
+        "logs/audio/{audio_set}/cascade.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/cascade.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    conda:
+        "../envs/gpu.yaml"
+    threads: AUDIO["cloud"]["threads"]
+    resources:
+        gpu=1,
     params:
         device=AUDIO["cloud"]["device"],
         model=audio_model_json("cloud_model"),
@@ -219,17 +238,6 @@ rule audio_cascade:
         latency=canonical(AUDIO["latency"]),
         batch_size=AUDIO["quality_batch_size"],
         code=code("audio_cascade"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-    log:
-        "logs/audio/{audio_set}/cascade.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/cascade.tsv"
-    threads: AUDIO["cloud"]["threads"]
-    resources:
-        gpu=1,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/audio_cascade.py"
 
@@ -243,20 +251,20 @@ rule audio_score:
         similarity_model=audio_metric_dir("similarity_model"),
     output:
         **audio_score_outputs("results/audio/{audio_set}"),
+    log:
+        "logs/audio/{audio_set}/score.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/score.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
     params:
         arms=AUDIO_ARMS.split("|"),
         metric_models=audio_metric_models,
         scoring=AUDIO_SCORING,
         code=code("audio_score"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-    log:
-        "logs/audio/{audio_set}/score.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/score.tsv"
-    threads: 1
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/audio_score.py"
 
@@ -265,12 +273,30 @@ rule audio_aggregate:
     input:
         unpack(audio_arm_files),
     output:
-        json=report("results/audio/{audio_set}/comparison.json", caption="../workflow/report/audio_comparison.rst",
-                    category="audio"),
-        md=report("results/audio/{audio_set}/comparison.md", caption="../workflow/report/audio_comparison.rst",
-                  category="audio"),
-        png=report("results/audio/{audio_set}/comparison.png", caption="../workflow/report/audio_comparison.rst",
-                   category="audio"),
+        json=report(
+            "results/audio/{audio_set}/comparison.json",
+            caption="../workflow/report/audio_comparison.rst",
+            category="audio",
+        ),
+        md=report(
+            "results/audio/{audio_set}/comparison.md",
+            caption="../workflow/report/audio_comparison.rst",
+            category="audio",
+        ),
+        png=report(
+            "results/audio/{audio_set}/comparison.png",
+            caption="../workflow/report/audio_comparison.rst",
+            category="audio",
+        ),
+    log:
+        "logs/audio/{audio_set}/aggregate.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/aggregate.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
     params:
         generation=canonical(AUDIO["generation"]),
         unaligned=canonical(AUDIO["unaligned"]),
@@ -279,15 +305,6 @@ rule audio_aggregate:
         metric_models=audio_metric_models,
         scoring=AUDIO_SCORING,
         code=code("audio_aggregate"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-    log:
-        "logs/audio/{audio_set}/aggregate.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/aggregate.tsv"
-    threads: 1
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/audio_aggregate.py"
 
@@ -301,6 +318,18 @@ rule audio_secap_protocol:
         similarity_model=audio_metric_dir("similarity_model"),
     output:
         "results/audio/{audio_set}/secap_protocol/{role}.json",
+    log:
+        "logs/audio/{audio_set}/secap_protocol_{role}.log",
+    benchmark:
+        "benchmarks/audio/{audio_set}/secap_protocol_{role}.tsv"
+    wildcard_constraints:
+        audio_set=AUDIO_SETS,
+        role="edge|cloud",
+    conda:
+        "../envs/gpu.yaml"
+    threads: lambda w: AUDIO[w.role]["threads"]
+    resources:
+        gpu=lambda w: 1 if w.role == "cloud" else 0,
     params:
         protocol=canonical(AUDIO["secap_protocol"]),
         similarity=audio_similarity_spec,
@@ -310,17 +339,5 @@ rule audio_secap_protocol:
         dtype=lambda w: AUDIO["edge"]["dtype"] if w.role == "edge" else None,
         batch_size=AUDIO["quality_batch_size"],
         code=code("audio_secap_protocol"),
-    wildcard_constraints:
-        audio_set=AUDIO_SETS,
-        role="edge|cloud",
-    log:
-        "logs/audio/{audio_set}/secap_protocol_{role}.log",
-    benchmark:
-        "benchmarks/audio/{audio_set}/secap_protocol_{role}.tsv"
-    threads: lambda w: AUDIO[w.role]["threads"]
-    resources:
-        gpu=lambda w: 1 if w.role == "cloud" else 0,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/audio_secap_protocol.py"

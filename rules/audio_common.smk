@@ -10,12 +10,16 @@ try:
     for _name, _ds in AUDIO["datasets"].items():
         for _role in ("edge_model", "cloud_model"):
             if _ds[_role] not in AUDIO["models"]:
-                raise ConfigError(f"invalid config: audio.datasets.{_name}.{_role}: {_ds[_role]!r} is not a key of "
-                                  f"audio.models {sorted(AUDIO['models'])}")
+                raise ConfigError(
+                    f"invalid config: audio.datasets.{_name}.{_role}: {_ds[_role]!r} is not a key of "
+                    f"audio.models {sorted(AUDIO['models'])}"
+                )
         for _role, _m in _ds["metrics"].items():
             if _m not in AUDIO["metric_models"]:
-                raise ConfigError(f"invalid config: audio.datasets.{_name}.metrics.{_role}: {_m!r} is not a key of "
-                                  f"audio.metric_models {sorted(AUDIO['metric_models'])}")
+                raise ConfigError(
+                    f"invalid config: audio.datasets.{_name}.metrics.{_role}: {_m!r} is not a key of "
+                    f"audio.metric_models {sorted(AUDIO['metric_models'])}"
+                )
 except ConfigError as err:
     sys.exit(f"lever-plus: {err}")
 
@@ -50,7 +54,9 @@ def audio_metric_models(w):
     for role, key in (("bertscore", "bertscore_model"), ("similarity", "similarity_model")):
         name = audio_ds(w)["metrics"][key]
         spec = dict(AUDIO["metric_models"][name])
-        spec["label"] = f"{name}, layer {spec['num_layers']}" if role == "bertscore" else f"{name}, {spec['pooling']} pooling"
+        spec["label"] = (
+            f"{name}, layer {spec['num_layers']}" if role == "bertscore" else f"{name}, {spec['pooling']} pooling"
+        )
         out[role] = spec
     return canonical(out)
 
@@ -75,8 +81,9 @@ AUDIO_SCORING = canonical(AUDIO["scoring"])
 
 
 def audio_score_inputs(w):
-    return {f"{arm}_predictions": f"results/audio/{w.audio_set}/{arm}/predictions.parquet"
-            for arm in AUDIO_ARMS.split("|")}
+    return {
+        f"{arm}_predictions": f"results/audio/{w.audio_set}/{arm}/predictions.parquet" for arm in AUDIO_ARMS.split("|")
+    }
 
 
 def audio_score_outputs(d):
@@ -87,11 +94,19 @@ def audio_score_outputs(d):
 
 
 def audio_arm_files(w):
-    files = {"manifest": f"data/audio/{w.audio_set}/eval.jsonl",
-             "cascade": f"results/audio/{w.audio_set}/cascade/points"}
+    files = {
+        "manifest": f"data/audio/{w.audio_set}/eval.jsonl",
+        "cascade": f"results/audio/{w.audio_set}/cascade/points",
+    }
     for arm in AUDIO_ARMS.split("|"):
         d = f"results/audio/{w.audio_set}/{arm}"
-        files.update({f"{arm}_predictions": f"{d}/predictions.parquet", f"{arm}_timing": f"{d}/timing.parquet",
-                      f"{arm}_run": f"{d}/run.json",
-                      f"{arm}_items": f"{d}/items.parquet", f"{arm}_info": f"{d}/items.json"})
+        files.update(
+            {
+                f"{arm}_predictions": f"{d}/predictions.parquet",
+                f"{arm}_timing": f"{d}/timing.parquet",
+                f"{arm}_run": f"{d}/run.json",
+                f"{arm}_items": f"{d}/items.parquet",
+                f"{arm}_info": f"{d}/items.json",
+            }
+        )
     return files

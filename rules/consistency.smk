@@ -8,18 +8,18 @@ include: "consistency_common.smk"
 rule consistency_download_corpus:
     output:
         "data/consistency/{cons_set}/corpus.json",
-    params:
-        dataset=lambda w: canonical(CONS["datasets"][w.cons_set]),
-        code=code("consistency_download_corpus"),
-    wildcard_constraints:
-        cons_set=CONS_SETS,
     log:
         "logs/consistency/{cons_set}/download_corpus.log",
     benchmark:
         "benchmarks/consistency/{cons_set}/download_corpus.tsv"
-    threads: 1
+    wildcard_constraints:
+        cons_set=CONS_SETS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        dataset=lambda w: canonical(CONS["datasets"][w.cons_set]),
+        code=code("consistency_download_corpus"),
     script:
         "../workflow/scripts/consistency_download_corpus.py"
 
@@ -27,56 +27,67 @@ rule consistency_download_corpus:
 rule consistency_download_model:
     output:
         directory("data/consistency/models/{cons_model}"),
-    params:
-        model=lambda w: canonical(CONS["models"][w.cons_model]),
-        shipped=cons_shipped,
-        code=code("consistency_download_model"),
-    wildcard_constraints:
-        cons_model=CONS_MODELS,
     log:
         "logs/consistency/models/{cons_model}.log",
     benchmark:
         "benchmarks/consistency/models/{cons_model}.tsv"
-    threads: 1
+    wildcard_constraints:
+        cons_model=CONS_MODELS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        model=lambda w: canonical(CONS["models"][w.cons_model]),
+        shipped=cons_shipped,
+        code=code("consistency_download_model"),
     script:
         "../workflow/scripts/consistency_download_model.py"
 
 
 rule consistency_local:
     input:
-        corpus="data/consistency/{cons_set}/corpus.json",
         **CONS_MODEL_DIRS,
+        corpus="data/consistency/{cons_set}/corpus.json",
     output:
         "data/consistency/{cons_set}/local/embeddings.npy",
         "data/consistency/{cons_set}/local/scores.json",
-    params:
-        recipes=cons_recipes(),
-        compute=canonical(CONS["compute"]),
-        code=code("consistency_local"),
-    wildcard_constraints:
-        cons_set=CONS_SETS,
     log:
         "logs/consistency/{cons_set}/local.log",
     benchmark:
         "benchmarks/consistency/{cons_set}/local.tsv"
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    conda:
+        "../envs/gpu.yaml"
     threads: CONS_THREADS
     resources:
         gpu=CONS_GPU,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        recipes=cons_recipes(),
+        compute=canonical(CONS["compute"]),
+        code=code("consistency_local"),
     script:
         "../workflow/scripts/consistency_local.py"
 
 
 rule consistency_api:
     input:
-        corpus="data/consistency/{cons_set}/corpus.json",
         **CONS_MODEL_DIRS,
+        corpus="data/consistency/{cons_set}/corpus.json",
     output:
         "data/consistency/{cons_set}/api/embeddings.npy",
         "data/consistency/{cons_set}/api/scores.json",
+    log:
+        "logs/consistency/{cons_set}/api.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/api.tsv"
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    conda:
+        "../envs/gpu.yaml"
+    threads: CONS_THREADS
+    resources:
+        gpu=CONS_API_GPU,
     params:
         recipes=cons_recipes(),
         api=canonical(CONS["api"]),
@@ -84,31 +95,31 @@ rule consistency_api:
         cache_root=lambda w: f"data/consistency/{w.cons_set}/api_cache",
         compute=canonical(CONS["compute"]),
         code=code("consistency_api"),
-    wildcard_constraints:
-        cons_set=CONS_SETS,
-    log:
-        "logs/consistency/{cons_set}/api.log",
-    benchmark:
-        "benchmarks/consistency/{cons_set}/api.tsv"
-    threads: CONS_THREADS
-    resources:
-        gpu=CONS_API_GPU,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/consistency_api.py"
 
 
 rule consistency_compare:
     input:
+        **CONS_MODEL_DIRS,
         corpus="data/consistency/{cons_set}/corpus.json",
         local_emb="data/consistency/{cons_set}/local/embeddings.npy",
         local_scores="data/consistency/{cons_set}/local/scores.json",
         api_emb="data/consistency/{cons_set}/api/embeddings.npy",
         api_scores="data/consistency/{cons_set}/api/scores.json",
-        **CONS_MODEL_DIRS,
     output:
         "results/consistency/{cons_set}/compare.json",
+    log:
+        "logs/consistency/{cons_set}/compare.log",
+    benchmark:
+        "benchmarks/consistency/{cons_set}/compare.tsv"
+    wildcard_constraints:
+        cons_set=CONS_SETS,
+    conda:
+        "../envs/gpu.yaml"
+    threads: CONS_THREADS
+    resources:
+        gpu=CONS_GPU,
     params:
         recipes=cons_recipes(),
         metrics=canonical(CONS["metrics"]),
@@ -116,17 +127,6 @@ rule consistency_compare:
         diagnosis=canonical(CONS["diagnosis"]),
         compute=canonical(CONS["compute"]),
         code=code("consistency_compare"),
-    wildcard_constraints:
-        cons_set=CONS_SETS,
-    log:
-        "logs/consistency/{cons_set}/compare.log",
-    benchmark:
-        "benchmarks/consistency/{cons_set}/compare.tsv"
-    threads: CONS_THREADS
-    resources:
-        gpu=CONS_GPU,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/consistency_compare.py"
 
@@ -150,16 +150,16 @@ rule consistency_aggregate:
             caption="../workflow/report/consistency.rst",
             category="Consistency",
         ),
-    params:
-        code=code("consistency_aggregate"),
-    wildcard_constraints:
-        cons_set=CONS_SETS,
     log:
         "logs/consistency/{cons_set}/aggregate.log",
     benchmark:
         "benchmarks/consistency/{cons_set}/aggregate.tsv"
-    threads: 1
+    wildcard_constraints:
+        cons_set=CONS_SETS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        code=code("consistency_aggregate"),
     script:
         "../workflow/scripts/consistency_aggregate.py"

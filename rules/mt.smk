@@ -8,9 +8,6 @@ include: "mt_common.smk"
 rule mt_download:
     output:
         "data/mt/{mt_set}/{pair}.parquet",
-    params:
-        spec=lambda w: canonical(MT["datasets"][w.mt_set]),
-        code=code("mt_download"),
     log:
         "logs/mt/{mt_set}/download_{pair}.log",
     benchmark:
@@ -18,9 +15,12 @@ rule mt_download:
     wildcard_constraints:
         mt_set=MT_SETS,
         pair=r"[a-z]{2,3}-[a-z]{2,3}",
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: canonical(MT["datasets"][w.mt_set]),
+        code=code("mt_download"),
     script:
         "../workflow/scripts/mt_download.py"
 
@@ -30,16 +30,16 @@ rule mt_judge_model:
     its replies carry no judgement (the report shows its parse rate)."""
     output:
         directory("data/mt/models/tiny_chat"),
-    params:
-        seed=MT["llm_judge"]["local_server"]["seed"],
-        code=code("mt_judge_model"),
     log:
         "logs/mt/judge_model.log",
     benchmark:
         "benchmarks/mt/judge_model.tsv"
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        seed=MT["llm_judge"]["local_server"]["seed"],
+        code=code("mt_judge_model"),
     script:
         "../workflow/scripts/mt_judge_model.py"
 
@@ -50,11 +50,6 @@ rule mt_score:
     output:
         segments="results/mt/{mt_set}/scores/{pair}/{family}.parquet",
         corpus="results/mt/{mt_set}/scores/{pair}/{family}.json",
-    params:
-        cfg=lambda w: mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", w.family) if w.family in (
-            "bertscore", "llm_judge", "neural") else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize",
-            "system_tests") if w.family == "lexical" else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize"),
-        code=code("mt_score"),
     log:
         "logs/mt/{mt_set}/score_{pair}_{family}.log",
     benchmark:
@@ -63,9 +58,20 @@ rule mt_score:
         mt_set=MT_SETS,
         pair=r"[a-z]{2,3}-[a-z]{2,3}",
         family=MT_FAMILIES,
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        cfg=lambda w: (
+            mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", w.family)
+            if w.family in ("bertscore", "llm_judge", "neural")
+            else (
+                mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", "system_tests")
+                if w.family == "lexical"
+                else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize")
+            )
+        ),
+        code=code("mt_score"),
     script:
         "../workflow/scripts/mt_score.py"
 
@@ -73,13 +79,11 @@ rule mt_score:
 rule mt_meta_evaluate:
     input:
         data="data/mt/{mt_set}/{pair}.parquet",
-        segments=lambda w: expand("results/mt/{mt_set}/scores/{pair}/{family}.parquet", mt_set=w.mt_set,
-                                  pair=w.pair, family=MT["families"]),
+        segments=lambda w: expand(
+            "results/mt/{mt_set}/scores/{pair}/{family}.parquet", mt_set=w.mt_set, pair=w.pair, family=MT["families"]
+        ),
     output:
         "results/mt/{mt_set}/meta/{pair}.json",
-    params:
-        cfg=mt_cfg("meta_eval", "bleu_tokenize"),
-        code=code("mt_meta_evaluate"),
     log:
         "logs/mt/{mt_set}/meta_{pair}.log",
     benchmark:
@@ -87,9 +91,12 @@ rule mt_meta_evaluate:
     wildcard_constraints:
         mt_set=MT_SETS,
         pair=r"[a-z]{2,3}-[a-z]{2,3}",
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        cfg=mt_cfg("meta_eval", "bleu_tokenize"),
+        code=code("mt_meta_evaluate"),
     script:
         "../workflow/scripts/mt_meta_evaluate.py"
 
@@ -97,25 +104,34 @@ rule mt_meta_evaluate:
 rule mt_aggregate:
     input:
         meta=lambda w: expand("results/mt/{mt_set}/meta/{pair}.json", mt_set=w.mt_set, pair=mt_pairs(w.mt_set)),
-        corpus=lambda w: expand("results/mt/{mt_set}/scores/{pair}/{family}.json", mt_set=w.mt_set,
-                                pair=mt_pairs(w.mt_set), family=MT["families"]),
+        corpus=lambda w: expand(
+            "results/mt/{mt_set}/scores/{pair}/{family}.json",
+            mt_set=w.mt_set,
+            pair=mt_pairs(w.mt_set),
+            family=MT["families"],
+        ),
     output:
         json="results/mt/{mt_set}/report.json",
         md=report("results/mt/{mt_set}/report.md", caption="../workflow/report/mt_report.rst", category="MT"),
         png=report("results/mt/{mt_set}/report.png", caption="../workflow/report/mt_heatmap.rst", category="MT"),
-    params:
-        cfg=lambda w: canonical({"meta_eval": MT["meta_eval"], "caveats": MT["datasets"][w.mt_set]["caveats"],
-                                 "human_label": MT["datasets"][w.mt_set].get("human_label"),
-                                 "source": MT["datasets"][w.mt_set]["source"]}),
-        code=code("mt_aggregate"),
     log:
         "logs/mt/{mt_set}/aggregate.log",
     benchmark:
         "benchmarks/mt/{mt_set}/aggregate.tsv"
     wildcard_constraints:
         mt_set=MT_SETS,
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        cfg=lambda w: canonical(
+            {
+                "meta_eval": MT["meta_eval"],
+                "caveats": MT["datasets"][w.mt_set]["caveats"],
+                "human_label": MT["datasets"][w.mt_set].get("human_label"),
+                "source": MT["datasets"][w.mt_set]["source"],
+            }
+        ),
+        code=code("mt_aggregate"),
     script:
         "../workflow/scripts/mt_aggregate.py"

@@ -13,18 +13,18 @@ rule sentiment_download:
         val="data/sentiment/{sent_set}/val.parquet",
         test="data/sentiment/{sent_set}/test.parquet",
         manifest="data/sentiment/{sent_set}/manifest.json",
-    params:
-        spec=sent_dataset_spec,
-        code=code("sentiment_download"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
     log:
         "logs/sentiment/{sent_set}/download.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/download.tsv"
-    threads: 1
+    wildcard_constraints:
+        sent_set=SENT_SETS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=sent_dataset_spec,
+        code=code("sentiment_download"),
     script:
         "../workflow/scripts/sentiment_download.py"
 
@@ -32,19 +32,19 @@ rule sentiment_download:
 rule sentiment_model:
     output:
         directory("data/sentiment/models/{sent_model}"),
-    params:
-        spec=lambda w: source_json(SENT["models"][w.sent_model]),
-        shipped=sent_shipped,
-        code=code("sentiment_model"),
-    wildcard_constraints:
-        sent_model=SENT_MODELS,
     log:
         "logs/sentiment/models/{sent_model}.log",
     benchmark:
         "benchmarks/sentiment/models/{sent_model}.tsv"
-    threads: 1
+    wildcard_constraints:
+        sent_model=SENT_MODELS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: source_json(SENT["models"][w.sent_model]),
+        shipped=sent_shipped,
+        code=code("sentiment_model"),
     script:
         "../workflow/scripts/sentiment_model.py"
 
@@ -59,21 +59,21 @@ rule sentiment_zero_shot:
         predictions="results/sentiment/{sent_set}/arms/zero_shot/predictions.parquet",
         record="results/sentiment/{sent_set}/arms/zero_shot/record.json",
         sweep="results/sentiment/{sent_set}/arms/zero_shot/sweep.parquet",
-    params:
-        cfg=sent_arm_cfg,
-        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
-        code=code("sentiment_zero_shot"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
     log:
         "logs/sentiment/{sent_set}/arm_zero_shot.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/arm_zero_shot.tsv"
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+    conda:
+        "../envs/gpu.yaml"
     threads: SENT_THREADS
     resources:
         gpu=sent_gpu,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        cfg=sent_arm_cfg,
+        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
+        code=code("sentiment_zero_shot"),
     script:
         "../workflow/scripts/sentiment_zero_shot.py"
 
@@ -87,23 +87,23 @@ rule sentiment_head_arm:
     output:
         predictions="results/sentiment/{sent_set}/arms/{sent_arm}/seed{sent_seed}/predictions.parquet",
         record="results/sentiment/{sent_set}/arms/{sent_arm}/seed{sent_seed}/record.json",
-    params:
-        cfg=sent_arm_cfg,
-        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
-        code=code("sentiment_head_arm"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
-        sent_arm=SENT_HEAD_ARMS,
-        sent_seed=SENT_SEEDS,
     log:
         "logs/sentiment/{sent_set}/arm_{sent_arm}_seed{sent_seed}.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/arm_{sent_arm}_seed{sent_seed}.tsv"
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_arm=SENT_HEAD_ARMS,
+        sent_seed=SENT_SEEDS,
+    conda:
+        "../envs/gpu.yaml"
     threads: SENT_THREADS
     resources:
         gpu=sent_gpu,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        cfg=sent_arm_cfg,
+        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
+        code=code("sentiment_head_arm"),
     script:
         "../workflow/scripts/sentiment_head_arm.py"
 
@@ -117,49 +117,55 @@ rule sentiment_lora_label_pair:
     output:
         variants="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/pairs/{sent_pair}/variants.parquet",
         record="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/pairs/{sent_pair}/record.json",
-    params:
-        cfg=sent_arm_cfg,
-        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
-        code=code("sentiment_lora_label_pair"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
-        sent_pair=SENT_PAIRS,
-        sent_seed=SENT_SEEDS,
     log:
         "logs/sentiment/{sent_set}/arm_lora_label_{sent_pair}_seed{sent_seed}.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/arm_lora_label_{sent_pair}_seed{sent_seed}.tsv"
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_pair=SENT_PAIRS,
+        sent_seed=SENT_SEEDS,
+    conda:
+        "../envs/gpu.yaml"
     threads: SENT_THREADS
     resources:
         gpu=sent_gpu,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        cfg=sent_arm_cfg,
+        dtype=lambda w: SENT["models"][sent_model(w)]["dtype"],
+        code=code("sentiment_lora_label_pair"),
     script:
         "../workflow/scripts/sentiment_lora_label_pair.py"
 
 
 rule sentiment_lora_label_gather:
     input:
-        variants=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/variants.parquet" for k in sent_d_pairs()],
-        records=lambda w: [f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/record.json" for k in sent_d_pairs()],
+        variants=lambda w: [
+            f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/variants.parquet"
+            for k in sent_d_pairs()
+        ],
+        records=lambda w: [
+            f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/record.json"
+            for k in sent_d_pairs()
+        ],
     output:
         predictions="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/predictions.parquet",
         record="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/record.json",
         sweep="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/sweep.parquet",
-    params:
-        cfg=sent_arm_cfg,
-        pairs=lambda w: canonical(sent_d_pairs()),
-        code=code("sentiment_lora_label_gather"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
-        sent_seed=SENT_SEEDS,
     log:
         "logs/sentiment/{sent_set}/arm_lora_label_gather_seed{sent_seed}.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/arm_lora_label_gather_seed{sent_seed}.tsv"
-    threads: 1
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_seed=SENT_SEEDS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        cfg=sent_arm_cfg,
+        pairs=lambda w: canonical(sent_d_pairs()),
+        code=code("sentiment_lora_label_gather"),
     script:
         "../workflow/scripts/sentiment_lora_label_gather.py"
 
@@ -170,19 +176,19 @@ rule sentiment_score:
         references="data/sentiment/{sent_set}/test.parquet",
     output:
         "results/sentiment/{sent_set}/arms/{sent_run}/scores.json",
-    params:
-        metrics=canonical(SENT["metrics"]),
-        code=code("sentiment_score"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
-        sent_run=SENT_RUNS,
     log:
         "logs/sentiment/{sent_set}/score_{sent_run}.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/score_{sent_run}.tsv"
-    threads: 1
+    wildcard_constraints:
+        sent_set=SENT_SETS,
+        sent_run=SENT_RUNS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        metrics=canonical(SENT["metrics"]),
+        code=code("sentiment_score"),
     script:
         "../workflow/scripts/sentiment_score.py"
 
@@ -211,22 +217,24 @@ rule sentiment_aggregate:
             caption="../workflow/report/sentiment_figure.rst",
             category="Sentiment",
         ),
-    params:
-        arms=canonical(SENT["arms"]),
-        runs=lambda w: canonical(sent_runs()),
-        settings=lambda w: canonical({
-            "model": {"name": sent_model(w), **SENT["models"][sent_model(w)]},
-            **{k: SENT[k] for k in ("prompt", "labels", "train", "predict", "metrics")},
-        }),
-        code=code("sentiment_aggregate"),
-    wildcard_constraints:
-        sent_set=SENT_SETS,
     log:
         "logs/sentiment/{sent_set}/aggregate.log",
     benchmark:
         "benchmarks/sentiment/{sent_set}/aggregate.tsv"
-    threads: 1
+    wildcard_constraints:
+        sent_set=SENT_SETS,
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        arms=canonical(SENT["arms"]),
+        runs=lambda w: canonical(sent_runs()),
+        settings=lambda w: canonical(
+            {
+                "model": {"name": sent_model(w), **SENT["models"][sent_model(w)]},
+                **{k: SENT[k] for k in ("prompt", "labels", "train", "predict", "metrics")},
+            }
+        ),
+        code=code("sentiment_aggregate"),
     script:
         "../workflow/scripts/sentiment_aggregate.py"

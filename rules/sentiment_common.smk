@@ -38,8 +38,13 @@ def sent_arm_cfg(w):
     """What an arm reads: prompt, labels, training and prediction settings (the seed of the data subset is in the
     data files already)."""
     labels = {**SENT["labels"], "order": list(SENT["labels"]["pairs"])}  # canonical JSON sorts keys: keep the order
-    return canonical({"labels": labels, "compute": {"device": SENT["compute"]["device"]},
-                      **{k: SENT[k] for k in ("prompt", "train", "predict")}})
+    return canonical(
+        {
+            "labels": labels,
+            "compute": {"device": SENT["compute"]["device"]},
+            **{k: SENT[k] for k in ("prompt", "train", "predict")},
+        }
+    )
 
 
 def sent_dataset_spec(w):
@@ -71,7 +76,10 @@ def sent_runs():
 
 def sent_arm_files(name, arms_only=None):
     def f(w):
-        return [f"results/sentiment/{w.sent_set}/arms/{run}/{name}" for a, _, run in sent_runs()
-                if arms_only is None or a in arms_only]
+        return [
+            f"results/sentiment/{w.sent_set}/arms/{run}/{name}"
+            for a, _, run in sent_runs()
+            if arms_only is None or a in arms_only
+        ]
 
     return f

@@ -21,7 +21,7 @@ def complete_lines(path: Path) -> int:
 def run_until_killed(argv: list[str], partial: Path, min_lines: int, env: dict) -> None:
     """Run `argv` and SIGKILL it as soon as `partial` holds `min_lines` finished anchors; fail if it exits first.
     No wall-clock limit: on a loaded machine the stage is slower, not wrong."""
-    err = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the child before its checkpoint
+    err = tempfile.TemporaryFile()  # noqa: SIM115 (closed below) -- a file, not a pipe: a full pipe would stall the child before its checkpoint
     proc = subprocess.Popen(argv, env=env, stderr=err)
     try:
         while complete_lines(partial) < min_lines:

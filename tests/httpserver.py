@@ -179,7 +179,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _DirectoryHandler(_Handler):
     root: Path
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         n, path = self._record()
         if self._maybe_fail(n, path):
             return
@@ -276,7 +276,7 @@ class _FakeHubHandler(_Handler):
     def _known_revision(self, rev: str) -> bool:
         return rev in (self.commit, "main")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         n, path = self._record()
         if self._maybe_fail(n, path):
             return

@@ -36,7 +36,6 @@ def _vllm_accepts(req: dict) -> None:
 
 
 def _schema_defaults():
-    import yaml
 
     from leverplus.config import validate_track
 

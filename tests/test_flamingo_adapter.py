@@ -104,7 +104,7 @@ def test_round_trip_loads_the_directory_weights(model_dir, adapter):
     assert any("gated_cross_attn" in k for k in ckpt)
     for k, v in ckpt.items():
         torch.testing.assert_close(state[k], v, rtol=0, atol=0)
-    gates = [l.attn_gate for l in adapter.lm.gated_cross_attn_layers if l is not None]
+    gates = [layer.attn_gate for layer in adapter.lm.gated_cross_attn_layers if layer is not None]
     assert gates and all(float(g) != 0.0 for g in gates)  # images are visible to the LM
 
     lang = MptForCausalLM.from_pretrained(model_dir / "lang")

@@ -19,7 +19,7 @@ import torch
 from leverplus.icd import infoscore
 from leverplus.icd.features import Features
 from leverplus.icd.infoscore import beam_search_anchor, rank_step
-from leverplus.icd.ranking import INFOSCORE_NOISE, INFOSCORE_TOL, RETRIEVAL_TOL, SELECTOR_TOL, is_fragile, rank
+from leverplus.icd.ranking import INFOSCORE_NOISE, INFOSCORE_TOL, RETRIEVAL_TOL, SELECTOR_TOL, is_fragile
 from leverplus.icd.retrieval import SimilarityIndex
 from leverplus.icd.selectors import load_selector, train_selector
 from leverplus.icd.selectors import common as selector_common

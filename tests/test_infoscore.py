@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from checkpoint_kill import complete_lines, run_until_killed
 
-from leverplus.bench import RecordingModel, bench_infoscore, reference_beam_search
+from leverplus.bench import RecordingModel, reference_beam_search
 from leverplus.data.records import VQAExample
 from leverplus.icd.infoscore import beam_search_anchor, run_shard
 from leverplus.models.base import ICLModel, extend, load_icl_model
@@ -69,7 +69,7 @@ def exhaustive_beams(model, pool, beam_size, shot_num, order):
     beams = [((), [], model.p_bar([], ANCHOR), ())]
     for _ in range(shot_num):
         props = []
-        for rank, (picked, prompt, p, steps) in enumerate(beams):
+        for rank, (picked, prompt, p, _steps) in enumerate(beams):
             for i in range(len(pool)):
                 if i in picked:
                     continue

@@ -98,7 +98,7 @@ def test_batch_with_padding_equals_rows(processor, vqa_examples):
     images = [load_image(p) for i, q in rows for p in prompting.images_in_order(i, q)]
     got = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="right")
     start = 0
-    for b, (icds, query) in enumerate(rows):
+    for b, (icds, _query) in enumerate(rows):
         n = len(icds) + 1
         ids, _, _ = expected_encoding(processor, texts[b], images[start : start + n])
         start += n

@@ -15,7 +15,7 @@ import pytest
 from leverplus import runtime
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
-import toyrun  # noqa: E402
+import toyrun
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock/proc based; Linux only")
 

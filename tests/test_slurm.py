@@ -173,7 +173,7 @@ SYS_CONF = Path("/etc/slurm/slurm.conf")
 
 def _cluster_lock():
     """An exclusive lock on this machine's one test-cluster slot (the port and /etc/slurm/slurm.conf)."""
-    lock = open("/tmp/leverplus-slurm-test.lock", "w")
+    lock = open("/tmp/leverplus-slurm-test.lock", "w")  # noqa: SIM115 (held by the caller)
     fcntl.flock(lock, fcntl.LOCK_EX)
     return lock
 

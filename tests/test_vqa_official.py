@@ -151,7 +151,7 @@ def test_majority_answer_ties_by_first_occurrence():
 def test_official_sources_are_consistent():
     assert set(OFFICIAL_SOURCES) == set(FILE_NAMES) == {"okvqa", "vqav2"}
     keys = {f"{k}_{s}" for k in ("questions", "annotations", "images") for s in ("train", "val")}
-    for fmt, src in OFFICIAL_SOURCES.items():
+    for src in OFFICIAL_SOURCES.values():
         assert set(src["files"]) == keys
         for entry in src["files"].values():
             assert urllib.parse.urlsplit(entry["url"]).scheme in ("http", "https")

@@ -646,7 +646,7 @@ def matrices_pairwise(ss: ScoreSet, *, coefficients=COEFFICIENTS, groupings=GROU
     for i, m in enumerate(names):  # a metric with itself, on its complete segments
         x = ss.M[m][np.isfinite(ss.M[m])]
         const = x.size == 0 or bool(np.ptp(x) == 0)
-        for (g, c), (V, C) in vals.items():
+        for (_g, c), (V, C) in vals.items():
             V[i, i] = float("nan") if const and c != "acc23" else 1.0
             C[i, i] = [V[i, i], V[i, i]]
     for g in groupings:

@@ -36,7 +36,7 @@ def _suffix(longer: str, shorter: str) -> str | None:
 
 
 class ChatSegments:
-    def __init__(self, render: Render, layout: prompting.ChatLayout = prompting.ChatLayout()):
+    def __init__(self, render: Render, layout: prompting.ChatLayout = prompting.ChatLayout()):  # noqa: B008 (frozen)
         self._render = render
         self.layout = layout
         p = _PROBES[0]

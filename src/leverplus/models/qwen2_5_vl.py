@@ -209,7 +209,7 @@ class Qwen25VLICL(ICLModel):
         pieces = [self._piece(("head",), lambda: seg.head, [])]
         for ex, answered in [*((d, True) for d in icds), (query, with_answer)]:
             key = (ex.image, ex.question, ex.answer if answered else None)
-            pieces.append(self._piece(key, lambda: seg.block(ex, with_answer=answered), [ex.image]))
+            pieces.append(self._piece(key, lambda ex=ex, answered=answered: seg.block(ex, with_answer=answered), [ex.image]))
         starts = np.cumsum([0] + [piece.advance for piece in pieces])
         ids = np.concatenate([piece.ids for piece in pieces])
         pos = np.concatenate([piece.pos + start for piece, start in zip(pieces, starts)], axis=1)

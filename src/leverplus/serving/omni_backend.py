@@ -49,7 +49,7 @@ def _decode_wav(part: dict) -> np.ndarray:
         raise ValueError("input_audio data is not valid base64") from None
     try:
         audio, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=False)
-    except Exception as exc:  # soundfile raises its own error types
+    except Exception as exc:  # noqa: BLE001 (soundfile raises its own error types)
         raise ValueError(f"input_audio data is not a readable WAV: {exc}") from None
     if audio.ndim != 1:
         raise ValueError(f"input_audio must be mono, got {audio.shape[1]} channels")

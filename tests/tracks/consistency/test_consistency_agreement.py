@@ -83,7 +83,7 @@ def test_rank_statistics_and_calibration(local):
     r2 = rerank_agreement(mapped, noisy, n_resamples=200)
     for key in r["per_query_mean"]:
         assert r2["per_query_mean"][key]["value"] == pytest.approx(r["per_query_mean"][key]["value"])
-    cal = calibration_cv(run, RerankRun([1 / (1 + np.exp(-(2 * l + 0.3))) for l in run.logits()]), folds=3)
+    cal = calibration_cv(run, RerankRun([1 / (1 + np.exp(-(2 * x + 0.3))) for x in run.logits()]), folds=3)
     assert cal["methods"]["logit_affine"]["heldout_mae"] < 1e-6  # the exact model family
     assert cal["methods"]["identity"]["heldout_mae"] > 0.01
     assert "No strictly increasing map" in cal["note"] and "monotone_on_support" in cal["cubic"]
@@ -149,7 +149,7 @@ def test_embedder_dimensions_are_sent_to_the_api(corpus):
 
 
 def test_a_variant_that_could_not_run_is_not_drawn_as_zero(tmp_path):
-    from leverplus.tracks.consistency.report import diagnosis_rows, figure, markdown
+    from leverplus.tracks.consistency.report import diagnosis_rows, figure
 
     d = {"distance": "mean_abs_diff_prob", "summary": "s", "device": "cpu", "noise_floor": {}, "variants": [
         {"cause": "none", "variant": "as configured", "mean_abs_diff_prob": 0.02, "within": False, "share_of_gap": 0.0},

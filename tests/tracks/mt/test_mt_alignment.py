@@ -15,7 +15,7 @@ def _shuffled(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One system's rows reversed (the issue's case), every other system's rows shuffled, systems interleaved."""
     rng = np.random.default_rng(seed)
     parts = []
-    for k, (system, g) in enumerate(df.groupby("system", sort=False)):
+    for k, (_system, g) in enumerate(df.groupby("system", sort=False)):
         parts.append(g.iloc[::-1] if k == 1 else g.iloc[rng.permutation(len(g))])
     out = pd.concat(parts)
     return out.iloc[rng.permutation(len(out))].reset_index(drop=True)

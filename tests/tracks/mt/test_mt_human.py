@@ -2,7 +2,6 @@
 an error when no human cell matches the systems."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from leverplus.tracks.mt import data

@@ -4,9 +4,7 @@ quality ordering recovered, bad input named."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -64,7 +64,7 @@ def test_mt_workflow_on_test_slice(tmp_path):
     assert "prompt:leverplus-da-ref" in md and "first reference only" in md and "prompt:gemba-da" not in md
     assert rep["system_tests"]["zh-en"]["bleu"]["baseline"] == "sys_a"
     assert rep["system_tests"]["zh-en"]["bleu"]["systems"]["sys_e"]["p_value"] < 0.05
-    for pair, meta in rep["meta_eval"].items():
+    for meta in rep["meta_eval"].values():
         acc = meta["vs_human"]["item"]["acc23"]["metrics"]["chrf"]
         assert "epsilon" in acc and acc["value"] >= acc["acc23_eps0"] - 1e-12  # tie-calibrated against the humans
         for t in meta["questions"]["most_similar"]["tests"]:  # the right test for each comparison

@@ -2,6 +2,8 @@
 Holm's correction on every family of pairwise tests (metrics.stats.holm, checked against statsmodels)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,5 +84,5 @@ def test_several_seeds_give_seed_aware_cis_and_holm(tmp_path):
     assert [p["p_holm"] for p in sd["pairs"]] == stats.holm([p["p_value"] for p in sd["pairs"]])
     fam = res["multiple_comparisons"]["families"]
     assert fam["paired_bootstrap"]["tests"] == 3 * 3 and fam["mcnemar"]["tests"] == 3 and fam["seed_aware"]["tests"] == 3
-    md = open(out["md"], encoding="utf-8").read()
+    md = Path(out["md"]).read_text(encoding="utf-8")
     assert "## Training seeds" in md and "p (Holm)" in md and "0, 1, 2" in md

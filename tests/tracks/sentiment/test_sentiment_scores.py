@@ -4,6 +4,7 @@ al.'s (known answers from running their code)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,9 +138,9 @@ def test_failed_auc_check_warns_with_numbers_and_writes_report(tmp_path):
     assert inv["worst"]["arm"] == "zero_shot" and inv["worst"]["auc_contextual"] == inv["worst"]["auc_none"]
     stored = read_json(out["json"])
     assert stored["auc_invariance"]["warning"] == inv["warning"]
-    md = open(out["md"], encoding="utf-8").read()
+    md = Path(out["md"]).read_text(encoding="utf-8")
     assert "FAILS" in md and "**Warning:**" in md and f"{inv['max_abs_delta']:.3g}" in md
-    assert open(out["png"], "rb").read()[:4] == b"\x89PNG"
+    assert Path(out["png"]).read_bytes()[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ def diagnosis_rows(d: dict) -> list[tuple[str, str, float | None, str]]:
 
 def markdown(rep: dict) -> str:
     e, r, c = rep["embedding"], rep["rerank"], rep["calibration"]
-    k = r["k"]
     lines = [f"# Consistency: local vs API — {rep['dataset']}", "",
              f"Corpus: {rep['corpus']['n_queries']} queries, {rep['corpus']['n_documents']} documents "
              f"({', '.join(rep['corpus']['langs'])}); {r['n_pairs']} rerank pairs. 95% percentile bootstrap CIs "

@@ -60,7 +60,7 @@ def _read_any(path: Path) -> pd.DataFrame:
                                quoting=3)
     except MTDataError:
         raise
-    except Exception as exc:  # pyarrow / pandas parse errors
+    except Exception as exc:  # noqa: BLE001 (pyarrow / pandas parse errors)
         raise MTDataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     raise MTDataError(f"{path}: unknown format {suffix!r} (use .tsv, .jsonl or .parquet)")
 
@@ -246,8 +246,8 @@ def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
                               f"segment)")
     first = df.drop_duplicates("id").set_index("id")
     for col in ("src", "refs"):
-        ref_val = df["id"].map(first[col].map(lambda v: json.dumps(list(v) if col == "refs" else v)))
-        this = df[col].map(lambda v: json.dumps(list(v) if col == "refs" else v))
+        ref_val = df["id"].map(first[col].map(lambda v, col=col: json.dumps(list(v) if col == "refs" else v)))
+        this = df[col].map(lambda v, col=col: json.dumps(list(v) if col == "refs" else v))
         if (ref_val != this).any():
             r = df[ref_val != this].iloc[0]
             raise MTDataError(f"{where}: segment {r['id']!r}: {col!r} differs between systems")

@@ -77,7 +77,7 @@ REASON = {
 
 
 def _sentence(lang: str, s: int, v: int, o: int, p: int, t: int, r: int | None) -> str:
-    S, V, O, P, T = SUBJ[lang][s], VERB[lang][v], OBJ[lang][o], PLACE[lang][p], TIME[lang][t]
+    S, V, O, P, T = SUBJ[lang][s], VERB[lang][v], OBJ[lang][o], PLACE[lang][p], TIME[lang][t]  # noqa: E741 (S V O)
     R = REASON[lang][r] if r is not None else None
     if lang == "en":
         out = f"{T[0].upper() + T[1:]} {S} {V} {O} {P}"

@@ -361,7 +361,7 @@ def drop_metric(res: dict, name: str) -> dict:
     def cut(M):
         return [[x for j, x in enumerate(row) if j != k] for i, row in enumerate(M) if i != k]
 
-    for g, per in out["levels"].items():
+    for _g, per in out["levels"].items():
         if per.get("status"):
             continue
         for t in per.values():
@@ -643,7 +643,7 @@ def markdown(report: dict) -> str:
             L.append(f"| {a} | " + " | ".join(
                 _fmt(t["value"][i][j], t["ci95"][i][j], 2) + (_n_note(ncell[i][j], total) if ncell else "")
                 for j in range(len(names))) + " |")
-        for a, why in meta.get("not_applicable", {}).items():
+        for a in meta.get("not_applicable", {}):
             L.append(f"| {a} | " + " | ".join(["not applicable"] * len(names)) + " |")
         for a in meta.get("not_computable", {}):
             L.append(f"| {a} | " + " | ".join(["not computable"] * len(names)) + " |")
@@ -663,7 +663,7 @@ def markdown(report: dict) -> str:
                           if "epsilon" in r else ""))
             acc = meta["vs_human"].get(p["grouping"], {}).get("acc23")
             if acc and p["coef"] != "acc23":
-                L.append(f"- acc23 (tie-calibrated as mt-metrics-eval's KendallWithTiesOpt): " + "; ".join(
+                L.append("- acc23 (tie-calibrated as mt-metrics-eval's KendallWithTiesOpt): " + "; ".join(
                     f"{k} {_fmt(v['value'], v['ci95'])}" for k, v in acc["metrics"].items()))
         L.append("")
     if report.get("system_tests"):

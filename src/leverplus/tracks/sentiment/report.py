@@ -19,7 +19,6 @@ numbers (worst cell, its AUCs, the tolerance) go into ``comparison.json → auc_
 from __future__ import annotations
 
 import itertools
-import json
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -32,7 +31,7 @@ from leverplus.io import atomic_write, read_json, write_json
 from leverplus.metrics import stats
 from leverplus.metrics.classification import score_classification
 from leverplus.metrics.io import read_table
-from leverplus.tracks.sentiment.stages import ARMS, LABEL_ARMS  # the track's arm registry
+from leverplus.tracks.sentiment.stages import LABEL_ARMS  # the track's arm registry
 
 __all__ = [
     "ARM_NAMES",

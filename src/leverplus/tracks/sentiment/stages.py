@@ -66,7 +66,7 @@ def track_config(config: dict, schema_path: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # download
 # ---------------------------------------------------------------------------------------------------------------------
-def download(*, input, output, params, wildcards, threads) -> None:  # noqa: A002 - Snakemake's names
+def download(*, input, output, params, wildcards, threads) -> None:
     from leverplus.tracks.sentiment.data import prepare_dataset
 
     frames, manifest = prepare_dataset(params["spec"], raw_dir=f"data/raw/sentiment/{wildcards['sent_set']}")
@@ -77,7 +77,7 @@ def download(*, input, output, params, wildcards, threads) -> None:  # noqa: A00
     print(json.dumps(manifest["counts"]))
 
 
-def model(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def model(*, input, output, params, wildcards, threads) -> None:
     """data/sentiment/models/<name>: the shipped demo LM (copied), or an HF snapshot / local directory."""
     import shutil
 
@@ -125,7 +125,7 @@ def pair_name(pair) -> str:
     return "/".join(pair)
 
 
-def _splits(input):  # noqa: A002
+def _splits(input):
     import pandas as pd
 
     return tuple(pd.read_parquet(input[s]) for s in ("train", "val", "test"))
@@ -147,7 +147,7 @@ def _finish_record(record: dict) -> dict:
     return record
 
 
-def zero_shot(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def zero_shot(*, input, output, params, wildcards, threads) -> None:
     """A: label scoring of the test items with every label pair and variant (the sweep); the arm's predictions are
     the main pair's uncalibrated row."""
     from leverplus.tracks.sentiment import arms as sa
@@ -165,7 +165,7 @@ def zero_shot(*, input, output, params, wildcards, threads) -> None:  # noqa: A0
     write_json(output.record, _finish_record(record))
 
 
-def head_arm(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def head_arm(*, input, output, params, wildcards, threads) -> None:
     """B (head_last), B' (head_mean), C (lora_head): train on train, early-stop on val, predict test."""
     from leverplus.tracks.sentiment import arms as sa
 
@@ -183,7 +183,7 @@ def head_arm(*, input, output, params, wildcards, threads) -> None:  # noqa: A00
     write_json(output.record, _finish_record(record))
 
 
-def lora_label_pair(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def lora_label_pair(*, input, output, params, wildcards, threads) -> None:
     """D for one label pair: LoRA trained with the LM loss on that pair's label tokens, scored with that pair."""
     from leverplus.tracks.sentiment import arms as sa
 
@@ -198,7 +198,7 @@ def lora_label_pair(*, input, output, params, wildcards, threads) -> None:  # no
     write_json(output.record, _finish_record(record))
 
 
-def lora_label_gather(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def lora_label_gather(*, input, output, params, wildcards, threads) -> None:
     """D's arm files from its per-pair trainings: the sweep, the main pair's uncalibrated predictions, the record."""
     import pandas as pd
 
@@ -237,7 +237,7 @@ def _benchmark(model_dir, test, conf: Mapping, n: int = 48) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # score / aggregate
 # ---------------------------------------------------------------------------------------------------------------------
-def score(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def score(*, input, output, params, wildcards, threads) -> None:
     from leverplus.tracks.sentiment.report import score_predictions
 
     m = params["metrics"]
@@ -255,7 +255,7 @@ def _finite(obj):
     return obj
 
 
-def aggregate(*, input, output, params, wildcards, threads) -> None:  # noqa: A002
+def aggregate(*, input, output, params, wildcards, threads) -> None:
     from leverplus.tracks.sentiment.report import LABEL_ARMS, aggregate_sentiment
 
     arms = params["arms"]

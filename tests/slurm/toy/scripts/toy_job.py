@@ -14,7 +14,7 @@ info = configure_job(threads=smk.threads, gpu=bool(smk.params.gpu))
 
 import torch  # noqa: E402  (after configure_job on purpose)
 
-log = open(smk.log[0], "w")
+log = open(smk.log[0], "w")  # noqa: SIM115 (open for the job's life)
 print(f"runtime: {json.dumps(info, sort_keys=True)}", file=log, flush=True)
 
 # Parallel float work so that every thread pool the job is allowed to use spins up;
