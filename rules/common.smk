@@ -6,6 +6,7 @@ from pathlib import Path
 from leverplus.config import ConfigError, canonical, run_config, selector_config, selector_seeds, validate_config
 from leverplus.fingerprint import script_fingerprint
 from leverplus.models.demo_assets import shipped_digest
+from leverplus.icd import versions as _versions
 
 try:
     validate_config(config, workflow.source_path("../config/config.schema.yaml"))
@@ -27,9 +28,10 @@ def exp(w):
 
 # threads of the rules that run a model or an encoder (GPU rules): their CPU-side work on a GPU box, all of it on CPU
 MODEL_THREADS = config["compute"]["model_threads"]
-VERSIONS = ["v0", "v1", "v2", "v2_lora", "v3", "v4"]
-# version comparisons of results/{dataset}/versions.json: (version, the version it builds on)
-VERSION_PAIRS = [("v1", "v0"), ("v2", "v1"), ("v2_lora", "v2"), ("v3", "v2"), ("v4", "v3")]
+# the version registry (leverplus.icd.versions): the versions, and the comparisons of results/{dataset}/versions.json
+# (each version against the one it builds on)
+VERSIONS = list(_versions.VERSIONS)
+VERSION_PAIRS = list(_versions.VERSION_PAIRS)
 
 
 def _alternatives(names):

@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 
 from leverplus.tracks.mt import metrics as mt
+from leverplus.icd import versions as vqa_versions
+from leverplus.icd.selectors import SELECTORS
 from leverplus.report import audio_report
 from leverplus.tracks.sentiment import report as sent_report
 from leverplus.tracks.sentiment import stages as sent_stage
@@ -45,3 +47,13 @@ def test_audio_arms_one_registry():
     assert set(audio_report.VERDICT_PAIRS[0]) <= set(audio_report.BASE_ARMS)
     src = (ROOT / "src/leverplus/report/audio_plots.py").read_text()
     assert '"unaligned")' not in src  # the plots read BASE_ARMS
+
+
+def test_vqa_versions_one_registry():
+    assert tuple(SELECTORS) == vqa_versions.VERSIONS  # the selector classes, in the registry's order
+    sel = yaml.safe_load((ROOT / "config" / "config.schema.yaml").read_text())["properties"]["selector"]["properties"]
+    assert sel["versions"]["items"]["enum"] == list(vqa_versions.VERSIONS)
+    assert all(b in vqa_versions.VERSIONS for _, b in vqa_versions.VERSION_PAIRS)
+    rules = _rules("common", "vqa")
+    # no version list written out in the rules: the wildcard and the comparisons come from the registry
+    assert '"v0", "v1"' not in rules and '("v1", "v0")' not in rules

@@ -31,11 +31,15 @@ from .v2 import CrossAttentionPointerSelector
 from .v2_lora import LoRAPointerSelector
 from .v3 import GRPOPointerSelector
 from .v4 import EndToEndGRPOPointerSelector
+from ..versions import VERSIONS
 
 SELECTORS: dict[str, type[Selector]] = {
     cls.version: cls for cls in (GPT2Selector, PointerSelector, CrossAttentionPointerSelector, LoRAPointerSelector,
                                  GRPOPointerSelector, EndToEndGRPOPointerSelector)
 }
+
+if tuple(SELECTORS) != VERSIONS:  # one registry: the selector classes are the versions the rules know, in order
+    raise ImportError(f"selector classes {tuple(SELECTORS)} differ from leverplus.icd.versions.VERSIONS {VERSIONS}")
 
 KNOWN_CONFIG_KEYS: set[str] = {key for cls in SELECTORS.values() for key in cls.DEFAULTS}
 
