@@ -156,8 +156,8 @@ def versions_inputs(dataset):
 
 
 def beam_rewards_input(w):
-    """train_selector input: the end-to-end rewards table, for v4 only."""
-    if w.version != "v4":
+    """train_selector input: the GRPO group table (beams + random sequences, InfoScore and VQA accuracy), for v3/v4."""
+    if w.version not in ("v3", "v4"):
         return []
     return f"data/{w.dataset}/beam/{w.model}/{w.sampler}_{w.sample_num}/rewards.parquet"
 

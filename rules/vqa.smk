@@ -147,17 +147,22 @@ rule gather_beam:
         "../workflow/scripts/gather_beam.py"
 
 
-# v4's end-to-end reward: each beam's demonstrations → the anchor's generated answer → VQA accuracy (resumable)
+# v3/v4's GRPO groups: every kept beam + random pool sequences, each scored by InfoScore and by the VQA accuracy of
+# the anchor's generated answer (resumable)
 rule beam_rewards:
     input:
         train="data/{dataset}/train.parquet",
         beam="data/{dataset}/beam/{model}/{sampler}_{sample_num}/beam.parquet",
+        pools="data/{dataset}/candidates/{sampler}_{sample_num}.parquet",
         model="data/models/{model}",
     output:
         "data/{dataset}/beam/{model}/{sampler}_{sample_num}/rewards.parquet",
     params:
         generation=lambda w: canonical(run(w)["infer"]["generation"]),
-        beam_ranks=lambda w: selector_config(run(w), "v4")["beam_ranks"],
+        group=lambda w: canonical(run(w)["selector"]["rl"]["group"]),
+        shot_num=lambda w: run(w)["beam"]["shot_num"],
+        order=lambda w: run(w)["beam"]["construct_order"],
+        seed=lambda w: exp(w)["seed"],
         model=lambda w: slice_json("models", w.model),
         metrics=lambda w: canonical({k: run(w)["metrics"][k] for k in ("vqa_eval", "vqa_stem")}),
         prompt=lambda w: run_slice(w, "prompt"),

@@ -93,7 +93,7 @@ def test_group_advantages_are_zero_mean_per_group():
         g = adv[[i for i, x in enumerate(anchors) if x == a]]
         assert abs(float(g.mean())) < 1e-6
         if len(g) > 1:
-            assert float(g.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+            assert float(g.std(unbiased=True)) == pytest.approx(1.0, abs=1e-4)  # TRL: unbiased group std
     # a group whose beams tie carries no preference
     assert torch.equal(rl.group_advantages(["x", "x"], [0.5, 0.5]), torch.zeros(2))
 
@@ -173,7 +173,8 @@ def test_rl_keys_reach_only_the_versions_that_read_them():
     config["selector"]["seeds"] = [0, 1, 2]
     assert selector_seeds(config) == [0, 1, 2]
     for v in ("v3", "v4"):
-        assert set(config_for(v, {})["rl"]) == {"temperature", "grpo_epochs", "lr", "clip_eps", "kl_beta", "adv_eps"}
+        assert set(config_for(v, {})["rl"]) == {"temperature", "grpo_epochs", "lr", "clip_eps", "kl_beta", "adv_eps",
+                                               "group"}
 
 
 def test_schema_defaults_match_the_modules():

@@ -1,12 +1,12 @@
-"""beam_rewards (v4's end-to-end reward) on the real tiny Qwen2.5-VL: a SIGKILLed run resumes to the bytes of an
-uninterrupted one, a checkpoint from other settings is discarded, and the rows are what they claim to be."""
+"""beam_rewards (the GRPO groups of v3/v4: beams + random pool sequences, InfoScore and VQA accuracy) on the real tiny
+Qwen2.5-VL: a SIGKILLed run resumes to the bytes of an uninterrupted one, a checkpoint from other settings is
+discarded, and the rows are what they claim to be."""
 from __future__ import annotations
 
 import json
 import os
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,8 @@ RUNNER = textwrap.dedent(
     model = load_icl_model("qwen2_5_vl", spec["model"])
     ex = {e["id"]: VQAExample(**e) for e in spec["examples"]}
     run_beam_rewards(model, pd.read_parquet(spec["beam"]), ex, spec["answers"], spec["out"],
-                     generation=GenerationSettings.from_config(spec["gen"]), beam_ranks=2, vqa_eval="official",
-                     stem=False, chunk=1)
+                     generation=GenerationSettings.from_config(spec["gen"]), pools=spec["pools"],
+                     group={"beams": 2, "random": 1}, shot_num=2, vqa_eval="official", stem=False, chunk=1)
     """
 )
 
@@ -55,9 +55,11 @@ def _inputs(vqa_examples, tmp_path):
 
 def _run(tiny_qwen_dir, beam, examples, answers, out, **kw):
     model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir))
+    pools = {a: [e for e in examples if e != a] for a in pd.read_parquet(beam)["anchor"]}
     return run_beam_rewards(model, pd.read_parquet(beam), examples, answers, out,
-                            generation=GenerationSettings.from_config(kw.pop("gen", GEN)), beam_ranks=2,
-                            vqa_eval="official", stem=False, chunk=1, **kw)
+                            generation=GenerationSettings.from_config(kw.pop("gen", GEN)), pools=pools,
+                            group={"beams": 2, "random": 1}, shot_num=2, vqa_eval="official", stem=False, chunk=1,
+                            **kw)
 
 
 @pytest.mark.slow
@@ -66,17 +68,20 @@ def test_killed_beam_rewards_resume_to_identical_bytes(tiny_qwen_dir, vqa_exampl
     full = tmp_path / "full" / "rewards.parquet"
     full.parent.mkdir()
     table = _run(tiny_qwen_dir, beam, examples, answers, full)
-    assert list(table.columns) == REWARD_COLUMNS and len(table) == 8 * 2  # beam_rank < beam_ranks only
+    assert list(table.columns) == REWARD_COLUMNS and len(table) == 8 * 3  # 2 beams + 1 random sequence each
     for r in table.itertuples():
         assert r.vqa_accuracy == vqa_accuracy(r.prediction, answers[r.anchor])
-        assert r.infoscore_reward == pytest.approx(0.4 - 0.1 * r.beam_rank)
+        if r.kind == "beam":
+            assert r.infoscore_reward == pytest.approx(0.4 - 0.1 * r.beam_rank)
 
     out = tmp_path / "killed" / "rewards.parquet"
     out.parent.mkdir()
     partial = out.with_suffix(".partial.jsonl")
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"model": str(tiny_qwen_dir), "examples": [e.__dict__ for e in vqa_examples],
-                                "answers": answers, "beam": str(beam), "out": str(out), "gen": GEN}))
+                                "answers": answers, "beam": str(beam), "out": str(out), "gen": GEN,
+                                "pools": {a: [e.id for e in vqa_examples if e.id != a] for a in
+                                          pd.read_parquet(beam)["anchor"]}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     run_until_killed([sys.executable, "-c", RUNNER, str(spec)], partial, 2, env)
     done = complete_lines(partial)

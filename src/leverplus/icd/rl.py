@@ -1,8 +1,9 @@
 """Offline reinforcement-learning pieces for the selectors v3/v4: reward-weighted cross-entropy (RCE) and offline
 GRPO over the beam search's beams.
 
-The *group* of an anchor is its beams (up to ``beam_ranks`` sequences, each with a scalar reward).  Nothing here is
-sampled: the policy's log-probability of a beam is its teacher-forced sequence log-probability under the selector,
+The *group* of an anchor is a set of demonstration sequences with a scalar reward each: its beams, lower-ranked
+beams and random pool sequences (``leverplus.icd.rl_rewards``), or, without a group table, its ``beam_ranks`` best
+beams.  Nothing here is sampled from the policy: the policy's log-probability of a beam is its teacher-forced sequence log-probability under the selector,
 
     log π(beam | anchor) = Σ_t log softmax(logits_t over the not-yet-chosen pool candidates)[pick_t],
 
@@ -10,9 +11,10 @@ and the beams are the only actions ever scored (offline RL on a fixed dataset).
 
 * :func:`rce_weights` — per sequence ``K_a · softmax(r / T)`` over its anchor's ``K_a`` beams.  The factor ``K_a``
   makes equal rewards (or a single beam) give weight 1 exactly, so RCE is then v2's loss bit for bit.
-* :func:`group_advantages` — ``(r − mean_group) / (std_group + eps)`` (population std); a group whose rewards are all
-  equal gets advantage 0 (it carries no preference).
-* :func:`ppo_clip` — the PPO-clip surrogate on the sequence ratio ``ρ = exp(log π − log π_old)``.
+* :func:`group_advantages` — ``(r − mean_group) / (std_group + eps)`` (unbiased std, as TRL's GRPO; ``eps`` in
+  reward units); a group whose rewards are all equal gets advantage 0 (it carries no preference).
+* :func:`ppo_clip` — the PPO-clip surrogate on the sequence ratio ``ρ = exp(log π − log π_old)``; its clip fraction
+  counts only clips that bind.
 * :func:`pool_kl` — exact KL(π ‖ π_ref) of the per-step pool distributions along the beam, summed over steps.
 """
 from __future__ import annotations
@@ -45,17 +47,43 @@ def rce_weights(anchors: Sequence[str], rewards: Sequence[float], temperature: f
     return w.to(torch.get_default_dtype())
 
 
+def reward_scale(rewards: Sequence[float]) -> float:
+    """The reward's unit: the unbiased std of every reward in the training set (0 for fewer than 2)."""
+    r = torch.as_tensor(list(rewards), dtype=torch.float64)
+    return float(r.std(unbiased=True)) if r.numel() > 1 else 0.0
+
+
 def group_advantages(anchors: Sequence[str], rewards: Sequence[float], eps: float = 1e-6) -> torch.Tensor:
-    """(N,) GRPO advantages (compute dtype): rewards normalised within each anchor's group (zero mean per group)."""
+    """(N,) GRPO advantages (compute dtype), TRL's GRPO convention: ``(r − mean_group) / (std_group + eps)`` with
+    the **unbiased** group std; a group of one, or whose rewards are all equal, gets 0. ``eps`` is in reward units:
+    the selectors pass ``rl.adv_eps × reward_scale(rewards)``, so that the same setting means the same for an
+    InfoScore gain (~0.1) and a VQA accuracy (0–1); TRL's fixed 1e-4 assumes rewards of order 1."""
     r = torch.as_tensor(list(rewards), dtype=torch.float64)
     adv = torch.zeros_like(r)
     for rows in _groups(anchors).values():
         idx = torch.as_tensor(rows)
         g = r[idx]
-        std = g.std(unbiased=False)
-        if len(rows) > 1 and std > 0:
+        if len(rows) < 2:
+            continue
+        std = g.std(unbiased=True)
+        if std > 0:
             adv[idx] = (g - g.mean()) / (std + eps)
     return adv.to(torch.get_default_dtype())
+
+
+def group_spread(anchors: Sequence[str], rewards: Sequence[float], tol: float) -> dict:
+    """Per-group reward spread of a training set: groups, mean size, the share of groups whose rewards span more
+    than ``tol`` (the others carry no preference), and the mean unbiased std of a group's rewards."""
+    r = torch.as_tensor(list(rewards), dtype=torch.float64)
+    spans, stds, sizes = [], [], []
+    for rows in _groups(anchors).values():
+        g = r[torch.as_tensor(rows)]
+        sizes.append(len(rows))
+        spans.append(float(g.max() - g.min()))
+        stds.append(float(g.std(unbiased=True)) if len(rows) > 1 else 0.0)
+    n = max(1, len(sizes))
+    return {"groups": len(sizes), "group_size_mean": sum(sizes) / n,
+            "spread_share": sum(s > tol for s in spans) / n, "std_mean": sum(stds) / n, "tolerance": tol}
 
 
 def step_log_probs(model, state, batch: PoolBatch) -> torch.Tensor:
@@ -94,11 +122,13 @@ def pool_kl(logp: torch.Tensor, logp_ref: torch.Tensor, targets: torch.Tensor) -
 
 
 def ppo_clip(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_eps: float):
-    """Per-sequence PPO-clip loss ``−min(ρA, clip(ρ, 1−ε, 1+ε)A)``, the ratio ρ, and whether the clip is active
-    (|ρ − 1| > ε)."""
+    """Per-sequence PPO-clip loss ``−min(ρA, clip(ρ, 1−ε, 1+ε)A)``, the ratio ρ, and whether the clip **binds**
+    (TRL's clip ratio: ρ > 1 + ε with A > 0, or ρ < 1 − ε with A < 0 — the cases where the clipped term is the
+    minimum and the sequence's gradient is zero; a ratio outside the range on the other side is not clipped)."""
     ratio = torch.exp(logp - logp_old)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
-    return -surrogate, ratio, (ratio - 1).abs() > clip_eps
+    binds = ((ratio > 1 + clip_eps) & (adv > 0)) | ((ratio < 1 - clip_eps) & (adv < 0))
+    return -surrogate, ratio, binds
 
 
 def expected_group_reward(anchors: Sequence[str], seq_logp: torch.Tensor, rewards: Sequence[float]) -> float:

@@ -158,7 +158,7 @@ def _train(cls, version, *, beam, pools, train_features, cfg, out_dir, encoder_d
     shuffle = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     if hasattr(model, "fit"):
-        extra = model.fit(data, source, seed=seed, shuffle=shuffle, beam=beam, rewards=rewards)
+        extra = model.fit(data, source, seed=seed, shuffle=shuffle, beam=beam, rewards=rewards, pools=pools)
     else:
         losses = supervised_epochs(model, data, source, shuffle=shuffle)
         extra = {"final_loss": losses[-1] if losses else None, "loss_per_epoch": losses}

@@ -1,4 +1,5 @@
-"""Stage: end-to-end rewards of the gathered beams (v4's reward), resumable per anchor."""
+"""Stage: the GRPO groups of v3/v4 (every kept beam + random pool sequences), each scored by InfoScore and by the VQA
+accuracy of the generated answer; resumable per anchor (``leverplus.icd.rl_rewards``)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -16,17 +17,25 @@ def beam_rewards(*, input, output, params, wildcards, threads):
     answers = {str(i): [str(a) for a in ans] for i, ans in zip(train["id"], train["answers"])}
     model = load_model(params["model"], input.model, prompt_settings(params))
     m = params["metrics"]
+    group = params["group"]
+    pools = pd.read_parquet(input.pools)
+    beam = pd.read_parquet(input.beam)
+    per_anchor = int(group["beams"] or beam.groupby("anchor").size().max()) + int(group["random"])
     run_beam_rewards(
         model,
-        pd.read_parquet(input.beam),
+        beam,
         by_id,
         answers,
         output[0],
         generation=GenerationSettings.from_config(params["generation"]),
-        beam_ranks=int(params["beam_ranks"]),
+        pools={str(a): [str(c) for c in cands] for a, cands in zip(pools["anchor"], pools["candidates"])},
+        group=group,
+        shot_num=int(params["shot_num"]),
+        order=params["order"],
+        seed=int(params["seed"]),
         vqa_eval=m["vqa_eval"],
         stem=bool(m["vqa_stem"]),
-        chunk=max(1, int(params["model"].get("batch_size", 16)) // max(1, int(params["beam_ranks"]))),
-        # every param (model, prompt…) and the beam file's bytes: a resume never mixes settings
-        settings={"params": params, "beam_sha256": file_digest(input.beam)},
+        chunk=max(1, int(params["model"].get("batch_size", 16)) // max(1, per_anchor)),
+        # every param (model, prompt…) and the input files' bytes: a resume never mixes settings
+        settings={"params": params, "beam_sha256": file_digest(input.beam), "pools_sha256": file_digest(input.pools)},
     )

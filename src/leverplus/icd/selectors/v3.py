@@ -7,10 +7,16 @@ order, the anchor's beam-search pool as the candidate set):
    weighted by ``K · softmax(r / rl.temperature)`` over its anchor's ``K`` beams, so better beams count more.  With
    equal rewards (or one beam per anchor) every weight is exactly 1 and this is v2's loss.
 2. **Offline GRPO** (``rl.grpo_epochs`` passes, lr ``rl.lr``, dropout off so that log-probabilities are a function
-   of the weights): the group of an anchor is its beams; advantages ``A = (r − mean) / std`` within the group; loss
-   per beam ``−min(ρA, clip(ρ, 1 ± rl.clip_eps)A) + rl.kl_beta · KL(π ‖ π_RCE)``, where ρ is the ratio of the beam's
-   sequence probability under the current policy to that under the policy at the start of the GRPO epoch, and the
-   KL is the exact KL of the per-step pool distributions along the beam to the frozen RCE policy.
+   of the weights): the group of an anchor is the group table's rows (``rule beam_rewards``,
+   ``leverplus.icd.rl_rewards``: every beam the search kept and ``rl.group.random`` random pool sequences, each
+   scored by InfoScore and VQA accuracy; without that table, its ``beam_ranks`` best beams); advantages
+   ``A = (r − mean) / (std + rl.adv_eps · unit)`` within the group (TRL's GRPO: unbiased std; ``unit`` = the std of
+   every reward, so the epsilon is in reward units); loss per sequence
+   ``−min(ρA, clip(ρ, 1 ± rl.clip_eps)A) + rl.kl_beta · KL(π ‖ π_RCE)``, where ρ is the ratio of the sequence's
+   probability under the current policy to that under the policy at the start of the GRPO epoch, and the KL is the
+   exact KL of the per-step pool distributions along the sequence to the frozen RCE policy.  What this is: an
+   advantage-weighted, trust-region (clipped ratio + KL) update on a **fixed, offline** set of sequences — nothing
+   is sampled from the policy, so it is not on-policy GRPO; the clip fraction counts only clips that bind.
 
 **Reward** (v3): the beam's InfoScore gain, ``P̄(y | beam ⊕ x) − P̄(y | x)`` — its final P̄ (``score`` in
 ``beam.parquet``) minus the anchor's zero-shot P̄ (``zero_shot_score``), i.e. the sum of its step InfoScores.
@@ -42,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
         "lr": 0.0002,  # GRPO AdamW learning rate
         "clip_eps": 0.2,  # PPO clip range of the sequence probability ratio
         "kl_beta": 0.05,  # weight of the KL penalty to the frozen RCE policy
-        "adv_eps": 0.01,  # added to the group's std: beams whose rewards differ by far less (float noise) tie
+        "adv_eps": 0.01,  # × the reward's unit (std of all rewards) is added to a group's std (TRL: a fixed 1e-4)
+        "group": {"beams": None, "random": 3},  # GRPO group: every kept beam (or the best `beams`) + random sequences
     },
 }
 
@@ -61,9 +68,28 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
         gain = beam["score"].astype(float) - beam["zero_shot_score"].astype(float)
         return {(str(a), int(r)): float(g) for a, r, g in zip(beam["anchor"], beam["beam_rank"], gain)}
 
+    @classmethod
+    def row_rewards(cls, cfg: dict[str, Any], rows: pd.DataFrame) -> list[float]:
+        """The reward of every row of a group table (``rl_rewards``): v3's is the InfoScore gain."""
+        return [float(x) for x in rows["infoscore_reward"]]
+
+    def groups(self, data, source, rewards: pd.DataFrame | None, pools: pd.DataFrame | None, beam_reward: list):
+        """GRPO's training sequences and their rewards: every row of the group table (beams of every rank, random
+        pool sequences) when there is one, else the anchors' ``beam_ranks`` best beams (``data``)."""
+        from ..selector_training import build_sequences
+
+        if rewards is None or pools is None or "kind" not in rewards.columns or "picked" not in rewards.columns:
+            return data, beam_reward, "beams"
+        rows = rewards.assign(anchor=rewards["anchor"].astype(str), beam_rank=rewards["beam_rank"].astype(int))
+        rows = rows[rows["anchor"].isin(set(data.anchors))].sort_values(["anchor", "beam_rank"], kind="stable")
+        seqs = build_sequences(rows, pools, source, beam_ranks=len(rows) + 1)
+        by_key = dict(zip(zip(rows["anchor"], rows["beam_rank"]), self.row_rewards(self.cfg, rows)))
+        return seqs, [by_key[(a, r)] for a, r in zip(seqs.anchors, seqs.beam_ranks)], "group table"
+
     # ---- training --------------------------------------------------------------------------------------------
     def fit(self, data, source, *, seed: int, shuffle: torch.Generator, beam: pd.DataFrame,
-            rewards: pd.DataFrame | None = None) -> dict[str, Any]:
+            rewards: pd.DataFrame | None = None, pools: pd.DataFrame | None = None) -> dict[str, Any]:
+        from ..ranking import INFOSCORE_TOL
         from ..selector_training import supervised_epochs
 
         table = self.beam_rewards(self.cfg, beam, rewards)
@@ -74,10 +100,17 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
         cfg = self.cfg["rl"]
         weights = rl.rce_weights(data.anchors, reward, cfg["temperature"])
         rce = supervised_epochs(self, data, source, shuffle=shuffle, weights=weights, desc=f"{self.version} RCE")
-        grpo = self.grpo(data, source, reward, shuffle=shuffle)
+        gdata, greward, origin = self.groups(data, source, rewards, pools, reward)
+        grpo = self.grpo(gdata, source, greward, shuffle=shuffle)
+        spread = rl.group_spread(gdata.anchors, greward, INFOSCORE_TOL)
+        print(f"{self.version} GRPO groups ({origin}): {spread['groups']} anchors, {spread['group_size_mean']:.1f} "
+              f"sequences each; {100 * spread['spread_share']:.1f}% with reward spread > {INFOSCORE_TOL:g}",
+              file=sys.stderr)
         return {"loss_per_epoch": rce, "final_loss": rce[-1] if rce else None,
                 "reward": {"mean": sum(reward) / len(reward), "min": min(reward), "max": max(reward)},
-                "grpo": grpo}
+                "grpo": {**grpo, "groups": {"origin": origin, **spread,
+                                            "reward": {"mean": sum(greward) / len(greward), "min": min(greward),
+                                                       "max": max(greward)}}}}
 
     def _batches(self, data, order: list[int]):
         size = int(self.cfg["batch_size"])
@@ -101,7 +134,8 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
         from tqdm.auto import tqdm
 
         cfg = self.cfg["rl"]
-        adv = rl.group_advantages(data.anchors, reward, cfg["adv_eps"])
+        eps = cfg["adv_eps"] * rl.reward_scale(reward)  # in the reward's units
+        adv = rl.group_advantages(data.anchors, reward, eps) if eps > 0 else torch.zeros(len(data))
         reference = copy.deepcopy(self).eval()
         for p in reference.parameters():
             p.requires_grad_(False)
@@ -109,7 +143,8 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
         optimiser = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=self.cfg["weight_decay"])
         self.eval()  # no dropout: the ratio and the KL compare deterministic log-probabilities
         curves: dict[str, Any] = {"loss": [], "mean_reward": [], "clip_fraction": [], "kl": [], "ratio_min": [],
-                                  "ratio_max": [], "mean_reward_before": self._policy_reward(data, source, reward)}
+                                  "ratio_max": [], "mean_reward_before": self._policy_reward(data, source, reward),
+                                  "adv_eps_reward_units": eps, "n_sequences": len(data)}
         n_batches = math.ceil(len(data) / int(self.cfg["batch_size"]))
         with tqdm(total=cfg["grpo_epochs"] * n_batches, desc=f"{self.version} GRPO", unit="batch",
                   file=sys.stderr, mininterval=1.0) as bar:

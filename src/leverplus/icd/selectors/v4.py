@@ -44,5 +44,14 @@ class EndToEndGRPOPointerSelector(GRPOPointerSelector):
         w = float(cfg["reward"]["accuracy_weight"])
         if not 0 <= w <= 1:
             raise ValueError("reward.accuracy_weight must be in [0, 1]")
-        mixed = (1 - w) * rewards["infoscore_reward"].astype(float) + w * rewards["vqa_accuracy"].astype(float)
-        return {(str(a), int(r)): float(m) for a, r, m in zip(rewards["anchor"], rewards["beam_rank"], mixed)}
+        beams = rewards[rewards["kind"] == "beam"] if "kind" in rewards.columns else rewards
+        mixed = cls.row_rewards(cfg, beams)
+        return {(str(a), int(r)): m for a, r, m in zip(beams["anchor"], beams["beam_rank"], mixed)}
+
+    @classmethod
+    def row_rewards(cls, cfg: dict[str, Any], rows: pd.DataFrame) -> list[float]:
+        w = float(cfg["reward"]["accuracy_weight"])
+        if not 0 <= w <= 1:
+            raise ValueError("reward.accuracy_weight must be in [0, 1]")
+        mixed = (1 - w) * rows["infoscore_reward"].astype(float) + w * rows["vqa_accuracy"].astype(float)
+        return [float(m) for m in mixed]
