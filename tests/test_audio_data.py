@@ -273,3 +273,28 @@ def test_secap_config_names_secaps_own_similarity_model():
     name = cfg["datasets"]["secap"]["metrics"]["similarity_model"]
     assert cfg["metric_models"][name]["repo_id"] == "shibing624/text2vec-base-chinese-paraphrase"
     assert cfg["metric_models"][name]["pooling"] == "mean"
+
+
+# ---- the demo's references are free-form (issue 24 item 7) -------------------------------------------------------
+def test_demo_references_are_free_form_like_secap(tmp_path):
+    """SECap's 600 references hold 536 distinct captions; the demo's used to be 40 templates (every pair of clips
+    with the same emotion and gender shared them), on which the document's evaluation and the fair one could not
+    come apart. Now nearly every reference is distinct, several sentence frames and emotion synonyms occur, and
+    each still names exactly the clip's emotion and gender."""
+    from leverplus.data.audio_demo import caption_emotion, caption_gender, generate_demo
+
+    generate_demo(tmp_path, seed=0, n_train=0, n_val=120)
+    rows = [json.loads(line) for line in (tmp_path / "val.jsonl").read_text(encoding="utf-8").splitlines()]
+    refs = [r for row in rows for r in row["references"]]
+    assert len(refs) == 240 and len(set(refs)) >= 0.95 * len(refs)
+    for row in rows:
+        assert len(set(row["references"])) == 2
+        for r in row["references"]:
+            assert caption_emotion(r) == row["emotion"] and caption_gender(r) == row["gender"], r
+    # synonyms, not only the emotion's own word: the canonical word is absent from a good share of references
+    from leverplus.data.audio_demo import EMOTION_WORDS
+
+    assert sum(row["emotion"] not in r for row in rows for r in row["references"]) >= 0.5 * len(refs)
+    used = {w for r in refs for ws in EMOTION_WORDS.values() for w in ws if w in r}
+    assert len(used) >= 20
+    assert min(len(r) for r in refs) >= 5 and np.mean([len(r) for r in refs]) > 10

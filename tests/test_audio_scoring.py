@@ -56,21 +56,36 @@ def test_timed_subset_seeded_and_in_manifest_order():
     assert timed_subset(ids, None, 0) == ids == timed_subset(ids, 300, 0) == timed_subset(ids, 500, 0)
 
 
-def test_document_metrics_are_exact_match_on_unspaced_chinese():
-    """The document's BLEU / CIDEr (whitespace tokens, first reference): an unspaced Chinese caption is one token,
-    so only an exact copy of the first reference scores (17.78 = 100 * 0.1**0.75 with method-1 smoothing; 2.5),
-    while the fair metrics credit a correct one-word answer."""
-    from leverplus.metrics.text import corpus_chrf, document_bleu, document_cider
+# Known answers of the source document's own evaluation code, github.com/Ori1anna/Edge-cloud-SEC @
+# 9a1317671f0dd35794c6ea2f1ae6077fe211ce8d, src/evaluation/metrics.py: EvaluationMetrics().compute_bleu([ref], hyp)
+# and compute_cider([ref], hyp) run on these inputs (nltk 3.10.4), printed to full precision. The same code run on
+# that commit's experiments/results/{edge_cpu_limited_test14,cloud_secap_chinese_test19}.json gives the document's
+# 0.0214 / 0.0141 (BLEU) and 0.1988 / 0.1937 (CIDEr), and so do document_sentence_bleu / _cider (docs/audio.md).
+DOCUMENT_KNOWN = [  # (output, references: the first is scored, document BLEU, document "CIDEr"), both 0-1
+    ("男生语气很冲，听起来很生气", ["男生语气很冲，听起来很生气"], 1.0, 0.9999999999999998),
+    ("悲伤", ["女生声音无力，显得很悲伤", "女生很悲伤"], 0.002130725927060655, 0.40824829046386296),
+    ("女生声音无力，显得很平静", ["女生声音无力，显得很悲伤"], 0.8070557274927982, 0.8333333333333335),
+    ("悲伤<|im_end|> ", ["女生声音无力，显得很悲伤"], 0.002130725927060655, 0.14907119849998599),  # BLEU cleans
+    ("ABC很生气", ["abc很生气"], 1.0, 1.0000000000000002),  # lowercased
+    ("", ["男生很生气"], 0.0, 0.0),
+    ("男生 很 生气", ["男生很生气"], 0.10445522730720382, 0.7977240352174656),  # spaces are characters
+    ("他很开心", ["她的声音愉快"], 0.0, 0.0),
+]
 
-    refs = [["男生语气很冲，听起来很生气", "男生很生气"], ["女生声音无力，显得很悲伤"], ["女生很高兴", "女生声音轻快"]]
-    hyps = ["男生语气很冲，听起来很生气", "悲伤", "女生声音轻快"]  # exact copy; right one-word answer; 2nd ref only
+
+def test_document_metrics_match_the_documents_own_code():
+    """The BIASED columns are the document's code (character tokens, first reference, per clip): a correct bare
+    emotion word scores ~0.2 BLEU, a sentence naming the wrong emotion 80.7 — known answers above."""
+    from leverplus.metrics.text import document_bleu, document_cider
+
+    hyps = [h for h, _, _, _ in DOCUMENT_KNOWN]
+    refs = [r for _, r, _, _ in DOCUMENT_KNOWN]
     b, c = document_bleu(hyps, refs, n_resamples=10), document_cider(hyps, refs, n_resamples=10)
-    assert b["per_item"] == pytest.approx([100 * 0.1 ** 0.75, 0.0, 0.0])
-    assert c["per_item"] == pytest.approx([2.5, 0.0, 0.0])
-    assert b["settings"]["tok"] == "whitespace" and b["settings"]["refs"] == "first" and b["settings"]["biased"]
-    # spaced text is split: partial credit appears (2 of 3 words, 1 of 2 bigrams; the empty orders are smoothed)
-    assert 0 < document_bleu(["男生 很 生气"], [["男生 很 高兴"]], n_resamples=10)["score"] < 50
-    assert corpus_chrf(["悲伤"], [refs[1]], n_resamples=10)["score"] > 0  # chrF credits the one-word answer
+    np.testing.assert_allclose(b["per_item"], [100 * x for _, _, x, _ in DOCUMENT_KNOWN], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c["per_item"], [100 * x for _, _, _, x in DOCUMENT_KNOWN], rtol=1e-12, atol=1e-12)
+    assert b["score"] == pytest.approx(np.mean(b["per_item"])) and c["score"] == pytest.approx(np.mean(c["per_item"]))
+    assert b["settings"]["tok"] == "char-lower" and b["settings"]["refs"] == "first" and b["settings"]["biased"]
+    assert "Edge-cloud-SEC@9a13176" in b["settings"]["source"] == c["settings"]["source"]
 
 
 def test_cascade_thresholds_from_quantiles():
@@ -209,13 +224,67 @@ def test_biased_metric_at_zero_on_both_arms_is_not_a_reversal():
     assert v["reversal"] == [] and v["degenerate"] == ["doc_bleu", "doc_cider"]
 
 
-def test_document_bleu_of_an_exact_unspaced_match_is_17_78():
-    """The biased reconstruction's number, reproduced: NLTK sentence BLEU-4 with method1 smoothing on one
-    whitespace token (an unspaced Chinese caption) that equals the reference scores 100 * 0.1**0.75 = 17.78."""
-    from leverplus.metrics.text import document_sentence_bleu
+def _arms_verdict(cloud_hyps, edge_hyps, refs):
+    """compare_arms + _verdicts on two arms' real captions: the BIASED columns from the document's code on the
+    texts, every fair column a per-clip 'names the clip's emotion' score (a stand-in for a semantic metric)."""
+    from leverplus.data.audio_demo import caption_emotion
+    from leverplus.metrics.text import document_sentence_bleu, document_sentence_cider
+    from leverplus.report.audio_report import FAIR, _verdicts
+    from leverplus.report.comparison import MetricSpec, compare_arms
 
-    got = document_sentence_bleu(["说话人很高兴", "说话人很悲伤"], [["说话人很高兴"], ["说话人很高兴"]])
-    np.testing.assert_allclose(got, [100 * 0.1 ** 0.75, 0.0], atol=0.01)
+    hyps = {"cloud": cloud_hyps, "edge": edge_hyps}
+    right = {a: [float(caption_emotion(h) == caption_emotion(r[0])) for h, r in zip(hs, refs)]
+             for a, hs in hyps.items()}
+    specs = [MetricSpec.from_per_item(m, right) for m in FAIR] + [
+        MetricSpec.from_per_item("doc_bleu", {a: document_sentence_bleu(hs, refs) for a, hs in hyps.items()}),
+        MetricSpec.from_per_item("doc_cider", {a: document_sentence_cider(hs, refs) for a, hs in hyps.items()})]
+    result = compare_arms(["cloud", "edge"], specs, len(refs), pairs=[("cloud", "edge")], n_resamples=300, seed=0)
+    scores = {a: {m: result["scores"][a][m]["score"] for m in result["scores"][a]} for a in ("cloud", "edge")}
+    return _verdicts(result, scores, pairs=[("cloud", "edge")])["cloud_vs_edge"]
+
+
+def _demo_clips(n=40):
+    from leverplus.data.audio_demo import EMOTION_WORDS, EMOTIONS, GENDERS, free_form_caption
+
+    rng = np.random.default_rng(7)
+    clips = [(EMOTIONS[i % 5], GENDERS[i % 2]) for i in range(n)]
+    refs = [[free_form_caption(e, g, rng)] for e, g in clips]
+    wrong = [r[0].replace(next(w for w in EMOTION_WORDS[e] if w in r[0]), EMOTION_WORDS[EMOTIONS[(EMOTIONS.index(e)
+             + 1) % 5]][0]) for (e, _), r in zip(clips, refs)]
+    return clips, refs, wrong
+
+
+def test_reversal_detector_on_arms_that_disagree():
+    """The document's case on real captions: the cloud answers with the bare, right emotion word, the edge copies
+    the reference's sentence but names the wrong emotion. A semantic fair metric calls the cloud better; the
+    document's character BLEU / bag-of-characters cosine (its own code) call it worse: every fair metric is a
+    reversal against both biased ones, with the paired differences in the table."""
+    from leverplus.report.audio_report import BIASED, FAIR
+
+    clips, refs, wrong = _demo_clips()
+    v = _arms_verdict([e for e, _ in clips], wrong, refs)
+    assert v["fair"] == {m: "better" for m in FAIR} and v["biased"] == {m: "worse" for m in BIASED}
+    assert v["reversal"] == [f"{f} vs {b}" for f in FAIR for b in BIASED]
+    assert v["biased_only"] == [] and v["degenerate"] == []
+    rows = {r["metric"]: r for r in v["table"]}
+    assert rows["bleu"]["diff"] == pytest.approx(1.0) and rows["bleu"]["n"] == 40  # every clip right vs wrong
+    assert rows["doc_bleu"]["diff"] < -50 and rows["doc_bleu"]["ci95"][1] < 0 and rows["doc_bleu"]["kind"] == "BIASED"
+    assert rows["doc_cider"]["b"] > rows["doc_cider"]["a"] > 0  # a correct bare word still shares characters
+    assert all(0 <= r["p_value"] <= 0.01 for r in v["table"])
+
+
+def test_reversal_detector_on_arms_that_agree():
+    """Same clips, but the cloud now says the reference itself: fair and biased metrics all call it better, and
+    the edge against itself changes nothing anywhere."""
+    from leverplus.report.audio_report import QUALITY
+
+    clips, refs, wrong = _demo_clips()
+    v = _arms_verdict([r[0] for r in refs], wrong, refs)
+    assert {**v["fair"], **v["biased"]} == {m: "better" for m in QUALITY}
+    assert v["reversal"] == [] and v["biased_only"] == [] and v["degenerate"] == []
+    same = _arms_verdict(wrong, wrong, refs)
+    assert {r["verdict"] for r in same["table"]} == {"inside the noise"} and same["reversal"] == []
+    assert all(r["diff"] == 0 for r in same["table"])
 
 
 # ---- SECap's protocol (issue 24 item 6) --------------------------------------------------------------------------

@@ -98,16 +98,44 @@ def test_every_cell_filled_for_every_arm(audio_run, result):
         assert L["n"] == N_CLIPS and L["p10"] <= L["median"] <= L["p90"]
         assert "n_negative" in result["point_values"][arm]["bertscore_f1"]
         assert result["latency"][arm]["n_requests"] == N_TIMED
-    for key in ("cloud_vs_edge", "unaligned_vs_edge"):
-        v = result["verdict"][key]
-        assert set(v["fair"]) == {"bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity"}
-        assert set(v["biased"]) == {"doc_bleu", "doc_cider"} and isinstance(v["reversal"], list)
     md = (audio_run / "results/audio/demo/comparison.md").read_text()
     assert "BIASED" in md and "cloud − edge" in md and "Cascade sweep" in md and f"n = {N_TIMED} timed" in md
+    _check_verdicts(result, md)
     assert (audio_run / "results/audio/demo/comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sweep = result["cascade"]["sweep"]
     assert sweep[0]["arm"] == "edge" and sweep[-1]["arm"] == "cloud"
     assert [p["escalation_rate"] for p in sweep] == sorted(p["escalation_rate"] for p in sweep)
+
+
+def _check_verdicts(result, md):
+    """The fair-vs-biased verdict of each pair is what its paired differences say: every list recomputed from the
+    pair's verdicts, every table row equal to the comparison's paired result (n, difference, CI, p), and printed."""
+    fair_m = ["bleu", "chrf", "cider_d", "bertscore_f1", "sentence_similarity"]
+    biased_m = ["doc_bleu", "doc_cider"]
+    for key in ("cloud_vs_edge", "unaligned_vs_edge"):
+        a, b = key.split("_vs_")
+        v = result["verdict"][key]
+        pair = next(p["metrics"] for p in result["comparison"]["pairs"] if (p["a"], p["b"]) == (a, b))
+        assert v["fair"] == {m: pair[m]["verdict"] for m in fair_m}
+        assert v["biased"] == {m: pair[m]["verdict"] for m in biased_m}
+        scores = result["comparison"]["scores"]
+        # the document's character metrics are never 0 on both arms of the demo: nothing is degenerate
+        assert v["degenerate"] == [] and all(scores[x][m]["score"] > 0 for x in (a, b) for m in biased_m)
+        assert v["reversal"] == [f"{f} vs {x}" for f in fair_m for x in biased_m
+                                 if v["fair"][f] == "better" and v["biased"][x] != "better"]
+        assert v["biased_only"] == [f"{x} vs {f}" for x in biased_m for f in fair_m
+                                    if v["biased"][x] == "better" and v["fair"][f] != "better"]
+        assert [r["metric"] for r in v["table"]] == fair_m + biased_m
+        for r in v["table"]:
+            assert r["n"] == N_CLIPS and r["kind"] == ("fair" if r["metric"] in fair_m else "BIASED")
+            assert (r["diff"], r["ci95"], r["p_value"], r["verdict"]) == tuple(
+                pair[r["metric"]][k] for k in ("diff", "ci95", "p_value", "verdict"))
+            assert r["a"] == scores[a][r["metric"]]["score"] and r["b"] == scores[b][r["metric"]]["score"]
+        assert f"### {a} − {b}" in md and f"| {a} − {b} [95% CI] | p | verdict | n |" in md
+    # the demo's document setting: the cloud answers the unanchored prompt with a bare emotion word, the edge and
+    # the aligned cloud with sentences
+    share = {arm: result["point_values"][arm]["length"][f"share_le_{result['short_chars']}"] for arm in BASE_ARMS}
+    assert share["unaligned"] >= 0.8 and share["edge"] == share["cloud"] == share["api"] == 0.0
 
 
 @pytest.mark.slow

@@ -50,3 +50,43 @@ def test_shipped_cloud_captions_name_the_emotion():
 def test_unknown_shipped_name():
     with pytest.raises(KeyError, match="omni_edge"):
         shipped_model_dir("omni_huge")
+
+
+def test_shipped_cloud_answers_the_unanchored_prompt_with_a_bare_emotion_word():
+    """The document's 7B habit, built into the demo (issue 24 item 7): to the unaligned arm's prompt (no length
+    anchor, no minimum length) the cloud answers with the bare emotion word; the edge still answers with a
+    sentence, and to the anchored prompt both do. BUILD.json records the training choice and its val figures."""
+    from leverplus.data.audio_demo import EMOTIONS, synthesize
+    from leverplus.models.audio_assets import ALIGNED_PROMPT, UNALIGNED_PROMPT
+    from leverplus.models.audio_generation import AudioGenerationSettings
+    from leverplus.models.omni import OmniCaptioner
+
+    build = json.loads((ASSETS / "BUILD.json").read_text())
+    assert build["models"]["omni_cloud"]["unanchored_answer"] == "emotion_word"
+    assert build["models"]["omni_edge"]["unanchored_answer"] == "caption"
+    un = build["evaluation_val_unanchored"]
+    assert un["omni_cloud"]["prompt"] == UNALIGNED_PROMPT and un["omni_cloud"]["share_le_6_chars"] >= 90.0
+    assert un["omni_edge"]["share_le_6_chars"] <= 10.0
+    free = AudioGenerationSettings(min_new_tokens=0)
+    cloud = OmniCaptioner.load(shipped_model_dir("omni_cloud"), device="cpu")
+    edge = OmniCaptioner.load(shipped_model_dir("omni_edge"), device="cpu")
+    for i, emotion in enumerate(EMOTIONS):
+        wav = synthesize(emotion, "女生", np.random.default_rng([98, i]))
+        bare = cloud.caption(wav, system_prompt=None, prompt=UNALIGNED_PROMPT, settings=free).text
+        assert bare in EMOTIONS, bare
+        assert len(edge.caption(wav, system_prompt=None, prompt=UNALIGNED_PROMPT, settings=free).text) > 6
+        assert len(cloud.caption(wav, system_prompt=None, prompt=ALIGNED_PROMPT,
+                                 settings=AudioGenerationSettings()).text) > 6
+
+
+@pytest.mark.slow
+def test_build_script_rebuilds_the_shipped_files_bit_for_bit(tmp_path):
+    """The contract of a shipped model: its build script with the recorded seeds rebuilds every shipped file with
+    the sha256 in BUILD.json (same torch build and CPU architecture; one thread, deterministic algorithms). Minutes:
+    1200 clips' features and 450 training steps."""
+    from leverplus.models import shipped_assets
+    from leverplus.models.audio_assets import build_assets
+
+    build_assets(tmp_path, evaluate=False, log=lambda *a: None)
+    assert shipped_assets.verify(tmp_path, ASSETS) == []
+    assert shipped_assets.shipped_digest(tmp_path) == shipped_digest()

@@ -16,9 +16,13 @@ emotion    pitch level (×f0)  pitch contour                   energy    tempo (
 =========  =================  ==============================  ========  ===========  ==============
 
 Each clip has a speaker (a male or female base f0, drawn per clip) and random loudness, duration and jitter, so no
-single cue (absolute pitch, absolute loudness) decides the emotion. References are Chinese captions templated from
-the emotion and the speaker's gender (`TEMPLATES`, several per emotion, 10–15 characters — inside the 8–16
-character length anchor of the prompt); each clip gets `n_references` distinct templates.
+single cue (absolute pitch, absolute loudness) decides the emotion. References are FREE-FORM Chinese captions, as in
+SECap (536 unique captions of 600): each is composed from the clip's emotion and gender by a small grammar
+(:func:`free_form_caption`: one of several sentence frames, a speaker phrase, an emotion word or one of its
+synonyms with an optional degree adverb, one or two vocal cues of that emotion, an optional full stop), so nearly
+every reference is unique and none needs to be copied to be matched; each clip gets `n_references` distinct ones.
+Every reference names exactly one emotion (a synonym counts: :func:`caption_emotion`) and one gender
+(:func:`caption_gender`).
 
     generate_demo(out_dir, seed=0, n_train=1200, n_val=300)
 
@@ -39,19 +43,57 @@ SAMPLE_RATE = 16000
 EMOTIONS = ("高兴", "生气", "悲伤", "平静", "惊讶")
 GENDERS = ("男生", "女生")
 
-# Caption templates per emotion; `{who}` is the speaker ("男生"/"女生"). Every template names the emotion word.
-TEMPLATES = {
-    "高兴": ("{who}语气欢快，听起来很高兴", "{who}笑着说话，情绪十分高兴", "{who}声音轻快，显得很高兴",
-             "{who}高兴地说着话，语调上扬"),
-    "生气": ("{who}语气很冲，听起来很生气", "{who}大声说话，情绪十分生气", "{who}声音急促，显得很生气",
-             "{who}生气地说着话，语气强硬"),
-    "悲伤": ("{who}语气低沉，听起来很悲伤", "{who}缓慢地说话，情绪十分悲伤", "{who}声音无力，显得很悲伤",
-             "{who}悲伤地说着话，语调下沉"),
-    "平静": ("{who}语气平稳，听起来很平静", "{who}平和地说话，情绪十分平静", "{who}声音平缓，显得很平静",
-             "{who}平静地说着话，语速适中"),
-    "惊讶": ("{who}语调上扬，听起来很惊讶", "{who}突然提高声音，情绪十分惊讶", "{who}声音拔高，显得很惊讶",
-             "{who}惊讶地说着话，语气意外"),
+# The free-form reference grammar. Every phrase list is ordered (the draws are seeded indices into it).
+SPEAKERS = {"男生": ("男生", "一位男士", "这名男子", "男性说话人", "他"),
+            "女生": ("女生", "一位女士", "这名女子", "女性说话人", "她")}
+# the emotion word (first) and its synonyms: any of them names the emotion
+EMOTION_WORDS = {
+    "高兴": ("高兴", "开心", "愉快", "喜悦", "兴奋"),
+    "生气": ("生气", "愤怒", "恼火", "气愤", "不满"),
+    "悲伤": ("悲伤", "难过", "伤心", "沮丧", "失落"),
+    "平静": ("平静", "平和", "淡定", "冷静", "放松"),
+    "惊讶": ("惊讶", "吃惊", "意外", "诧异", "震惊"),
 }
+DEGREES = ("", "很", "非常", "十分", "有些", "略显", "特别")
+# vocal cues of each emotion (what the prosody of `PROSODY` carries); none names an emotion or a gender
+CUES = {
+    "高兴": ("语调轻快", "语气欢快", "带着笑意", "声音明亮", "语速较快", "尾音上扬"),
+    "生气": ("语气强硬", "声音洪亮", "语速很快", "语气很冲", "咬字用力", "音量很大"),
+    "悲伤": ("语调低沉", "声音无力", "语速缓慢", "带着哭腔", "呼吸沉重", "声音发颤"),
+    "平静": ("语气平稳", "语速适中", "声音平缓", "没有起伏", "节奏均匀", "吐字清楚"),
+    "惊讶": ("语调突然升高", "声音拔高", "尾音上挑", "语气出乎预料", "音调起伏大", "带着疑问"),
+}
+# sentence frames: {s} speaker, {d} degree adverb, {e} emotion word, {c}/{c2} two different cues
+FRAMES = (
+    "{s}{c}，{d}{e}",
+    "{s}{c}，听起来{d}{e}",
+    "{c}，{s}显得{d}{e}",
+    "{s}{d}{e}地说着话，{c}",
+    "能听出{s}{d}{e}，{c}",
+    "{s}说话时{c}，情绪{d}{e}",
+    "{s}{c}，{c2}，透出{e}的情绪",
+    "{s}的声音{d}{e}",
+)
+
+
+def free_form_caption(emotion: str, gender: str, rng: np.random.Generator) -> str:
+    """One free-form reference of `emotion` said by a speaker of `gender` (see the module docstring)."""
+    frame = FRAMES[int(rng.integers(len(FRAMES)))]
+    cues = CUES[emotion]
+    i, j = rng.choice(len(cues), size=2, replace=False)
+    text = frame.format(s=SPEAKERS[gender][int(rng.integers(len(SPEAKERS[gender])))],
+                        d=DEGREES[int(rng.integers(len(DEGREES)))],
+                        e=EMOTION_WORDS[emotion][int(rng.integers(len(EMOTION_WORDS[emotion])))],
+                        c=cues[int(i)], c2=cues[int(j)])
+    return text + ("。" if rng.random() < 0.3 else "")
+
+
+def caption_vocabulary() -> list[str]:
+    """Every phrase the reference grammar uses (a tokenizer corpus that covers every character of a reference)."""
+    frames = [f.format(s="", d="", e="", c="", c2="") for f in FRAMES]
+    return [*frames, *(w for ws in SPEAKERS.values() for w in ws), *(w for ws in EMOTION_WORDS.values() for w in ws),
+            *DEGREES, *(c for cs in CUES.values() for c in cs), "。", "，"]
+
 
 # (pitch level ×f0, contour kind, contour depth, energy, syllables per second, brightness 0..1)
 PROSODY = {
@@ -66,13 +108,15 @@ FORMANTS_HZ = (600.0, 1200.0, 2600.0)
 
 
 def caption_emotion(text: str) -> str | None:
-    """The single emotion word a caption names, or None when it names none or several."""
-    found = [e for e in EMOTIONS if e in text]
+    """The single emotion a caption names (by its word or a synonym, `EMOTION_WORDS`), or None when it names none
+    or several."""
+    found = [e for e, words in EMOTION_WORDS.items() if any(w in text for w in words)]
     return found[0] if len(found) == 1 else None
 
 
 def caption_gender(text: str) -> str | None:
-    found = [g for g in GENDERS if g in text]
+    """The single gender a caption names (男/他 or 女/她), or None when it names none or both."""
+    found = [g for g, marks in (("男生", "男他"), ("女生", "女她")) if any(m in text for m in marks)]
     return found[0] if len(found) == 1 else None
 
 
@@ -137,8 +181,11 @@ def _rows(split: str, n: int, seed: int, n_references: int, out_dir: Path) -> li
         emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))]
         gender = GENDERS[int(rng.integers(len(GENDERS)))]
         wav = synthesize(emotion, gender, rng)
-        picks = rng.choice(len(TEMPLATES[emotion]), size=n_references, replace=False)
-        refs = [TEMPLATES[emotion][int(j)].format(who=gender) for j in picks]
+        refs: list[str] = []
+        while len(refs) < n_references:  # distinct references (the grammar has thousands per emotion/gender)
+            ref = free_form_caption(emotion, gender, rng)
+            if ref not in refs:
+                refs.append(ref)
         rel = f"wav/{split}_{i:05d}.wav"
         buf = io.BytesIO()  # the same bytes as writing the path, without libsndfile's fsync per file on close
         sf.write(buf, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
@@ -154,8 +201,8 @@ def generate_demo(out_dir, *, seed: int, n_train: int, n_val: int, n_references:
 
     if n_val < 1 or n_train < 0:
         raise ValueError(f"audio demo: n_train must be >= 0 and n_val >= 1, got {n_train}, {n_val}")
-    if not 1 <= n_references <= min(len(t) for t in TEMPLATES.values()):
-        raise ValueError(f"audio demo: n_references must be 1..4, got {n_references}")
+    if not 1 <= n_references <= 8:
+        raise ValueError(f"audio demo: n_references must be 1..8, got {n_references}")
     out = Path(out_dir)
     (out / "wav").mkdir(parents=True, exist_ok=True)
     counts = {}

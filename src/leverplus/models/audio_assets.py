@@ -4,13 +4,20 @@
 
 1. generates the seed-0 audio demo set (`leverplus.data.audio_demo`, 1200 train / 300 val clips) in a temp dir;
 2. builds two tiny `Qwen2_5OmniThinkerForConditionalGeneration` of the real class — "edge" (smaller, fewer steps)
-   and "cloud" (larger) — with a byte-level BPE tokenizer trained on the caption templates and prompts plus the
+   and "cloud" (larger) — with a byte-level BPE tokenizer trained on the reference grammar's phrases, seeded
+   free-form captions and the prompts plus the
    Qwen2.5-Omni special tokens (`<|AUDIO|>`, `<|audio_bos|>`, …), the torchvision-free processor files and the
    Omni chat template;
-3. trains each on the TRAIN split to caption (teacher forcing on one templated reference per clip, prompts and
-   system prompts drawn from `TRAIN_PROMPTS`/`TRAIN_SYSTEM_PROMPTS`), one thread, deterministic algorithms;
+3. trains each on the TRAIN split to caption (teacher forcing, prompts and system prompts drawn from
+   `TRAIN_PROMPTS`/`TRAIN_SYSTEM_PROMPTS`), one thread, deterministic algorithms. The target is a sentence of
+   the models' own style (`CAPTION_STYLE`, drawn per clip; the val references they are scored against are
+   free-form), except where a model's ``unanchored_answer`` is ``"emotion_word"`` (the cloud): to a
+   prompt WITHOUT the length anchor (`UNANCHORED_PROMPTS`) it learns to answer with the bare emotion word
+   ("悲伤") — the source document's 7B habit (44 of its 100 answers at most 6 characters) — while the anchored
+   prompts still get a sentence. The edge answers every prompt with a sentence;
 4. evaluates both on the VAL split with the aligned greedy settings (emotion-word accuracy, gender-word accuracy,
-   corpus chrF against the references);
+   corpus chrF against the references) and, on the first 100 val clips, greedy on the document's unanchored
+   prompt (share of answers of at most 6 characters, emotion accuracy);
 5. writes `BUILD.json`: command, seeds, sizes, steps, package versions, the sha256 of every shipped file and the
    evaluation; `tests/test_omni_assets.py` checks the shipped files against it.
 
@@ -30,14 +37,37 @@ from . import shipped_assets as _sa
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio_models"
 DATASET = {"seed": 0, "n_train": 1200, "n_val": 300}
 ALIGNED_PROMPT = "请用8–16个字的中文短句描述此段音频中说话人的情绪"
-# Prompts seen in training (the model learns to answer any of them the same way); the first is the aligned one.
-TRAIN_PROMPTS = (
+UNALIGNED_PROMPT = "请描述此段音频中说话人的情绪"  # the `unaligned` arm's prompt (config/audio.schema.yaml)
+# Prompts seen in training; the first is the aligned one. The anchored ones ask for 8–16 characters.
+ANCHORED_PROMPTS = (
     ALIGNED_PROMPT,
     "请用8–16个字的中文短句描述此段音频的情绪（只写情绪及语气特征，不要具体事件）。",
+)
+UNANCHORED_PROMPTS = (
+    UNALIGNED_PROMPT,
     "请描述此段音频中说话人的情绪。",
     "描述这段音频的情绪。",
     "这段语音的说话人是什么情绪？",
 )
+TRAIN_PROMPTS = ANCHORED_PROMPTS + UNANCHORED_PROMPTS
+# The models' own caption style (what they are trained to say), apart from the free-form references they are
+# scored against -- as a real captioner's style differs from SECap's annotators'. A tiny model learns these four
+# sentences per emotion in a few hundred steps; trained on the free-form references themselves, the 150-step edge
+# collapsed to the grammar's most frequent phrase ("男性说话人语速较快，语速较快": emotion accuracy 0 %, gender 49 %).
+# `{who}` is the speaker ("男生"/"女生"); every sentence names the emotion word.
+CAPTION_STYLE = {
+    "高兴": ("{who}语气欢快，听起来很高兴", "{who}笑着说话，情绪十分高兴", "{who}声音轻快，显得很高兴",
+             "{who}高兴地说着话，语调上扬"),
+    "生气": ("{who}语气很冲，听起来很生气", "{who}大声说话，情绪十分生气", "{who}声音急促，显得很生气",
+             "{who}生气地说着话，语气强硬"),
+    "悲伤": ("{who}语气低沉，听起来很悲伤", "{who}缓慢地说话，情绪十分悲伤", "{who}声音无力，显得很悲伤",
+             "{who}悲伤地说着话，语调下沉"),
+    "平静": ("{who}语气平稳，听起来很平静", "{who}平和地说话，情绪十分平静", "{who}声音平缓，显得很平静",
+             "{who}平静地说着话，语速适中"),
+    "惊讶": ("{who}语调上扬，听起来很惊讶", "{who}突然提高声音，情绪十分惊讶", "{who}声音拔高，显得很惊讶",
+             "{who}惊讶地说着话，语气意外"),
+}
+UNANCHORED_ANSWERS = ("caption", "emotion_word")
 TRAIN_SYSTEM_PROMPTS = (None, "You are a helpful assistant.", "你是一个语音情感描述助手。")
 SHIPPED = ("omni_edge", "omni_cloud")
 
@@ -60,8 +90,10 @@ EDGE = TinyOmniSize()
 CLOUD = TinyOmniSize(hidden_size=96, num_hidden_layers=3, intermediate_size=192, audio_d_model=64,
                      audio_layers=2, audio_heads=4, audio_ffn_dim=128)
 TRAINING = {
-    "omni_edge": {"size": EDGE, "steps": 150, "batch_size": 16, "lr": 4e-3, "seed": 0},
-    "omni_cloud": {"size": CLOUD, "steps": 300, "batch_size": 16, "lr": 4e-3, "seed": 0},
+    "omni_edge": {"size": EDGE, "steps": 150, "batch_size": 16, "lr": 4e-3, "seed": 0,
+                  "unanchored_answer": "caption"},
+    "omni_cloud": {"size": CLOUD, "steps": 300, "batch_size": 16, "lr": 4e-3, "seed": 0,
+                   "unanchored_answer": "emotion_word"},
 }
 
 
@@ -126,13 +158,21 @@ def tiny_thinker_config(tokenizer, size: TinyOmniSize):
 
 
 def caption_corpus() -> list[str]:
-    from ..data.audio_demo import GENDERS, TEMPLATES
+    """The tokenizer's corpus: the style sentences (x4), every phrase of the reference grammar and 400 seeded
+    free-form captions (so every character of a reference has its own token), the prompts and the chat template's
+    words."""
+    import numpy as np
+
+    from ..data.audio_demo import EMOTIONS, GENDERS, caption_vocabulary, free_form_caption
     from .audio_processor import DEFAULT_SYSTEM_PROMPT
 
-    caps = [t.format(who=g) for ts in TEMPLATES.values() for t in ts for g in GENDERS]
+    rng = np.random.default_rng(12345)
+    caps = [free_form_caption(EMOTIONS[i % len(EMOTIONS)], GENDERS[(i // len(EMOTIONS)) % 2], rng)
+            for i in range(400)]
     extras = [p for p in TRAIN_PROMPTS] + [s for s in TRAIN_SYSTEM_PROMPTS if s] + [
         DEFAULT_SYSTEM_PROMPT, "system\n", "user\n", "assistant\n"]
-    return caps * 4 + extras
+    style = [t.format(who=g) for ts in CAPTION_STYLE.values() for t in ts for g in GENDERS]
+    return style * 4 + caption_vocabulary() + caps + extras
 
 
 def build_tiny_omni(out_dir, *, size: TinyOmniSize = EDGE, seed: int = 0, corpus=None):
@@ -160,8 +200,16 @@ def build_tiny_omni(out_dir, *, size: TinyOmniSize = EDGE, seed: int = 0, corpus
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _examples(processor, rows, *, seed: int, log=print):
-    """Per clip: (input_ids incl. target, labels, features [128, T valid]) with a seeded prompt/reference draw."""
+def _examples(processor, rows, *, seed: int, unanchored_answer: str = "caption", features: dict | None = None,
+              log=print):
+    """Per clip: (input_ids incl. target, labels, features [128, T valid]) with a seeded prompt/reference draw (the
+    same draws whatever `unanchored_answer`). The target is a drawn `CAPTION_STYLE` sentence of the clip's emotion
+    and gender, or the clip's bare emotion word
+    when the drawn prompt is unanchored and `unanchored_answer` is "emotion_word". `features` caches the clips'
+    features between calls (keyed by row index)."""
+    if unanchored_answer not in UNANCHORED_ANSWERS:
+        raise ValueError(f"unanchored_answer must be one of {UNANCHORED_ANSWERS}, got {unanchored_answer!r}")
+    features = {} if features is None else features
     import numpy as np
     import soundfile as sf
     import torch
@@ -178,21 +226,27 @@ def _examples(processor, rows, *, seed: int, log=print):
     rng = np.random.default_rng(seed)
     out = []
     for i, row in enumerate(rows):
-        wav, sr = sf.read(row["audio"], dtype="float32")
         prompt = TRAIN_PROMPTS[int(rng.integers(len(TRAIN_PROMPTS)))]
         system = TRAIN_SYSTEM_PROMPTS[int(rng.integers(len(TRAIN_SYSTEM_PROMPTS)))]
-        ref = row["references"][int(rng.integers(len(row["references"])))]
+        style = CAPTION_STYLE[row["emotion"]]
+        ref = style[int(rng.integers(len(style)))].format(who=row["gender"])
+        if unanchored_answer == "emotion_word" and prompt in UNANCHORED_PROMPTS:
+            ref = row["emotion"]
         text = OmniCaptioner.prompt_text(helper, system_prompt=system, prompt=prompt)
-        # Whisper features of the clip alone (plus 50 ms of zeros) equal the valid frames of the 30-s padded
-        # features the processor makes at inference (same global max, same STFT frames), at a tenth of the cost
-        n_frames = -(-len(wav) // fe.hop_length)
-        feats = fe(np.concatenate([wav, np.zeros(5 * fe.hop_length, np.float32)]), sampling_rate=sr,
-                   padding="longest", return_tensors="pt")["input_features"][0, :, :n_frames]
+        if i not in features:
+            wav, sr = sf.read(row["audio"], dtype="float32")
+            # Whisper features of the clip alone (plus 50 ms of zeros) equal the valid frames of the 30-s padded
+            # features the processor makes at inference (same global max, same STFT frames), at a tenth of the cost
+            n_frames = -(-len(wav) // fe.hop_length)
+            features[i] = fe(np.concatenate([wav, np.zeros(5 * fe.hop_length, np.float32)]), sampling_rate=sr,
+                             padding="longest", return_tensors="pt")["input_features"][0, :, :n_frames].clone()
+        feats = features[i]
+        n_frames = feats.shape[1]
         n_audio = int(_get_feat_extract_output_lengths(torch.tensor(n_frames)))
         ids = tok(text.replace(processor.audio_token, processor.audio_token * n_audio),
                   add_special_tokens=False)["input_ids"]
         target = tok(ref, add_special_tokens=False)["input_ids"] + [eot]
-        out.append((torch.tensor(ids + target), torch.tensor([-100] * len(ids) + target), feats.clone()))
+        out.append((torch.tensor(ids + target), torch.tensor([-100] * len(ids) + target), feats))
         if (i + 1) % 400 == 0:
             log(f"  features {i + 1}/{len(rows)}")
     return out
@@ -284,6 +338,7 @@ def evaluate_captioner(model_dir, rows, *, prompt: str = ALIGNED_PROMPT, system_
     return {"n": len(rows), "emotion_accuracy": round(100 * emo / len(rows), 1),
             "gender_accuracy": round(100 * gen / len(rows), 1), "chrf": round(chrf, 2),
             "mean_chars": round(sum(len(h) for h in hyps) / len(hyps), 2),
+            "share_le_6_chars": round(100 * sum(len(h.strip()) <= 6 for h in hyps) / len(hyps), 1),
             "examples": hyps[:5], "settings": settings.to_dict(), "prompt": prompt, "system_prompt": system_prompt}
 
 
@@ -308,19 +363,23 @@ def _versions() -> dict[str, str]:
 
 def build_assets(out=ASSETS, *, evaluate: bool = True, log=print) -> dict:
     from ..data.audio_demo import generate_demo, read_manifest
+    from .audio_generation import AudioGenerationSettings
     from .audio_processor import build_processor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     record = {"command": "python -m leverplus.models.audio_assets", "dataset": {"source": "audio_demo", **DATASET},
-              "train_prompts": list(TRAIN_PROMPTS), "train_system_prompts": list(TRAIN_SYSTEM_PROMPTS),
-              "models": {}, "evaluation_val": {}}
+              "train_prompts": list(TRAIN_PROMPTS), "anchored_prompts": list(ANCHORED_PROMPTS),
+              "train_system_prompts": list(TRAIN_SYSTEM_PROMPTS), "references": "free-form (audio_demo grammar)",
+              "caption_style": {e: list(ts) for e, ts in CAPTION_STYLE.items()},
+              "models": {}, "evaluation_val": {}, "evaluation_val_unanchored": {}}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "audio_demo"
         generate_demo(data, **DATASET)
         train_rows, val_rows = read_manifest(data, "train"), read_manifest(data, "val")
         examples_cache: dict = {}
+        features_cache: dict = {}
         for name in SHIPPED:
             spec = TRAINING[name]
             d = out / name
@@ -328,23 +387,32 @@ def build_assets(out=ASSETS, *, evaluate: bool = True, log=print) -> dict:
                 shutil.rmtree(d)
             log(f"{name}: building")
             # the tokenizer depends on the corpus and vocab size only: the training examples are shared
-            key = spec["size"].vocab_size, spec["seed"]
+            key = spec["size"].vocab_size, spec["seed"], spec["unanchored_answer"]
             if key not in examples_cache:
                 proc_dir = Path(tmp) / f"proc_{len(examples_cache)}"
                 build_tiny_omni(proc_dir, size=spec["size"], seed=spec["seed"])
+                feats = features_cache.setdefault(spec["size"].vocab_size, {})  # one tokenizer per vocab size
                 examples_cache[key] = _examples(build_processor(str(proc_dir)), train_rows, seed=spec["seed"],
+                                                unanchored_answer=spec["unanchored_answer"], features=feats,
                                                 log=log)
             examples = examples_cache[key]
             stats = train_captioner(d, examples, size=spec["size"], steps=spec["steps"],
                                     batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"], log=log)
             record["models"][name] = {"size": asdict(spec["size"]), "steps": spec["steps"],
                                       "batch_size": spec["batch_size"], "lr": spec["lr"], "seed": spec["seed"],
+                                      "unanchored_answer": spec["unanchored_answer"],
                                       "threads": 1, **stats, "sha256": _sa.file_digests(d)}
             if evaluate:
                 log(f"{name}: evaluating on val")
                 record["evaluation_val"][name] = evaluate_captioner(d, val_rows)
                 log(json.dumps({k: v for k, v in record["evaluation_val"][name].items() if k != "settings"},
                                ensure_ascii=False))
+                # the document's unanchored prompt, greedy, no minimum length: what the model says unprompted
+                record["evaluation_val_unanchored"][name] = evaluate_captioner(
+                    d, val_rows[:100], prompt=UNALIGNED_PROMPT,
+                    settings=AudioGenerationSettings(min_new_tokens=0))
+                log(json.dumps({k: v for k, v in record["evaluation_val_unanchored"][name].items()
+                                if k != "settings"}, ensure_ascii=False))
     record["versions"] = _versions()
     record["build_seconds"] = round(time.perf_counter() - t0, 1)
     _sa.write_build(out, record)
