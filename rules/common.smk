@@ -179,6 +179,8 @@ def beam_tables(dataset):
 
 
 def all_targets():
-    d = config["dataset"]
-    out = [f"results/{d}/{v}.json" for v in RUNS[d]["selector"]["versions"]]
-    return out + ([f"results/{d}/versions.json"] if compared_versions(d) else [])
+    out = []
+    for d in [config["dataset"]] + ([config["control_dataset"]] if config.get("control_dataset") else []):
+        out += [f"results/{d}/{v}.json" for v in RUNS[d]["selector"]["versions"]]
+        out += [f"results/{d}/versions.json"] if compared_versions(d) else []
+    return out

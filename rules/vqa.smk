@@ -342,6 +342,13 @@ rule compare_versions:
             subcategory="{dataset}",
             labels={"version": "all", "figure": "version comparisons"},
         ),
+        png=report(
+            "results/{dataset}/versions.png",
+            caption="../workflow/report/versions_png.rst",
+            category="Results",
+            subcategory="{dataset}",
+            labels={"version": "all", "figure": "versions and baselines, differences vs similarity"},
+        ),
     params:
         pairs=lambda w: canonical(compared_versions(w.dataset)),
         metrics=lambda w: run_slice(w, "metrics"),

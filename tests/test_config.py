@@ -152,9 +152,16 @@ def test_selector_config_applies_per_version_overrides():
 # ---- per-dataset runs ------------------------------------------------------------------------------------------------
 def test_default_config_knows_every_shipped_dataset_with_its_own_run():
     cfg = validate_config(demo_config(), SCHEMA)
-    assert set(cfg["datasets"]) == {"demo", "okvqa", "vqav2"}
+    assert set(cfg["datasets"]) == {"demo", "demo_control", "okvqa", "vqav2"}
     demo, okvqa, vqav2 = (run_config(cfg, d) for d in ("demo", "okvqa", "vqav2"))
     assert {k: demo[k] for k in RUN_BLOCKS} == {k: cfg[k] for k in RUN_BLOCKS}  # the global blocks are the demo's
+    # the control condition runs with the demo's settings; only its dataset's dialect differs (issue 22)
+    control = run_config(cfg, "demo_control")
+    assert {k: control[k] for k in RUN_BLOCKS} == {k: demo[k] for k in RUN_BLOCKS}
+    assert cfg["control_dataset"] == "demo_control"
+    assert (cfg["datasets"]["demo"]["dialect"], cfg["datasets"]["demo_control"]["dialect"]) == ("template", "hidden")
+    assert {k: v for k, v in cfg["datasets"]["demo"].items() if k != "dialect"} == {
+        k: v for k, v in cfg["datasets"]["demo_control"].items() if k != "dialect"}
     for run, sample_num in ((okvqa, 800), (vqav2, 5000)):
         assert run["experiment"]["models"] == ["qwen2.5_vl_3B", "flamingo_3B"]
         assert run["experiment"]["encoder"] == "clip_vit_b32" and run["experiment"]["sample_num"] == [sample_num]

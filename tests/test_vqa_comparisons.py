@@ -162,3 +162,26 @@ def test_unpaired_version_pairs_resample_seeds_independently(runs):
                            out_json=str(out / "v.json"), out_md=str(out / "v.md"), metrics=METRICS)
     (row,) = res["comparisons"]
     assert row["seed_pairing"] == "independent" and row["verdict"] == "inside the noise"
+
+
+def test_versions_png_shows_every_version_and_baseline_and_the_differences_vs_similarity(runs):
+    val, infer, bases, out = runs
+    png = out / "versions.png"
+    res = compare_versions(dataset="demo", pairs=[("v3", "v2")], infer_jsons=infer["v2"] + infer["v3"], val=val,
+                           out_json=str(out / "versions.json"), out_md=str(out / "versions.md"), metrics=METRICS,
+                           baseline_jsons=bases, out_png=str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    by = {v["version"]: v for v in res["versions"]}
+    assert by["v2"]["score"] == 50.0 and by["v3"]["score"] == 55.0 and by["v3"]["seeds"] == [0, 1, 2, 3, 4]
+    assert by["v3"]["ci95"][0] < 55.0 < by["v3"]["ci95"][1]
+    assert {b["retriever"] for b in res["baselines"]} == {"img_sim", "text_sim", "pool_random", "oracle"}
+    from leverplus.report.plots import versions_figure
+
+    fig = versions_figure(res)
+    left, right = fig.axes[:2]
+    assert [t.get_text() for t in left.get_yticklabels()][:2] == ["v2", "v3"]
+    assert sorted(t.get_text() for t in right.get_yticklabels()) == [
+        "v2 − img_sim", "v2 − text_sim", "v3 − img_sim", "v3 − text_sim"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

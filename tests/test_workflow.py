@@ -172,12 +172,12 @@ ALL_RULES = ("download_dataset", "download_model", "download_encoder", "encode",
 @pytest.mark.parametrize("ds, sample_num", [("okvqa", 800), ("vqav2", 5000)])
 def test_the_missions_command_needs_no_configfile(tmp_path, ds, sample_num):
     """`snakemake --cores 8 results/okvqa/v2_lora.json`, as written: the default config knows the dataset and its
-    run (2 models × 4 samplers × 1 sample_num, 8 beam shards, shots 1-4, 5 baselines)."""
+    run (2 models × 4 samplers × 1 sample_num, 8 beam shards, shots 1-4, 6 baselines: zero-shot + 5 per shot)."""
     out = dry_run(workdir(tmp_path), f"results/{ds}/v2_lora.json").stdout
     jobs = job_counts(out)
     assert set(jobs) == set(ALL_RULES), jobs
     assert jobs["beam_search"] == 2 * 4 * 8 and jobs["train_selector"] == 2 * 4 and jobs["infer"] == 2 * 4 * 4
-    assert jobs["baseline"] == 2 * 4 * 4 and jobs["zero_shot"] == 2 and jobs["download_model"] == 2
+    assert jobs["baseline"] == 2 * 4 * 5 and jobs["zero_shot"] == 2 and jobs["download_model"] == 2
     assert f"data/{ds}/beam/qwen2.5_vl_3B/mix_{sample_num}/beam.parquet" in out
     assert f"results/{ds}/flamingo_3B/img_sim_{sample_num}/v2_lora/seed0/shot4.json" in out
     assert "data/encoders/clip_vit_b32" in out and "tiny_vl" not in out and "tiny_clip" not in out
@@ -185,7 +185,9 @@ def test_the_missions_command_needs_no_configfile(tmp_path, ds, sample_num):
 
 def test_default_target_is_still_the_demo(tmp_path):
     out = dry_run(workdir(tmp_path)).stdout
-    assert all(f"results/demo/{v}.json" in out for v in ("v0", "v1", "v2", "v2_lora"))
+    # the demo and its control condition (issue 22), every version, and versions.json of both
+    for d in ("demo", "demo_control"):
+        assert all(f"results/{d}/{v}.json" in out for v in ("v0", "v1", "v2", "v2_lora", "v3", "v4", "versions"))
     assert "okvqa" not in out and "qwen2.5_vl_3B" not in out
 
 

@@ -113,6 +113,9 @@ def run_config(config: dict, dataset: str) -> dict:
 def _check_references(config: dict) -> None:
     if config["dataset"] not in config["datasets"]:
         raise ConfigError(f"invalid config: dataset: {config['dataset']!r} is not a key of datasets {sorted(config['datasets'])}")
+    if config.get("control_dataset") and config["control_dataset"] not in config["datasets"]:
+        raise ConfigError(f"invalid config: control_dataset: {config['control_dataset']!r} is not a key of datasets "
+                          f"{sorted(config['datasets'])}")
     for name in config.get("runs") or {}:
         if name not in config["datasets"]:
             raise ConfigError(f"invalid config: runs.{name}: not a key of datasets {sorted(config['datasets'])}")

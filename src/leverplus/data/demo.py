@@ -13,6 +13,22 @@ image similarity can find the class exactly.
 
 The same drawing code and nonce vocabulary serve the meta-training of the demo VL model
 (`leverplus.models.demo_training`), which draws a *fresh* naming for every training episode.
+
+**Dialects** (``dialect``; issue 22: a demo on which similarity is a documented, imperfect proxy for a
+demonstration's value). About a third of the examples, in both splits, are named in a *dialect*: their answer is
+the word of another class, ``naming[dialect_class(cls)]`` (same shape, next colour). A demonstration helps a query
+only if it has the query's class **and** the query's naming, so image similarity — which finds the class — retrieves
+a wrongly named demonstration at the dialect's base rate. Which examples are in the dialect:
+
+* ``"template"`` — exactly those whose question uses the ``name`` template ("Which name does this … item have?"):
+  the cue is in the question text, which every selector sees (CLIP question features) and image similarity does not;
+* ``"hidden"`` (the **control**) — an independent coin with the same probability (1/3), drawn from a stream of its
+  own, visible nowhere in the inputs: no selector can tell a dialect demonstration from another, only the oracle
+  (which reads the answers) can;
+* ``None`` — no dialect (the original demo, byte for byte).
+
+Images, classes and questions are the same in all three (the coin has its own random stream), so the conditions
+differ only in which examples carry the dialect word.
 """
 from __future__ import annotations
 
@@ -93,6 +109,16 @@ def render(cls: int, rng: np.random.Generator, image_size: int = 56):
     return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), "RGB")
 
 
+DIALECTS = (None, "template", "hidden")
+DIALECT_TEMPLATE = "name"  # questions with this template are in the dialect when dialect="template"
+DIALECT_SHARE = 1 / len(QUESTION_TEMPLATES)  # the hidden coin's probability: the template condition's share
+
+
+def dialect_class(cls: int) -> int:
+    """The class whose word a dialect example of class `cls` is called by: the same shape, the next colour."""
+    return (cls + len(SHAPES)) % N_CLASSES
+
+
 def make_question(cls: int, rng: np.random.Generator) -> tuple[str, str]:
     """(question, question_type): mentions the colour or the shape of the object, with one of the templates."""
     shape, colour = class_parts(cls)
@@ -116,13 +142,17 @@ def _png_bytes(img) -> bytes:
 
 
 def generate_demo(
-    out_dir: str | Path, *, seed: int = 0, n_train: int = 3000, n_val: int = 600, image_size: int = 56
+    out_dir: str | Path, *, seed: int = 0, n_train: int = 3000, n_val: int = 600, image_size: int = 56,
+    dialect: str | None = None,
 ) -> None:
     """Write `train.parquet`, `val.parquet` and `images/*.png` under `out_dir`, byte-identical for a given seed.
 
     Columns: the records.py split columns (image paths relative to `out_dir`) plus `class` (0…11) and `caption`
-    ("a red circle"), kept for diagnostics and for training the demo CLIP.
+    ("a red circle"), kept for diagnostics and for training the demo CLIP; with a `dialect` (module docstring) also
+    `dialect` (bool: this example's answer is the dialect word).
     """
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
     import pandas as pd
 
     from ..io import write_parquet
@@ -132,8 +162,10 @@ def generate_demo(
     root = np.random.SeedSequence([seed, 4])
     naming_ss, *split_ss = root.spawn(3)
     naming = draw_naming(np.random.default_rng(naming_ss), nonce_vocabulary())
-    for split, n, ss in (("train", n_train, split_ss[0]), ("val", n_val, split_ss[1])):
+    coin_ss = np.random.SeedSequence([seed, 4, 22]).spawn(2)  # the hidden dialect's own streams: nothing else moves
+    for (split, n, ss), css in zip((("train", n_train, split_ss[0]), ("val", n_val, split_ss[1])), coin_ss):
         rng = np.random.default_rng(ss)
+        coins = np.random.default_rng(css).random(n) < DIALECT_SHARE
         rows = []
         for i in range(n):
             cls = int(rng.integers(N_CLASSES))
@@ -144,7 +176,9 @@ def generate_demo(
             data = _png_bytes(img)
             if not path.exists() or path.read_bytes() != data:
                 path.write_bytes(data)
-            word = naming[cls]
+            in_dialect = (qtype == DIALECT_TEMPLATE) if dialect == "template" else bool(coins[i] and dialect)
+            word = naming[dialect_class(cls)] if in_dialect else naming[cls]
+            extra = {"dialect": in_dialect} if dialect else {}
             rows.append(
                 dict(
                     id=f"demo_{split}_{i:06d}",
@@ -157,6 +191,7 @@ def generate_demo(
                     question_type=qtype,
                     **{"class": cls},
                     caption=class_caption(cls),
+                    **extra,
                 )
             )
         write_parquet(out / f"{split}.parquet", pd.DataFrame(rows))

@@ -20,9 +20,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ..io import atomic_write, write_json
-from ..metrics.stats import paired_bootstrap
+from ..metrics.stats import paired_bootstrap, seed_bootstrap
 from ..metrics.io import MetricsInputError
-from .aggregate import (DEFAULT_METRICS, _check_config, _describe, _load, _per_item, judged,
+from .aggregate import (DEFAULT_METRICS, _aligned, _check_config, _describe, _load, _per_item, judged,
                         minimum_detectable_difference, paired_over_seeds, verdict)
 
 # Version pairs that share what the training seed fixes: v3 and v4 are v2's network (same initial weights for the same
@@ -40,7 +40,8 @@ def _pct(test: dict) -> dict:
 
 
 def compare_versions(*, dataset: str, pairs: list, infer_jsons: list[str], val: pd.DataFrame, out_json: str,
-                     out_md: str, metrics: dict | None = None, baseline_jsons: list[str] | None = None) -> dict:
+                     out_md: str, metrics: dict | None = None, baseline_jsons: list[str] | None = None,
+                     out_png: str | None = None) -> dict:
     m = {**DEFAULT_METRICS, **(metrics or {})}
     n_resamples, seed = int(m["n_resamples"]), int(m["seed"])
     docs = [_load(p) for p in infer_jsons]
@@ -74,10 +75,19 @@ def compare_versions(*, dataset: str, pairs: list, infer_jsons: list[str], val: 
                                                 "both with the same settings")
                     ref = _per_item(d, val)
                     base_rows.append(_row(v, retriever, key, runs[key], {0: ref}, False, n_resamples, seed))
+    summaries = []
+    for key in sorted(runs):
+        acc = _aligned([runs[key][s] for s in sorted(runs[key])])
+        test = seed_bootstrap(acc, n_resamples=n_resamples, seed=seed)
+        summaries.append({"version": key[0], "model": key[1], "sampler": key[2], "sample_num": key[3],
+                          "shot": key[4], "seeds": sorted(runs[key]), "n": int(acc.shape[1]),
+                          "score": round(100 * test["mean"], 2), "ci95": [round(100 * x, 2) for x in test["ci95"]]})
     result = {
         "dataset": dataset,
         "metric": "vqa_accuracy",
         "scale": "percent",
+        "versions": summaries,
+        "baselines": [{k: b[k] for k in ("model", "retriever", "shot", "score", "n", "ci95")} for b in bases],
         "pairs": [list(p) for p in pairs],
         "seed_paired_pairs": sorted([list(p) for p in SEED_PAIRED if tuple(p) in {tuple(q) for q in pairs}]),
         "method": {"name": "paired-bootstrap-items-and-seeds", "n_resamples": n_resamples, "seed": seed,
@@ -90,6 +100,10 @@ def compare_versions(*, dataset: str, pairs: list, infer_jsons: list[str], val: 
     write_json(out_json, result)
     with atomic_write(out_md) as f:
         f.write(markdown(result))
+    if out_png is not None:
+        from .plots import plot_versions
+
+        plot_versions(result, out_png)
     return result
 
 

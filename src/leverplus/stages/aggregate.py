@@ -39,4 +39,5 @@ def compare_versions(*, input, output, params, wildcards, threads):
         out_json=output.json,
         out_md=output.md,
         metrics=params.get("metrics"),
+        out_png=getattr(output, "png", None),
     )

@@ -14,11 +14,13 @@ def download_dataset(*, input, output, params, wildcards, threads):
     if spec["source"] == "demo":
         from ..data.demo import generate_demo
 
-        generate_demo(out_dir, seed=spec["seed"], n_train=spec["n_train"], n_val=spec["n_val"])
+        generate_demo(out_dir, seed=spec["seed"], n_train=spec["n_train"], n_val=spec["n_val"],
+                      dialect=spec.get("dialect"))
     else:
         from ..data.vqa_official import prepare_vqa_dataset
 
-        prepare_vqa_dataset(wildcards["dataset"], {k: v for k, v in spec.items() if k not in ("seed", "n_train", "n_val")}, out_dir)
+        prepare_vqa_dataset(wildcards["dataset"], {k: v for k, v in spec.items()
+                                                   if k not in ("seed", "n_train", "n_val", "dialect")}, out_dir)
 
 
 def _copy_shipped(name: str, dest: Path) -> bool:
