@@ -46,12 +46,14 @@ def test_vision_per_call_counts_vision_forwards():
 
 def test_per_call_cost_counts_forwards():
     """A fixed cost per forward only: the original runs per beam one beam row plus ceil(cands / batch) batches;
-    ours one zero-shot row, per step the beams' prefixes (step ≥ 1) and per beam ceil(cands / batch) batches; the
-    limit has no per-call cost."""
+    ours (Flamingo) the zero-shot row inside the first step's batches, per later step one forward for every beam's
+    prefix and ceil(beams × cands / batch) batches of rows across beams; the limit has no per-call cost."""
     p = predict(units(per_call=1.0), CFG)
     assert p["original"] == 3 * ((1 + math.ceil(10 / 3)) + 4 * (1 + math.ceil(9 / 3)))
     assert p["reference"] == 3 * (1 + 10 + 4 * 9) == 3 * sequences_per_anchor(10, 4, 2)
-    assert p["ours"] == 3 * (1 + math.ceil(10 / 4) + 4 * (1 + math.ceil(9 / 4)))
+    assert p["ours"] == 3 * (math.ceil((10 + 1) / 4) + 1 + math.ceil(4 * 9 / 4))
+    q = predict(units("qwen2_5_vl", per_call=1.0), CFG)  # Qwen alike
+    assert q["ours"] == p["ours"]
     assert p["limit"] == 0
 
 
@@ -62,7 +64,7 @@ def test_per_token_cost_counts_own_tokens():
     own = 20 + 15 - 1
     want_limit = 3 * ((15 - 1) + 10 * own + 4 * 20 + 4 * 9 * own)
     assert p["limit"] == pytest.approx(want_limit)
-    assert p["ours"] == pytest.approx(want_limit + 3 * 1)  # the zero-shot row runs whole (its tail too)
+    assert p["ours"] == pytest.approx(want_limit)  # every row, the zero-shot one too, cut at its last scored token
     whole = lambda k: k * 20 + 15  # noqa: E731
     assert p["original"] == pytest.approx(3 * (whole(0) + 10 * whole(1) + 4 * (whole(1) + 9 * whole(2))))
     lim = analytic_limit(units(per_token=1.0), CFG)
@@ -70,11 +72,16 @@ def test_per_token_cost_counts_own_tokens():
 
 
 def test_head_cost_flamingo_every_position_qwen_answer_only():
+    """The head: a Flamingo LM that cannot keep only some logits (head_scope all, e.g. remote-code MosaicGPT) at
+    every position it runs; with `logits_to_keep` (head_scope scored) at the answer + 1 positions of each row; Qwen
+    at the answer positions; the limit at the answer positions."""
     u = units(head=1.0)
     p = predict(u, CFG)
     own = 20 + 15 - 1
-    assert p["ours"] == pytest.approx(3 * (15 + (10 + 36) * own))  # MPT computes logits at every position it runs
+    assert p["ours"] == pytest.approx(3 * (14 + (10 + 36) * own))  # MPT computes logits at every position it runs
     assert p["limit"] == pytest.approx(3 * (1 + 10 + 36) * 2)
+    kept = predict({**u, "head_scope": "scored"}, CFG)
+    assert kept["ours"] == pytest.approx(3 * (1 + 10 + 36) * (2 + 1))
     q = predict(units("qwen2_5_vl", head=1.0), CFG)
     assert q["ours"] == pytest.approx(q["limit"])
 

@@ -77,6 +77,45 @@ class CountPrefixRuns:
         self.h.remove()
 
 
+class CountForwards:
+    """Counts language-model forwards."""
+
+    def __init__(self, lm):
+        self.lm, self.n = lm, 0
+
+    def __enter__(self):
+        def pre(module, args, kwargs):
+            self.n += 1
+
+        self.h = self.lm.register_forward_pre_hook(pre, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.h.remove()
+
+
+@pytest.mark.parametrize("order", ["right", "left"])
+@pytest.mark.parametrize("batch_size", [3, 16])
+def test_beam_rows_scored_with_the_first_step(adapter, examples, order, batch_size):
+    """`score_step(..., beam_rows=True)`: each beam's own row (beam ⊕ query; step 0: the zero-shot row) is scored
+    in the same forwards as the candidate rows — P̄ within float noise of an uncached whole-row forward, and the
+    candidates' P̄ unchanged — so beam search starts with ceil((pool + 1) / batch_size) forwards, not one more."""
+    e = examples
+    pool = [e[0], e[1], e[2], e[4], e[5]]
+    adapter.batch_size = batch_size
+    with CountForwards(adapter.lm) as f:
+        got, (base,) = adapter.score_step([[]], [pool], e[3], order, beam_rows=True)
+    assert f.n == math.ceil((len(pool) + 1) / batch_size), f.n
+    assert math.isclose(math.log(base), math.log(adapter.score_reference([], e[3])), abs_tol=2e-5)
+    ref = np.array([adapter.score_reference([c], e[3]) for c in pool])
+    np.testing.assert_allclose(np.log(got[0]), np.log(ref), rtol=0, atol=2e-5)
+    beams = [[e[0], e[1]], [e[2]]]
+    cands = [[e[2], e[4]], [e[0], e[5]]]
+    got, own = adapter.score_step(beams, cands, e[3], order, beam_rows=True)
+    for beam, p in zip(beams, own):
+        assert math.isclose(math.log(p), math.log(adapter.score_reference(beam, e[3])), abs_tol=2e-5)
+
+
 @pytest.mark.parametrize("order", ["right", "left"])
 @pytest.mark.parametrize("batch_size", [2, 16])
 def test_score_step_equals_whole_rows(adapter, examples, order, batch_size):
@@ -95,15 +134,17 @@ def test_score_step_equals_whole_rows(adapter, examples, order, batch_size):
 
 
 def test_prefix_runs_once_per_beam_and_step(adapter, examples):
-    """construct_order right: one prefix forward (one row) per non-empty beam and step, however many batches
-    its candidates take; the prefix covers the whole beam."""
+    """construct_order right: every beam's prefix once per step, all of them in one left-padded forward (one row
+    per non-empty beam, however many batches the candidates take), and the candidate rows of all beams batched
+    together: ceil(rows / batch_size) forwards on top, not one batch series per beam."""
     e = examples
     beams = [[e[0], e[1]], [e[2]], []]
     cands = [[e[2], e[4], e[5], e[6]], [e[0], e[1], e[4], e[6]], [e[0], e[5]]]
-    adapter.batch_size = 2
-    with CountPrefixRuns(adapter.lm) as c:
+    adapter.batch_size = 4
+    with CountPrefixRuns(adapter.lm) as c, CountForwards(adapter.lm) as f:
         adapter.score_step(beams, cands, e[3], "right")
-    assert c.n == 2 and c.rows == [1, 1], (c.n, c.rows)
+    assert c.n == 1 and c.rows == [2], (c.n, c.rows)
+    assert f.n == 1 + math.ceil(10 / 4), f.n  # the prefix forward and 3 row forwards (10 rows, 4 per forward)
     # the prefix is the beam's demonstrations: the row minus the candidate's and the query's part
     row = adapter._tokenise([e[2], e[0]], e[3])[0]
     own = adapter._tokenise([e[0]], e[3])[0]
@@ -152,3 +193,30 @@ def _cache_len(cache) -> int:
     if isinstance(cache, (list, tuple)):
         return int(cache[0][0].shape[1])
     return int(cache.get_seq_length())
+
+
+def test_head_only_where_a_scored_token_is_predicted(adapter, examples):
+    """transformers' MPT (`logits_to_keep`): the LM head runs on the last positions of each row batch that hold the
+    scored predictions (here the one-token answers and `<|endofchunk|>`: a few positions, not the rows' dozens) and
+    on one position of the prefix forward; the remote-code MosaicGPT stand-in takes no `logits_to_keep` and keeps
+    every position. P̄ is checked against whole rows in `test_score_step_equals_whole_rows`."""
+    e = examples
+    head = adapter.lm.get_output_embeddings()
+    if head is None:  # MosaicGPT: logits from the tied input embeddings (F.linear), no module to watch
+        assert not adapter._keep_kw(1)
+        return
+    seen = []
+    h = head.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape[:2])))
+    try:
+        adapter.batch_size = 16
+        beams = [[e[0]], [e[2]]]
+        cands = [[e[1], e[2]], [e[0], e[1]]]
+        adapter.score_step(beams, cands, e[5], "right")
+    finally:
+        h.remove()
+    row_len = len(adapter._tokenise([e[0], e[1]], e[5])[0]) - len(adapter._tokenise([e[0]], e[5])[0]) + 1
+    if adapter._keep_kw(1):
+        assert seen[0] == (2, 1)  # the two beams' prefixes, last position only
+        assert seen[1][0] == 4 and seen[1][1] < row_len // 2, (seen, row_len)
+    else:
+        assert seen[1][1] >= row_len - 2

@@ -213,10 +213,18 @@ class RecordingModel:
         self._record(beam, candidates, order, out)
         return out
 
-    def score_step(self, beams, candidates, query, order):
-        out = self.model.score_step(beams, candidates, query, order)
-        for beam, cands, ps in zip(beams, candidates, out):
+    @property
+    def scores_beam_rows(self) -> bool:
+        return bool(getattr(self.model, "scores_beam_rows", False))
+
+    def score_step(self, beams, candidates, query, order, **kw):
+        out = self.model.score_step(beams, candidates, query, order, **kw)
+        per_cand = out[0] if kw.get("beam_rows") else out
+        for beam, cands, ps in zip(beams, candidates, per_cand):
             self._record(beam, cands, order, ps)
+        if kw.get("beam_rows"):
+            for beam, p in zip(beams, out[1]):
+                self.scores[_key(beam)] = float(p)
         return out
 
 

@@ -242,6 +242,8 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
         "head_per_token": per_head,
         "head_all": hd["all"],
         "head_in_lm": head_in_lm,
+        # where ours computes the head: "scored" (the positions predicting scored tokens) or "all" it runs
+        "head_scope": "scored" if model.name != "flamingo" or model._keep_kw(1) else "all",
         "lm": dict(zip(names, coef.tolist())),
         "lm_samples": samples,
         "lm_fit_max_rel_error": float(np.max(np.abs(fit - y) / np.maximum(y, 1e-9))),
@@ -278,6 +280,8 @@ def _nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # ---- composing -------------------------------------------------------------------------------------------------
 def _lm(u: dict, B: float, L: float, P: float, T: float, *, per_call: bool = True) -> float:
+    """Seconds of one forward of B rows × L tokens on P cached keys, T images per row (B = 0: the per-call cost
+    alone)."""
     c = u["lm"]
     t = (c["per_call"] if per_call else 0.0) + c["per_token"] * B * L + c["per_token_key"] * B * L * (P + L / 2)
     if "per_token_image" in c:
@@ -307,7 +311,14 @@ def predict(u: dict, cfg: SliceConfig) -> dict:
     ref += whole(0)
     ours += (1 + cfg.cand_num) * (vc + v)  # each image once, one per forward
     lim += (1 + cfg.cand_num) * v
-    ours += _lm(u, 1, H + Q - (tail if not flam else 0), 0, 1) + hd * (H + Q if flam else A)
+    # the zero-shot row is scored in the first step's forwards (`scores_beam_rows`): its tokens, no call of its own
+    merged = cfg.shot_num >= 1
+    # the head: Qwen on the answer positions; Flamingo on the last positions of a batch that hold every row's
+    # scored predictions (`logits_to_keep`: ~ the answer + 1 per row at the mean shape) or, where the LM cannot
+    # keep only those (remote-code MosaicGPT), on every position it runs
+    scored_only = not flam or u.get("head_scope") == "scored"
+    ours += _lm(u, 1, H + Q - tail, 0, 1, per_call=not merged) + hd * (
+        A if not flam else (A + 1 if scored_only else H + Q - tail))
     lim += _lm(u, 1, H + Q - tail, 0, 1, per_call=False) + hd * A
     for s, beams, cands in _steps(cfg):
         k = s + 1  # demonstrations in a scored row
@@ -318,23 +329,16 @@ def predict(u: dict, cfg: SliceConfig) -> dict:
             orig += full * whole(k, cfg.original_batch) + (whole(k, rest) if rest else 0.0)
         if cfg.order == "right":
             prefix, own, T_own = H + s * D, D + Q - tail, 2
-            if prefix > 0:  # the beams' prefixes: Flamingo one forward per beam, Qwen all beams in one forward
-                ours += beams * _lm(u, 1, prefix, 0, s) if flam else _lm(u, beams, prefix, 0, s)
+            if prefix > 0:  # the beams' prefixes, all beams in one forward
+                ours += _lm(u, beams, prefix, 0, s)
                 lim += _lm(u, beams, prefix, 0, s, per_call=False)
         else:
             prefix, own, T_own = 0.0, H + k * D + Q - tail, k + 1
-        if flam:  # per beam, chunks of batch_size; logits at every position run
-            for _ in range(beams):
-                full, rest = divmod(cands, cfg.batch_size)
-                ours += full * _lm(u, cfg.batch_size, own, prefix, T_own)
-                ours += _lm(u, rest, own, prefix, T_own) if rest else 0.0
-            ours += hd * beams * cands * own
-        else:  # rows of every beam together, chunks of batch_size; the head on the answer positions only
-            n = beams * cands
-            full, rest = divmod(n, cfg.batch_size)
-            ours += full * _lm(u, cfg.batch_size, own, prefix, T_own)
-            ours += _lm(u, rest, own, prefix, T_own) if rest else 0.0
-            ours += hd * n * A
+        # rows of every beam together, chunks of batch_size (Flamingo's first step: the zero-shot row too)
+        n = beams * cands
+        calls = -(-(n + (1 if merged and s == 0 else 0)) // cfg.batch_size)  # (Qwen: its prefix in the prefix forward)
+        ours += calls * _lm(u, 0, 0, 0, 0) + _lm(u, n, own, prefix, T_own, per_call=False)
+        ours += hd * n * (A if not flam else (A + 1 if scored_only else own))
         lim += _lm(u, beams * cands, own, prefix, T_own, per_call=False) + hd * beams * cands * A
     n = cfg.anchors
     lim_1img = lim + (1 + cfg.cand_num) * vc  # the same, each image in a forward of its own (as ours encodes them)

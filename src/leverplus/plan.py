@@ -78,7 +78,8 @@ def plan(config: dict, measured: dict, datasets: list[str] | None = None, unit_c
 
     unit_costs = unit_costs or {}
     rows, missing, fallback = [], set(), set()
-    for name in datasets or [d for d in config["datasets"] if d != "demo"] or list(config["datasets"]):
+    real = [d for d, spec in config["datasets"].items() if (spec or {}).get("source") != "demo"]  # not the demos
+    for name in datasets or real or list(config["datasets"]):
         run = run_config(config, name)
         exp, beam = run["experiment"], run["beam"]
         per_anchor = sequences_per_anchor(exp["cand_num"], beam["beam_size"], beam["shot_num"])

@@ -93,15 +93,24 @@ def beam_search_anchor(
 ) -> tuple[list[Beam], float, list[float]]:
     """Beams for one anchor (best first), the zero-shot P̄ and the mean candidate InfoScore at each step.
     `stats`, if given, receives `near_boundary_steps` (see `rank_step`)."""
-    base = float(model.score([[]], [anchor])[0])
+    first = None
+    if shot_num >= 1 and getattr(model, "scores_beam_rows", False):
+        # the zero-shot row in the first step's forwards (an adapter whose every forward has a fixed cost)
+        first, (base,) = model.score_step([[]], [list(pool)], anchor, order, beam_rows=True)
+        base = float(base)
+    else:
+        base = float(model.score([[]], [anchor])[0])
     beams = [Beam([], [], base, [])]
     mean_scores: list[float] = []
     near = 0
-    for _ in range(shot_num):
+    for step in range(shot_num):
         cand_idx = [[i for i, c in enumerate(pool) if c.id not in set(beam.picked)] for beam in beams]
-        p_bars = model.score_step(
-            [beam.prompt for beam in beams], [[pool[i] for i in idx] for idx in cand_idx], anchor, order
-        )
+        if step == 0 and first is not None:
+            p_bars = first
+        else:
+            p_bars = model.score_step(
+                [beam.prompt for beam in beams], [[pool[i] for i in idx] for idx in cand_idx], anchor, order
+            )
         p_new = np.concatenate([np.asarray(p, np.float64) for p in p_bars])
         p_beam = np.concatenate([np.full(len(idx), beam.p_bar) for beam, idx in zip(beams, cand_idx)])
         beam_idx = np.concatenate([np.full(len(idx), b) for b, idx in enumerate(cand_idx)])

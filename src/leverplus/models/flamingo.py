@@ -476,10 +476,28 @@ def _reorder_cache(cache, index: torch.Tensor):
     return type(cache)(tuple(x.index_select(0, index.to(x.device)) for x in layer) for layer in cache)
 
 
+def _select_cache(cache, index: torch.Tensor, n_rows: int):
+    """A new KV cache whose rows are the rows `index` of `cache` (`n_rows` rows), `cache` left untouched: a
+    transformers `Cache` is copied and reordered, a legacy list of per-layer (key, value) tuples gets new tensors
+    (`index_select` on the leading dimension, which must hold the rows; a one-row cache in any layout is tiled)."""
+    if isinstance(cache, (list, tuple)):
+        if n_rows == 1:
+            return repeat_prefix_cache(cache, index.numel())
+        for layer in cache:
+            for x in layer:
+                if x.shape[0] != n_rows:
+                    raise ValueError(f"a legacy KV cache tensor of shape {tuple(x.shape)} is not (rows={n_rows}, …)")
+        return type(cache)(tuple(x.index_select(0, index.to(x.device)) for x in layer) for layer in cache)
+    return _reorder_cache(_copy_cache(cache), index)
+
+
 # ---- adapter ---------------------------------------------------------------------------------------------------
 @register_adapter("flamingo")
 class FlamingoICL(ICLModel):
     name = "flamingo"
+    # `score_step(..., beam_rows=True)`: beam search scores the zero-shot row in the first step's forwards (on a
+    # CPU every language-model forward first reads all weights: a fixed cost per forward)
+    scores_beam_rows = True
 
     def __init__(
         self,
@@ -703,36 +721,54 @@ class FlamingoICL(ICLModel):
         return torch.exp(-self._mean_ce(logits, ids, mask)).cpu().numpy()
 
     @torch.no_grad()
-    def score_step(self, beams, candidates, query, order) -> list[np.ndarray]:
-        """All (beam, candidate) rows of one beam-search step. With construct_order `right` each beam's prefix — its
-        demonstrations, images, text and the cross-attention conditioning of their tokens — is run once per step
-        (`_prefix_state`) and every candidate row of that beam runs on top of it (`_score_on_prefix`), in batches
-        of `batch_size` rows: a text token's gated cross-attention sees only the media before it
-        (`only_attend_immediate_media`) and self-attention is causal, so the prefix's keys and values do not depend
-        on what follows. With `left` (the new demonstration first) no two rows share a prefix: whole rows, batched
-        across beams."""
+    def score_step(self, beams, candidates, query, order, *, beam_rows: bool = False):
+        """All (beam, candidate) rows of one beam-search step. With construct_order `right` the prefixes of every
+        beam — its demonstrations, images, text and the cross-attention conditioning of their tokens — run once per
+        step, together in one left-padded forward (`_prefix_states`), and the candidate rows of every beam run on
+        top of their beam's prefix, `batch_size` rows per forward across beams (`_score_rows`): a text token's
+        gated cross-attention sees only the media before it (`only_attend_immediate_media`) and self-attention is
+        causal, so a prefix's keys and values do not depend on what follows it; MPT's ALiBi bias depends on key
+        positions only, so left padding shifts every key of a row alike and its softmax does not move. With `left`
+        (the new demonstration first) no two rows share a prefix: whole rows, batched across beams.
+
+        `beam_rows`: also P̄ of each beam's own row (beam ⊕ query), scored in the same forwards; returned as a
+        second list (step 0: the zero-shot row beside the first step's candidates)."""
         if order != "right":
             seqs = [extend(b, c, order) for b, cands in zip(beams, candidates) for c in cands]
+            if beam_rows:
+                seqs += [list(b) for b in beams]
             flat = self.score(seqs, [query] * len(seqs))
-            return np.split(flat, np.cumsum([len(c) for c in candidates])[:-1])
-        out = []
-        for beam, cands in zip(beams, candidates):
-            if not len(cands):
-                out.append(np.empty(0, dtype=np.float64))
-                continue
-            rows = [self._tokenise(extend(beam, c, order), query) for c in cands]
-            images = [prompting.images_in_order(extend(beam, c, order), query) for c in cands]
-            n_prefix = self._beam_prefix_tokens(beam, rows, images)
-            state = self._prefix_state(rows[0][0][:n_prefix], images[0][: len(beam)]) if n_prefix else None
+            n = sum(len(c) for c in candidates)
+            out = np.split(flat[:n], np.cumsum([len(c) for c in candidates])[:-1])
+            return (out, list(flat[n:])) if beam_rows else out
+        rows, own_images, row_beam, row_prefix = [], [], [], []
+        prefixes: dict[int, tuple[np.ndarray, list]] = {}  # beam index -> (prefix ids, prefix images)
+        for b, (beam, cands) in enumerate(zip(beams, candidates)):
+            toks = [self._tokenise(extend(beam, c, order), query) for c in cands]
+            imgs = [prompting.images_in_order(extend(beam, c, order), query) for c in cands]
+            n_prefix = self._beam_prefix_tokens(beam, toks, imgs) if toks else 0
+            if n_prefix:
+                prefixes[b] = (toks[0][0][:n_prefix], list(imgs[0][: len(beam)]))
+            for t, im in zip(toks, imgs):
+                rows.append(t)
+                own_images.append(im[len(beam) :] if n_prefix else im)
+                row_beam.append(b)
+                row_prefix.append(n_prefix)
             self.last_shared_prefix = n_prefix
-            scores = np.empty(len(rows), dtype=np.float64)
-            for lo in range(0, len(rows), self.batch_size):
-                hi = min(lo + self.batch_size, len(rows))
-                scores[lo:hi] = self._score_on_prefix(
-                    rows[lo:hi], [imgs[len(beam) :] for imgs in images[lo:hi]], n_prefix, state
-                )
-            out.append(scores)
-        return out
+        if beam_rows:  # each beam's own row, whole (it does not continue the beam's prefix with an `<image>`)
+            for b, beam in enumerate(beams):
+                rows.append(self._tokenise(list(beam), query))
+                own_images.append(prompting.images_in_order(list(beam), query))
+                row_beam.append(b)
+                row_prefix.append(0)
+        state = self._prefix_states(prefixes) if prefixes else None
+        flat = np.empty(len(rows), dtype=np.float64)
+        for lo in range(0, len(rows), self.batch_size):
+            hi = min(lo + self.batch_size, len(rows))
+            flat[lo:hi] = self._score_rows(rows[lo:hi], own_images[lo:hi], row_beam[lo:hi], row_prefix[lo:hi], state)
+        n = sum(len(c) for c in candidates)
+        out = np.split(flat[:n], np.cumsum([len(c) for c in candidates])[:-1])
+        return (out, [float(x) for x in flat[n:]]) if beam_rows else out
 
     def _beam_prefix_tokens(self, beam, rows, images) -> int:
         """Token count of the beam's demonstrations: every row starts with them (same ids and images) and continues
@@ -756,42 +792,92 @@ class FlamingoICL(ICLModel):
 
     def _prefix_state(self, prefix_ids: np.ndarray, prefix_images: Sequence[str]):
         """The KV cache of one beam prefix (one row), its media conditioning applied to its own tokens."""
-        prefix = torch.as_tensor(prefix_ids, device=self.device)[None]
-        self._condition(self._media([list(prefix_images)]))
+        state = self._prefix_states({0: (np.asarray(prefix_ids), list(prefix_images))})
+        return state["cache"]
+
+    def _prefix_states(self, prefixes: dict) -> dict:
+        """The KV cache of every beam prefix (`{beam: (ids, images)}`) from one forward, left-padded to the longest
+        (padding masked; a text token's cross-attention sees only its own prefix's images): `cache` (a row per
+        prefix, in the dict's order), `row` (beam -> cache row), `mask` (rows × longest prefix, 1 on real tokens)."""
+        beams = list(prefixes)
+        lens = [len(prefixes[b][0]) for b in beams]
+        P = max(lens)
+        ids = torch.full((len(beams), P), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(beams), P), dtype=torch.long)
+        for i, b in enumerate(beams):
+            ids[i, P - lens[i] :] = torch.as_tensor(prefixes[b][0])
+            mask[i, P - lens[i] :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        self._condition(self._media([prefixes[b][1] for b in beams]))
         try:
-            out = self.lm(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+            out = self.lm(input_ids=ids, attention_mask=mask, use_cache=True, **self._keep_kw(1))  # no logit used
         finally:
             self.lm.clear_conditioned_layers()
-        return out.past_key_values
+        return {"cache": out.past_key_values, "row": {b: i for i, b in enumerate(beams)}, "mask": mask}
 
     def _score_on_prefix(self, rows, own_images, n_prefix: int, state) -> np.ndarray:
-        """P̄ of rows whose first `n_prefix` tokens are the prefix `state` (None: no prefix). Each row runs from
-        `n_prefix` up to its last scored token (what follows it is never the input of a scored logit), right-padded,
-        conditioned on its own images only (its remainder starts with `<image>`)."""
-        cache = None
-        if state is not None:
-            cache = repeat_prefix_cache(_copy_cache(state), len(rows))
+        """P̄ of rows that all continue the one-row prefix cache `state` (its first `n_prefix` tokens; None: no
+        prefix)."""
+        if state is None:
+            return self._score_rows(rows, own_images, [0] * len(rows), [0] * len(rows), None)
+        st = {"cache": state, "row": {0: 0}, "mask": torch.ones((1, n_prefix), dtype=torch.long, device=self.device)}
+        return self._score_rows(rows, own_images, [0] * len(rows), [n_prefix] * len(rows), st)
+
+    def _score_rows(self, rows, own_images, row_beam, row_prefix, state) -> np.ndarray:
+        """P̄ of rows, each continuing its beam's prefix in `state` (`_prefix_states`) over its first
+        `row_prefix[i]` tokens (0: a whole row; its cache row is masked out). Each row runs from there up to its
+        last scored token (what follows is never the input of a scored logit), right-padded, conditioned on its own
+        images only (its remainder starts with `<image>`)."""
         ends = [int(np.flatnonzero(m)[-1]) + 1 for _, m in rows]
         ids = nn.utils.rnn.pad_sequence(
-            [torch.as_tensor(r[0][n_prefix:e]) for r, e in zip(rows, ends)], batch_first=True,
+            [torch.as_tensor(r[0][n:e]) for r, n, e in zip(rows, row_prefix, ends)], batch_first=True,
             padding_value=self.pad_id,
         ).to(self.device)
         mask = nn.utils.rnn.pad_sequence(
-            [torch.as_tensor(r[1][n_prefix:e]) for r, e in zip(rows, ends)], batch_first=True
+            [torch.as_tensor(r[1][n:e]) for r, n, e in zip(rows, row_prefix, ends)], batch_first=True
         ).to(self.device)
-        att = nn.utils.rnn.pad_sequence(
-            [torch.ones(e, dtype=torch.long) for e in ends], batch_first=True
-        ).to(self.device)  # prefix + the row's own tokens
+        own_att = nn.utils.rnn.pad_sequence(
+            [torch.ones(e - n, dtype=torch.long) for n, e in zip(row_prefix, ends)], batch_first=True
+        ).to(self.device)
+        cache, att = None, own_att
+        if state is not None and any(row_prefix):
+            pick = [state["row"][b] if n else 0 for b, n in zip(row_beam, row_prefix)]
+            index = torch.as_tensor(pick, device=self.device)
+            pre = state["mask"].index_select(0, index) * torch.as_tensor(
+                [1 if n else 0 for n in row_prefix], device=self.device
+            )[:, None]  # a whole row attends no prefix
+            cache = _select_cache(state["cache"], index, len(state["row"]))
+            att = torch.cat([pre, own_att], dim=1)
+        # The LM head only where a scored token is predicted: the last `keep` positions of the padded batch hold
+        # every row's scored predictions (a model without `logits_to_keep` ignores it and returns every position)
+        first = [int(np.flatnonzero(r[1][n:e])[0]) for r, n, e in zip(rows, row_prefix, ends)]
+        keep = ids.shape[1] - (min(first) - 1)
         self._condition(self._media(own_images))
-        try:
+        try:  # FlamingoLMMixin.forward sets the media locations from the ids it is given
             logits = self.lm(
-                input_ids=ids, attention_mask=att, past_key_values=cache, use_cache=cache is not None
+                input_ids=ids, attention_mask=att, past_key_values=cache, use_cache=cache is not None,
+                **self._keep_kw(keep),
             ).logits
         finally:
             self.lm.clear_conditioned_layers()
         # The first own token (`<image>`) is predicted by the prefix's last position: never scored (checked in
         # `_beam_prefix_tokens`), so the suffix's logits hold every scored prediction.
-        return torch.exp(-self._mean_ce(logits, ids, mask)).cpu().numpy()
+        L = logits.shape[1]
+        return torch.exp(-self._mean_ce(logits, ids[:, -L:], mask[:, -L:])).double().cpu().numpy()
+
+    def _keep_kw(self, keep: int) -> dict:
+        """`logits_to_keep` where the language model's own forward names it (transformers' MPT), else nothing: the
+        first `forward` in its class hierarchy that is not a Flamingo mixin's."""
+        if not hasattr(self, "_takes_keep"):
+            import inspect
+
+            self._takes_keep = False
+            for klass in type(self.lm).__mro__:
+                f = klass.__dict__.get("forward")
+                if f is not None and not klass.__module__.startswith(("open_flamingo", "leverplus.models.flamingo")):
+                    self._takes_keep = "logits_to_keep" in inspect.signature(f).parameters
+                    break
+        return {"logits_to_keep": keep} if self._takes_keep else {}
 
     # ---- generation ------------------------------------------------------------------------------------------------
     def prompt_settings(self) -> dict:

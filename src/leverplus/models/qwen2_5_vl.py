@@ -318,18 +318,27 @@ class Qwen25VLICL(ICLModel):
         rows = [self._row(s, q, with_answer=True) for s, q in zip(icd_seqs, queries)]
         return self._score_rows(rows, [0] * len(rows))
 
+    # `score_step(..., beam_rows=True)`: beam search scores the zero-shot row in the first step's forwards
+    scores_beam_rows = True
+
     @torch.no_grad()
-    def score_step(self, beams, candidates, query, order) -> list[np.ndarray]:
+    def score_step(self, beams, candidates, query, order, *, beam_rows: bool = False):
         """All (beam, candidate) extensions of one beam-search step, batched across beams: each beam's shared
         prefix (its demonstrations, with construct_order `right`) is run once, rows of several beams share one
-        forward."""
+        forward. `beam_rows`: also P̄ of each beam's own row (beam ⊕ query), each its own group, in the same
+        forwards; returned as a second list (step 0: the zero-shot row)."""
         self._load_pixels([d.image for seq in (*beams, *candidates) for d in seq] + [query.image])
         rows, groups = [], []
         for g, (beam, cands) in enumerate(zip(beams, candidates)):
             rows += [self._row(extend(beam, c, order), query, with_answer=True) for c in cands]
             groups += [g] * len(cands)
+        if beam_rows:
+            rows += [self._row(list(beam), query, with_answer=True) for beam in beams]
+            groups += [len(beams) + g for g in range(len(beams))]
         flat = self._score_rows(rows, groups)
-        return np.split(flat, np.cumsum([len(c) for c in candidates])[:-1])
+        n = sum(len(c) for c in candidates)
+        out = np.split(flat[:n], np.cumsum([len(c) for c in candidates])[:-1])
+        return (out, [float(x) for x in flat[n:]]) if beam_rows else out
 
     def _score_rows(self, rows: Sequence[_Piece], groups: Sequence[int]) -> np.ndarray:
         """P̄ of every row. Rows of one group share a prefix (`_group_prefixes`); every group's prefix is run once,

@@ -67,6 +67,7 @@ ARCHS: dict[str, dict] = {
             gate_init=1.0,
             vocab_rows=50432,
             expansion_ratio=4,
+            tokenizer_len=50277,  # GPT-NeoX-20B's; + Flamingo's 3 tokens = the 50280-row embedding and LM head
         ),
         "published": "openflamingo/OpenFlamingo-3B-vitl-mpt1b (CLIP ViT-L/14 + MPT-1B)",
     },
@@ -113,7 +114,7 @@ MID_ARCHS: dict[str, dict] = {
         "size": TinyFlamingoSize(
             vocab_size=4096, d_model=512, n_heads=4, n_layers=8, vision_hidden_size=256, vision_layers=8,
             vision_heads=4, vision_intermediate_size=1024, image_size=224, patch_size=14, vocab_rows=50432,
-            expansion_ratio=4,
+            expansion_ratio=4, tokenizer_len=50277,
         ),
         "published": "mid twin (widths / 4, depths / 3)",
     },

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,11 +53,16 @@ class TinyFlamingoSize:
     lang_init_std: float | None = None  # None: the language model's default init (0.02)
     vocab_rows: int | None = None  # LM embedding rows (the real vocabulary size); None: the tokenizer's length
     expansion_ratio: int = 4
+    # the real tokenizer's length before Flamingo's tokens (GPT-NeoX-20B: 50277): the trained vocabulary is padded
+    # with entries no merge produces, so after open_flamingo's resize to len(tokenizer) the embedding and LM head
+    # have the real row count (OpenFlamingo-3B: 50280) and not the trained vocabulary's few hundred; None: as trained
+    tokenizer_len: int | None = None
 
 
-def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int):
+def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int, pad_to: int | None = None):
     """Byte-level BPE trained on `corpus`, as a `GPTNeoXTokenizer` (the family of MPT-1B's tokenizer):
-    `<|endoftext|>` is bos/eos/unk, no pad token (open_flamingo's factory adds one)."""
+    `<|endoftext|>` is bos/eos/unk, no pad token (open_flamingo's factory adds one). `pad_to`: vocabulary entries
+    that no merge produces (never emitted) appended until the tokenizer has that length."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPTNeoXTokenizer
 
@@ -72,7 +77,18 @@ def train_neox_tokenizer(corpus: Iterable[str], vocab_size: int):
     bpe.train_from_iterator(list(corpus) + TEMPLATE_TEXT, trainer=trainer)
     model_json = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
-    return GPTNeoXTokenizer(vocab=model_json["vocab"], merges=merges, pad_token=None)
+    vocab = dict(model_json["vocab"])
+    if pad_to is not None:
+        if pad_to < len(vocab):
+            raise ValueError(f"tokenizer_len {pad_to} is below the trained vocabulary's {len(vocab)} entries")
+        i = 0
+        while len(vocab) < pad_to:  # "Ā" is byte 0x00 in the byte-level alphabet: no text produces these merges
+            vocab.setdefault(f"ĀĀunused{i}", len(vocab))
+            i += 1
+    tok = GPTNeoXTokenizer(vocab=vocab, merges=merges, pad_token=None)
+    if pad_to is not None and len(tok) != pad_to:
+        raise ValueError(f"padded tokenizer has {len(tok)} entries, wanted {pad_to}")
+    return tok
 
 
 LANG_FAMILIES = ("mpt", "mosaic_gpt")
@@ -137,7 +153,7 @@ def build_tiny_flamingo(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
 
-    tokenizer = train_neox_tokenizer(corpus, size.vocab_size)
+    tokenizer = train_neox_tokenizer(corpus, size.vocab_size, size.tokenizer_len)
     tokenizer.save_pretrained(out / "tokenizer")
 
     vision = CLIPVisionModel(
