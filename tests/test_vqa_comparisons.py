@@ -185,3 +185,20 @@ def test_versions_png_shows_every_version_and_baseline_and_the_differences_vs_si
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_results_say_what_they_cost(runs, tmp_path):
+    from leverplus.report.aggregate import cost_summary
+
+    sel = tmp_path / "selector.json"
+    sel.write_text(json.dumps({"training": {"wall_time_s": 12.5}}))
+    got = cost_summary([{"cost": {"wall_s": 3.25}}, {"cost": {"wall_s": 1.0}}, {}], [{"cost": {"wall_s": 2.0}}],
+                       [str(sel)])
+    assert got == {"train_selector": {"wall_s": 12.5, "jobs": 1, "missing": 0},
+                   "infer": {"wall_s": 4.2, "jobs": 2, "missing": 1},
+                   "baselines": {"wall_s": 2.0, "jobs": 1, "missing": 0}}
+    val, infer, bases, out = runs
+    res = aggregate(dataset="demo", version="v3", infer_jsons=infer["v3"], baseline_jsons=bases, beam_tables=[],
+                    val=val, out_json=str(out / "v3.json"), out_md=str(out / "v3.md"), out_png=str(out / "v3.png"),
+                    out_parquet=str(out / "v3.parquet"), metrics=METRICS)
+    assert res["cost"]["infer"] == {"wall_s": 0.0, "jobs": 0, "missing": 5}  # written without a cost record

@@ -9,6 +9,7 @@ Results JSON schema (also in the README):
                 seed_range, ci95_items_only}],
   "baselines": [{model, retriever, shot, score, n, ci95}],
   "headroom":  [{model, shot, a: oracle, b: img_sim|text_sim, diff, ci95, p_value, n, verdict, mdd}],
+  "cost":      {train_selector | infer | baselines: {wall_s, jobs, missing}}  (wall-clock seconds of the jobs),
   "beam_signal": [{model, sampler, sample_num, anchors, mean_candidate_infoscore: [per step],
                    mean_infoscore_by_beam_rank: [per rank, summed over steps], best_beam_above_mean_share (step 1),
                    best_beam_above_mean_share_by_step, mean_zero_shot_p, mean_best_beam_p}],
@@ -270,6 +271,7 @@ def aggregate(
         "baselines": sorted(base_rows, key=lambda r: (r["model"], r["retriever"], r["shot"])),
         "headroom": headroom,
         "beam_signal": signal,
+        "cost": cost_summary(cells, bases, selector_jsons or []),
         "paired_test": {
             "method": "paired-bootstrap-percentile", "n_resamples": n_resamples, "seed": seed,
             "verdict": "better/worse where the 95% CI excludes 0", "mdd_power": POWER,
@@ -288,6 +290,23 @@ def aggregate(
 
         plot_training_curves(version, selector_jsons or [], out_training_png)
     return result
+
+
+def cost_summary(cells: list[dict], bases: list[dict], selector_jsons: list[str]) -> dict:
+    """What the results cost, in wall-clock seconds of their jobs (each job at the config's `compute.model_threads`):
+    the selectors' training (``selector.json`` → ``training.wall_time_s``), their inference and the baselines
+    (``cost.wall_s`` of each results file; files written before it was recorded count as missing)."""
+    train = []
+    for p in selector_jsons:
+        with open(p, encoding="utf-8") as f:
+            train.append(json.load(f).get("training", {}).get("wall_time_s"))
+
+    def total(values):
+        have = [float(v) for v in values if v is not None]
+        return {"wall_s": round(sum(have), 1), "jobs": len(have), "missing": len(values) - len(have)}
+
+    return {"train_selector": total(train), "infer": total([(c.get("cost") or {}).get("wall_s") for c in cells]),
+            "baselines": total([(b.get("cost") or {}).get("wall_s") for b in bases])}
 
 
 def _fmt(score: float, ci: list[float]) -> str:

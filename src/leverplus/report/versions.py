@@ -22,7 +22,7 @@ import pandas as pd
 from ..io import atomic_write, write_json
 from ..metrics.stats import paired_bootstrap, seed_bootstrap
 from ..metrics.io import MetricsInputError
-from .aggregate import (DEFAULT_METRICS, _aligned, _check_config, _describe, _load, _per_item, judged,
+from .aggregate import (DEFAULT_METRICS, _aligned, _check_config, _describe, _load, _per_item, cost_summary, judged,
                         minimum_detectable_difference, paired_over_seeds, verdict)
 
 # Version pairs that share what the training seed fixes: v3 and v4 are v2's network (same initial weights for the same
@@ -96,6 +96,7 @@ def compare_versions(*, dataset: str, pairs: list, infer_jsons: list[str], val: 
                       if docs else {})},
         "comparisons": rows,
         "vs_baselines": base_rows,
+        "cost": cost_summary(docs, bases, []),  # wall-clock seconds of the inference and baseline jobs compared
     }
     write_json(out_json, result)
     with atomic_write(out_md) as f:

@@ -12,9 +12,11 @@ with the explicit settings of `infer.generation`; both go into the results file 
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..data.records import examples, load_split
 from ..icd.features import Features, load_features
@@ -40,7 +42,7 @@ def _val(input, params):
     return val
 
 
-def _answer_and_score(input, output, params, val, train, prompt_ids, meta):
+def _answer_and_score(input, output, params, val, train, prompt_ids, meta, start=None):
     by_id = dict(zip(train["id"], examples(train)))
     queries = examples(val)
     seqs = [[by_id[i] for i in ids] for ids in prompt_ids]
@@ -55,7 +57,10 @@ def _answer_and_score(input, output, params, val, train, prompt_ids, meta):
         table[["id", "prediction"]], val[["id", "answers"]], stem=m["vqa_stem"], vqa_eval=m.get("vqa_eval", "official"),
         n_resamples=m["n_resamples"], seed=m["seed"],
     )
-    write_json(output.score, {**meta, **score, "predictions": Path(output.predictions).name})
+    cost = {"wall_s": round(time.perf_counter() - start, 3), "threads": torch.get_num_threads(),
+            "queries": len(val)} if start is not None else None
+    write_json(output.score, {**meta, **score, "predictions": Path(output.predictions).name,
+                              **({"cost": cost} if cost else {})})
 
 
 def generation_record(adapter: str, model, generation: GenerationSettings) -> dict:
@@ -80,6 +85,7 @@ def inference_pools(pool: dict, val_f: Features, train_f: Features) -> list[list
 def infer(*, input, output, params, wildcards, threads):
     from ..icd.selectors import load_selector
 
+    start = time.perf_counter()  # the results file records what this job cost (`cost.wall_s`)
     train = load_split(dataset_dir(input.train), "train")
     val = _val(input, params)
     shot = int(wildcards["shot"])
@@ -105,10 +111,11 @@ def infer(*, input, output, params, wildcards, threads):
         "pool": pool,
         "construct_order": params["order"],
     }
-    _answer_and_score(input, output, params, val, train, prompt_ids, meta)
+    _answer_and_score(input, output, params, val, train, prompt_ids, meta, start)
 
 
 def baseline(*, input, output, params, wildcards, threads):
+    start = time.perf_counter()
     train = load_split(dataset_dir(input.train), "train")
     val = _val(input, params)
     retriever = wildcards.get("retriever", "zero_shot")
@@ -130,4 +137,4 @@ def baseline(*, input, output, params, wildcards, threads):
     meta = {"kind": "baseline", "retriever": retriever, "model": wildcards["model"], "shot": shot}
     if retriever == "pool_random":
         meta["pool"] = params["pool"]
-    _answer_and_score(input, output, params, val, train, prompt_ids, meta)
+    _answer_and_score(input, output, params, val, train, prompt_ids, meta, start)
