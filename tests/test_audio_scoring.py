@@ -365,4 +365,7 @@ def test_secap_protocol_stage_on_the_tiny_models(char_bert, tmp_path, monkeypatc
     assert res["n"] == 3 and [len(g["captions"]) for g in res["generations"]] == [3, 3, 3]
     assert len(res["figures"]["simi"]["runs"]) == 2 and set(res["figures"]) == {"simi", "acc5", "acc6", "acc8"}
     assert res["signature"].startswith("secap-protocol|k:3|keep:2|thr:0.5/0.6/0.8|model:demo_char_bert")
+    import re
+
+    assert re.search(r"\|gen:[0-9a-f]{12}$", res["signature"]), res["signature"]  # once, the sampling digest
     assert res["device"]["device"] == "cpu"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import read_json, write_json, write_parquet
+from ..io import write_json, write_parquet
 
 TIMING_COLUMNS = ["id", "prediction", "start_time", "first_token_time", "end_time", "output_tokens", "ttft_s",
                   "total_s", "feature_s", "prompt_tokens", "finish_reason"]
@@ -234,7 +234,7 @@ def generate_local(*, input, output, params, wildcards, threads):
 
     from ..data.audio_io import load_audio
     from ..models.audio_generation import AudioGenerationSettings
-    from ..models.omni import OmniCaptioner, device_record, resolve_device, set_threads
+    from ..models.omni import OmniCaptioner, device_record, set_threads
 
     arm, block = params["arm"], params["generation"]
     prompts, decoding = _split_block(block)
@@ -603,5 +603,5 @@ def secap_protocol_run(*, input, output, params, wildcards, threads):
                device=device_record(params.get("device"), device, dtype), threads={**thread_info, **_host()},
                reference="the first reference of each clip (SECap has one)",
                generations=[{"id": str(i), "captions": g} for i, g in zip(items["id"], gens)])
-    out["signature"] += f"|gen:{base.signature().split()[0]}"
+    out["signature"] += f"|{base.signature().split()[0]}"  # "gen:<12 hex>", the sampling block's digest
     write_json(output[0], out)
