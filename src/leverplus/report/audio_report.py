@@ -345,14 +345,14 @@ def _extra_markdown(out: dict, arm_names, short: int) -> str:
             lines.append(f"| {r['metric']} | {r['kind']} | {fmt(r['a'])} | {fmt(r['b'])} | {fmt(r['diff'])} "
                          f"[{fmt(ci[0])}, {fmt(ci[1])}] | {fmt(r['p_value'])} | {r['verdict']} | {r['n']} |")
         lines.append("")
-        lines.append(f"  - fair metric better where a biased one is not: "
+        lines.append(f"- fair metric better where a biased one is not (reversal): "
                      f"{', '.join(v['reversal']) if v['reversal'] else 'none'}")
-        lines.append(f"  - biased metric better where a fair one is not: "
+        lines.append(f"- biased metric better where a fair one is not: "
                      f"{', '.join(v['biased_only']) if v['biased_only'] else 'none'}")
         if v["degenerate"]:
-            lines.append(f"  - biased metric(s) 0 on both arms (no exact first-reference match), so they rank "
-                         f"nothing and are left out of both lists: {', '.join(v['degenerate'])}")
-    lines.append("")
+            lines.append(f"- biased metric(s) 0 on both arms, so they rank nothing and are left out of both "
+                         f"lists: {', '.join(v['degenerate'])}")
+        lines.append("")
     return "\n".join(lines)
 
 
