@@ -26,9 +26,9 @@ except ConfigError as err:
 AUDIO_SETS = _alternatives(AUDIO["datasets"])
 AUDIO_MODELS = _alternatives(AUDIO["models"])
 AUDIO_METRIC_MODELS = _alternatives(AUDIO["metric_models"])
-from leverplus.report.audio_report import BASE_ARMS as _AUDIO_ARM_REGISTRY
+from leverplus.tracks.audio.report import BASE_ARMS as _AUDIO_ARM_REGISTRY
 
-AUDIO_ARMS = "|".join(_AUDIO_ARM_REGISTRY)  # the registry: leverplus.report.audio_report.BASE_ARMS
+AUDIO_ARMS = "|".join(_AUDIO_ARM_REGISTRY)  # the registry: leverplus.tracks.audio.report.BASE_ARMS
 AUDIO_SOURCE_KEYS = ("source", "shipped", "repo_id", "revision", "path", "link", "allow_patterns")
 
 
@@ -65,7 +65,7 @@ def audio_shipped(w):
     spec = AUDIO["models"][w.audio_model]
     if spec["source"] != "demo":
         return ""
-    from leverplus.models.audio_assets import shipped_digest as audio_shipped_digest
+    from leverplus.tracks.audio.assets import shipped_digest as audio_shipped_digest
 
     return audio_shipped_digest()
 

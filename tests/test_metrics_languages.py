@@ -57,7 +57,7 @@ def test_identical_text_scores_the_maximum_in_the_mt_track(lang):
 
 @pytest.mark.parametrize("lang", list(TEXTS))
 def test_identical_text_scores_the_maximum_in_the_audio_report(lang):
-    from leverplus.report.audio_report import ArmData, point_values
+    from leverplus.tracks.audio.report import ArmData, point_values
 
     ids = ["a", "b"]
     refs = pd.DataFrame({"id": ids, "references": [[t] for t in TEXTS[lang]]})

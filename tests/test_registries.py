@@ -9,7 +9,7 @@ import yaml
 from leverplus.tracks.mt import metrics as mt
 from leverplus.icd import versions as vqa_versions
 from leverplus.icd.selectors import SELECTORS
-from leverplus.report import audio_report
+from leverplus.tracks.audio import report as audio_report
 from leverplus.tracks.sentiment import report as sent_report
 from leverplus.tracks.sentiment import stages as sent_stage
 
@@ -45,7 +45,7 @@ def test_mt_families_one_registry():
 def test_audio_arms_one_registry():
     assert "edge|cloud" not in _rules("audio_common").replace('role="edge|cloud"', "")
     assert set(audio_report.VERDICT_PAIRS[0]) <= set(audio_report.BASE_ARMS)
-    src = (ROOT / "src/leverplus/report/audio_plots.py").read_text()
+    src = (ROOT / "src/leverplus/tracks/audio/plots.py").read_text()
     assert '"unaligned")' not in src  # the plots read BASE_ARMS
 
 

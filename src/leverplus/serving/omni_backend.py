@@ -11,7 +11,7 @@ request returns the same caption as `OmniCaptioner.caption` with the correspondi
 
 Request fields are read as vLLM reads them, so that this demo server cannot hide what a real vLLM endpoint does
 with the api arm's request: a field that vLLM's chat request does not have
-(`leverplus.models.audio_generation.VLLM_CHAT_REQUEST_FIELDS`, e.g. ``no_repeat_ngram_size``) is ignored and
+(`leverplus.tracks.audio.generation.VLLM_CHAT_REQUEST_FIELDS`, e.g. ``no_repeat_ngram_size``) is ignored and
 counted in ``ignored_fields`` (vLLM logs and drops it), and ``top_k`` 0 is refused with vLLM's message ("top_k
 must be -1 (disable), or at least 1"), as are a ``repetition_penalty`` outside (0, 2] and a ``top_p`` outside (0, 1].
 
@@ -96,7 +96,7 @@ def vllm_settings(settings: dict, ignored: dict | None = None) -> dict:
     refused with ``ValueError`` (HTTP 400), as vLLM's SamplingParams refuses them."""
     import logging
 
-    from leverplus.models.audio_generation import VLLM_CHAT_REQUEST_FIELDS
+    from leverplus.tracks.audio.generation import VLLM_CHAT_REQUEST_FIELDS
 
     settings = dict(settings or {})
     dropped = sorted(set(settings) - VLLM_CHAT_REQUEST_FIELDS)
@@ -122,7 +122,7 @@ def vllm_settings(settings: dict, ignored: dict | None = None) -> dict:
 class OmniChatBackend:
     def __init__(self, model_dir: str, model_name: str, *, dtype: str = "float32", device: str | None = None,
                  stall_timeout_s: float | None = None):
-        from leverplus.models.omni import OmniCaptioner
+        from leverplus.tracks.audio.omni import OmniCaptioner
 
         from .chat_backend import DEFAULT_STALL_TIMEOUT_S
 

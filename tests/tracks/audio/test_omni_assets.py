@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from leverplus.models.audio_assets import ASSETS, SHIPPED, shipped_digest, shipped_model_dir
+from leverplus.tracks.audio.assets import ASSETS, SHIPPED, shipped_digest, shipped_model_dir
 
 torch.set_num_threads(1)
 
@@ -31,9 +31,9 @@ def test_shipped_sha256_match_build_json():
 
 
 def test_shipped_cloud_captions_name_the_emotion():
-    from leverplus.data.audio_demo import EMOTIONS, caption_emotion, synthesize
-    from leverplus.models.audio_generation import AudioGenerationSettings
-    from leverplus.models.omni import OmniCaptioner
+    from leverplus.tracks.audio.demo import EMOTIONS, caption_emotion, synthesize
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     cap = OmniCaptioner.load(shipped_model_dir("omni_cloud"), device="cpu")
     settings = AudioGenerationSettings()
@@ -56,10 +56,10 @@ def test_shipped_cloud_answers_the_unanchored_prompt_with_a_bare_emotion_word():
     """The document's 7B habit, built into the demo (issue 24 item 7): to the unaligned arm's prompt (no length
     anchor, no minimum length) the cloud answers with the bare emotion word; the edge still answers with a
     sentence, and to the anchored prompt both do. BUILD.json records the training choice and its val figures."""
-    from leverplus.data.audio_demo import EMOTIONS, synthesize
-    from leverplus.models.audio_assets import ALIGNED_PROMPT, UNALIGNED_PROMPT
-    from leverplus.models.audio_generation import AudioGenerationSettings
-    from leverplus.models.omni import OmniCaptioner
+    from leverplus.tracks.audio.demo import EMOTIONS, synthesize
+    from leverplus.tracks.audio.assets import ALIGNED_PROMPT, UNALIGNED_PROMPT
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     build = json.loads((ASSETS / "BUILD.json").read_text())
     assert build["models"]["omni_cloud"]["unanchored_answer"] == "emotion_word"
@@ -85,7 +85,7 @@ def test_build_script_rebuilds_the_shipped_files_bit_for_bit(tmp_path):
     the sha256 in BUILD.json (same torch build and CPU architecture; one thread, deterministic algorithms). Minutes:
     1200 clips' features and 450 training steps."""
     from leverplus.models import shipped_assets
-    from leverplus.models.audio_assets import build_assets
+    from leverplus.tracks.audio.assets import build_assets
 
     build_assets(tmp_path, evaluate=False, log=lambda *a: None)
     assert shipped_assets.verify(tmp_path, ASSETS) == []

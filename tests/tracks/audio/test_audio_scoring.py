@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leverplus.stages.audio import cascade_point, cascade_thresholds, job_threads
+from leverplus.tracks.audio.stages import cascade_point, cascade_thresholds, job_threads
 
 
 def _arm(pred, ttft, total, tokens):
@@ -47,7 +47,7 @@ def test_cascade_point_on_quality_frames_has_no_latency():
 
 
 def test_timed_subset_seeded_and_in_manifest_order():
-    from leverplus.stages.audio import timed_subset
+    from leverplus.tracks.audio.stages import timed_subset
 
     ids = [f"v{i:03d}" for i in range(300)]
     a = timed_subset(ids, 100, 0)
@@ -113,7 +113,7 @@ def char_bert(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from leverplus.data.audio_metric_models import materialize_metric_model
+    from leverplus.tracks.audio.metric_models import materialize_metric_model
 
     d = tmp_path_factory.mktemp("cb") / "m"
     materialize_metric_model({"source": "demo_char_bert", "num_layers": 2, "baseline": "build", "seed": 0}, d,
@@ -150,7 +150,7 @@ def test_timing_slot_serialises_timed_passes(tmp_path, monkeypatch):
     import threading
     import time
 
-    from leverplus.stages.audio import timing_slot
+    from leverplus.tracks.audio.stages import timing_slot
 
     monkeypatch.setenv("LEVERPLUS_AUDIO_TIMING_LOCK", str(tmp_path / "timing.lock"))
     spans = {}
@@ -175,14 +175,14 @@ def test_timing_slot_serialises_timed_passes(tmp_path, monkeypatch):
 
 # ---- the reversal detector (issue 24 item 7) ---------------------------------------------------------------------
 def _result(verdicts: dict) -> dict:
-    from leverplus.report.audio_report import QUALITY
+    from leverplus.tracks.audio.report import QUALITY
 
     return {"pairs": [{"a": "cloud", "b": "edge", "metrics": {m: {"verdict": verdicts.get(m, "inside the noise")}
                                                              for m in QUALITY}}]}
 
 
 def _scores(cloud: dict, edge: dict) -> dict:
-    from leverplus.report.audio_report import QUALITY
+    from leverplus.tracks.audio.report import QUALITY
 
     return {"cloud": {m: cloud.get(m, 0.5) for m in QUALITY}, "edge": {m: edge.get(m, 0.4) for m in QUALITY}}
 
@@ -190,7 +190,7 @@ def _scores(cloud: dict, edge: dict) -> dict:
 def test_reversal_detector_flags_disagreement():
     """The fair metrics call cloud better, the biased BLEU (non-zero on both arms) does not: a reversal; a biased
     'better' that no fair metric shares is the other direction."""
-    from leverplus.report.audio_report import FAIR, _verdicts
+    from leverplus.tracks.audio.report import FAIR, _verdicts
 
     v = _verdicts(_result({m: "better" for m in FAIR} | {"doc_cider": "better"}),
                   _scores({"doc_bleu": 1.2, "doc_cider": 0.3}, {"doc_bleu": 1.5, "doc_cider": 0.1}),
@@ -203,7 +203,7 @@ def test_reversal_detector_flags_disagreement():
 
 
 def test_reversal_detector_quiet_when_they_agree():
-    from leverplus.report.audio_report import QUALITY, _verdicts
+    from leverplus.tracks.audio.report import QUALITY, _verdicts
 
     v = _verdicts(_result({m: "better" for m in QUALITY}), _scores({"doc_bleu": 3.0, "doc_cider": 0.4}, {}),
                   pairs=[("cloud", "edge")])["cloud_vs_edge"]
@@ -216,7 +216,7 @@ def test_reversal_detector_quiet_when_they_agree():
 def test_biased_metric_at_zero_on_both_arms_is_not_a_reversal():
     """On free-form references (SECap: 536 unique captions of 600) the document's whitespace-token BLEU/CIDEr is 0
     for every arm; a fair 'better' must not be flagged as a reversal by construction."""
-    from leverplus.report.audio_report import FAIR, _verdicts
+    from leverplus.tracks.audio.report import FAIR, _verdicts
 
     v = _verdicts(_result({m: "better" for m in FAIR}),
                   _scores({"doc_bleu": 0.0, "doc_cider": 0.0}, {"doc_bleu": 0.0, "doc_cider": 0.0}),
@@ -227,9 +227,9 @@ def test_biased_metric_at_zero_on_both_arms_is_not_a_reversal():
 def _arms_verdict(cloud_hyps, edge_hyps, refs):
     """compare_arms + _verdicts on two arms' real captions: the BIASED columns from the document's code on the
     texts, every fair column a per-clip 'names the clip's emotion' score (a stand-in for a semantic metric)."""
-    from leverplus.data.audio_demo import caption_emotion
+    from leverplus.tracks.audio.demo import caption_emotion
     from leverplus.metrics.text import document_sentence_bleu, document_sentence_cider
-    from leverplus.report.audio_report import FAIR, _verdicts
+    from leverplus.tracks.audio.report import FAIR, _verdicts
     from leverplus.report.comparison import MetricSpec, compare_arms
 
     hyps = {"cloud": cloud_hyps, "edge": edge_hyps}
@@ -244,7 +244,7 @@ def _arms_verdict(cloud_hyps, edge_hyps, refs):
 
 
 def _demo_clips(n=40):
-    from leverplus.data.audio_demo import EMOTION_WORDS, EMOTIONS, GENDERS, free_form_caption
+    from leverplus.tracks.audio.demo import EMOTION_WORDS, EMOTIONS, GENDERS, free_form_caption
 
     rng = np.random.default_rng(7)
     clips = [(EMOTIONS[i % 5], GENDERS[i % 2]) for i in range(n)]
@@ -259,7 +259,7 @@ def test_reversal_detector_on_arms_that_disagree():
     the reference's sentence but names the wrong emotion. A semantic fair metric calls the cloud better; the
     document's character BLEU / bag-of-characters cosine (its own code) call it worse: every fair metric is a
     reversal against both biased ones, with the paired differences in the table."""
-    from leverplus.report.audio_report import BIASED, FAIR
+    from leverplus.tracks.audio.report import BIASED, FAIR
 
     clips, refs, wrong = _demo_clips()
     v = _arms_verdict([e for e, _ in clips], wrong, refs)
@@ -276,7 +276,7 @@ def test_reversal_detector_on_arms_that_disagree():
 def test_reversal_detector_on_arms_that_agree():
     """Same clips, but the cloud now says the reference itself: fair and biased metrics all call it better, and
     the edge against itself changes nothing anywhere."""
-    from leverplus.report.audio_report import QUALITY
+    from leverplus.tracks.audio.report import QUALITY
 
     clips, refs, wrong = _demo_clips()
     v = _arms_verdict([r[0] for r in refs], wrong, refs)
@@ -311,7 +311,7 @@ def test_secap_protocol_matches_secaps_own_tool():
     written as its result.txt (origin/result/result2..5 lines) with its SimiCal replaced by the same character
     Jaccard similarity printed simi_avg:44.74+19.06, acc5_avg:36.67+26.67, acc6_avg:33.33+21.08,
     acc8_avg:20.00+19.44."""
-    from leverplus.report.audio_report import secap_protocol
+    from leverplus.tracks.audio.report import secap_protocol
 
     out = secap_protocol([g for _, g in SECAP_CLIPS], [r for r, _ in SECAP_CLIPS], _jaccard, keep=5,
                          model_label="jaccard")
@@ -323,7 +323,7 @@ def test_secap_protocol_matches_secaps_own_tool():
 
 def test_secap_protocol_drops_the_least_consistent_generations():
     """8 generations, 5 kept (SECap's readme): the three that agree least with the others go, order kept."""
-    from leverplus.report.audio_report import secap_protocol
+    from leverplus.tracks.audio.report import secap_protocol
 
     gens = [["开心", "很开心", "开心快乐", "非常开心", "开心的", "悲伤", "愤怒难平", "平静"]]
     out = secap_protocol(gens, ["开心"], _jaccard, keep=5)
@@ -339,9 +339,9 @@ def test_secap_protocol_stage_on_the_tiny_models(char_bert, tmp_path, monkeypatc
 
     import soundfile as sf
 
-    from leverplus.data.audio_demo import synthesize
-    from leverplus.models.audio_assets import shipped_model_dir
-    from leverplus.stages.audio import secap_protocol_run
+    from leverplus.tracks.audio.demo import synthesize
+    from leverplus.tracks.audio.assets import shipped_model_dir
+    from leverplus.tracks.audio.stages import secap_protocol_run
 
     rows = []
     for i, emo in enumerate(["高兴", "悲伤", "生气"]):

@@ -32,7 +32,7 @@ demo models), but the thinker reads only the frames under ``feature_attention_ma
 them before the audio encoder). `audio_max_length` pads instead to the longest clip of the call plus ``n_fft`` zero
 samples (hop-aligned, never beyond ``n_samples``; a longer clip is refused, never cut silently): every frame under
 the mask then sees the same samples (the clip, then zeros) and the log-mel floor (max − 8) comes from the same
-maximum, so the valid frames are bit-identical to the fully padded ones (`tests/test_omni.py` checks it) while the
+maximum, so the valid frames are bit-identical to the fully padded ones (`tests/tracks/audio/test_omni.py` checks it) while the
 STFT costs far less.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_generation import AudioGenerationSettings
+from leverplus.tracks.audio.generation import AudioGenerationSettings
 
 SAMPLE_RATE = 16000
 END_OF_TURN = "<|im_end|>"
@@ -70,7 +70,7 @@ def set_threads(n: int) -> dict:
     explicitly. Returns {"threads_requested", "threads_effective" (torch.get_num_threads()), "cpu_model", …}."""
     import torch
 
-    from ..runtime import THREAD_ENV_VARS
+    from leverplus.runtime import THREAD_ENV_VARS
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
@@ -104,7 +104,7 @@ def set_threads(n: int) -> dict:
 def resolve_device(device: str | None) -> str:
     """Where an Omni thinker runs: :func:`leverplus.runtime.resolve_device` with ``cpu`` as the default — the edge arm
     must never land on a GPU because one is visible; ``auto`` picks CUDA when available."""
-    from ..runtime import resolve_device as resolve
+    from leverplus.runtime import resolve_device as resolve
 
     return resolve(device, default="cpu")
 
@@ -169,7 +169,7 @@ def _check_audio(audio) -> np.ndarray:
         raise ValueError("audio is empty")
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"audio must be float samples in [-1, 1], got dtype {a.dtype} (integer PCM is not scaled "
-                         "here: read files with leverplus.data.audio_io.load_audio, or divide by 32768 for int16)")
+                         "here: read files with leverplus.tracks.audio.audio_io.load_audio, or divide by 32768 for int16)")
     a = a.astype(np.float32, copy=False)
     if not np.isfinite(a).all():
         raise ValueError("audio contains NaN or infinite samples")
@@ -198,7 +198,7 @@ class OmniCaptioner:
         import torch
         from transformers import GenerationConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
-        from .audio_processor import build_processor
+        from leverplus.tracks.audio.processor import build_processor
 
         if not Path(model_dir).is_dir():
             raise FileNotFoundError(f"Omni model directory not found: {model_dir}")
@@ -302,7 +302,7 @@ class OmniCaptioner:
 
     def caption(self, audio, *, system_prompt: str | None, prompt: str,
                 settings: AudioGenerationSettings) -> CaptionResult:
-        from .audio_streamer import TokenTimestampStreamer
+        from leverplus.tracks.audio.streamer import TokenTimestampStreamer
 
         with self._lock:
             t0 = time.perf_counter()

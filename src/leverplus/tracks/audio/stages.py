@@ -1,5 +1,5 @@
 """Stages of the audio track (rules/audio.smk): data and models into data/audio/, one generation per arm, the
-cascade sweep, per-arm item scores, and the comparison (leverplus.report.audio_report).
+cascade sweep, per-arm item scores, and the comparison (leverplus.tracks.audio.report).
 
 Arms: ``edge`` (edge model, CPU-throttled), ``cloud`` (cloud model, GPU rule), ``api`` (the cloud model behind an
 OpenAI-compatible endpoint, streamed), ``unaligned`` (cloud model, the document's decoding block), cascade points
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import write_json, write_parquet
+from leverplus.io import write_json, write_parquet
 
 TIMING_COLUMNS = ["id", "prediction", "start_time", "first_token_time", "end_time", "output_tokens", "ttft_s",
                   "total_s", "feature_s", "prompt_tokens", "finish_reason"]
@@ -43,7 +43,7 @@ def _tqdm(it, **kw):
 
 
 def read_manifest(path) -> pd.DataFrame:
-    from ..data.audio_sets import load_manifest
+    from leverplus.tracks.audio.sets import load_manifest
 
     return load_manifest(path)
 
@@ -52,7 +52,7 @@ def read_manifest(path) -> pd.DataFrame:
 # download
 # ----------------------------------------------------------------------------------------------------------------
 def download_data(*, input, output, params, wildcards, threads):
-    from ..data.audio_sets import prepare_audio_set
+    from leverplus.tracks.audio.sets import prepare_audio_set
 
     spec = params["spec"]
     out = Path(output.manifest)
@@ -62,7 +62,7 @@ def download_data(*, input, output, params, wildcards, threads):
     if corpus.is_file():
         with open(corpus, encoding="utf-8") as fh:
             refs = [r for line in fh if line.strip() for r in json.loads(line)["references"]]
-    from ..io import atomic_write
+    from leverplus.io import atomic_write
 
     with atomic_write(output.corpus) as fh:  # train captions (demo: the metric char-BERT's vocabulary source)
         for r in refs:
@@ -73,21 +73,21 @@ def download_data(*, input, output, params, wildcards, threads):
 def download_model(*, input, output, params, wildcards, threads):
     spec, dest = params["spec"], Path(output[0])
     if spec["source"] == "demo":
-        from ..models.audio_assets import shipped_model_dir
+        from leverplus.tracks.audio.assets import shipped_model_dir
 
         src = Path(shipped_model_dir(spec["shipped"]))
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(src, dest)
     else:
-        from ..data.hf_snapshot import materialize_model
+        from leverplus.data.hf_snapshot import materialize_model
 
         materialize_model({k: v for k, v in spec.items() if k in ("source", "repo_id", "revision", "path", "link",
                                                                    "allow_patterns")}, dest)
 
 
 def download_metric_model(*, input, output, params, wildcards, threads):
-    from ..data.audio_metric_models import materialize_metric_model
+    from leverplus.tracks.audio.metric_models import materialize_metric_model
 
     spec = params["spec"]
     corpus = []
@@ -118,7 +118,7 @@ def _host() -> dict:
 
 
 def _latency(df: pd.DataFrame, n_resamples: int, seed: int) -> dict:
-    from ..metrics.latency import summarize_latency
+    from leverplus.metrics.latency import summarize_latency
 
     out = summarize_latency(df, n_resamples=n_resamples, seed=seed)
     out["feature_s"] = {"mean": float(df["feature_s"].mean()), "median": float(df["feature_s"].median()),
@@ -220,7 +220,7 @@ def arm_device(params) -> tuple[str, str]:
     """(resolved device, dtype) of a local arm's job: ``params["device"]`` (the edge: ``audio.edge.device``, default
     cpu; the cloud jobs: ``audio.cloud.device``, default auto) and ``params["dtype"]`` (the edge:
     ``audio.edge.dtype``, default float32), else the model entry's dtype."""
-    from ..models.omni import resolve_device
+    from leverplus.tracks.audio.omni import resolve_device
 
     device = resolve_device(params.get("device", "cpu"))
     dtype = params.get("dtype") or params["model"].get("dtype", "float32")
@@ -232,9 +232,9 @@ def generate_local(*, input, output, params, wildcards, threads):
     a time (every token timestamped); then, unless every clip was timed, all clips untimed in batches."""
     import torch
 
-    from ..data.audio_io import load_audio
-    from ..models.audio_generation import AudioGenerationSettings
-    from ..models.omni import OmniCaptioner, device_record, set_threads
+    from leverplus.tracks.audio.audio_io import load_audio
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
+    from leverplus.tracks.audio.omni import OmniCaptioner, device_record, set_threads
 
     arm, block = params["arm"], params["generation"]
     prompts, decoding = _split_block(block)
@@ -289,13 +289,13 @@ def generate_local(*, input, output, params, wildcards, threads):
 
 def api_settings(decoding: dict) -> dict:
     """The aligned decoding block as OpenAI/vLLM request fields, every one explicit (AudioGenerationSettings)."""
-    from ..models.audio_generation import AudioGenerationSettings
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
 
     return AudioGenerationSettings.from_config(decoding).to_openai()
 
 
 def chat_messages(wav: np.ndarray, prompts: dict) -> list[dict]:
-    from ..api import audio_content_part
+    from leverplus.api import audio_content_part
 
     msgs = []
     if prompts.get("system_prompt"):
@@ -310,7 +310,7 @@ def endpoint_probe(client, items: pd.DataFrame, prompts: dict, req: dict, cloud_
     (``cloud/predictions.parquet``: the same model, prompt and decoding run in this workflow). Equal captions say
     the endpoint serves the same checkpoint with the same template and honours the decoding; the result is
     recorded in run.json (``startup_probe``) and, with ``api.probe_require_match``, a mismatch stops the job."""
-    from ..data.audio_io import load_audio
+    from leverplus.tracks.audio.audio_io import load_audio
 
     if n <= 0 or cloud_predictions is None:
         return {"n": 0, "identical": None, "note": "no probe (api.probe_clips 0)"}
@@ -333,8 +333,8 @@ def endpoint_probe(client, items: pd.DataFrame, prompts: dict, req: dict, cloud_
 def generate_api(*, input, output, params, wildcards, threads):
     """The cloud via an OpenAI-compatible API, streamed: TTFT from the first non-empty delta, tokens from usage.
     With ``api.base_url: null`` (the demo) this job serves the cloud model itself on 127.0.0.1."""
-    from ..api import APIConfig, OpenAICompatClient
-    from ..data.audio_io import load_audio
+    from leverplus.api import APIConfig, OpenAICompatClient
+    from leverplus.tracks.audio.audio_io import load_audio
 
     api = dict(params["api"])
     probe_n = int(api.pop("probe_clips", 0) or 0)
@@ -343,8 +343,8 @@ def generate_api(*, input, output, params, wildcards, threads):
     req = api_settings(decoding)
     server = None
     if api.get("base_url") is None:
-        from ..serving import OpenAICompatServer
-        from ..serving.omni_backend import OmniChatBackend
+        from leverplus.serving import OpenAICompatServer
+        from leverplus.serving.omni_backend import OmniChatBackend
 
         device, dtype = arm_device({"device": params.get("device", "cpu"), "model": params.get("model") or {}})
         backend = OmniChatBackend(input.model, model_name=api["model"], device=device, dtype=dtype)
@@ -352,7 +352,7 @@ def generate_api(*, input, output, params, wildcards, threads):
         server.start()
         api["base_url"] = server.url
         served = "local OpenAICompatServer + OmniChatBackend on 127.0.0.1 (the cloud model)"
-        from ..models.omni import device_record
+        from leverplus.tracks.audio.omni import device_record
 
         served_device = device_record(params.get("device"), device, dtype)
     else:
@@ -463,8 +463,8 @@ def cascade(*, input, output, params, wildcards, threads):
     at a time (``score_s``, their latency); unless every clip is timed, all drafts are also scored untimed in
     batches, and the batched log-prob makes the keep/escalate decision for every clip (quality and latency
     therefore see the same decisions). Each point: ``{label}.parquet`` (every clip) + ``{label}.timing.parquet``."""
-    from ..data.audio_io import load_audio
-    from ..models.omni import OmniCaptioner, device_record, set_threads
+    from leverplus.tracks.audio.audio_io import load_audio
+    from leverplus.tracks.audio.omni import OmniCaptioner, device_record, set_threads
 
     thread_info = set_threads(job_threads(threads))
     prompts, _ = _split_block(params["generation"])
@@ -539,7 +539,7 @@ def cascade(*, input, output, params, wildcards, threads):
 # ----------------------------------------------------------------------------------------------------------------
 def score_arms(*, input, output, params, wildcards, threads):
     """Per-item model-based scores (BERTScore F1 rescaled, sentence similarity) of every base arm, in one process."""
-    from ..report.audio_report import item_scores
+    from leverplus.tracks.audio.report import item_scores
 
     refs = read_manifest(input.manifest)
     for arm in params["arms"]:
@@ -553,24 +553,24 @@ def score_arms(*, input, output, params, wildcards, threads):
 
 
 def aggregate(*, input, output, params, wildcards, threads):
-    from ..report.audio_report import build_comparison
+    from leverplus.tracks.audio.report import build_comparison
 
     build_comparison(input=input, output=output, params=params, dataset=wildcards["audio_set"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# SECap's protocol (report.audio_report.secap_protocol): k sampled generations per clip, an optional target
+# SECap's protocol (tracks.audio.report.secap_protocol): k sampled generations per clip, an optional target
 # ----------------------------------------------------------------------------------------------------------------
 def secap_protocol_run(*, input, output, params, wildcards, threads):
     """``results/audio/{set}/secap_protocol/{role}.json``: the role's model (edge or cloud) captions every clip
     ``n_generations`` times with the protocol's sampling block (seed = base seed + generation index), the
     similarity model scores them against the first reference as SECap does, and `secap_protocol` keeps the most
     consistent ``keep`` per clip. Every setting is in the file's ``settings``/``signature``."""
-    from ..data.audio_io import load_audio
-    from ..metrics.sentence_similarity import embed
-    from ..models.audio_generation import AudioGenerationSettings
-    from ..models.omni import OmniCaptioner, device_record, set_threads
-    from ..report.audio_report import secap_protocol
+    from leverplus.tracks.audio.audio_io import load_audio
+    from leverplus.metrics.sentence_similarity import embed
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
+    from leverplus.tracks.audio.omni import OmniCaptioner, device_record, set_threads
+    from leverplus.tracks.audio.report import secap_protocol
 
     cfg, sim_spec = params["protocol"], params["similarity"]
     thread_info = set_threads(job_threads(threads))

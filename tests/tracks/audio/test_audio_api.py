@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leverplus.models.audio_generation import AudioGenerationSettings
+from leverplus.tracks.audio.generation import AudioGenerationSettings
 
 VLLM_CHAT_FIELDS = {
     "messages", "model", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
@@ -46,8 +46,8 @@ def _schema_defaults():
 def test_api_request_has_only_fields_vllm_reads_with_values_it_accepts(block, monkeypatch):
     import pathlib
 
-    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
-    from leverplus.stages.audio import _split_block, api_settings
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[3])
+    from leverplus.tracks.audio.stages import _split_block, api_settings
 
     cfg = _schema_defaults()[block]
     _, decoding = _split_block(cfg)
@@ -96,7 +96,7 @@ def test_demo_server_reads_the_request_as_vllm_does():
 def tiny_backend(tmp_path_factory):
     import torch
 
-    from leverplus.models.audio_assets import EDGE, build_tiny_omni
+    from leverplus.tracks.audio.assets import EDGE, build_tiny_omni
     from leverplus.serving.omni_backend import OmniChatBackend
 
     torch.set_num_threads(1)
@@ -107,7 +107,7 @@ def tiny_backend(tmp_path_factory):
 
 def test_served_no_repeat_ngram_has_no_effect_and_top_k_0_is_a_400(tiny_backend):
     from leverplus.api import APIConfig, APIError, OpenAICompatClient, audio_content_part
-    from leverplus.data.audio_demo import synthesize
+    from leverplus.tracks.audio.demo import synthesize
     from leverplus.serving import OpenAICompatServer
 
     audio = synthesize("高兴", "女生", np.random.default_rng(4))[:16000]
@@ -130,11 +130,11 @@ def test_local_and_api_arms_count_the_same_tokens():
     import torch
 
     from leverplus.api import APIConfig, OpenAICompatClient, audio_content_part
-    from leverplus.data.audio_demo import synthesize
-    from leverplus.models.audio_assets import shipped_model_dir
+    from leverplus.tracks.audio.demo import synthesize
+    from leverplus.tracks.audio.assets import shipped_model_dir
     from leverplus.serving import OpenAICompatServer
     from leverplus.serving.omni_backend import OmniChatBackend
-    from leverplus.stages.audio import _timing_row
+    from leverplus.tracks.audio.stages import _timing_row
 
     torch.set_num_threads(1)
     backend = OmniChatBackend(str(shipped_model_dir("omni_edge")), "omni-edge", stall_timeout_s=60.0)
@@ -195,9 +195,9 @@ def test_startup_probe_compares_endpoint_and_local_captions(tiny_backend, tmp_pa
     import pandas as pd
     import soundfile as sf
 
-    from leverplus.data.audio_demo import synthesize
+    from leverplus.tracks.audio.demo import synthesize
     from leverplus.serving import OpenAICompatServer
-    from leverplus.stages.audio import generate_api
+    from leverplus.tracks.audio.stages import generate_api
 
     monkeypatch.setenv("LEVERPLUS_AUDIO_TIMING_LOCK", str(tmp_path / "lock"))
     gen = {"prompt": "描述情绪", "system_prompt": None, "min_new_tokens": 4, "max_new_tokens": 6}

@@ -17,7 +17,7 @@ import yaml
 # fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TARGET = "results/audio/demo/comparison.json"
 BASE_ARMS = ("edge", "cloud", "api", "unaligned")
@@ -140,7 +140,7 @@ def _check_verdicts(result, md):
 
 @pytest.mark.slow
 def test_timed_subset_and_batched_pass(audio_run, result):
-    from leverplus.stages.audio import timed_subset
+    from leverplus.tracks.audio.stages import timed_subset
 
     refs = pd.read_json(audio_run / "data/audio/demo/eval.jsonl", lines=True, dtype={"id": str})
     expected = timed_subset(refs["id"], N_TIMED, 0)
@@ -188,7 +188,7 @@ def test_ttft_below_total_for_every_request(audio_run, result):
 
 @pytest.mark.slow
 def test_decoding_settings_in_results_equal_the_config(audio_run, result):
-    from leverplus.models.audio_generation import AudioGenerationSettings
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
 
     cfg = _config()
     gen, unal = cfg["generation"], cfg["unaligned"]

@@ -19,7 +19,7 @@ Quality metrics (leverplus.metrics.text unless named otherwise):
   first reference only.
 Latency metrics: mean TTFT and mean total time per request (lower is better); the rates are in the extra table.
 The point values come from the same functions ``leverplus score caption`` / ``score latency`` call on the saved
-files, so rescoring reproduces both tables (tests/test_audio_workflow.py checks every column).
+files, so rescoring reproduces both tables (tests/tracks/audio/test_audio_workflow.py checks every column).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import read_json, write_json
+from leverplus.io import read_json, write_json
 
 # the audio track's arm registry: rules/audio_common.smk (AUDIO_ARMS), this report and audio_plots read it
 BASE_ARMS = ("edge", "cloud", "api", "unaligned")
@@ -42,7 +42,7 @@ VERDICT_PAIRS = (("cloud", "edge"), ("unaligned", "edge"))
 def bertscore_baseline(spec: dict, model_dir: str) -> str:
     b = spec.get("baseline", "build")
     if b == "build":
-        from ..data.audio_metric_models import BASELINE_NAME
+        from leverplus.tracks.audio.metric_models import BASELINE_NAME
 
         return str(Path(model_dir) / BASELINE_NAME)
     if b == "bert_score":
@@ -59,15 +59,15 @@ def bertscore_kwargs(spec: dict, model_dir: str, idf: bool) -> dict:
 
 
 def _aligned(preds: pd.DataFrame, refs: pd.DataFrame):
-    from ..metrics import text
+    from leverplus.metrics import text
 
     hyps, rl, ids = text.caption_inputs(preds.assign(id=preds["id"].astype(str)), refs)
     return hyps, rl, ids
 
 
 def item_scores(preds, refs, *, bertscore_dir, similarity_dir, metric_specs, scoring):
-    from ..metrics import text
-    from ..metrics.sentence_similarity import sentence_similarity
+    from leverplus.metrics import text
+    from leverplus.metrics.sentence_similarity import sentence_similarity
 
     hyps, rl, ids = _aligned(preds, refs)
     bs_spec, sim_spec = metric_specs["bertscore"], metric_specs["similarity"]
@@ -90,7 +90,7 @@ class ArmData:
 
     def __init__(self, name, preds: pd.DataFrame, timing: pd.DataFrame, items: pd.DataFrame, refs: pd.DataFrame,
                  timed_ids: list[str], short_chars: int, lang: str = "zh"):
-        from ..metrics import text
+        from leverplus.metrics import text
 
         self.name = name
         self.lang = lang
@@ -121,8 +121,8 @@ class ArmData:
 
 
 def quality_specs(arms: dict, single_ref: bool, short_chars: int, bs_label: str, sim_label: str):
-    from ..metrics.text import DOCUMENT_NOTE
-    from .comparison import MetricSpec
+    from leverplus.metrics.text import DOCUMENT_NOTE
+    from leverplus.report.comparison import MetricSpec
 
     names = list(arms)
     any_arm = arms[names[0]]
@@ -157,7 +157,7 @@ def quality_specs(arms: dict, single_ref: bool, short_chars: int, bs_label: str,
 
 
 def latency_specs(arms: dict):
-    from .comparison import MetricSpec
+    from leverplus.report.comparison import MetricSpec
 
     names = list(arms)
     return [
@@ -170,7 +170,7 @@ def latency_specs(arms: dict):
 
 def point_values(arm: ArmData, short_chars: int) -> dict:
     """The table's point values, from the functions `leverplus score caption` runs (so rescoring reproduces them)."""
-    from ..metrics import text
+    from leverplus.metrics import text
 
     kw = {"n_resamples": 200, "seed": 0}
     bleu = text.corpus_bleu(arm.hyps, arm.refs, lang=arm.lang, **kw)
@@ -218,8 +218,8 @@ def _verdicts(result: dict, scores: dict, pairs=VERDICT_PAIRS) -> dict:
 
 
 def build_comparison(*, input, output, params, dataset: str) -> dict:
-    from ..metrics.latency import summarize_latency
-    from .comparison import comparison_markdown, compare_arms
+    from leverplus.metrics.latency import summarize_latency
+    from leverplus.report.comparison import comparison_markdown, compare_arms
 
     refs = pd.read_json(input.manifest, lines=True, dtype={"id": str})[["id", "references"]]
     refs["id"] = refs["id"].astype(str)
@@ -299,11 +299,11 @@ def build_comparison(*, input, output, params, dataset: str) -> dict:
         lat_result, title=f"Latency (n = {len(timed_ids)} timed clips, one request at a time, the same clips in "
                           f"every arm)")
     md += "\n" + _extra_markdown(out, arm_names, short)
-    from ..io import atomic_write
+    from leverplus.io import atomic_write
 
     with atomic_write(output.md) as fh:
         fh.write(md)
-    from .audio_plots import comparison_png
+    from leverplus.tracks.audio.plots import comparison_png
 
     comparison_png(out, arms, output.png)
     return out

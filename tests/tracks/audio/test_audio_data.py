@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from leverplus.data.audio_io import AudioInputError, load_audio, resample
-from leverplus.data.audio_sets import AudioSetError, load_manifest, load_secap, prepare_audio_set, read_wav_scp
+from leverplus.tracks.audio.audio_io import AudioInputError, load_audio, resample
+from leverplus.tracks.audio.sets import AudioSetError, load_manifest, load_secap, prepare_audio_set, read_wav_scp
 
 
 def _tone(sr, seconds=0.5, f=440.0, channels=1):
@@ -174,7 +174,7 @@ def test_secap_published_layout_accepted_as_is(tmp_path):
     assert list(df["id"]) == ["tx_emotion_00201000015", "tx_emulate_00_103_0001_000017"]
     assert df["audio"].tolist() == [str((root / "dataset" / "wav" / f"{f}.wav").resolve()) for f in df["id"]]
     assert df["references"].tolist() == [["悲伤逆流成河"], ["伤心难过，声音颤抖，情绪激动失望"]]
-    from leverplus.data.audio_io import load_audio
+    from leverplus.tracks.audio.audio_io import load_audio
 
     assert load_audio(df["audio"].iloc[0]).shape == (int(0.3 * 16000),)  # 24 kHz read and resampled
 
@@ -257,7 +257,7 @@ def test_antiphase_stereo_is_refused_not_averaged_to_silence(tmp_path):
 
 
 def test_integer_arrays_are_not_passed_to_the_captioner_unscaled():
-    from leverplus.models.omni import _check_audio
+    from leverplus.tracks.audio.omni import _check_audio
 
     pcm = (_tone(16000, 0.1) * 32767).astype(np.int16)
     with pytest.raises(ValueError, match="int16"):
@@ -269,7 +269,7 @@ def test_secap_config_names_secaps_own_similarity_model():
     """SECap's tool/get_sentence_simi.py (@ 1743904e) loads text2vec-base-chinese-PARAPHRASE, not text2vec-base-chinese."""
     import yaml
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/audio_secap.yaml").read_text())["audio"]
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[3] / "config/audio_secap.yaml").read_text())["audio"]
     name = cfg["datasets"]["secap"]["metrics"]["similarity_model"]
     assert cfg["metric_models"][name]["repo_id"] == "shibing624/text2vec-base-chinese-paraphrase"
     assert cfg["metric_models"][name]["pooling"] == "mean"
@@ -281,7 +281,7 @@ def test_demo_references_are_free_form_like_secap(tmp_path):
     with the same emotion and gender shared them), on which the document's evaluation and the fair one could not
     come apart. Now nearly every reference is distinct, several sentence frames and emotion synonyms occur, and
     each still names exactly the clip's emotion and gender."""
-    from leverplus.data.audio_demo import caption_emotion, caption_gender, generate_demo
+    from leverplus.tracks.audio.demo import caption_emotion, caption_gender, generate_demo
 
     generate_demo(tmp_path, seed=0, n_train=0, n_val=120)
     rows = [json.loads(line) for line in (tmp_path / "val.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -292,7 +292,7 @@ def test_demo_references_are_free_form_like_secap(tmp_path):
         for r in row["references"]:
             assert caption_emotion(r) == row["emotion"] and caption_gender(r) == row["gender"], r
     # synonyms, not only the emotion's own word: the canonical word is absent from a good share of references
-    from leverplus.data.audio_demo import EMOTION_WORDS
+    from leverplus.tracks.audio.demo import EMOTION_WORDS
 
     assert sum(row["emotion"] not in r for row in rows for r in row["references"]) >= 0.5 * len(refs)
     used = {w for r in refs for ws in EMOTION_WORDS.values() for w in ws if w in r}

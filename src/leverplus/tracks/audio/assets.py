@@ -1,8 +1,8 @@
 """Build the shipped audio demo models (`src/leverplus/assets/audio_models/{omni_edge,omni_cloud}/`) and BUILD.json.
 
-    python -m leverplus.models.audio_assets [--out DIR]
+    python -m leverplus.tracks.audio.assets [--out DIR]
 
-1. generates the seed-0 audio demo set (`leverplus.data.audio_demo`, 1200 train / 300 val clips) in a temp dir;
+1. generates the seed-0 audio demo set (`leverplus.tracks.audio.demo`, 1200 train / 300 val clips) in a temp dir;
 2. builds two tiny `Qwen2_5OmniThinkerForConditionalGeneration` of the real class — "edge" (smaller, fewer steps)
    and "cloud" (larger) — with a byte-level BPE tokenizer trained on the reference grammar's phrases, seeded
    free-form captions and the prompts plus the
@@ -19,7 +19,7 @@
    corpus chrF against the references) and, on the first 100 val clips, greedy on the document's unanchored
    prompt (share of answers of at most 6 characters, emotion accuracy);
 5. writes `BUILD.json`: command, seeds, sizes, steps, package versions, the sha256 of every shipped file and the
-   evaluation; `tests/test_omni_assets.py` checks the shipped files against it.
+   evaluation; `tests/tracks/audio/test_omni_assets.py` checks the shipped files against it.
 
 The same command rebuilds bit-identical files on the same torch build and CPU architecture.
 """
@@ -32,9 +32,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import shipped_assets as _sa
+from leverplus.models import shipped_assets as _sa
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio_models"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "audio_models"
 DATASET = {"seed": 0, "n_train": 1200, "n_val": 300}
 ALIGNED_PROMPT = "请用8–16个字的中文短句描述此段音频中说话人的情绪"
 UNALIGNED_PROMPT = "请描述此段音频中说话人的情绪"  # the `unaligned` arm's prompt (config/audio.schema.yaml)
@@ -103,7 +103,7 @@ def train_omni_tokenizer(corpus, vocab_size: int):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
-    from .audio_processor import OMNI_TOKENS
+    from leverplus.tracks.audio.processor import OMNI_TOKENS
 
     bpe = Tokenizer(models.BPE())
     # every CJK character is its own pre-token while training, so merges never span two characters: Chinese
@@ -163,8 +163,8 @@ def caption_corpus() -> list[str]:
     words."""
     import numpy as np
 
-    from ..data.audio_demo import EMOTIONS, GENDERS, caption_vocabulary, free_form_caption
-    from .audio_processor import DEFAULT_SYSTEM_PROMPT
+    from leverplus.tracks.audio.demo import EMOTIONS, GENDERS, caption_vocabulary, free_form_caption
+    from leverplus.tracks.audio.processor import DEFAULT_SYSTEM_PROMPT
 
     rng = np.random.default_rng(12345)
     caps = [free_form_caption(EMOTIONS[i % len(EMOTIONS)], GENDERS[(i // len(EMOTIONS)) % 2], rng)
@@ -181,7 +181,7 @@ def build_tiny_omni(out_dir, *, size: TinyOmniSize = EDGE, seed: int = 0, corpus
     import torch
     from transformers import GenerationConfig, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
 
-    from .audio_processor import OMNI_AUDIO_CHAT_TEMPLATE, OmniAudioTextProcessor
+    from leverplus.tracks.audio.processor import OMNI_AUDIO_CHAT_TEMPLATE, OmniAudioTextProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def _examples(processor, rows, *, seed: int, unanchored_answer: str = "caption",
 
     from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
 
-    from .omni import OmniCaptioner
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     tok = processor.tokenizer
     fe = processor.feature_extractor
@@ -318,9 +318,9 @@ def evaluate_captioner(model_dir, rows, *, prompt: str = ALIGNED_PROMPT, system_
     import soundfile as sf
     import sacrebleu
 
-    from ..data.audio_demo import caption_emotion, caption_gender
-    from .audio_generation import AudioGenerationSettings
-    from .omni import OmniCaptioner
+    from leverplus.tracks.audio.demo import caption_emotion, caption_gender
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     settings = settings or AudioGenerationSettings()
     cap = OmniCaptioner.load(model_dir, device="cpu")
@@ -348,7 +348,7 @@ def shipped_model_dir(name: str) -> Path:
         raise KeyError(f"unknown shipped audio model {name!r}; shipped: {list(SHIPPED)}")
     d = ASSETS / name
     if not (d / "model.safetensors").is_file():
-        raise FileNotFoundError(f"shipped audio model missing: {d} (rebuild: python -m leverplus.models.audio_assets)")
+        raise FileNotFoundError(f"shipped audio model missing: {d} (rebuild: python -m leverplus.tracks.audio.assets)")
     return d
 
 
@@ -362,14 +362,14 @@ def _versions() -> dict[str, str]:
 
 
 def build_assets(out=ASSETS, *, evaluate: bool = True, log=print) -> dict:
-    from ..data.audio_demo import generate_demo, read_manifest
-    from .audio_generation import AudioGenerationSettings
-    from .audio_processor import build_processor
+    from leverplus.tracks.audio.demo import generate_demo, read_manifest
+    from leverplus.tracks.audio.generation import AudioGenerationSettings
+    from leverplus.tracks.audio.processor import build_processor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    record = {"command": "python -m leverplus.models.audio_assets", "dataset": {"source": "audio_demo", **DATASET},
+    record = {"command": "python -m leverplus.tracks.audio.assets", "dataset": {"source": "audio_demo", **DATASET},
               "train_prompts": list(TRAIN_PROMPTS), "anchored_prompts": list(ANCHORED_PROMPTS),
               "train_system_prompts": list(TRAIN_SYSTEM_PROMPTS), "references": "free-form (audio_demo grammar)",
               "caption_style": {e: list(ts) for e, ts in CAPTION_STYLE.items()},

@@ -10,9 +10,9 @@ def comparison_png(out: dict, arms: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_write
+    from leverplus.io import atomic_write
 
-    from .audio_report import BASE_ARMS
+    from leverplus.tracks.audio.report import BASE_ARMS
 
     base = [a for a in BASE_ARMS if a in arms]
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))

@@ -81,7 +81,7 @@ class AudioGenerationSettings:
         """A fresh GenerationConfig with every decoding field explicit and every other processor neutral."""
         from transformers import GenerationConfig
 
-        from .generation import NEUTRAL_PROCESSORS
+        from leverplus.models.generation import NEUTRAL_PROCESSORS
 
         sampling = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k) if self.do_sample else {}
         return GenerationConfig(

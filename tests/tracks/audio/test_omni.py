@@ -13,22 +13,22 @@ import numpy as np
 import pytest
 import torch
 
-from leverplus.models.audio_generation import AudioGenerationSettings
+from leverplus.tracks.audio.generation import AudioGenerationSettings
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PROMPT = "请用8–16个字的中文短句描述此段音频中说话人的情绪"
 
 
 def _clip(seed: int = 0, seconds: float = 1.2) -> np.ndarray:
-    from leverplus.data.audio_demo import synthesize
+    from leverplus.tracks.audio.demo import synthesize
 
     return synthesize("高兴", "女生", np.random.default_rng(seed))[: int(16000 * seconds)]
 
 
 @pytest.fixture(scope="module")
 def tiny_omni_dir(tmp_path_factory):
-    from leverplus.models.audio_assets import EDGE, build_tiny_omni
+    from leverplus.tracks.audio.assets import EDGE, build_tiny_omni
 
     d = tmp_path_factory.mktemp("omni") / "tiny_omni"
     build_tiny_omni(d, size=EDGE, seed=0)
@@ -37,7 +37,7 @@ def tiny_omni_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def captioner(tiny_omni_dir):
-    from leverplus.models.omni import OmniCaptioner
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     cap = OmniCaptioner.load(tiny_omni_dir, device="cpu")
     cap.warm_up()
@@ -48,7 +48,7 @@ def captioner(tiny_omni_dir):
 def test_processor_builds_offline_without_torchvision(tiny_omni_dir):
     code = (
         "import sys\n"
-        "from leverplus.models.audio_processor import build_processor\n"
+        "from leverplus.tracks.audio.processor import build_processor\n"
         f"p = build_processor({str(tiny_omni_dir)!r})\n"
         "import numpy as np\n"
         "msgs=[{'role':'user','content':[{'type':'audio'},{'type':'text','text':'hi'}]}]\n"
@@ -90,7 +90,7 @@ def test_caption_timing_per_token(captioner):
 
 
 def test_settings_recorded_and_checkpoint_generation_config_cannot_leak(tiny_omni_dir, captioner, tmp_path):
-    from leverplus.models.omni import OmniCaptioner
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     block = {"do_sample": False, "repetition_penalty": 1.0, "min_new_tokens": 8, "max_new_tokens": 12,
              "no_repeat_ngram_size": 2, "seed": 3}
@@ -192,7 +192,7 @@ def test_caption_batch_equals_batch_one(captioner):
 
 @pytest.mark.slow  # a fresh interpreter importing torch + transformers (~15–30 s on 2 busy cores)
 def test_set_threads_really_applied():
-    code = ("import json, torch\nfrom leverplus.models.omni import set_threads\n"
+    code = ("import json, torch\nfrom leverplus.tracks.audio.omni import set_threads\n"
             "info = set_threads(2)\nimport os\n"
             "print(json.dumps({**info, 'inside': torch.get_num_threads(), 'omp': os.environ['OMP_NUM_THREADS']}))\n")
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "7", "PYTHONPATH": str(REPO / "src")}
@@ -209,7 +209,7 @@ def _tree_digest(d: Path) -> dict:
 
 
 def test_demo_generator_deterministic(tmp_path):
-    from leverplus.data.audio_demo import EMOTIONS, caption_emotion, generate_demo
+    from leverplus.tracks.audio.demo import EMOTIONS, caption_emotion, generate_demo
 
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     counts = generate_demo(a, seed=0, n_train=6, n_val=10)
@@ -388,7 +388,7 @@ def test_stalled_generation_fails_the_request_and_server_stops(omni_backend):
     omni_backend.captioner._lock.release()
 
 
-# ---- the api arm's job (stages.audio.generate_api) against a served endpoint -----------------------------------
+# ---- the api arm's job (tracks.audio.stages.generate_api) against a served endpoint -----------------------------------
 def _api_job(tmp_path, base_url, n_clips=3, n_timed=2):
     import soundfile as sf
     from types import SimpleNamespace
@@ -418,7 +418,7 @@ def test_api_arm_job_streams_every_clip_and_writes_nothing_on_failure(omni_backe
 
     from leverplus.api import APIError
     from leverplus.serving import OpenAICompatServer
-    from leverplus.stages.audio import generate_api, timed_subset
+    from leverplus.tracks.audio.stages import generate_api, timed_subset
 
     def body():
         with OpenAICompatServer(chat=omni_backend) as srv:
@@ -469,8 +469,8 @@ def _local_job(tmp_path, model_dir, arm="edge", **extra):
 
 
 def test_edge_arm_stays_on_cpu_in_float32_when_a_gpu_is_visible(tiny_omni_dir, tmp_path, monkeypatch):
-    from leverplus.models.omni import OmniCaptioner, resolve_device
-    from leverplus.stages.audio import generate_local
+    from leverplus.tracks.audio.omni import OmniCaptioner, resolve_device
+    from leverplus.tracks.audio.stages import generate_local
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU box, as far as the code can tell
     monkeypatch.setenv("LEVERPLUS_AUDIO_TIMING_LOCK", str(tmp_path / "lock"))
@@ -486,7 +486,7 @@ def test_edge_arm_stays_on_cpu_in_float32_when_a_gpu_is_visible(tiny_omni_dir, t
 
 
 def test_explicit_cuda_without_a_gpu_is_refused(monkeypatch):
-    from leverplus.models.omni import resolve_device
+    from leverplus.tracks.audio.omni import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
@@ -535,7 +535,7 @@ def test_40s_clip_gets_the_audio_tokens_transformers_gives_it(real_layout_dir):
     from transformers import WhisperFeatureExtractor
     from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
 
-    from leverplus.models.omni import OmniCaptioner
+    from leverplus.tracks.audio.omni import OmniCaptioner
 
     cap = OmniCaptioner.load(real_layout_dir, device="cpu")
     audio = np.resize(_clip(5, 2.0), 16000 * 40).astype(np.float32)
@@ -563,7 +563,7 @@ def test_clip_beyond_the_extractor_is_refused_not_cut(captioner):
 def test_fallback_template_has_the_official_system_turn(tmp_path, tiny_omni_dir):
     from transformers import AutoTokenizer
 
-    from leverplus.models.audio_processor import chat_template_of
+    from leverplus.tracks.audio.processor import chat_template_of
 
     tok = AutoTokenizer.from_pretrained(tiny_omni_dir)
     tok.chat_template = None
@@ -573,6 +573,6 @@ def test_fallback_template_has_the_official_system_turn(tmp_path, tiny_omni_dir)
     assert source.startswith("fallback") and "You are a helpful assistant." in template
     assert "virtual human" not in template
     with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
-        from leverplus.models.audio_processor import feature_extractor_of
+        from leverplus.tracks.audio.processor import feature_extractor_of
 
         feature_extractor_of(d)

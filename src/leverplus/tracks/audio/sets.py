@@ -3,7 +3,7 @@
 
 Sources
 -------
-``demo``      AUDIO-MODEL's generator (:func:`leverplus.data.audio_demo.generate_demo`); the val split is evaluated.
+``demo``      AUDIO-MODEL's generator (:func:`leverplus.tracks.audio.demo.generate_demo`); the val split is evaluated.
 ``secap``     the public SECap test set in its published layout (github.com/thuhcsi/SECap): a repository root
               holding ``dataset/wav.scp`` (Kaldi-style ``<fid> <path>`` per line), ``dataset/fid2captions.json``
               (``{fid: caption | [captions]}``) and ``dataset/wav/<fid>.wav``. The wav.scp lines read
@@ -190,7 +190,7 @@ def prepare_audio_set(spec: Mapping[str, Any], out_manifest: str | os.PathLike, 
     out_manifest = Path(out_manifest)
     source = spec["source"]
     if source == "demo":
-        from leverplus.data.audio_demo import generate_demo
+        from leverplus.tracks.audio.demo import generate_demo
 
         demo_dir = out_manifest.parent / "demo"
         counts = generate_demo(demo_dir, seed=spec["seed"], n_train=spec["n_train"], n_val=spec["n_val"])
