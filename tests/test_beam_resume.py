@@ -28,18 +28,25 @@ class Interrupted(Exception):
 
 
 def counted(model, *, fail_at_anchor: int | None = None) -> dict:
-    """Wrap the real adapter's `score` (one call per anchor: the zero-shot P̄) and `score_step` (one per step)
-    with counters; optionally raise when anchor number `fail_at_anchor` (0-based) starts."""
+    """Wrap the real adapter's `score` and `score_step` with counters. ``calls["score"]`` counts the anchors started:
+    one zero-shot P̄ per anchor, from `score` or -- for an adapter that scores it in the first step's forwards
+    (`scores_beam_rows`) -- from the `score_step` call with ``beam_rows=True``. Optionally raise when anchor number
+    `fail_at_anchor` (0-based) starts."""
     calls = {"score": 0, "score_step": 0}
     score, score_step = model.score, model.score_step
 
-    def score_counted(icd_seqs, queries):
+    def anchor_starts():
         if fail_at_anchor is not None and calls["score"] == fail_at_anchor:
             raise Interrupted
         calls["score"] += 1
+
+    def score_counted(icd_seqs, queries):
+        anchor_starts()
         return score(icd_seqs, queries)
 
     def score_step_counted(*args, **kwargs):
+        if kwargs.get("beam_rows"):
+            anchor_starts()
         calls["score_step"] += 1
         return score_step(*args, **kwargs)
 
