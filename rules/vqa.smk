@@ -7,16 +7,16 @@ rule download_dataset:
     output:
         train="data/{dataset}/train.parquet",
         val="data/{dataset}/val.parquet",
-    params:
-        spec=lambda w: slice_json("datasets", w.dataset),
-        code=code("download_dataset"),
     log:
         "logs/{dataset}/download_dataset.log",
     benchmark:
         "benchmarks/{dataset}/download_dataset.tsv"
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: slice_json("datasets", w.dataset),
+        code=code("download_dataset"),
     script:
         "../workflow/scripts/download_dataset.py"
 
@@ -24,18 +24,18 @@ rule download_dataset:
 rule download_model:
     output:
         directory("data/models/{model}"),
+    log:
+        "logs/models/{model}.log",
+    benchmark:
+        "benchmarks/models/{model}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
     params:
         spec=lambda w: source_json(config["models"][w.model]),
         adapter=lambda w: config["models"][w.model]["adapter"],
         shipped=lambda w: shipped(config["models"][w.model]),
         code=code("download_model"),
-    log:
-        "logs/models/{model}.log",
-    benchmark:
-        "benchmarks/models/{model}.tsv"
-    threads: 1
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/download_model.py"
 
@@ -45,17 +45,17 @@ rule download_encoder:
         train=lambda w: "data/demo/train.parquet" if config["encoders"][w.encoder]["source"] == "demo" else [],
     output:
         directory("data/encoders/{encoder}"),
-    params:
-        spec=lambda w: source_json(config["encoders"][w.encoder]),
-        shipped=lambda w: shipped(config["encoders"][w.encoder]),
-        code=code("download_encoder"),
     log:
         "logs/encoders/{encoder}.log",
     benchmark:
         "benchmarks/encoders/{encoder}.tsv"
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        spec=lambda w: source_json(config["encoders"][w.encoder]),
+        shipped=lambda w: shipped(config["encoders"][w.encoder]),
+        code=code("download_encoder"),
     script:
         "../workflow/scripts/download_encoder.py"
 
@@ -66,18 +66,18 @@ rule encode:
         encoder="data/encoders/{encoder}",
     output:
         "data/{dataset}/features/{encoder}/{split}.safetensors",
-    params:
-        encoder=lambda w: canonical({"dtype": config["encoders"][w.encoder]["dtype"]}),
-        code=code("encode"),
     log:
         "logs/{dataset}/encode_{encoder}_{split}.log",
     benchmark:
         "benchmarks/{dataset}/encode_{encoder}_{split}.tsv"
+    conda:
+        "../envs/gpu.yaml"
     threads: MODEL_THREADS
     resources:
         gpu=1,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        encoder=lambda w: canonical({"dtype": config["encoders"][w.encoder]["dtype"]}),
+        code=code("encode"),
     script:
         "../workflow/scripts/encode.py"
 
@@ -87,16 +87,16 @@ rule candidates:
         features=features("train"),
     output:
         "data/{dataset}/candidates/{sampler}_{sample_num}.parquet",
-    params:
-        sampling=lambda w: canonical({"cand_num": exp(w)["cand_num"], "seed": exp(w)["seed"]}),
-        code=code("candidates"),
     log:
         "logs/{dataset}/candidates_{sampler}_{sample_num}.log",
     benchmark:
         "benchmarks/{dataset}/candidates_{sampler}_{sample_num}.tsv"
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        sampling=lambda w: canonical({"cand_num": exp(w)["cand_num"], "seed": exp(w)["seed"]}),
+        code=code("candidates"),
     script:
         "../workflow/scripts/candidates.py"
 
@@ -108,20 +108,20 @@ rule beam_search:
         model="data/models/{model}",
     output:
         "data/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.parquet",
+    log:
+        "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
     params:
         beam=lambda w: run_slice(w, "beam"),
         model=lambda w: slice_json("models", w.model),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("beam_search"),
-    log:
-        "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.log",
-    benchmark:
-        "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.tsv"
-    threads: MODEL_THREADS
-    resources:
-        gpu=1,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/beam_search.py"
 
@@ -134,15 +134,15 @@ rule gather_beam:
         ),
     output:
         "data/{dataset}/beam/{model}/{sampler}_{sample_num}/beam.parquet",
-    params:
-        code=code("gather_beam"),
     log:
         "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/gather.log",
     benchmark:
         "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/gather.tsv"
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        code=code("gather_beam"),
     script:
         "../workflow/scripts/gather_beam.py"
 
@@ -157,6 +157,15 @@ rule beam_rewards:
         model="data/models/{model}",
     output:
         "data/{dataset}/beam/{model}/{sampler}_{sample_num}/rewards.parquet",
+    log:
+        "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.log",
+    benchmark:
+        "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
     params:
         generation=lambda w: canonical(run(w)["infer"]["generation"]),
         group=lambda w: canonical(run(w)["selector"]["rl"]["group"]),
@@ -167,15 +176,6 @@ rule beam_rewards:
         metrics=lambda w: canonical({k: run(w)["metrics"][k] for k in ("vqa_eval", "vqa_stem")}),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("beam_rewards"),
-    log:
-        "logs/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.log",
-    benchmark:
-        "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.tsv"
-    threads: MODEL_THREADS
-    resources:
-        gpu=1,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/beam_rewards.py"
 
@@ -191,19 +191,19 @@ rule train_selector:
     output:
         weights="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/selector/model.safetensors",
         config="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/selector/selector.json",
-    params:
-        selector=lambda w: canonical(selector_config(run(w), w.version)),
-        seed=lambda w: int(w.seed),
-        code=code("train_selector"),
     log:
         "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/train_selector.log",
     benchmark:
         "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/train_selector.tsv"
+    conda:
+        "../envs/gpu.yaml"
     threads: MODEL_THREADS
     resources:
         gpu=1,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        selector=lambda w: canonical(selector_config(run(w), w.version)),
+        seed=lambda w: int(w.seed),
+        code=code("train_selector"),
     script:
         "../workflow/scripts/train_selector.py"
 
@@ -220,6 +220,15 @@ rule infer:
     output:
         predictions="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/shot{shot}.parquet",
         score="results/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/shot{shot}.json",
+    log:
+        "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.log",
+    benchmark:
+        "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
     params:
         infer=lambda w: run_slice(w, "infer", drop=("shots",)),
         order=lambda w: run(w)["beam"]["construct_order"],
@@ -227,15 +236,6 @@ rule infer:
         metrics=lambda w: run_slice(w, "metrics"),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("infer"),
-    log:
-        "logs/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.log",
-    benchmark:
-        "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.tsv"
-    threads: MODEL_THREADS
-    resources:
-        gpu=1,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/infer.py"
 
@@ -250,6 +250,15 @@ rule baseline:
     output:
         predictions="results/{dataset}/{model}/baseline/{retriever}/shot{shot}.parquet",
         score="results/{dataset}/{model}/baseline/{retriever}/shot{shot}.json",
+    log:
+        "logs/{dataset}/{model}/baseline/{retriever}_shot{shot}.log",
+    benchmark:
+        "benchmarks/{dataset}/{model}/baseline/{retriever}_shot{shot}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
     params:
         infer=lambda w: run_slice(w, "infer", drop=("shots", "pool")),
         pool=lambda w: canonical(run(w)["infer"]["pool"]) if w.get("retriever") == "pool_random" else "",
@@ -258,15 +267,6 @@ rule baseline:
         metrics=lambda w: run_slice(w, "metrics"),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("baseline"),
-    log:
-        "logs/{dataset}/{model}/baseline/{retriever}_shot{shot}.log",
-    benchmark:
-        "benchmarks/{dataset}/{model}/baseline/{retriever}_shot{shot}.tsv"
-    threads: MODEL_THREADS
-    resources:
-        gpu=1,
-    conda:
-        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/baseline.py"
 
@@ -311,19 +311,19 @@ rule aggregate:
             subcategory="{dataset}",
             labels={"version": "{version}", "figure": "training curves"},
         ),
+    log:
+        "logs/{dataset}/aggregate_{version}.log",
+    benchmark:
+        "benchmarks/{dataset}/aggregate_{version}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
     params:
         grid=lambda w: canonical(
             {"experiment": exp(w), "shots": run(w)["infer"]["shots"], "baselines": run(w)["baselines"]}
         ),
         metrics=lambda w: run_slice(w, "metrics"),
         code=code("aggregate"),
-    log:
-        "logs/{dataset}/aggregate_{version}.log",
-    benchmark:
-        "benchmarks/{dataset}/aggregate_{version}.tsv"
-    threads: 1
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -349,17 +349,17 @@ rule compare_versions:
             subcategory="{dataset}",
             labels={"version": "all", "figure": "versions and baselines, differences vs similarity"},
         ),
-    params:
-        pairs=lambda w: canonical(compared_versions(w.dataset)),
-        metrics=lambda w: run_slice(w, "metrics"),
-        code=code("compare_versions"),
     log:
         "logs/{dataset}/compare_versions.log",
     benchmark:
         "benchmarks/{dataset}/compare_versions.tsv"
-    threads: 1
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    params:
+        pairs=lambda w: canonical(compared_versions(w.dataset)),
+        metrics=lambda w: run_slice(w, "metrics"),
+        code=code("compare_versions"),
     script:
         "../workflow/scripts/compare_versions.py"
 
@@ -371,12 +371,12 @@ rule unknown_dataset:
         unknown_dataset,
     output:
         "{top}/{dataset}/{rest}",
+    log:
+        "logs/unknown_dataset/{top}/{dataset}/{rest}.log",
     wildcard_constraints:
         top="results|data",
         dataset=UNKNOWN_DATASET,
         rest=".+",
-    log:
-        "logs/unknown_dataset/{top}/{dataset}/{rest}.log",
     localrule: True
     conda:
         "../envs/cpu.yaml"

@@ -3,7 +3,6 @@ template (visible to a selector, not to image similarity) or to a hidden coin (t
 original demo's."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -91,7 +91,7 @@ def versions_figure(result: dict):
         rows += [(f"baseline {b['retriever']}", b["score"], b["ci95"], "C1" if b["retriever"] in SIMILARITY else "grey")
                  for b in result.get("baselines", []) if b["model"] == model and b["shot"] == shot]
         ys = list(range(len(rows)))[::-1]
-        for y, (label, score, ci, colour) in zip(ys, rows):
+        for y, (_label, score, ci, colour) in zip(ys, rows):
             ax_abs.errorbar(score, y, xerr=[[score - ci[0]], [ci[1] - score]], fmt="o", color=colour, capsize=3)
         ax_abs.set_yticks(ys, [r[0] for r in rows])
         ax_abs.set_xlabel("VQA accuracy (%), 95% CI")
