@@ -207,8 +207,8 @@ def test_an_unknown_dataset_stops_with_one_line_naming_the_known_ones(tmp_path, 
     assert proc.returncode != 0
     lines = [ln for ln in out.splitlines() if ln.startswith("lever-plus:")]
     name = target.split("/")[1]
-    assert lines == [f"lever-plus: unknown dataset {name!r} in target {target}; known datasets: demo, okvqa, vqav2 "
-                     "(config `datasets`)"], out
+    assert lines == [f"lever-plus: unknown dataset {name!r} in target {target}; known datasets: demo, demo_control, "
+                     "okvqa, vqav2 (config `datasets`)"], out
     assert "MissingRuleException" not in out
 
 
