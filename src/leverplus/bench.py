@@ -474,7 +474,7 @@ def bench_infoscore(
         if not parts[path_name] or dt < parts[path_name]["total"]:
             parts[path_name] = {"total": dt, **totals}
         peaks[path_name] = max(peaks[path_name], mem.peak)
-        del model
+        model = None  # drop the model before the next path loads its own
         return dt, out
 
     load0 = [round(x, 2) for x in os.getloadavg()]

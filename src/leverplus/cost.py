@@ -126,7 +126,6 @@ def _parts(model):
             ids = torch.tensor(vocab_ids)[torch.randint(len(vocab_ids), (B, L), generator=gen)]
             step = max(1, L // T)
             ids[:, ::step][:, :T] = model.media_id  # T images in the row, the first at its first token
-            cache = None
             if P:
                 pre = torch.tensor(vocab_ids)[torch.randint(len(vocab_ids), (1, P), generator=gen)]
                 pre[0, 0] = model.media_id
