@@ -331,7 +331,17 @@ SLICE_JOBS = {
 DECLARED_THROTTLED = 2
 DECLARED_GPU_CLASS = 2
 # fields of results/**/*.json that legitimately differ between two runs
-VOLATILE = {"selector.json": [("training", "wall_time_s")]}  # seconds the selector's training loop took
+# wall-clock seconds, wherever a results file records them (the selector's training loop, each inference job's
+# `cost.wall_s`, the aggregate's cost summary): they differ between any two runs and say nothing about the results
+VOLATILE_KEYS = frozenset({"wall_time_s", "wall_s"})
+
+
+def _drop_volatile(node):
+    if isinstance(node, dict):
+        return {k: _drop_volatile(v) for k, v in node.items() if k not in VOLATILE_KEYS}
+    if isinstance(node, list):
+        return [_drop_volatile(v) for v in node]
+    return node
 
 
 def _run_real(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -363,19 +373,13 @@ def _job_headers(workdir: Path) -> dict[tuple, dict]:
 
 
 def _results(workdir: Path) -> tuple[dict, dict, dict]:
-    """(JSON documents, tables, selector weights) of a run: every results/**/*.json (parsed, minus VOLATILE),
+    """(JSON documents, tables, selector weights) of a run: every results/**/*.json (parsed, minus VOLATILE_KEYS),
     every results/**/*.parquet and the gathered beam table (as DataFrames), the selector's safetensors (bytes)."""
     import pandas as pd
 
     docs, tables, weights = {}, {}, {}
     for p in sorted((workdir / "results").rglob("*.json")):
-        doc = json.loads(p.read_text())
-        for path in VOLATILE.get(p.name, []):
-            node = doc
-            for k in path[:-1]:
-                node = node[k]
-            del node[path[-1]]
-        docs[str(p.relative_to(workdir))] = doc
+        docs[str(p.relative_to(workdir))] = _drop_volatile(json.loads(p.read_text()))
     for p in sorted([*(workdir / "results").rglob("*.parquet"), *(workdir / "data").rglob("beam.parquet"),
                     *(workdir / "data").rglob("rewards.parquet")]):
         tables[str(p.relative_to(workdir))] = pd.read_parquet(p)
