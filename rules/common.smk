@@ -5,8 +5,8 @@ from pathlib import Path
 
 from leverplus.config import ConfigError, canonical, run_config, selector_config, selector_seeds, validate_config
 from leverplus.fingerprint import script_fingerprint
-from leverplus.models.demo_assets import shipped_digest
-from leverplus.icd import versions as _versions
+from leverplus.tracks.vqa.models.demo_assets import shipped_digest
+from leverplus.tracks.vqa.icd import versions as _versions
 
 try:
     validate_config(config, workflow.source_path("../config/config.schema.yaml"))
@@ -28,7 +28,7 @@ def exp(w):
 
 # threads of the rules that run a model or an encoder (GPU rules): their CPU-side work on a GPU box, all of it on CPU
 MODEL_THREADS = config["compute"]["model_threads"]
-# the version registry (leverplus.icd.versions): the versions, and the comparisons of results/{dataset}/versions.json
+# the version registry (leverplus.tracks.vqa.icd.versions): the versions, and the comparisons of results/{dataset}/versions.json
 # (each version against the one it builds on)
 VERSIONS = list(_versions.VERSIONS)
 VERSION_PAIRS = list(_versions.VERSION_PAIRS)

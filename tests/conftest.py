@@ -139,7 +139,7 @@ def image_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def vqa_examples(image_dir) -> list:
-    from leverplus.data.records import VQAExample
+    from leverplus.tracks.vqa.data.records import VQAExample
 
     return [
         VQAExample(f"ex{i:02d}", str(image_dir / f"img_{i:02d}.png"), q, ANSWERS[i])
@@ -153,9 +153,9 @@ def tiny_qwen_dir(tmp_path_factory, vqa_examples) -> Path:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from leverplus.data.images import load_image
-    from leverplus.models import prompting
-    from leverplus.models.qwen_processor import load_processor
+    from leverplus.tracks.vqa.data.images import load_image
+    from leverplus.tracks.vqa.models import prompting
+    from leverplus.tracks.vqa.models.qwen_processor import load_processor
     from leverplus.models.tiny import build_tiny_qwen2_5_vl
 
     base = tmp_path_factory.mktemp("tiny_qwen_init")
@@ -190,6 +190,6 @@ def tiny_qwen_dir(tmp_path_factory, vqa_examples) -> Path:
 @pytest.fixture(scope="session")
 def qwen(tiny_qwen_dir):
     """One adapter instance for tests that only read from it (its feature caches are shared, by design)."""
-    from leverplus.models.base import load_icl_model
+    from leverplus.tracks.vqa.models.base import load_icl_model
 
     return load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=16)

@@ -357,7 +357,7 @@ def test_local_checkpoint_layout_needs_weights_not_config(tmp_path):
 
 
 def test_adapter_config_is_never_written_into_a_linked_local_model(tmp_path):
-    from leverplus.stages.download import download_model
+    from leverplus.tracks.vqa.stages.download import download_model
 
     src = _model_dir(tmp_path / "src_model")
     dest = tmp_path / "data" / "models" / "m"
@@ -480,7 +480,7 @@ def test_hf_snapshot_without_env_token_sends_no_credentials(tmp_path, monkeypatc
 def test_hf_model_entry_with_project_defaults_downloads_through_the_stage(tmp_path, monkeypatch, hub_online):  # hub_online: the local fake hub (conftest)
     """What `rule download_model` passes for an hf model once the project schema filled its defaults
     (link: symlink and layout: hf apply to every source)."""
-    from leverplus.stages.download import download_model
+    from leverplus.tracks.vqa.stages.download import download_model
 
     dest = tmp_path / "data" / "models" / "tiny"
     with serve_fake_hf_hub("org/tiny", HUB_FILES) as srv:

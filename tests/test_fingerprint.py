@@ -78,21 +78,21 @@ def _files(script: str) -> set[str]:
 
 def test_train_selector_reaches_selector_training_and_its_glue():
     files = _files("train_selector")
-    assert {"icd/selector_training.py", "icd/selectors/__init__.py", "icd/selectors/v2_lora.py",
-            "stages/selector.py", "stages/runner.py"} <= files
+    assert {"tracks/vqa/icd/selector_training.py", "tracks/vqa/icd/selectors/__init__.py", "tracks/vqa/icd/selectors/v2_lora.py",
+            "tracks/vqa/stages/selector.py", "stages/runner.py"} <= files
 
 
 def test_each_library_module_reaches_only_the_stages_that_run_it():
     reach = {s.stem: _files(s.stem) for s in SCRIPTS.glob("*.py")}
     users = lambda rel: {s for s, files in reach.items() if rel in files}  # noqa: E731
-    assert users("icd/infoscore.py") == {"beam_search"}
-    assert users("icd/checkpoint.py") == {"beam_search", "beam_rewards"}
-    assert users("icd/selector_training.py") == {"train_selector", "infer"}
+    assert users("tracks/vqa/icd/infoscore.py") == {"beam_search"}
+    assert users("tracks/vqa/icd/checkpoint.py") == {"beam_search", "beam_rewards"}
+    assert users("tracks/vqa/icd/selector_training.py") == {"train_selector", "infer"}
     # compare_versions reads the per-question results through report/aggregate's loaders (module-level import)
-    assert users("report/aggregate.py") == users("report/plots.py") == {"aggregate", "compare_versions"}
-    assert users("report/versions.py") == {"compare_versions"} and users("icd/rl_rewards.py") == {"beam_rewards"}
-    assert users("icd/samplers.py") == {"candidates"}
-    assert "stages/beam.py" in reach["gather_beam"] and "icd/infoscore.py" not in reach["candidates"]
+    assert users("tracks/vqa/report/aggregate.py") == users("tracks/vqa/report/plots.py") == {"aggregate", "compare_versions"}
+    assert users("tracks/vqa/report/versions.py") == {"compare_versions"} and users("tracks/vqa/icd/rl_rewards.py") == {"beam_rewards"}
+    assert users("tracks/vqa/icd/samplers.py") == {"candidates"}
+    assert "tracks/vqa/stages/beam.py" in reach["gather_beam"] and "tracks/vqa/icd/infoscore.py" not in reach["candidates"]
 
 
 def test_every_rule_fingerprints_its_own_script():
@@ -119,7 +119,7 @@ def test_editing_a_module_changes_only_the_fingerprints_that_reach_it(tmp_path):
         return {s.stem: files_digest(dependency_files(script_entries(s, copy), copy), copy) for s in SCRIPTS.glob("*.py")}
 
     before = digests()
-    with open(copy / "leverplus/icd/selector_training.py", "a") as f:
+    with open(copy / "leverplus/tracks/vqa/icd/selector_training.py", "a") as f:
         f.write("\n# a change to the selector training loop\n")
     after = digests()
     assert {s for s in before if before[s] != after[s]} == {"train_selector", "infer"}

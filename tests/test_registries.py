@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 
 from leverplus.tracks.mt import metrics as mt
-from leverplus.icd import versions as vqa_versions
-from leverplus.icd.selectors import SELECTORS
+from leverplus.tracks.vqa.icd import versions as vqa_versions
+from leverplus.tracks.vqa.icd.selectors import SELECTORS
 from leverplus.tracks.audio import report as audio_report
 from leverplus.tracks.sentiment import report as sent_report
 from leverplus.tracks.sentiment import stages as sent_stage

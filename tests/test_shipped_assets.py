@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leverplus.models import demo_assets
+from leverplus.tracks.vqa.models import demo_assets
 from leverplus.tracks.audio import assets as audio_assets
 from leverplus.tracks.consistency import assets as consistency_assets
 from leverplus.tracks.sentiment import assets as sentiment_assets

@@ -278,12 +278,12 @@ def _add_compare(sub) -> None:
 # bench-infoscore
 # ----------------------------------------------------------------------------------
 def _bench_infoscore(a) -> dict:
-    from leverplus.bench import bench_dataset, bench_infoscore
+    from leverplus.tracks.vqa.bench import bench_dataset, bench_infoscore
 
     model, dataset, adapter, breakdown = a.model, a.dataset, a.adapter, a.breakdown
     arch = None
     if a.arch:
-        from leverplus.models.real_size import arch_spec, build_arch
+        from leverplus.tracks.vqa.models.real_size import arch_spec, build_arch
 
         spec = arch_spec(a.arch)
         work = Path(a.work_dir or f"data/bench/{a.arch}")
@@ -313,24 +313,24 @@ def _unit_costs_arg(value: str):
         return None
     if value == "measure":
         return "measure"
-    from leverplus.cost import load_unit_costs
+    from leverplus.tracks.vqa.cost import load_unit_costs
 
     return {**load_unit_costs(value), "source": value}
 
 
 def _bench_costs(a) -> dict:
-    """Unit costs of one model (leverplus.cost), measured on this machine."""
+    """Unit costs of one model (leverplus.tracks.vqa.cost), measured on this machine."""
     import torch
 
-    from leverplus.bench import bench_anchors, bench_dataset
-    from leverplus.cost import measure_unit_costs, row_shape
-    from leverplus.data.records import examples, load_split
-    from leverplus.models.base import load_icl_model
+    from leverplus.tracks.vqa.bench import bench_anchors, bench_dataset
+    from leverplus.tracks.vqa.cost import measure_unit_costs, row_shape
+    from leverplus.tracks.vqa.data.records import examples, load_split
+    from leverplus.tracks.vqa.models.base import load_icl_model
 
     model, dataset, adapter = a.model, a.dataset, a.adapter
     arch = None
     if a.arch:
-        from leverplus.models.real_size import arch_spec, build_arch
+        from leverplus.tracks.vqa.models.real_size import arch_spec, build_arch
 
         spec = arch_spec(a.arch)
         work = Path(a.work_dir or f"data/bench/{a.arch}")
@@ -379,7 +379,7 @@ def _add_bench_costs(sub) -> None:
 
 def _bench_corpus(dataset: str) -> list[str]:
     """Texts the bench tokenizer is trained on: the dataset's questions and answers."""
-    from leverplus.data.records import load_split
+    from leverplus.tracks.vqa.data.records import load_split
 
     df = load_split(dataset, "train")
     return sorted(set(df["question"].astype(str)) | set(df["answer"].astype(str)))
@@ -425,11 +425,11 @@ def _add_bench_infoscore(sub) -> None:
 
 
 def _bench_infer(a) -> dict:
-    from leverplus.bench import bench_dataset, bench_infer
+    from leverplus.tracks.vqa.bench import bench_dataset, bench_infer
 
     model, dataset, adapter, arch = a.model, a.dataset, a.adapter, None
     if a.arch:
-        from leverplus.models.real_size import arch_spec, build_arch
+        from leverplus.tracks.vqa.models.real_size import arch_spec, build_arch
 
         spec = arch_spec(a.arch)
         work = Path(a.work_dir or f"data/bench/{a.arch}")
@@ -467,7 +467,7 @@ def _add_bench_infer(sub) -> None:
 
 
 def _plan(a) -> dict:
-    from leverplus import plan as planner
+    from leverplus.tracks.vqa import plan as planner
 
     config = planner.load_config(a.configfile or [], base=a.base_config, schema=a.schema)
     measured = dict(planner.shipped_measurements())
@@ -483,7 +483,7 @@ def _plan(a) -> dict:
         model, sep, path = item.partition("=")
         if not sep:
             raise CLIError(f"--unit-costs {item}: write MODEL=FILE")
-        from leverplus.cost import load_unit_costs
+        from leverplus.tracks.vqa.cost import load_unit_costs
 
         unit_costs[model] = {**load_unit_costs(path), "command": load_unit_costs(path).get("command", path)}
     result = planner.plan(config, measured, a.dataset or None, unit_costs=unit_costs)

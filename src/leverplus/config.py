@@ -103,7 +103,7 @@ def run_config(config: dict, dataset: str) -> dict:
     the demo's). Keys a run does not name come from the global blocks; `runs` itself is left out."""
     if dataset not in config["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(config['datasets']))}")
-    from .models.presets import apply_preset  # a named protocol (`preset`) expanded into its blocks
+    from leverplus.tracks.vqa.models.presets import apply_preset  # a named protocol (`preset`) expanded into its blocks
 
     base = {k: v for k, v in config.items() if k != "runs"}
     run = deep_merge(base, (config.get("runs") or {}).get(dataset, {}))

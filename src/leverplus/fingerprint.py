@@ -8,7 +8,8 @@ How the files are found, starting from `workflow/scripts/<rule>.py`:
 
 * the script's `from leverplus.<m> import <name>` statements name its entry points (the stage function and
   `run_stage`);
-* inside `leverplus.stages` (the glue: plain functions), a name is followed as a *symbol*: its module file is hashed,
+* inside a stage (glue) module — `leverplus.stages.*`, `leverplus.tracks.<track>.stages` or
+  `leverplus.tracks.<track>.stages.*`: plain functions, one per rule — a name is followed as a *symbol*: its module file is hashed,
   and the names its definition uses — module-level helpers of the same file, imported names, imports inside the
   function — are followed in turn. `candidates` and `beam_search` live in one glue module but reach different
   library code;
@@ -29,6 +30,14 @@ from pathlib import Path
 
 PACKAGE = "leverplus"
 GLUE = f"{PACKAGE}.stages"
+
+
+def is_glue(module: str) -> bool:
+    """A stage module (functions a rule runs): `leverplus.stages[.*]` or `leverplus.tracks.<track>.stages[.*]`."""
+    parts = module.split(".")
+    if parts[:2] == [PACKAGE, "stages"]:
+        return True
+    return len(parts) >= 4 and parts[:2] == [PACKAGE, "tracks"] and parts[3] == "stages"
 
 
 def package_root() -> Path:
@@ -126,7 +135,7 @@ def _imports_in(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
 
 def dependency_files(entries: list[tuple[str, str | None]], root: Path | None = None) -> list[Path]:
     """Source files reached from `entries`: (module, None) follows a whole module, (module, name) a symbol of a
-    `leverplus.stages` module (a symbol elsewhere follows its whole module)."""
+    stage (glue) module, see `is_glue` (a symbol elsewhere follows its whole module)."""
     src = _Sources(root or package_root())
     files: set[Path] = set()
     seen_modules: set[str] = set()
@@ -137,7 +146,7 @@ def dependency_files(entries: list[tuple[str, str | None]], root: Path | None = 
         path = src.file(module)
         if path is None:
             continue
-        if name is not None and not (module == GLUE or module.startswith(GLUE + ".")):
+        if name is not None and not is_glue(module):
             name = None
         if name is None:
             if module in seen_modules:

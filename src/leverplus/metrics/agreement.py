@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from .stats import bootstrap_ci
+from leverplus.metrics.stats import bootstrap_ci
 
 MONOTONE_NOTE = (
     "No strictly increasing map of the local scores changes a rank statistic (Spearman, Kendall, overlap@k, RBO, "
@@ -329,7 +329,7 @@ def task_quality(corpus: dict, runs: dict, *, k: int = 5, n_resamples: int = 100
     named run (`{name: RerankRun}`, candidates in `corpus["rerank"]` order), the expected NDCG@k of a random ranking,
     95% bootstrap CIs over queries, and paired bootstraps: each run − random, and the first two runs' difference.
     Queries whose list holds no relevant candidate have no NDCG and are left out (counted)."""
-    from .stats import paired_bootstrap
+    from leverplus.metrics.stats import paired_bootstrap
 
     qrels = corpus.get("qrels") or {}
     gains = [np.array([float(c in set(qrels.get(r["query_id"], ()))) for c in r["candidates"]]) for r in corpus["rerank"]]

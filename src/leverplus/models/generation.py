@@ -14,7 +14,7 @@ alone. Greedy (`num_beams` 1) or beam search (`num_beams` > 1, `length_penalty`:
 summed log-probability divided by (generated length ** length_penalty); 0 = the plain sum, as OpenFlamingo's and
 Lever-LM's VQA evaluations use; `early_stopping` is always transformers' default False). `min_new_tokens` forbids the
 stop tokens before that many new tokens (Qwen-VL's VQA evaluation uses 1). `preset` names the published protocol
-(`leverplus.models.presets`) the settings were filled from, or None. The settings are recorded in every results file
+(`leverplus.tracks.vqa.models.presets`) the settings were filled from, or None. The settings are recorded in every results file
 (`as_dict`).
 """
 from __future__ import annotations

@@ -156,7 +156,7 @@ def build_tiny_qwen2_5_vl(
     """Build a random-init tiny Qwen2.5-VL + processor and `save_pretrained` it into `out_dir`."""
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from .qwen_processor import Qwen2_5_VLImageTextProcessor
+    from leverplus.tracks.vqa.models.qwen_processor import Qwen2_5_VLImageTextProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

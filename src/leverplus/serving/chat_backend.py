@@ -88,7 +88,7 @@ def generation_config_from_settings(settings: dict, *, eos_token_id, pad_token_i
     Raises ``ValueError`` for unknown or unsupported settings."""
     from transformers import GenerationConfig
 
-    from ..models.generation import NEUTRAL_PROCESSORS
+    from leverplus.models.generation import NEUTRAL_PROCESSORS
 
     settings = dict(settings or {})
     unknown = sorted(set(settings) - SUPPORTED_SETTINGS)

@@ -124,7 +124,7 @@ class OmniChatBackend:
                  stall_timeout_s: float | None = None):
         from leverplus.tracks.audio.omni import OmniCaptioner
 
-        from .chat_backend import DEFAULT_STALL_TIMEOUT_S
+        from leverplus.serving.chat_backend import DEFAULT_STALL_TIMEOUT_S
 
         if stall_timeout_s is not None and not (isinstance(stall_timeout_s, (int, float)) and stall_timeout_s > 0):
             raise ValueError(f"omni chat backend: stall_timeout_s must be > 0, got {stall_timeout_s!r}")
@@ -135,7 +135,7 @@ class OmniChatBackend:
         self.ignored_fields: dict[str, int] = {}  # request fields vLLM would drop, with how often they came
 
     def stream(self, messages: list[dict], settings: dict) -> Iterator[str | dict]:
-        from .chat_backend import generation_config_from_settings, stream_generate
+        from leverplus.serving.chat_backend import generation_config_from_settings, stream_generate
 
         settings = vllm_settings(settings, self.ignored_fields)
         system, audio, prompt = parse_audio_messages(messages)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_workflow import ROOT, smk, workdir
+from workflow_helpers import ROOT, smk, workdir
 
 # Slow tier (whole DAG): `.ci/run` runs it, the README's fast command skips it. Tests using the module's DAG
 # fixture share one xdist worker (tests/conftest.py), so the DAG runs once per test session.

@@ -460,7 +460,7 @@ def aggregate(*, input, output, params, wildcards, threads):
               "system_level_corpus": _corpus_table(corpus), "signatures": _signatures(corpus),
               "meta_eval": metas, "most_stable_pair": stable, "families": families,
               "normalisation_note": "min-max normalisation to [0, 1] is an increasing affine map per metric: it "
-                                    "changes no Pearson, Spearman or Kendall value (tests/test_meta_eval.py)",
+                                    "changes no Pearson, Spearman or Kendall value (tests/metrics/test_meta_eval.py)",
               "caveats": cfg.get("caveats", []), "system_tests": tests,
               "human_label": cfg.get("human_label") or (DEMO_HUMAN_LABEL if cfg.get("source") == "demo"
                                                         else "human scores"),

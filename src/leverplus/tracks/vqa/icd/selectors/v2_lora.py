@@ -1,0 +1,178 @@
+"""v2_lora — v2 whose example vectors come from the CLIP encoder itself, adapted with LoRA (peft) while the
+selector trains, instead of from cached frozen features.
+
+* LoRA (``lora`` config: r 16, alpha 32, dropout 0.1, bias none) on CLIP's attention projections q/k/v/out_proj,
+  in both the vision and the text tower.  Every CLIP base weight is frozen; only the LoRA matrices and the v2
+  selector head train, and only those are saved (the base weights are read from ``encoder_dir`` at load time).
+* An example vector is, as for the frozen features, the L2-normalised projected CLIP image embedding followed by the
+  L2-normalised projected text embedding of the question.
+* What LoRA cannot change is computed once per example and cached: the resized/cropped image as uint8 (the
+  rescale + normalise step is applied in torch, exactly as the image processor would) and the question's token
+  ids, padded to the text tower's maximum length so encodings never depend on which examples share a forward.
+* Training encodes, per optimiser step, exactly the distinct examples of the batch: its queries and their
+  candidate pools — at most ``batch_size × (1 + pool size)`` images and questions.  Lower ``batch_size`` if that
+  does not fit in memory.
+* Inference encodes each distinct query and pool example once (no grad, chunks of ``encode_batch_size``), then
+  selects as v2 does.  ``query_table`` / ``pool_table`` (split tables with ``id``, ``image``, ``question``) are
+  required by ``select``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from leverplus.tracks.vqa.icd.selectors.common import FeatureSource, Source
+from leverplus.tracks.vqa.icd.selectors.v2 import DEFAULTS as V2_DEFAULTS
+from leverplus.tracks.vqa.icd.selectors.v2 import CrossAttentionPointerSelector
+
+DEFAULTS: dict[str, Any] = {
+    **V2_DEFAULTS,
+    "lora": {
+        "r": 16,  # LoRA rank
+        "alpha": 32,  # LoRA alpha (scaling = alpha / r)
+        "dropout": 0.1,  # dropout on the LoRA branch
+        "target_modules": ["q_proj", "k_proj", "v_proj", "out_proj"],  # CLIP attention projections
+    },
+    "encode_batch_size": 64,  # examples per CLIP forward at inference (no effect on results)
+}
+
+
+class ClipEncoder:
+    """A CLIP model directory (``CLIPModel`` weights, image processor, tokenizer) with the preprocessing split into
+    the frozen part (cached per example) and the differentiable part (``embed``)."""
+
+    def __init__(self, encoder_dir: str | Path):
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+        self.dir = str(encoder_dir)
+        self.model = CLIPModel.from_pretrained(self.dir)
+        self.image_processor = AutoImageProcessor.from_pretrained(self.dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.dir)
+        self.text_length = int(self.model.config.text_config.max_position_embeddings)
+        self.mean = torch.tensor(self.image_processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.image_processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = float(self.image_processor.rescale_factor)
+
+    @property
+    def dim(self) -> int:
+        return 2 * int(self.model.config.projection_dim)
+
+    def pixels_uint8(self, image_path: str) -> torch.Tensor:
+        """Resized and centre-cropped image, (3, H, W) uint8 — the part of preprocessing LoRA cannot change."""
+        from PIL import Image
+
+        with Image.open(image_path) as img:
+            out = self.image_processor(images=[img.convert("RGB")], do_rescale=False, do_normalize=False,
+                                       return_tensors="np")["pixel_values"][0]
+        return torch.from_numpy(np.ascontiguousarray(out.astype(np.uint8)))
+
+    def tokens(self, question: str) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer([question], padding="max_length", truncation=True, max_length=self.text_length,
+                             return_tensors="pt")
+        return enc["input_ids"][0], enc["attention_mask"][0]
+
+    def embed(self, model, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(n, 2·projection_dim) example vectors through ``model`` (the LoRA-wrapped CLIP)."""
+        dtype = torch.get_default_dtype()  # the selector's compute dtype (common.compute_dtype)
+        pixel_values = (pixels.to(dtype) * self.scale - self.mean.to(dtype)) / self.std.to(dtype)
+        image = model.get_image_features(pixel_values=pixel_values).pooler_output
+        text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return torch.cat([torch.nn.functional.normalize(image, dim=-1),
+                          torch.nn.functional.normalize(text, dim=-1)], dim=-1)
+
+
+class ClipSource(Source):
+    """Example vectors encoded on demand by the selector's (LoRA-adapted) CLIP, with the frozen preprocessing of
+    each example cached the first time it is used."""
+
+    def __init__(self, selector: "LoRAPointerSelector", table: pd.DataFrame, ids: Sequence[str] | None = None):
+        table = _by_id(table)
+        ids = list(table.index) if ids is None else [str(i) for i in ids]
+        missing = [i for i in ids if i not in table.index]
+        if missing:
+            raise KeyError(f"ids missing from the split table: {missing[:5]}")
+        super().__init__(ids)
+        self.selector = selector
+        self.images = table.loc[ids, "image"].astype(str).tolist()
+        self.questions = table.loc[ids, "question"].astype(str).tolist()
+        self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _frozen_inputs(self, row: int):
+        if row not in self._inputs:
+            enc = self.selector.encoder
+            self._inputs[row] = (enc.pixels_uint8(self.images[row]), *enc.tokens(self.questions[row]))
+        return self._inputs[row]
+
+    def encode_rows(self, rows: Sequence[int]) -> torch.Tensor:
+        pixels, ids, mask = (torch.stack(x) for x in zip(*(self._frozen_inputs(r) for r in rows)))
+        return self.selector.encoder.embed(self.selector.clip, pixels, ids, mask)
+
+    def vectors(self, rows: torch.Tensor) -> torch.Tensor:
+        unique, inverse = torch.unique(rows.flatten(), return_inverse=True)
+        vec = self.encode_rows(unique.tolist())
+        return vec[inverse].view(*rows.shape, -1)
+
+    def frozen_snapshot(self, chunk: int) -> FeatureSource:
+        """Every row encoded once (no grad), in fixed row order and chunk size."""
+        with torch.no_grad():
+            parts = [self.encode_rows(range(s, min(s + chunk, len(self.ids)))) for s in range(0, len(self.ids), chunk)]
+        return FeatureSource(self.ids, torch.cat(parts))
+
+
+def _by_id(table: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("id", "image", "question") if c not in table.columns]
+    if missing:
+        raise ValueError(f"split table lacks columns {missing}")
+    out = table.assign(id=table["id"].astype(str)).set_index("id", drop=False)
+    if not out.index.is_unique:
+        raise ValueError("split table has duplicate ids")
+    return out
+
+
+class LoRAPointerSelector(CrossAttentionPointerSelector):
+    version = "v2_lora"
+    DEFAULTS = DEFAULTS
+
+    def __init__(self, cfg: dict[str, Any], feat_dim: int, encoder_dir: str):
+        from peft import LoraConfig, get_peft_model
+
+        encoder = ClipEncoder(encoder_dir)
+        if feat_dim != encoder.dim:
+            raise ValueError(f"feature dim {feat_dim} ≠ 2 × CLIP projection_dim ({encoder.dim})")
+        super().__init__(cfg, feat_dim)
+        self.encoder = encoder
+        self.encoder_dir = str(encoder_dir)
+        lora = cfg["lora"]
+        self.clip = get_peft_model(encoder.model, LoraConfig(
+            r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]), bias="none",
+        ))
+        encoder.model = None  # the wrapped model lives in self.clip (one copy, registered as a submodule)
+        self.clip.to(torch.get_default_dtype())  # the compute dtype (the checkpoint's own may differ)
+
+    @classmethod
+    def for_training(cls, cfg, train_features, *, encoder_dir=None, train_table=None):
+        if encoder_dir is None or train_table is None:
+            raise ValueError("v2_lora needs encoder_dir and train_table to re-encode examples with LoRA")
+        from transformers import CLIPConfig
+
+        dim = 2 * int(CLIPConfig.from_pretrained(encoder_dir).projection_dim)
+        model = cls(cfg, dim, encoder_dir=str(encoder_dir))
+        return model, ClipSource(model, train_table)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"encoder_dir": self.encoder_dir}
+
+    def query_source(self, query_features, query_table=None):
+        if query_table is None:
+            raise ValueError("v2_lora.select needs query_table (id, image, question) to encode the queries")
+        return ClipSource(self, query_table, query_features.ids).frozen_snapshot(self.cfg["encode_batch_size"])
+
+    def pool_source(self, pool_features, needed_ids, pool_table=None):
+        if pool_table is None:
+            raise ValueError("v2_lora.select needs pool_table (id, image, question) to encode the candidates")
+        return ClipSource(self, pool_table, needed_ids).frozen_snapshot(self.cfg["encode_batch_size"])
