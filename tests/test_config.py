@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leverplus.config import RUN_BLOCKS, ConfigError, canonical, run_config, selector_config, validate_config
+from leverplus.core.config import RUN_BLOCKS, ConfigError, canonical, run_config, selector_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "config.schema.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from httpserver import serve_directory, serve_fake_hf_hub
-from leverplus.data.download import (
+from leverplus.core.download import (
     MANIFEST_NAME,
     ChecksumError,
     DownloadError,
@@ -22,7 +22,7 @@ from leverplus.data.download import (
     file_digest,
     redact_url,
 )
-from leverplus.data.hf_snapshot import (
+from leverplus.core.hf_snapshot import (
     MARKER_NAME,
     ModelMaterializationError,
     materialize_model,
@@ -387,7 +387,7 @@ def test_local_model_errors(tmp_path):
         materialize_model({"source": "local"}, tmp_path / "d")
     # keys of the other source are dropped, not errors: the project schema gives every model entry the defaults
     # revision: main and link: symlink whatever its source
-    from leverplus.data.hf_snapshot import _source_spec
+    from leverplus.core.hf_snapshot import _source_spec
 
     assert _source_spec({"source": "hf", "repo_id": "a/b", "link": "symlink", "path": "/x"}) == {
         "source": "hf", "repo_id": "a/b"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leverplus.fingerprint import dependency_files, files_digest, package_root, script_entries
+from leverplus.core.fingerprint import dependency_files, files_digest, package_root, script_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
@@ -79,7 +79,7 @@ def _files(script: str) -> set[str]:
 def test_train_selector_reaches_selector_training_and_its_glue():
     files = _files("train_selector")
     assert {"tracks/vqa/icd/selector_training.py", "tracks/vqa/icd/selectors/__init__.py", "tracks/vqa/icd/selectors/v2_lora.py",
-            "tracks/vqa/stages/selector.py", "stages/runner.py"} <= files
+            "tracks/vqa/stages/selector.py", "core/runner.py"} <= files
 
 
 def test_each_library_module_reaches_only_the_stages_that_run_it():
@@ -127,13 +127,13 @@ def test_editing_a_module_changes_only_the_fingerprints_that_reach_it(tmp_path):
 
 def test_fingerprinting_imports_no_torch():
     code = (
-        "import sys\nfrom pathlib import Path\nfrom leverplus.fingerprint import script_fingerprint\n"
+        "import sys\nfrom pathlib import Path\nfrom leverplus.core.fingerprint import script_fingerprint\n"
         f"for s in Path({str(SCRIPTS)!r}).glob('*.py'): script_fingerprint(str(s))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'leverplus')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "torch" not in out and "transformers" not in out
-    assert out.strip() == "['leverplus', 'leverplus.fingerprint']"
+    assert out.strip() == "['leverplus', 'leverplus.core', 'leverplus.core.fingerprint']"
 
 
 def test_a_script_without_leverplus_imports_is_refused(tmp_path):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from leverplus.io import atomic_write, canonical_json, read_json, write_json, write_parquet
+from leverplus.core.io import atomic_write, canonical_json, read_json, write_json, write_parquet
 
 
 def _leftovers(directory: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""leverplus.runtime: thread limits and GPU slot assignment (no GPU needed)."""
+"""leverplus.core.runtime: thread limits and GPU slot assignment (no GPU needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leverplus import runtime
+from leverplus.core import runtime
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
 import toyrun
@@ -65,7 +65,7 @@ def test_configure_job_limits_threads_in_process(threads):
     out = _run_py(
         f"""
         import json, os
-        from leverplus.runtime import configure_job
+        from leverplus.core.runtime import configure_job
         info = configure_job(threads={threads}, gpu=False)
         import numpy as np, torch
         from threadpoolctl import threadpool_info
@@ -104,7 +104,7 @@ def test_configure_job_after_numpy_import_and_twice():
         import numpy as np
         import torch
         torch.randn(200, 200) @ torch.randn(200, 200)   # pools already running
-        from leverplus.runtime import configure_job
+        from leverplus.core.runtime import configure_job
         from threadpoolctl import threadpool_info
         first = configure_job(threads=1, gpu=False)
         second = configure_job(threads=1, gpu=False)
@@ -124,7 +124,7 @@ def test_configure_job_after_numpy_import_and_twice():
 _HOLDER = """
 import json, os, sys, time
 from pathlib import Path
-from leverplus.runtime import configure_job
+from leverplus.core.runtime import configure_job
 info = configure_job(threads=1, gpu=True)
 bar = Path(sys.argv[1]); n = int(sys.argv[2])
 (bar / str(os.getpid())).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
@@ -170,7 +170,7 @@ def test_no_oversubscription_when_all_slots_busy(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from leverplus.runtime import configure_job; "
+            "import sys, time; from leverplus.core.runtime import configure_job; "
             "i = configure_job(threads=1, gpu=True); print(i['cuda_visible_devices'], flush=True); time.sleep(60)",
         ],
         env=env,
@@ -180,7 +180,7 @@ def test_no_oversubscription_when_all_slots_busy(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "0"
         probe = (
-            "import json; from leverplus.runtime import configure_job, GpuSlotTimeout\n"
+            "import json; from leverplus.core.runtime import configure_job, GpuSlotTimeout\n"
             "try:\n    print(json.dumps(configure_job(threads=1, gpu=True)))\n"
             "except GpuSlotTimeout as e:\n    print(json.dumps({'timeout': str(e)}))\n"
         )
@@ -208,7 +208,7 @@ def test_slurm_allocation_is_respected(tmp_path):
     out = _run_py(
         """
         import json
-        from leverplus.runtime import configure_job
+        from leverplus.core.runtime import configure_job
         print(json.dumps(configure_job(threads=4, gpu=True)))
         """,
         _clean_env(
@@ -223,7 +223,7 @@ def test_slurm_allocation_is_respected(tmp_path):
 
 def test_gpu_rule_without_gpus_runs_on_cpu(tmp_path):
     out = _run_py(
-        "import json; from leverplus.runtime import configure_job; print(json.dumps(configure_job(threads=1, gpu=True)))",
+        "import json; from leverplus.core.runtime import configure_job; print(json.dumps(configure_job(threads=1, gpu=True)))",
         _clean_env(LEVERPLUS_GPU_COUNT="0", LEVERPLUS_GPU_LOCK_DIR=str(tmp_path / "locks")),
     )
     assert out["gpu_source"] == "none" and out["cuda_visible_devices"] is None

@@ -1,4 +1,4 @@
-"""The one shipped-asset helper (leverplus.models.shipped_assets): the digest every track's rules take covers the
+"""The one shipped-asset helper (leverplus.core.shipped_assets): the digest every track's rules take covers the
 recorded sha256 values only, so a bit-identical rebuild (new ``train_seconds``) reruns nothing -- including the
 sentiment rule, which used to hash the whole BUILD.json -- while new weights change it; verify names the files."""
 
@@ -14,7 +14,7 @@ from leverplus.tracks.vqa.models import demo_assets
 from leverplus.tracks.audio import assets as audio_assets
 from leverplus.tracks.consistency import assets as consistency_assets
 from leverplus.tracks.sentiment import assets as sentiment_assets
-from leverplus.models import shipped_assets as sa
+from leverplus.core import shipped_assets as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKS = {"demo": demo_assets, "audio": audio_assets, "consistency": consistency_assets,

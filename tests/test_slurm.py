@@ -358,8 +358,8 @@ def _run_real(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
 
 
 def _job_headers(workdir: Path) -> dict[tuple, dict]:
-    """The first line of every rule log: the JSON header that leverplus.stages.runner writes (rule, wildcards,
-    and the dict leverplus.runtime.configure_job returned inside the job). Keyed by (rule, wildcards).
+    """The first line of every rule log: the JSON header that leverplus.core.runner writes (rule, wildcards,
+    and the dict leverplus.core.runtime.configure_job returned inside the job). Keyed by (rule, wildcards).
     SLURM's own job logs (logs/slurm/) are not rule logs."""
     out = {}
     for log in sorted((workdir / "logs").rglob("*.log")):
@@ -432,7 +432,7 @@ def test_demo_dag_on_real_slurm(slurm_cluster, tmp_path):
     for (rule, wc), h in heads.items():
         want = sr[rule]
         where = f"{rule} {dict(wc)} ({h['log']})"
-        # seen from inside the job (leverplus.runtime.configure_job) ...
+        # seen from inside the job (leverplus.core.runtime.configure_job) ...
         assert h["slurm_job_id"], f"{where} did not run as a SLURM job"
         assert h["slurm_partition"] == want["slurm_partition"], (where, h["slurm_partition"])
         # ... and from SLURM's side

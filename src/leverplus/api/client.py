@@ -10,7 +10,7 @@ What it guarantees (see docs/api.md):
 * **Rate limit.** ``rate_limit_per_s`` spaces request *starts* (retries included) at least ``1/rate`` apart.
 * **Cache.** Non-streaming calls (``chat``, ``embeddings`` per batch, ``rerank``) are cached under ``cache_dir``
   as one JSON file per request, named by the sha256 of the canonical request ``{"endpoint", "model", "body"}``
-  (the base URL and the key are not part of it), written atomically (:func:`leverplus.io.write_json`), so a rerun
+  (the base URL and the key are not part of it), written atomically (:func:`leverplus.core.io.write_json`), so a rerun
   sends no request and a failure leaves no partial file. Only successful, validated responses are stored.
 * **Streaming** (``chat_stream``) asks for ``stream_options.include_usage``, timestamps every non-empty content
   delta on the ``time.perf_counter`` clock, and returns only a complete stream (a failure after the first delta
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from leverplus.io import canonical_json, read_json, write_json
+from leverplus.core.io import canonical_json, read_json, write_json
 
 __all__ = [
     "APIConfig",

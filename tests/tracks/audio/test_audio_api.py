@@ -37,7 +37,7 @@ def _vllm_accepts(req: dict) -> None:
 
 def _schema_defaults():
 
-    from leverplus.config import validate_track
+    from leverplus.core.config import validate_track
 
     return validate_track({"audio": {}}, "audio", "config/audio.schema.yaml")
 

@@ -220,7 +220,7 @@ def test_prepare_secap_by_url_with_checksum(tmp_path):
         spec = {"source": "secap", "url": srv.url_for("secap.tar.gz"), "sha256": sha, "subdir": "SECap-main"}
         out = tmp_path / "out" / "eval.jsonl"
         assert prepare_audio_set(spec, out, raw_root=tmp_path / "raw")["n_eval"] == 2
-        from leverplus.data.download import ChecksumError
+        from leverplus.core.download import ChecksumError
 
         bad = tmp_path / "bad" / "eval.jsonl"
         with pytest.raises(ChecksumError):

@@ -55,7 +55,7 @@ def result(audio_run):
 
 
 def _config():
-    from leverplus.config import validate_track
+    from leverplus.core.config import validate_track
 
     cfg = {"audio": {**yaml.safe_load((ROOT / ".test/audio.yaml").read_text())["audio"], **LATENCY}}
     return validate_track(cfg, "audio", ROOT / "config/audio.schema.yaml")

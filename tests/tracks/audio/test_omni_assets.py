@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 
 def test_shipped_sha256_match_build_json():
-    from leverplus.data.download import file_digest
+    from leverplus.core.download import file_digest
 
     build = json.loads((ASSETS / "BUILD.json").read_text())
     assert sorted(build["models"]) == sorted(SHIPPED)
@@ -84,7 +84,7 @@ def test_build_script_rebuilds_the_shipped_files_bit_for_bit(tmp_path):
     """The contract of a shipped model: its build script with the recorded seeds rebuilds every shipped file with
     the sha256 in BUILD.json (same torch build and CPU architecture; one thread, deterministic algorithms). Minutes:
     1200 clips' features and 450 training steps."""
-    from leverplus.models import shipped_assets
+    from leverplus.core import shipped_assets
     from leverplus.tracks.audio.assets import build_assets
 
     build_assets(tmp_path, evaluate=False, log=lambda *a: None)

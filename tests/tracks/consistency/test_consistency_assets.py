@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from leverplus.data.download import file_digest
+from leverplus.core.download import file_digest
 from leverplus.tracks.consistency.assets import ASSETS, EMBEDDER, RERANKER
 
 

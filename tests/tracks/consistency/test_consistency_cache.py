@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from leverplus.tracks.consistency.demo import generate_corpus
-from leverplus.io import write_json
+from leverplus.core.io import write_json
 from leverplus.tracks.consistency.assets import ASSETS, EMBEDDER, RERANKER
 from leverplus.tracks.consistency import stages as stage
 
@@ -69,7 +69,7 @@ def test_cache_dir_names_everything_that_decides_an_answer(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("edit", ["server.py", "reranker.py"])
 def test_served_code_digest_covers_server_and_recipe(edit):
-    from leverplus.fingerprint import dependency_files, package_root
+    from leverplus.core.fingerprint import dependency_files, package_root
 
     files = {p.name for p in dependency_files([(stage.__name__, "api_side")], package_root())}
     assert edit in files and "embedding_backend.py" in files and "client.py" in files

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leverplus.io import write_json
+from leverplus.core.io import write_json
 from leverplus.metrics import stats
 from leverplus.tracks.sentiment.report import aggregate_sentiment, score_predictions
 

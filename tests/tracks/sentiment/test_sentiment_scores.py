@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from leverplus.io import read_json, write_json
+from leverplus.core.io import read_json, write_json
 from leverplus.tracks.sentiment import label_scoring as ls
 from leverplus.tracks.sentiment.arms import arm_settings, label_variants
 from leverplus.tracks.sentiment.report import (SentimentCheckWarning, _tokens, aggregate_sentiment, auc_invariance,

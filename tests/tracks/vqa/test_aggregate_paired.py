@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from leverplus.cli import main
-from leverplus.io import write_json, write_parquet
+from leverplus.core.io import write_json, write_parquet
 from leverplus.metrics.io import MetricsInputError
 from leverplus.metrics.vqa import score_vqa
 from leverplus.tracks.vqa.report.aggregate import aggregate

@@ -299,7 +299,7 @@ def test_preset_settings_and_stemming_by_dataset_format():
 def test_real_configs_use_their_presets():
     import yaml
 
-    from leverplus.config import deep_merge, run_config, validate_config
+    from leverplus.core.config import deep_merge, run_config, validate_config
 
     root = Path(__file__).resolve().parents[3]
     for ds in ("okvqa", "vqav2"):

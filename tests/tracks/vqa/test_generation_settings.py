@@ -135,7 +135,7 @@ def test_generation_record_names_prompt_and_every_decoding_setting(qwen):
 def test_config_schema_holds_generation_and_prompt_defaults():
     from pathlib import Path
 
-    from leverplus.config import ConfigError, validate_config
+    from leverplus.core.config import ConfigError, validate_config
 
     schema = Path(__file__).resolve().parents[3] / "config" / "config.schema.yaml"
 

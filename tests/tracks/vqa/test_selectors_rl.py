@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from leverplus.config import VERSION_BLOCKS, selector_config, selector_seeds
+from leverplus.core.config import VERSION_BLOCKS, selector_config, selector_seeds
 from leverplus.tracks.vqa.icd import rl
 from leverplus.tracks.vqa.icd.selector_training import build_sequences
 from leverplus.tracks.vqa.icd.selectors import config_for, load_selector, selector_class, train_selector

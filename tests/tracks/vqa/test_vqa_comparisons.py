@@ -11,7 +11,7 @@ import pytest
 
 from leverplus.tracks.vqa.icd.features import Features
 from leverplus.tracks.vqa.icd.retrieval import majority_answer, oracle_choice
-from leverplus.io import write_json, write_parquet
+from leverplus.core.io import write_json, write_parquet
 from leverplus.metrics.stats import minimum_detectable_difference, seed_bootstrap
 from leverplus.metrics.vqa import score_vqa
 from leverplus.tracks.vqa.report.aggregate import aggregate

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from httpserver import serve_directory
-from leverplus.data.download import MANIFEST_NAME
+from leverplus.core.download import MANIFEST_NAME
 from leverplus.tracks.vqa.data.images import load_image
 from leverplus.tracks.vqa.data.vqa_official import (
     DATASET_SPEC_SCHEMA,

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from leverplus.models import shipped_assets as _sa
+from leverplus.core import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "audio_models"
 DATASET = {"seed": 0, "n_train": 1200, "n_val": 300}

@@ -197,7 +197,7 @@ def _rows(split: str, n: int, seed: int, n_references: int, out_dir: Path) -> li
 
 def generate_demo(out_dir, *, seed: int, n_train: int, n_val: int, n_references: int = 2) -> dict:
     """Write the demo set into `out_dir` (see the module docstring); returns {"train": n, "val": n, …}."""
-    from leverplus.io import atomic_write
+    from leverplus.core.io import atomic_write
 
     if n_val < 1 or n_train < 0:
         raise ValueError(f"audio demo: n_train must be >= 0 and n_val >= 1, got {n_train}, {n_val}")

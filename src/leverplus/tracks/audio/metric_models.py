@@ -1,7 +1,7 @@
 """The metric models of the audio track: BERTScore's encoder (+ its rescale baseline) and SECap's sentence-similarity
 encoder, as local directories under ``data/audio/metric_models/``.
 
-Real runs: ``source: hf`` / ``local`` (materialised by :mod:`leverplus.data.hf_snapshot`): ``bert-base-chinese``
+Real runs: ``source: hf`` / ``local`` (materialised by :mod:`leverplus.core.hf_snapshot`): ``bert-base-chinese``
 (layer 8, bert_score's own ``rescale_baseline/zh/bert-base-chinese.tsv``) and SECap's sentence-similarity model,
 ``shibing624/text2vec-base-chinese-paraphrase`` (what SECap's ``tool/get_sentence_simi.py`` loads; mean pooling
 over the attention mask) -- not ``text2vec-base-chinese``, a different model.
@@ -24,7 +24,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from leverplus.io import atomic_write, write_json
+from leverplus.core.io import atomic_write, write_json
 
 BASELINE_NAME = "bertscore_baseline.csv"
 
@@ -97,7 +97,7 @@ def materialize_metric_model(spec: dict, dest: str | os.PathLike, *, corpus: Seq
         if spec.get("baseline") == "build":
             build_baseline(dest, corpus, num_layers=spec.get("num_layers", 2), seed=spec.get("seed", 0))
     else:
-        from leverplus.data.hf_snapshot import materialize_model
+        from leverplus.core.hf_snapshot import materialize_model
 
         materialize_model({k: v for k, v in spec.items() if k in ("source", "repo_id", "revision", "path", "link",
                                                                    "allow_patterns")}, dest)

@@ -70,7 +70,7 @@ def set_threads(n: int) -> dict:
     explicitly. Returns {"threads_requested", "threads_effective" (torch.get_num_threads()), "cpu_model", …}."""
     import torch
 
-    from leverplus.runtime import THREAD_ENV_VARS
+    from leverplus.core.runtime import THREAD_ENV_VARS
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
@@ -102,9 +102,9 @@ def set_threads(n: int) -> dict:
 
 
 def resolve_device(device: str | None) -> str:
-    """Where an Omni thinker runs: :func:`leverplus.runtime.resolve_device` with ``cpu`` as the default — the edge arm
+    """Where an Omni thinker runs: :func:`leverplus.core.runtime.resolve_device` with ``cpu`` as the default — the edge arm
     must never land on a GPU because one is visible; ``auto`` picks CUDA when available."""
-    from leverplus.runtime import resolve_device as resolve
+    from leverplus.core.runtime import resolve_device as resolve
 
     return resolve(device, default="cpu")
 

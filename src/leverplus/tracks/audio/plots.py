@@ -10,7 +10,7 @@ def comparison_png(out: dict, arms: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from leverplus.io import atomic_write
+    from leverplus.core.io import atomic_write
 
     from leverplus.tracks.audio.report import BASE_ARMS
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leverplus.io import read_json, write_json
+from leverplus.core.io import read_json, write_json
 
 # the audio track's arm registry: rules/audio_common.smk (AUDIO_ARMS), this report and audio_plots read it
 BASE_ARMS = ("edge", "cloud", "api", "unaligned")
@@ -299,7 +299,7 @@ def build_comparison(*, input, output, params, dataset: str) -> dict:
         lat_result, title=f"Latency (n = {len(timed_ids)} timed clips, one request at a time, the same clips in "
                           f"every arm)")
     md += "\n" + _extra_markdown(out, arm_names, short)
-    from leverplus.io import atomic_write
+    from leverplus.core.io import atomic_write
 
     with atomic_write(output.md) as fh:
         fh.write(md)

@@ -10,7 +10,7 @@ Sources
               ``<fid> dataset/wav/<fid>.wav``: relative to the REPOSITORY ROOT, as SECap's own dataloader
               (``dataloader/dataloader.py``) joins them, not to wav.scp's folder. The root is ``path`` (a local
               checkout) or an archive fetched by URL with a checksum (``url`` + ``sha256``, extracted under
-              ``data/raw/audio/<dataset>``; ``leverplus.data.download``), plus ``subdir`` inside it (a GitHub
+              ``data/raw/audio/<dataset>``; ``leverplus.core.download``), plus ``subdir`` inside it (a GitHub
               archive's ``SECap-main``). ``relative_to: wav_scp`` reads relative paths against wav.scp's folder
               instead (other Kaldi sets). Its audio has no license file, so it is only ever read in place, never
               copied into the repository.
@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from leverplus.io import atomic_write
+from leverplus.core.io import atomic_write
 
 
 SECAP_WAV_SCP = "dataset/wav.scp"  # SECap's published layout, relative to its repository root
@@ -171,7 +171,7 @@ def _secap_files(spec: Mapping[str, Any], raw_root: Path) -> tuple[Path, Path, P
         if not root.is_dir():
             raise AudioSetError(f"{root}: SECap directory not found (audio.datasets.<name>.path)")
     elif spec.get("url"):
-        from leverplus.data.download import fetch_resources
+        from leverplus.core.download import fetch_resources
 
         fetch_resources([{"url": spec["url"], "sha256": spec.get("sha256"), "extract": True}], raw_root)
         root = raw_root

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leverplus.io import write_json, write_parquet
+from leverplus.core.io import write_json, write_parquet
 
 TIMING_COLUMNS = ["id", "prediction", "start_time", "first_token_time", "end_time", "output_tokens", "ttft_s",
                   "total_s", "feature_s", "prompt_tokens", "finish_reason"]
@@ -62,7 +62,7 @@ def download_data(*, input, output, params, wildcards, threads):
     if corpus.is_file():
         with open(corpus, encoding="utf-8") as fh:
             refs = [r for line in fh if line.strip() for r in json.loads(line)["references"]]
-    from leverplus.io import atomic_write
+    from leverplus.core.io import atomic_write
 
     with atomic_write(output.corpus) as fh:  # train captions (demo: the metric char-BERT's vocabulary source)
         for r in refs:
@@ -80,7 +80,7 @@ def download_model(*, input, output, params, wildcards, threads):
             shutil.rmtree(dest)
         shutil.copytree(src, dest)
     else:
-        from leverplus.data.hf_snapshot import materialize_model
+        from leverplus.core.hf_snapshot import materialize_model
 
         materialize_model({k: v for k, v in spec.items() if k in ("source", "repo_id", "revision", "path", "link",
                                                                    "allow_patterns")}, dest)

@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from leverplus.models import shipped_assets as _sa
+from leverplus.core import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "consistency_models"
 EMBEDDER, RERANKER = "tiny_qwen3_embedding", "tiny_qwen3_reranker"

@@ -34,8 +34,8 @@ def checkpoint_architectures(model_dir: str | Path) -> list[str]:
 
 
 def resolve_device(spec: str | None = "auto") -> str:
-    """Where an embedder/reranker runs: :func:`leverplus.runtime.resolve_device` (None = auto)."""
-    from leverplus.runtime import resolve_device as resolve
+    """Where an embedder/reranker runs: :func:`leverplus.core.runtime.resolve_device` (None = auto)."""
+    from leverplus.core.runtime import resolve_device as resolve
 
     return resolve(spec, default="auto")
 

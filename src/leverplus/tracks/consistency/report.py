@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from leverplus.io import atomic_write, read_json, write_json
+from leverplus.core.io import atomic_write, read_json, write_json
 
 
 def _g(v, fmt: str = ".4g") -> str:

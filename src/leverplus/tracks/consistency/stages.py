@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leverplus.io import atomic_write, read_json, write_json
+from leverplus.core.io import atomic_write, read_json, write_json
 
 CAUSES = ("precision", "separator", "instruction", "eos", "truncation", "template")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -36,7 +36,7 @@ def download_corpus(*, input, output, params, wildcards, threads):
 
 
 def download_model(*, input, output, params, wildcards, threads):
-    from leverplus.data.hf_snapshot import materialize_model
+    from leverplus.core.hf_snapshot import materialize_model
     from leverplus.tracks.consistency.assets import ASSETS
 
     spec, dest = params["model"], Path(output[0])
@@ -147,7 +147,7 @@ def embed_rerank_local(*, input, output, params, wildcards, threads):
 def served_code() -> str:
     """Digest of every leverplus file the API side runs (client, server, backends, recipes): `local_server`
     answers are this code's output."""
-    from leverplus.fingerprint import dependency_files, files_digest, package_root
+    from leverplus.core.fingerprint import dependency_files, files_digest, package_root
 
     root = package_root()
     return files_digest(dependency_files([(__name__, "api_side")], root), root)

@@ -91,7 +91,7 @@ def score_mt(a) -> dict:
         out["system_tests"] = mt.system_tests(seg, pair, baseline=a.paired_baseline, test=a.paired,
                                               n_samples=a.paired_n)
     if a.segments_out:
-        from leverplus.io import write_parquet
+        from leverplus.core.io import write_parquet
 
         # the sacrebleu metrics keep their per-segment sufficient statistics, so `leverplus meta-eval` computes
         # system-level scores as corpus scores, exactly as the workflow does

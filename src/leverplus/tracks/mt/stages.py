@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leverplus.io import read_json, write_json, write_parquet
+from leverplus.core.io import read_json, write_json, write_parquet
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -100,8 +100,8 @@ def arm_settings(config: Mapping | None = None) -> dict:
 
 
 def resolve_device(spec: str | None = "auto") -> str:
-    """Where an arm runs: :func:`leverplus.runtime.resolve_device` (None = auto)."""
-    from leverplus.runtime import resolve_device as resolve
+    """Where an arm runs: :func:`leverplus.core.runtime.resolve_device` (None = auto)."""
+    from leverplus.core.runtime import resolve_device as resolve
 
     return resolve(spec, default="auto")
 

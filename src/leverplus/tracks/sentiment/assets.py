@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-from leverplus.models import shipped_assets as _sa
+from leverplus.core import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "sentiment_models"
 TINY_LM_DIR = ASSETS / "tiny_qwen_lm"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from leverplus.io import atomic_write, read_json, write_json
+from leverplus.core.io import atomic_write, read_json, write_json
 from leverplus.metrics import stats
 from leverplus.metrics.classification import score_classification
 from leverplus.metrics.io import read_table

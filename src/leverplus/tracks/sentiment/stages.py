@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-from leverplus.io import write_json, write_parquet
+from leverplus.core.io import write_json, write_parquet
 
 # the sentiment track's arm registry: the rules (wildcards, runs), the schema check (tests/test_registries.py), the
 # report's names and the plots read these
@@ -31,7 +31,7 @@ __all__ = ["track_config", "download", "model", "zero_shot", "head_arm", "lora_l
 def track_config(config: dict, schema_path: str) -> dict:
     """Validate and fill the ``sentiment`` block. ``datasets`` and ``models`` given in a config file ADD to the
     schema's defaults (the demo stays available when a --configfile adds ChnSentiCorp)."""
-    from leverplus.config import load_schema, validate_track
+    from leverplus.core.config import load_schema, validate_track
 
     schema = load_schema(schema_path)
     block = config.get("sentiment") or {}
@@ -40,7 +40,7 @@ def track_config(config: dict, schema_path: str) -> dict:
             block[key] = {**copy.deepcopy(schema["properties"][key]["default"]), **block[key]}
     config["sentiment"] = block
     sent = validate_track(config, "sentiment", schema_path)
-    from leverplus.config import ConfigError
+    from leverplus.core.config import ConfigError
 
     for name, ds in sent["datasets"].items():
         if ds["model"] not in sent["models"]:
@@ -81,7 +81,7 @@ def model(*, input, output, params, wildcards, threads) -> None:
     """data/sentiment/models/<name>: the shipped demo LM (copied), or an HF snapshot / local directory."""
     import shutil
 
-    from leverplus.data.hf_snapshot import materialize_model
+    from leverplus.core.hf_snapshot import materialize_model
 
     spec = params["spec"]
     dest = Path(output[0])
@@ -202,7 +202,7 @@ def lora_label_gather(*, input, output, params, wildcards, threads) -> None:
     """D's arm files from its per-pair trainings: the sweep, the main pair's uncalibrated predictions, the record."""
     import pandas as pd
 
-    from leverplus.io import read_json
+    from leverplus.core.io import read_json
     from leverplus.tracks.sentiment import arms as sa
 
     cfg = params["cfg"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from leverplus.config import deep_merge, run_config, validate_config
+from leverplus.core.config import deep_merge, run_config, validate_config
 
 
 def sequences_per_anchor(cand_num: int, beam_size: int, shot_num: int) -> int:

@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-from leverplus.runtime import configure_job
+from leverplus.core.runtime import configure_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 started = time.time()

@@ -155,7 +155,7 @@ def generate_demo(
         raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
     import pandas as pd
 
-    from leverplus.io import write_parquet
+    from leverplus.core.io import write_parquet
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

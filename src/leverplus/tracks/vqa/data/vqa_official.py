@@ -33,7 +33,7 @@ Sources (see :data:`DATASET_SPEC_SCHEMA`)
     both datasets at one shared directory to download COCO only once), and
     are extracted there: images end up in ``<image_download_dir>/{split}2014/``.
     No official checksum can be verified offline, so the defaults carry
-    ``sha256: None`` and :func:`leverplus.data.download.fetch_resources`
+    ``sha256: None`` and :func:`leverplus.core.download.fetch_resources`
     records the sha256 of the first download in ``MANIFEST.json`` in the
     download directory (trust on first use); later runs verify against it.
 ``source: local``
@@ -55,8 +55,8 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from leverplus.data.download import fetch_resources
-from leverplus.io import write_parquet
+from leverplus.core.download import fetch_resources
+from leverplus.core.io import write_parquet
 
 __all__ = [
     "DATASET_SPEC_SCHEMA",

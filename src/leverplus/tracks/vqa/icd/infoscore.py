@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from leverplus.tracks.vqa.data.records import VQAExample
-from leverplus.io import canonical_json, write_parquet
+from leverplus.core.io import canonical_json, write_parquet
 from leverplus.tracks.vqa.models.base import ICLModel, extend
 from leverplus.tracks.vqa.icd.checkpoint import read_checkpoint
 from leverplus.tracks.vqa.icd.ranking import INFOSCORE_NOISE, INFOSCORE_TOL, check_tol, is_fragile, rank

@@ -40,7 +40,7 @@ from tqdm import tqdm
 import numpy as np
 
 from leverplus.tracks.vqa.data.records import VQAExample
-from leverplus.io import canonical_json, write_parquet
+from leverplus.core.io import canonical_json, write_parquet
 from leverplus.metrics.vqa import vqa_accuracy
 from leverplus.tracks.vqa.models.base import extend
 from leverplus.models.generation import GenerationSettings

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from leverplus.models import shipped_assets as _sa
+from leverplus.core import shipped_assets as _sa
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets" / "demo_models"  # src/leverplus/assets/demo_models
 DATASET = {"seed": 0, "n_train": 3000, "n_val": 500}

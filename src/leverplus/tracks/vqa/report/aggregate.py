@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leverplus.io import atomic_write, write_json, write_parquet
+from leverplus.core.io import atomic_write, write_json, write_parquet
 from leverplus.metrics.io import MetricsInputError
 from leverplus.metrics.stats import minimum_detectable_difference, paired_bootstrap, seed_bootstrap
 from leverplus.metrics.vqa import DEFAULT_VQA_EVAL, scoring_from_settings, vqa_accuracy_per_item

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from leverplus.io import atomic_write, write_json
+from leverplus.core.io import atomic_write, write_json
 from leverplus.metrics.stats import paired_bootstrap, seed_bootstrap
 from leverplus.metrics.io import MetricsInputError
 from leverplus.tracks.vqa.report.aggregate import (DEFAULT_METRICS, _aligned, _check_config, _describe, _load, _per_item, cost_summary, judged,

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from leverplus.data.download import file_digest
+from leverplus.core.download import file_digest
 from leverplus.tracks.vqa.data.records import examples, load_split
 from leverplus.tracks.vqa.icd.features import load_features
 from leverplus.tracks.vqa.icd.infoscore import run_shard, shard_of
 from leverplus.tracks.vqa.icd.ranking import INFOSCORE_TOL
 from leverplus.tracks.vqa.icd.samplers import build_pools
-from leverplus.io import write_parquet
+from leverplus.core.io import write_parquet
 from leverplus.tracks.vqa.stages.common import dataset_dir, load_model, prompt_settings
 
 

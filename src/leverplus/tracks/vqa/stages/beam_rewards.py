@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from leverplus.data.download import file_digest
+from leverplus.core.download import file_digest
 from leverplus.tracks.vqa.data.records import examples, load_split
 from leverplus.tracks.vqa.icd.rl_rewards import run_beam_rewards
 from leverplus.models.generation import GenerationSettings

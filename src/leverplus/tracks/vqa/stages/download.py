@@ -46,8 +46,8 @@ def download_model(*, input, output, params, wildcards, threads):
 
         build_tiny_qwen2_5_vl(dest, tokenizer_corpus(), seed=0)
     else:
-        from leverplus.data.hf_snapshot import materialize_model
-        from leverplus.io import write_json
+        from leverplus.core.hf_snapshot import materialize_model
+        from leverplus.core.io import write_json
 
         materialize_model(spec, dest)
         if "adapter_config" in spec:
@@ -70,6 +70,6 @@ def download_encoder(*, input, output, params, wildcards, threads):
 
             build_and_train_tiny_clip(dest, Path(input.train).parent, seed=0, steps=CLIP_STEPS, threads=1)
     else:
-        from leverplus.data.hf_snapshot import materialize_model
+        from leverplus.core.hf_snapshot import materialize_model
 
         materialize_model(spec, dest)

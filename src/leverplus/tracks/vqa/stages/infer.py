@@ -21,7 +21,7 @@ import torch
 from leverplus.tracks.vqa.data.records import examples, load_split
 from leverplus.tracks.vqa.icd.features import Features, load_features
 from leverplus.tracks.vqa.icd.retrieval import oracle_choice, random_choice, random_from_pools, retrieve
-from leverplus.io import read_json, write_json, write_parquet
+from leverplus.core.io import read_json, write_json, write_parquet
 from leverplus.metrics.vqa import score_vqa
 from leverplus.metrics.signature import make_signature, package_version
 from leverplus.models.generation import GenerationSettings

@@ -59,7 +59,7 @@ def config_for(version: str, cfg: dict | None) -> dict:
 def load_selector(out_dir: str | Path, *, encoder_dir: str | None = None) -> Selector:
     """Rebuild a trained selector from ``out_dir``.  ``encoder_dir`` overrides the CLIP directory recorded at
     training time (v2_lora only)."""
-    from leverplus.io import read_json
+    from leverplus.core.io import read_json
 
     out = Path(out_dir)
     meta = read_json(out / CONFIG_FILE)

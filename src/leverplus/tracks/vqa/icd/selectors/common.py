@@ -339,7 +339,7 @@ class Selector(nn.Module):
     def save(self, out_dir: str | Path, training: dict[str, Any] | None = None) -> None:
         from safetensors.torch import save as to_bytes
 
-        from leverplus.io import atomic_write, write_json
+        from leverplus.core.io import atomic_write, write_json
 
         out = Path(out_dir)
         tensors = {n: p.detach().contiguous().clone() for n, p in self.saved_parameters().items()}

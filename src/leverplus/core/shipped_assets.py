@@ -24,7 +24,7 @@ from pathlib import Path
 def file_digests(model_dir: str | Path, *, drop_dirs: bool = False) -> dict[str, str]:
     """``{file name: sha256}`` of the files directly in ``model_dir`` (sorted); ``drop_dirs`` first deletes its
     sub-folders (training leftovers such as checkpoints), so that what is hashed is what ships."""
-    from leverplus.data.download import file_digest
+    from leverplus.core.download import file_digest
 
     model_dir = Path(model_dir)
     if drop_dirs:
@@ -48,7 +48,7 @@ def read_build(assets: str | Path) -> dict:
 
 def write_build(out: str | Path, record: dict, *, ensure_ascii: bool = False) -> Path:
     """Write ``out/BUILD.json`` atomically (sorted keys, indent 2, trailing newline)."""
-    from leverplus.io import atomic_write
+    from leverplus.core.io import atomic_write
 
     path = Path(out) / "BUILD.json"
     with atomic_write(path, "w") as fh:

@@ -3,7 +3,7 @@
 Every ``workflow/scripts/<rule>.py`` calls :func:`configure_job` first thing,
 before any numerical library does parallel work::
 
-    from leverplus.runtime import configure_job
+    from leverplus.core.runtime import configure_job
     info = configure_job(threads=snakemake.threads, gpu=True)
     log.info("runtime: %s", info)
 
@@ -209,7 +209,7 @@ def gpu_slot(devices: list[str] | None = None, wait_s: float | None = None) -> G
             )
         if not warned:
             print(
-                f"[leverplus.runtime] all GPU slots {devices} busy, waiting "
+                f"[leverplus.core.runtime] all GPU slots {devices} busy, waiting "
                 "(is --resources gpu= larger than the number of GPUs?)",
                 file=sys.stderr,
             )

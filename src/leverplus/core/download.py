@@ -56,7 +56,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from leverplus.io import read_json, write_json
+from leverplus.core.io import read_json, write_json
 
 __all__ = [
     "ChecksumError",

@@ -37,7 +37,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from leverplus.io import canonical_json, read_json, write_json
+from leverplus.core.io import canonical_json, read_json, write_json
 
 __all__ = [
     "MODEL_SPEC_SCHEMA",

@@ -19,7 +19,7 @@ def _param(value):
 
 def run_stage(smk, func, *, gpu: bool = False) -> None:
     """Call `func(input=…, output=…, params=…, wildcards=…, threads=…)` with stdout/stderr in the rule's log."""
-    from leverplus.runtime import configure_job
+    from leverplus.core.runtime import configure_job
 
     with open(smk.log[0], "w", encoding="utf-8", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
         job = configure_job(smk.threads, gpu=gpu)
