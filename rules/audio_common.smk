@@ -1,5 +1,5 @@
 # Audio track: config validation, config slices and input functions for rules/audio.smk (no torch at parse time).
-from leverplus.config import ConfigError, canonical, validate_track
+from leverplus.core.config import ConfigError, canonical, validate_track
 
 try:
     AUDIO = validate_track(config, "audio", workflow.source_path("../config/audio.schema.yaml"))

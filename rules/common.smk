@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from leverplus.config import ConfigError, canonical, run_config, selector_config, selector_seeds, validate_config
-from leverplus.fingerprint import script_fingerprint
+from leverplus.core.config import ConfigError, canonical, run_config, selector_config, selector_seeds, validate_config
+from leverplus.core.fingerprint import script_fingerprint
 from leverplus.tracks.vqa.models.demo_assets import shipped_digest
 from leverplus.tracks.vqa.icd import versions as _versions
 
@@ -107,7 +107,7 @@ SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 def code(script):
     """params value: a digest of every leverplus source file that workflow/scripts/<script>.py reaches through its
-    imports (leverplus.fingerprint), so no module list is kept by hand."""
+    imports (leverplus.core.fingerprint), so no module list is kept by hand."""
     return script_fingerprint(str(SCRIPTS / f"{script}.py"))
 
 

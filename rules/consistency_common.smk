@@ -1,5 +1,5 @@
 # Consistency track: config validation (parse time) and the helpers its rules use.
-from leverplus.config import validate_track
+from leverplus.core.config import validate_track
 from leverplus.tracks.consistency.assets import shipped_digest as cons_shipped_digest
 
 try:

@@ -1,5 +1,5 @@
 # MT track: config validation and the helpers rules/mt.smk uses (no rules here).
-from leverplus.config import ConfigError, canonical, validate_track
+from leverplus.core.config import ConfigError, canonical, validate_track
 from leverplus.tracks.mt.metrics import FAMILIES as MT_FAMILY_REGISTRY
 
 try:

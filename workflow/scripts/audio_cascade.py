@@ -1,4 +1,4 @@
 from leverplus.tracks.audio.stages import cascade
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, cascade, gpu=True)  # noqa: F821

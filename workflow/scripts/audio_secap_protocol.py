@@ -1,4 +1,4 @@
 from leverplus.tracks.audio.stages import secap_protocol_run
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, secap_protocol_run)  # noqa: F821

@@ -1,4 +1,4 @@
 from leverplus.tracks.vqa.stages.beam_rewards import beam_rewards
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, beam_rewards, gpu=True)  # noqa: F821 (snakemake is injected)

@@ -1,4 +1,4 @@
 from leverplus.tracks.vqa.stages.beam import candidates
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, candidates, gpu=False)  # noqa: F821 (snakemake is injected)

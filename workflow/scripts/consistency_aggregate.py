@@ -1,4 +1,4 @@
 from leverplus.tracks.consistency.report import aggregate
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, aggregate)  # noqa: F821 (snakemake is injected)

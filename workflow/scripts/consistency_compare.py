@@ -1,5 +1,5 @@
 from leverplus.tracks.consistency.stages import compare
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 # a GPU slot only when the rule claims the gpu resource (consistency.compute.gpu)
 run_stage(snakemake, compare, gpu=snakemake.resources.get("gpu", 0) > 0)  # noqa: F821 (snakemake is injected)

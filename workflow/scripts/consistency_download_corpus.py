@@ -1,4 +1,4 @@
 from leverplus.tracks.consistency.stages import download_corpus
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, download_corpus)  # noqa: F821 (snakemake is injected)

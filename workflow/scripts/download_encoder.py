@@ -1,4 +1,4 @@
 from leverplus.tracks.vqa.stages.download import download_encoder
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, download_encoder, gpu=False)  # noqa: F821 (snakemake is injected)

@@ -1,4 +1,4 @@
 from leverplus.tracks.vqa.stages.beam import gather_beam
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, gather_beam, gpu=False)  # noqa: F821 (snakemake is injected)

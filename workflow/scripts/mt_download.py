@@ -1,4 +1,4 @@
 from leverplus.tracks.mt.stages import download
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, download, gpu=False)  # noqa: F821 (snakemake is injected)

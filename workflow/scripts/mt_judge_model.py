@@ -1,4 +1,4 @@
 from leverplus.tracks.mt.stages import judge_model
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, judge_model, gpu=False)  # noqa: F821 (snakemake is injected)

@@ -1,4 +1,4 @@
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 from leverplus.tracks.sentiment.stages import head_arm
 
 # a GPU slot only when the rule claims the gpu resource (models.<name>.gpu)

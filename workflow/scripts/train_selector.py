@@ -1,4 +1,4 @@
 from leverplus.tracks.vqa.stages.selector import train_selector
-from leverplus.stages.runner import run_stage
+from leverplus.core.runner import run_stage
 
 run_stage(snakemake, train_selector, gpu=True)  # noqa: F821 (snakemake is injected)
