@@ -79,6 +79,12 @@ def slice_json(*keys):
     return canonical(node)
 
 
+def dataset_json(w):
+    """params value: how the job's dataset is made (`datasets.<dataset>` without `settings_from`, which says which
+    settings its runs take, not what the data is), canonical JSON."""
+    return canonical({k: v for k, v in config["datasets"][w.dataset].items() if k != "settings_from"})
+
+
 def run_slice(w, block, drop=()):
     """params value: block `block` of the job's dataset run, without the keys `drop`, canonical JSON."""
     node = RUNS[w.dataset].get(block, {})

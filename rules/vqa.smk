@@ -15,7 +15,7 @@ rule download_dataset:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        spec=lambda w: slice_json("datasets", w.dataset),
+        spec=lambda w: dataset_json(w),
         code=code("download_dataset"),
     script:
         "../workflow/scripts/download_dataset.py"

@@ -3,6 +3,7 @@ same line from Snakemake at parse time (before any job), and the canonical slice
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,15 @@ SCHEMA = REPO / "config" / "config.schema.yaml"
 
 
 def demo_config() -> dict:
-    with open(REPO / "config" / "config.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    """The config the Snakefile loads (config/config.yaml, then config/vqa_demo.yaml), merged as Snakemake does."""
+    from leverplus.core.config import deep_merge
+    from leverplus.tracks.vqa.plan import WORKFLOW_CONFIGS
+
+    config: dict = {}
+    for name in WORKFLOW_CONFIGS:
+        with open(REPO / name, encoding="utf-8") as f:
+            config = deep_merge(config, yaml.safe_load(f))
+    return config
 
 
 def minimal_config() -> dict:
@@ -154,14 +162,17 @@ def test_default_config_knows_every_shipped_dataset_with_its_own_run():
     cfg = validate_config(demo_config(), SCHEMA)
     assert set(cfg["datasets"]) == {"demo", "demo_control", "okvqa", "vqav2"}
     demo, okvqa, vqav2 = (run_config(cfg, d) for d in ("demo", "okvqa", "vqav2"))
-    assert {k: demo[k] for k in RUN_BLOCKS} == {k: cfg[k] for k in RUN_BLOCKS}  # the global blocks are the demo's
+    # the global blocks are the real runs'; the demo's settings are its own run (config/vqa_demo.yaml runs.demo)
+    assert {k: okvqa[k] for k in RUN_BLOCKS if k != "preset"} == {k: cfg[k] for k in RUN_BLOCKS if k != "preset"}
+    assert demo["experiment"]["models"] == ["tiny_vl"] and demo["selector"]["dtype"] == "float64"
     # the control condition runs with the demo's settings; only its dataset's dialect differs (issue 22)
     control = run_config(cfg, "demo_control")
     assert {k: control[k] for k in RUN_BLOCKS} == {k: demo[k] for k in RUN_BLOCKS}
     assert cfg["control_dataset"] == "demo_control"
     assert (cfg["datasets"]["demo"]["dialect"], cfg["datasets"]["demo_control"]["dialect"]) == ("template", "hidden")
     assert {k: v for k, v in cfg["datasets"]["demo"].items() if k != "dialect"} == {
-        k: v for k, v in cfg["datasets"]["demo_control"].items() if k != "dialect"}
+        k: v for k, v in cfg["datasets"]["demo_control"].items() if k not in ("dialect", "settings_from")}
+    assert cfg["datasets"]["demo_control"]["settings_from"] == "demo"
     for run, sample_num in ((okvqa, 800), (vqav2, 5000)):
         assert run["experiment"]["models"] == ["qwen2.5_vl_3B", "flamingo_3B"]
         assert run["experiment"]["encoder"] == "clip_vit_b32" and run["experiment"]["sample_num"] == [sample_num]
@@ -255,3 +266,53 @@ def test_okvqa_target_resolves_offline():
     res = _snakemake("--cores", "8", "results/okvqa/v2_lora.json", "--configfile", "config/okvqa.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "results/okvqa/v2_lora.json" in res.stdout + res.stderr
+
+
+# ---- issue 21 item 4: the demo is its own file, and none of its values reaches a real run ----------------------------
+def _merged(*parts) -> dict:
+    """Config files (repository paths) and mappings deep-merged in order, as Snakemake merges its config files."""
+    from leverplus.core.config import deep_merge
+
+    config: dict = {}
+    for part in parts:
+        if isinstance(part, str):
+            part = yaml.safe_load((REPO / part).read_text(encoding="utf-8"))
+        config = deep_merge(config, part)
+    return config
+
+
+def _real_runs(config: dict) -> dict:
+    """What a real dataset's jobs read: its run's blocks, the compute block and the specs of its models and encoder."""
+    cfg = validate_config(copy.deepcopy(config), SCHEMA)
+    out = {}
+    for ds in ("okvqa", "vqav2"):
+        run = run_config(cfg, ds)
+        out[ds] = {
+            **{k: run.get(k) for k in (*RUN_BLOCKS, "compute")},
+            "models": {m: run["models"][m] for m in run["experiment"]["models"]},
+            "encoder": run["encoders"][run["experiment"]["encoder"]],
+            "dataset": run["datasets"][ds],
+        }
+    return out
+
+
+@pytest.mark.parametrize("overlay", [None, "config/okvqa.yaml", "config/vqav2.yaml"])
+def test_no_demo_value_reaches_a_real_run(overlay):
+    from leverplus.tracks.vqa.plan import WORKFLOW_CONFIGS
+
+    rest = [overlay] if overlay else []
+    real_only = _real_runs(_merged("config/config.yaml", *rest))
+    assert _real_runs(_merged(*WORKFLOW_CONFIGS, *rest)) == real_only
+    # Teeth: the layout before issue 21 (the demo's settings as the global blocks) reaches the real runs
+    demo = yaml.safe_load((REPO / "config/vqa_demo.yaml").read_text(encoding="utf-8"))
+    leaky = {**{k: v for k, v in demo.items() if k != "runs"}, **demo["runs"]["demo"]}
+    assert _real_runs(_merged("config/config.yaml", leaky, *rest)) != real_only
+
+
+def test_the_snakefile_loads_the_real_config_then_the_demo():
+    from leverplus.tracks.vqa.plan import WORKFLOW_CONFIGS
+
+    lines = re.findall(r'^configfile:\s*"([^"]+)"', (REPO / "Snakefile").read_text(encoding="utf-8"), flags=re.M)
+    assert lines[: len(WORKFLOW_CONFIGS)] == list(WORKFLOW_CONFIGS)
+    real = yaml.safe_load((REPO / "config/config.yaml").read_text(encoding="utf-8"))
+    assert "demo" not in real["datasets"] and "tiny_vl" not in real["models"] and "demo" not in (real.get("runs") or {})

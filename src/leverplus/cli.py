@@ -469,7 +469,7 @@ def _add_bench_infer(sub) -> None:
 def _plan(a) -> dict:
     from leverplus.tracks.vqa import plan as planner
 
-    config = planner.load_config(a.configfile or [], base=a.base_config, schema=a.schema)
+    config = planner.load_config(a.configfile or [], base=tuple(a.base_config or planner.WORKFLOW_CONFIGS), schema=a.schema)
     measured = dict(planner.shipped_measurements())
     for item in a.measured or []:
         model, _, path = item.rpartition("=") if "=" in item else ("", "", item)
@@ -499,7 +499,8 @@ def _add_plan(sub) -> None:
     p.add_argument("--dataset", action="append", help="datasets to plan (default: every non-demo dataset)")
     p.add_argument("--measured", action="append",
                    help="a bench-infoscore JSON (or MODEL=FILE) overriding the shipped measurements")
-    p.add_argument("--base-config", default="config/config.yaml")
+    p.add_argument("--base-config", action="append", default=None,
+                   help="the workflow's config files (default: the Snakefile's, config/config.yaml config/vqa_demo.yaml)")
     p.add_argument("--schema", default="config/config.schema.yaml")
     p.add_argument("--unit-costs", action="append", metavar="MODEL=FILE",
                    help="a unit-cost JSON (leverplus bench-costs) for MODEL, overriding the shipped one")

@@ -99,14 +99,19 @@ def deep_merge(base: Any, over: Any) -> Any:
 
 
 def run_config(config: dict, dataset: str) -> dict:
-    """The config one dataset's targets run with: `runs.<dataset>` deep-merged over the global blocks (which are
-    the demo's). Keys a run does not name come from the global blocks; `runs` itself is left out."""
+    """The config one dataset's targets run with: `runs.<dataset>` deep-merged over the global blocks (the real
+    runs' settings; a demo's live under its own dataset's run). A dataset with `settings_from: <other>` takes
+    `runs.<other>` first, then its own entry. Keys a run does not name come from the global blocks; `runs` itself
+    is left out."""
     if dataset not in config["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(config['datasets']))}")
     from leverplus.tracks.vqa.models.presets import apply_preset  # a named protocol (`preset`) expanded into its blocks
 
+    runs = config.get("runs") or {}
     base = {k: v for k, v in config.items() if k != "runs"}
-    run = deep_merge(base, (config.get("runs") or {}).get(dataset, {}))
+    source = config["datasets"][dataset].get("settings_from")
+    run = deep_merge(base, runs.get(source, {})) if source else base
+    run = deep_merge(run, runs.get(dataset, {}))
     return apply_preset(run, config["datasets"][dataset].get("format"))
 
 
@@ -116,6 +121,10 @@ def _check_references(config: dict) -> None:
     if config.get("control_dataset") and config["control_dataset"] not in config["datasets"]:
         raise ConfigError(f"invalid config: control_dataset: {config['control_dataset']!r} is not a key of datasets "
                           f"{sorted(config['datasets'])}")
+    for name, spec in config["datasets"].items():
+        if spec.get("settings_from") is not None and spec["settings_from"] not in config["datasets"]:
+            raise ConfigError(f"invalid config: datasets.{name}.settings_from: {spec['settings_from']!r} is not a key of "
+                              f"datasets {sorted(config['datasets'])}")
     for name in config.get("runs") or {}:
         if name not in config["datasets"]:
             raise ConfigError(f"invalid config: runs.{name}: not a key of datasets {sorted(config['datasets'])}")
@@ -175,3 +184,4 @@ def selector_seeds(config: dict) -> list[int]:
     """Training seeds of every selector version: `selector.seeds`, or the experiment seed alone."""
     seeds = config["selector"].get("seeds")
     return [int(s) for s in seeds] if seeds else [int(config["experiment"].get("seed", 0))]
+

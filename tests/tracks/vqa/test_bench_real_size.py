@@ -94,9 +94,9 @@ def test_sequences_per_anchor():
 
 
 def test_plan_okvqa_and_vqav2():
-    from leverplus.tracks.vqa.plan import load_config
+    from leverplus.tracks.vqa.plan import WORKFLOW_CONFIGS, load_config
 
-    config = load_config([], base=ROOT / "config/config.yaml", schema=ROOT / "config/config.schema.yaml")
+    config = load_config([], base=tuple(ROOT / f for f in WORKFLOW_CONFIGS), schema=ROOT / "config/config.schema.yaml")
     measured = {"qwen2.5_vl_3B": {"seconds_per_sequence": {"reference": 2.0, "ours": 0.5}}}
     result = plan(config, measured)
     okvqa = [r for r in result["rows"] if r["dataset"] == "okvqa"]
@@ -145,9 +145,9 @@ def test_plan_uses_the_cost_model_and_prints_its_inputs():
     pool, beams, shots, order and the model's batch size) and prints every input; without, it falls back to the
     per-sequence measurement and says so."""
     from leverplus.tracks.vqa.cost import SliceConfig, predict
-    from leverplus.tracks.vqa.plan import load_config, plan_markdown
+    from leverplus.tracks.vqa.plan import WORKFLOW_CONFIGS, load_config, plan_markdown
 
-    config = load_config([], base=ROOT / "config/config.yaml", schema=ROOT / "config/config.schema.yaml")
+    config = load_config([], base=tuple(ROOT / f for f in WORKFLOW_CONFIGS), schema=ROOT / "config/config.schema.yaml")
     u = {"adapter": "flamingo", "vision_per_image": 2.0, "head_per_token": 1e-3, "lm_fit_max_rel_error": 0.05,
          "lm": {"per_call": 0.1, "per_token": 0.01, "per_token_key": 1e-5, "per_token_image": 1e-3},
          "shape": {"adapter": "flamingo", "head_tokens": 0.0, "demo_tokens": 20.0, "query_tokens": 16.0,

@@ -300,11 +300,13 @@ def test_real_configs_use_their_presets():
     import yaml
 
     from leverplus.core.config import deep_merge, run_config, validate_config
+    from leverplus.tracks.vqa.plan import WORKFLOW_CONFIGS
 
     root = Path(__file__).resolve().parents[3]
     for ds in ("okvqa", "vqav2"):
-        cfg = deep_merge(yaml.safe_load((root / "config/config.yaml").read_text()),
-                         yaml.safe_load((root / f"config/{ds}.yaml").read_text()))
+        cfg = {}
+        for name in (*WORKFLOW_CONFIGS, f"config/{ds}.yaml"):  # as the Snakefile loads them, then --configfile
+            cfg = deep_merge(cfg, yaml.safe_load((root / name).read_text()))
         validate_config(cfg, root / "config/config.schema.yaml")
         run = run_config(cfg, ds)
         assert run["preset"] == "lever_lm_vqa"

@@ -197,20 +197,20 @@ def test_rerun_nothing_after_a_complete_run(demo_run):
 
 @pytest.mark.slow
 def test_rerun_selector_hyperparameter_touches_only_that_version(demo_run):
-    p = pending(demo_run, "selector: {per_version: {v2_lora: {lr: 0.005}}}\n")
+    p = pending(demo_run, "runs: {demo: {selector: {per_version: {v2_lora: {lr: 0.005}}}}}\n")
     assert set(p) == {"train_selector", "infer", "aggregate"}
     assert all("/v2_lora/" in f or f.endswith("v2_lora.json") or "v2_lora." in f for fs in p.values() for f in fs)
 
 
 @pytest.mark.slow
 def test_rerun_beam_setting_touches_beam_search_and_below(demo_run):
-    p = pending(demo_run, "beam: {beam_size: 3}\n")
+    p = pending(demo_run, "runs: {demo: {beam: {beam_size: 3}}}\n")
     assert set(p) == {"beam_search", "gather_beam", "train_selector", "infer", "aggregate"}
 
 
 @pytest.mark.slow
 def test_rerun_shot_list_touches_only_infer_and_aggregate(demo_run):
-    p = pending(demo_run, "infer: {shots: [1, 2, 3]}\n")
+    p = pending(demo_run, "runs: {demo: {infer: {shots: [1, 2, 3]}}}\n")
     assert set(p) == {"infer", "baseline", "aggregate"}
     assert all("shot3" in f for rule in ("infer", "baseline") for f in p[rule])
 

@@ -52,12 +52,18 @@ def measurement_from_bench(path: str | Path) -> tuple[str | None, dict]:
     }
 
 
-def load_config(configfiles: list[str], base: str | Path = "config/config.yaml",
+# the config files the Snakefile loads for the VQA track, in its order (its `configfile:` lines): the real runs, then
+# the demo (tests/test_config.py checks the Snakefile against this)
+WORKFLOW_CONFIGS = ("config/config.yaml", "config/vqa_demo.yaml")
+
+
+def load_config(configfiles: list[str], base: str | Path | tuple = WORKFLOW_CONFIGS,
                 schema: str | Path = "config/config.schema.yaml") -> dict:
-    """config/config.yaml with each --configfile deep-merged over it (as Snakemake does), validated."""
-    with open(base, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    for extra in configfiles:
+    """The Snakefile's config files (`base`: one path or several) with each --configfile deep-merged over them (as
+    Snakemake does), validated."""
+    bases = [base] if isinstance(base, (str, Path)) else list(base)
+    config: dict = {}
+    for extra in [*bases, *configfiles]:
         with open(extra, encoding="utf-8") as f:
             config = deep_merge(config, yaml.safe_load(f) or {})
     return validate_config(config, schema)
