@@ -185,3 +185,161 @@ def selector_seeds(config: dict) -> list[int]:
     seeds = config["selector"].get("seeds")
     return [int(s) for s in seeds] if seeds else [int(config["experiment"].get("seed", 0))]
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One loader for every track's block (audio, sentiment, consistency, mt; issue 21 item 4)
+#
+# The schema's defaults are the REAL run's settings; a demo is its own config file (config/<track>_demo.yaml) that
+# adds its dataset (and its models) and puts its demo-only cuts under `runs.<demo dataset>`. The same rules for every
+# track:
+#   - keyed maps (top-level properties keyed by name: datasets, models, metric_models, …) given in several config files
+#     ADD to each other and to the schema's default entries; each entry gets its defaults;
+#   - `runs.<dataset>` is deep-merged over the block's global settings for that dataset's targets only, so a demo's
+#     cuts never reach another dataset's run;
+#   - a track's reference checks (`check`) see the loaded block, every dataset's run resolved.
+# ---------------------------------------------------------------------------------------------------------------------
+RUNS_KEY = "runs"
+
+
+def merge_config_files(*configs: dict) -> dict:
+    """Config files merged in order as Snakemake merges `configfile:` lines and `--configfile`s: mappings key by key
+    (recursively), anything else replaced by the later file."""
+    out: dict = {}
+    for cfg in configs:
+        out = deep_merge(out, cfg or {})
+    return out
+
+
+def keyed_maps(schema: dict) -> tuple[str, ...]:
+    """The top-level properties of a track schema that are maps keyed by name (an object whose entries are described
+    by `additionalProperties`, no fixed `properties`): datasets, models, metric_models, …"""
+    return tuple(
+        k for k, sub in schema.get("properties", {}).items()
+        if k != RUNS_KEY and isinstance(sub.get("additionalProperties"), dict) and "properties" not in sub
+    )
+
+
+def _first_error(validator, instance, prefix: tuple) -> str | None:
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    return _describe(errors[0], prefix=prefix) if errors else None
+
+
+def load_track(config: dict, track: str, schema_path: str | Path, check=None) -> dict:
+    """The `track` block of `config`, validated against its schema, defaults (the real run's) filled, keyed maps
+    added to the schema's default entries, and `runs` holding every dataset's resolved run: the global settings (not
+    the keyed maps) with `runs.<dataset>` deep-merged over them, validated again after the merge. Loading a loaded
+    block again gives the same block. `check(block)` runs the track's own
+    reference checks on the result. Writes the block back into `config[track]` and returns it; raises ConfigError
+    with one line naming the full key path."""
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema(schema_path)
+    validator = Draft202012Validator(schema)
+    given = copy.deepcopy(config.get(track) or {})
+    err = _first_error(validator, given, (track,))
+    if err:
+        raise ConfigError(f"invalid config: {err}")
+    keyed = keyed_maps(schema)
+    for key in keyed:  # the schema's default entries stay known next to the ones config files add
+        default = copy.deepcopy(schema["properties"][key].get("default") or {})
+        given[key] = {**default, **(given.get(key) or {})}
+    runs = given.pop(RUNS_KEY, None) or {}
+    _fill_defaults(schema, given)
+    for name, over in runs.items():
+        if name not in given.get("datasets", {}):
+            raise ConfigError(f"invalid config: {track}.{RUNS_KEY}.{name}: not a key of {track}.datasets "
+                              f"{sorted(given.get('datasets', {}))}")
+        bad = sorted(set(over or {}) & {*keyed, RUNS_KEY})
+        if bad:
+            raise ConfigError(f"invalid config: {track}.{RUNS_KEY}.{name}: {bad} cannot be set per dataset (keyed maps "
+                              f"add entries globally)")
+    block = dict(given)
+    block[RUNS_KEY] = {}
+    settings = {k: v for k, v in given.items() if k not in keyed}
+    for name in given.get("datasets", {}):
+        run = deep_merge(settings, runs.get(name) or {})
+        err = _first_error(validator, run, (track, RUNS_KEY, name))
+        if err:
+            raise ConfigError(f"invalid config: {err} (runs.{name} merged over the global settings)")
+        _fill_defaults(schema, run)
+        block[RUNS_KEY][name] = {k: v for k, v in run.items() if k not in (*keyed, RUNS_KEY)}
+    if check is not None:
+        check(block)
+    config[track] = block
+    return block
+
+
+def track_run(block: dict, dataset: str) -> dict:
+    """One dataset's resolved run of a block `load_track` returned: every setting its targets read (the keyed maps
+    are the block's, shared by every dataset)."""
+    try:
+        return block[RUNS_KEY][dataset]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(block[RUNS_KEY]))}") from None
+
+
+def resolve_track_files(paths, track: str, schema_path: str | Path, check=None) -> dict:
+    """`load_track` on config files merged as Snakemake merges them (the tests' view of a run's config)."""
+    configs = []
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            configs.append(yaml.safe_load(f) or {})
+    return load_track(merge_config_files(*configs), track, schema_path, check=check)
+
+
+def _leaves(obj: Any, path: tuple = ()):
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    else:
+        yield path, obj
+
+
+def _at(obj: Any, path: tuple) -> Any:
+    for k in path:
+        if not isinstance(obj, dict) or k not in obj:
+            return "<absent>"
+        obj = obj[k]
+    return obj
+
+
+def demo_leaks(track: str, schema_path: str | Path, base, demo, real, dataset: str, check=None) -> list[str]:
+    """What of a demo config file (`demo`) reaches the run of dataset `dataset` of a real config file (`real`), both
+    merged over the `base` files as the Snakefile and `--configfile` merge them; [] when nothing does:
+      - the demo file's block sets only entries of keyed maps and `runs.<a dataset the demo file adds>`;
+      - the real dataset's run, its entry and every keyed entry the real run knows without the demo are the same with
+        and without the demo file loaded, and the demo's own entries are named nowhere in the real run;
+      - no leaf the demo file sets (under its runs, or in its entries) has its demo value in the real run where the
+        real run without the demo file has another value."""
+    base = [base] if isinstance(base, (str, Path)) else list(base)
+    with open(demo, encoding="utf-8") as f:
+        demo_block = (yaml.safe_load(f) or {}).get(track) or {}
+    keyed = keyed_maps(load_schema(schema_path))
+    without = resolve_track_files([*base, real], track, schema_path, check=check)
+    with_demo = resolve_track_files([*base, demo, real], track, schema_path, check=check)
+    leaks = []
+    demo_sets = set(demo_block.get("datasets") or {}) - set(without.get("datasets", {}))
+    for key in demo_block:
+        if key not in (*keyed, RUNS_KEY):
+            leaks.append(f"{track}.{key}: the demo file sets a global setting (put it under runs.<demo dataset>)")
+    for name in demo_block.get(RUNS_KEY) or {}:
+        if name not in demo_sets:
+            leaks.append(f"{track}.runs.{name}: the demo file sets the run of a dataset it does not add")
+    run_without, run_with = track_run(without, dataset), track_run(with_demo, dataset)
+    if run_without != run_with:
+        diff = sorted(".".join(map(str, p)) for p, v in _leaves(run_with) if _at(run_without, p) != v)
+        leaks.append(f"{track}.runs.{dataset} differs with the demo file loaded: {diff}")
+    for key in keyed:
+        for name, entry in without.get(key, {}).items():
+            if with_demo[key].get(name) != entry:
+                leaks.append(f"{track}.{key}.{name} differs with the demo file loaded")
+    added = {name for key in keyed if key != "datasets"  # what a dataset's entry or run may name: models, …
+             for name in set(with_demo.get(key, {})) - set(without.get(key, {}))}
+    for path, value in [*_leaves(run_with), *_leaves(with_demo["datasets"][dataset], ("datasets", dataset))]:
+        if isinstance(value, str) and value in added:
+            leaks.append(f"{track}.{'.'.join(map(str, path))}: names the demo's {value!r}")
+    for name in demo_sets:
+        for path, value in _leaves((demo_block.get(RUNS_KEY) or {}).get(name) or {}):
+            if path and _at(run_without, path) != value and _at(run_with, path) == value:
+                leaks.append(f"{track}.runs.{dataset}.{'.'.join(map(str, path))}: has the demo's value {value!r}")
+    return leaks
