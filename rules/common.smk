@@ -85,6 +85,32 @@ def dataset_json(w):
     return canonical({k: v for k, v in config["datasets"][w.dataset].items() if k != "settings_from"})
 
 
+def model_json(w):
+    """params value: the job's model spec without `gpu` and `threads` (where and how wide its jobs run, not what they
+    compute), canonical JSON."""
+    return canonical({k: v for k, v in config["models"][w.model].items() if k not in ("gpu", "threads")})
+
+
+def model_gpu(w):
+    """The `gpu` resource of a job that runs the model `w.model`: its spec's `gpu` (0 for the CPU-sized demo model)."""
+    return config["models"][w.model]["gpu"]
+
+
+def model_threads(w):
+    """threads: of a job that runs the model `w.model`: its spec's `threads`, else compute.model_threads."""
+    return config["models"][w.model].get("threads") or MODEL_THREADS
+
+
+def encoder_threads(w):
+    """threads: of an encode job: the encoder spec's `threads`, else compute.model_threads."""
+    return config["encoders"][w.encoder].get("threads") or MODEL_THREADS
+
+
+def encoder_gpu(w):
+    """The `gpu` resource of an encode job: the encoder spec's `gpu` (0 for the demo's tiny CLIP)."""
+    return config["encoders"][w.encoder]["gpu"]
+
+
 def run_slice(w, block, drop=()):
     """params value: block `block` of the job's dataset run, without the keys `drop`, canonical JSON."""
     node = RUNS[w.dataset].get(block, {})

@@ -72,9 +72,9 @@ rule encode:
         "benchmarks/{dataset}/encode_{encoder}_{split}.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: MODEL_THREADS
+    threads: encoder_threads
     resources:
-        gpu=1,
+        gpu=encoder_gpu,
     params:
         encoder=lambda w: canonical({"dtype": config["encoders"][w.encoder]["dtype"]}),
         code=code("encode"),
@@ -114,12 +114,12 @@ rule beam_search:
         "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/shard_{shard}.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         beam=lambda w: run_slice(w, "beam"),
-        model=lambda w: slice_json("models", w.model),
+        model=model_json,
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("beam_search"),
     script:
@@ -163,16 +163,16 @@ rule beam_rewards:
         "benchmarks/{dataset}/beam/{model}/{sampler}_{sample_num}/beam_rewards.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         generation=lambda w: canonical(run(w)["infer"]["generation"]),
         group=lambda w: canonical(run(w)["selector"]["rl"]["group"]),
         shot_num=lambda w: run(w)["beam"]["shot_num"],
         order=lambda w: run(w)["beam"]["construct_order"],
         seed=lambda w: exp(w)["seed"],
-        model=lambda w: slice_json("models", w.model),
+        model=model_json,
         metrics=lambda w: canonical({k: run(w)["metrics"][k] for k in ("vqa_eval", "vqa_stem")}),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("beam_rewards"),
@@ -197,9 +197,9 @@ rule train_selector:
         "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/train_selector.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         selector=lambda w: canonical(selector_config(run(w), w.version)),
         seed=lambda w: int(w.seed),
@@ -226,13 +226,13 @@ rule infer:
         "benchmarks/{dataset}/{model}/{sampler}_{sample_num}/{version}/seed{seed}/infer_shot{shot}.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         infer=lambda w: run_slice(w, "infer", drop=("shots",)),
         order=lambda w: run(w)["beam"]["construct_order"],
-        model=lambda w: slice_json("models", w.model),
+        model=model_json,
         metrics=lambda w: run_slice(w, "metrics"),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("infer"),
@@ -256,14 +256,14 @@ rule baseline:
         "benchmarks/{dataset}/{model}/baseline/{retriever}_shot{shot}.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
-        gpu=1,
+        gpu=model_gpu,
     params:
         infer=lambda w: run_slice(w, "infer", drop=("shots", "pool")),
         pool=lambda w: canonical(run(w)["infer"]["pool"]) if w.get("retriever") == "pool_random" else "",
         seed=lambda w: exp(w)["seed"],
-        model=lambda w: slice_json("models", w.model),
+        model=model_json,
         metrics=lambda w: run_slice(w, "metrics"),
         prompt=lambda w: run_slice(w, "prompt"),
         code=code("baseline"),
