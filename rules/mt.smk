@@ -63,12 +63,12 @@ rule mt_score:
     threads: 1
     params:
         cfg=lambda w: (
-            mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", w.family)
+            mt_cfg(w.mt_set, "seed", "corpus_ci_resamples", "bleu_tokenize", w.family)
             if w.family in ("bertscore", "llm_judge", "neural")
             else (
-                mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize", "system_tests")
+                mt_cfg(w.mt_set, "seed", "corpus_ci_resamples", "bleu_tokenize", "system_tests")
                 if w.family == "lexical"
-                else mt_cfg("seed", "corpus_ci_resamples", "bleu_tokenize")
+                else mt_cfg(w.mt_set, "seed", "corpus_ci_resamples", "bleu_tokenize")
             )
         ),
         code=code("mt_score"),
@@ -80,7 +80,10 @@ rule mt_meta_evaluate:
     input:
         data="data/mt/{mt_set}/{pair}.parquet",
         segments=lambda w: expand(
-            "results/mt/{mt_set}/scores/{pair}/{family}.parquet", mt_set=w.mt_set, pair=w.pair, family=MT["families"]
+            "results/mt/{mt_set}/scores/{pair}/{family}.parquet",
+            mt_set=w.mt_set,
+            pair=w.pair,
+            family=mt_run(w.mt_set)["families"],
         ),
     output:
         "results/mt/{mt_set}/meta/{pair}.json",
@@ -95,7 +98,7 @@ rule mt_meta_evaluate:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        cfg=mt_cfg("meta_eval", "bleu_tokenize"),
+        cfg=lambda w: mt_cfg(w.mt_set, "meta_eval", "bleu_tokenize"),
         code=code("mt_meta_evaluate"),
     script:
         "../workflow/scripts/mt_meta_evaluate.py"
@@ -108,7 +111,7 @@ rule mt_aggregate:
             "results/mt/{mt_set}/scores/{pair}/{family}.json",
             mt_set=w.mt_set,
             pair=mt_pairs(w.mt_set),
-            family=MT["families"],
+            family=mt_run(w.mt_set)["families"],
         ),
     output:
         json="results/mt/{mt_set}/report.json",
@@ -126,7 +129,7 @@ rule mt_aggregate:
     params:
         cfg=lambda w: canonical(
             {
-                "meta_eval": MT["meta_eval"],
+                "meta_eval": mt_run(w.mt_set)["meta_eval"],
                 "caveats": MT["datasets"][w.mt_set]["caveats"],
                 "human_label": MT["datasets"][w.mt_set].get("human_label"),
                 "source": MT["datasets"][w.mt_set]["source"],

@@ -15,6 +15,20 @@ from leverplus.core.io import read_json, write_json, write_parquet
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# config (parse time: the reference checks leverplus.core.config.load_track runs on the `mt` block)
+# ----------------------------------------------------------------------------------------------------------------
+def check_config(block: dict) -> None:
+    """Every dataset's run that judges on the local server names the judge's model directory."""
+    from leverplus.core.config import ConfigError
+
+    for name, run in block["runs"].items():
+        j = run["llm_judge"]
+        if "llm_judge" in run["families"] and j["mode"] == "local_server" and not j["local_server"]["model_dir"]:
+            raise ConfigError(f"invalid config: mt.runs.{name}.llm_judge.local_server.model_dir: mode local_server "
+                              f"needs a chat model directory")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # download
 # ----------------------------------------------------------------------------------------------------------------
 def download(*, input, output, params, wildcards, threads):
