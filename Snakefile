@@ -11,6 +11,7 @@ min_version("9.0")
 configfile: "config/config.yaml"
 configfile: "config/vqa_demo.yaml"
 configfile: "config/mt_demo.yaml"
+configfile: "config/consistency_demo.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -18,7 +18,7 @@ rule consistency_download_corpus:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        dataset=lambda w: canonical(CONS["datasets"][w.cons_set]),
+        dataset=lambda w: canonical({k: v for k, v in CONS["datasets"][w.cons_set].items() if k != "models"}),
         code=code("consistency_download_corpus"),
     script:
         "../workflow/scripts/consistency_download_corpus.py"
@@ -26,18 +26,19 @@ rule consistency_download_corpus:
 
 rule consistency_download_model:
     output:
-        directory("data/consistency/models/{cons_model}"),
+        directory("data/consistency/{cons_set}/models/{cons_model}"),
     log:
-        "logs/consistency/models/{cons_model}.log",
+        "logs/consistency/{cons_set}/models/{cons_model}.log",
     benchmark:
-        "benchmarks/consistency/models/{cons_model}.tsv"
+        "benchmarks/consistency/{cons_set}/models/{cons_model}.tsv"
     wildcard_constraints:
+        cons_set=CONS_SETS,
         cons_model=CONS_MODELS,
     conda:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        model=lambda w: canonical(CONS["models"][w.cons_model]),
+        model=lambda w: canonical(CONS["datasets"][w.cons_set]["models"][w.cons_model]),
         shipped=cons_shipped,
         code=code("consistency_download_model"),
     script:
@@ -46,7 +47,7 @@ rule consistency_download_model:
 
 rule consistency_local:
     input:
-        **CONS_MODEL_DIRS,
+        unpack(cons_model_dirs),
         corpus="data/consistency/{cons_set}/corpus.json",
     output:
         "data/consistency/{cons_set}/local/embeddings.npy",
@@ -59,12 +60,12 @@ rule consistency_local:
         cons_set=CONS_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: CONS_THREADS
+    threads: cons_threads
     resources:
-        gpu=CONS_GPU,
+        gpu=cons_gpu,
     params:
-        recipes=cons_recipes(),
-        compute=canonical(CONS["compute"]),
+        recipes=cons_recipes,
+        compute=cons_cfg("compute"),
         code=code("consistency_local"),
     script:
         "../workflow/scripts/consistency_local.py"
@@ -72,7 +73,7 @@ rule consistency_local:
 
 rule consistency_api:
     input:
-        **CONS_MODEL_DIRS,
+        unpack(cons_model_dirs),
         corpus="data/consistency/{cons_set}/corpus.json",
     output:
         "data/consistency/{cons_set}/api/embeddings.npy",
@@ -85,15 +86,15 @@ rule consistency_api:
         cons_set=CONS_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: CONS_THREADS
+    threads: cons_threads
     resources:
-        gpu=CONS_API_GPU,
+        gpu=cons_api_gpu,
     params:
-        recipes=cons_recipes(),
-        api=canonical(CONS["api"]),
-        models=canonical(CONS["models"]),
+        recipes=cons_recipes,
+        api=cons_cfg("api"),
+        models=lambda w: canonical(CONS["datasets"][w.cons_set]["models"]),
         cache_root=lambda w: f"data/consistency/{w.cons_set}/api_cache",
-        compute=canonical(CONS["compute"]),
+        compute=cons_cfg("compute"),
         code=code("consistency_api"),
     script:
         "../workflow/scripts/consistency_api.py"
@@ -101,7 +102,7 @@ rule consistency_api:
 
 rule consistency_compare:
     input:
-        **CONS_MODEL_DIRS,
+        unpack(cons_model_dirs),
         corpus="data/consistency/{cons_set}/corpus.json",
         local_emb="data/consistency/{cons_set}/local/embeddings.npy",
         local_scores="data/consistency/{cons_set}/local/scores.json",
@@ -117,15 +118,15 @@ rule consistency_compare:
         cons_set=CONS_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: CONS_THREADS
+    threads: cons_threads
     resources:
-        gpu=CONS_GPU,
+        gpu=cons_gpu,
     params:
-        recipes=cons_recipes(),
-        metrics=canonical(CONS["metrics"]),
-        thresholds=canonical(CONS["thresholds"]),
-        diagnosis=canonical(CONS["diagnosis"]),
-        compute=canonical(CONS["compute"]),
+        recipes=cons_recipes,
+        metrics=cons_cfg("metrics"),
+        thresholds=cons_cfg("thresholds"),
+        diagnosis=cons_cfg("diagnosis"),
+        compute=cons_cfg("compute"),
         code=code("consistency_compare"),
     script:
         "../workflow/scripts/consistency_compare.py"

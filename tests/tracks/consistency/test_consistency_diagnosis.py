@@ -180,13 +180,15 @@ def test_rules_that_claim_a_gpu_hand_it_to_their_job():
     rules = (ROOT / "rules/consistency.smk").read_text()
     for name in ("local", "api", "compare"):
         block = rules.split(f"rule consistency_{name}:")[1].split("\nrule ")[0]
-        assert re.search(r"gpu=CONS_(API_)?GPU", block), name
+        assert re.search(r"gpu=cons_(api_)?gpu", block), name
         script = (ROOT / f"workflow/scripts/consistency_{name}.py").read_text()
         assert 'gpu=snakemake.resources.get("gpu", 0) > 0' in script, name
     real = yaml.safe_load((ROOT / "config/consistency_qwen3.yaml").read_text())["consistency"]["compute"]
     assert real["gpu"] == 1 and real["device"] == "auto"
     schema = yaml.safe_load((ROOT / "config/consistency.schema.yaml").read_text())
-    assert schema["properties"]["compute"]["properties"]["gpu"]["default"] == 0  # the CPU-sized demo claims none
+    assert schema["properties"]["compute"]["properties"]["gpu"]["default"] == 1  # real models take a GPU slot
+    demo = yaml.safe_load((ROOT / "config/consistency_demo.yaml").read_text())["consistency"]["runs"]["demo"]
+    assert demo["compute"]["gpu"] == 0  # the CPU-sized demo claims none
 
 
 def test_a_partial_match_is_not_named_as_the_cause(corpus):

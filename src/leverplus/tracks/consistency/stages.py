@@ -19,6 +19,17 @@ CAUSES = ("precision", "separator", "instruction", "eos", "truncation", "templat
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+# ---- config (parse time: the reference checks leverplus.core.config.load_track runs on the `consistency` block) -----
+
+def check_config(block: dict) -> None:
+    """A run that talks to a remote API names its base URL."""
+    from leverplus.core.config import ConfigError
+
+    for name, run in block["runs"].items():
+        if run["api"]["mode"] == "remote" and not run["api"]["base_url"]:
+            raise ConfigError(f"invalid config: consistency.runs.{name}.api.base_url: mode remote needs a base URL")
+
+
 # ---- download ------------------------------------------------------------------------------------------------------
 
 def download_corpus(*, input, output, params, wildcards, threads):
