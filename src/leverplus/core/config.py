@@ -226,11 +226,12 @@ def _first_error(validator, instance, prefix: tuple) -> str | None:
 
 def load_track(config: dict, track: str, schema_path: str | Path, check=None) -> dict:
     """The `track` block of `config`, validated against its schema, defaults (the real run's) filled, keyed maps
-    added to the schema's default entries, and `runs` holding every dataset's resolved run: the global settings (not
-    the keyed maps) with `runs.<dataset>` deep-merged over them, validated again after the merge. Loading a loaded
-    block again gives the same block. `check(block)` runs the track's own
-    reference checks on the result. Writes the block back into `config[track]` and returns it; raises ConfigError
-    with one line naming the full key path."""
+    added to the schema's default entries, and `runs` holding every dataset's resolved run: `runs.<dataset>`
+    deep-merged over the global settings as given (not the keyed maps), then the schema's defaults filled where
+    neither sets a key (so a map a run gives, e.g. a label sweep, replaces the default map instead of adding to it),
+    validated again (load the config files, not a loaded block: its runs are resolved already). `check(block)` runs
+    the track's own reference checks on the result. Writes the block back into `config[track]` and returns it;
+    raises ConfigError with one line naming the full key path."""
     from jsonschema import Draft202012Validator
 
     schema = load_schema(schema_path)
@@ -244,6 +245,7 @@ def load_track(config: dict, track: str, schema_path: str | Path, check=None) ->
         default = copy.deepcopy(schema["properties"][key].get("default") or {})
         given[key] = {**default, **(given.get(key) or {})}
     runs = given.pop(RUNS_KEY, None) or {}
+    settings = {k: copy.deepcopy(v) for k, v in given.items() if k not in keyed}  # as given: defaults come last
     _fill_defaults(schema, given)
     for name, over in runs.items():
         if name not in given.get("datasets", {}):
@@ -255,7 +257,6 @@ def load_track(config: dict, track: str, schema_path: str | Path, check=None) ->
                               f"add entries globally)")
     block = dict(given)
     block[RUNS_KEY] = {}
-    settings = {k: v for k, v in given.items() if k not in keyed}
     for name in given.get("datasets", {}):
         run = deep_merge(settings, runs.get(name) or {})
         err = _first_error(validator, run, (track, RUNS_KEY, name))
