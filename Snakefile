@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 configfile: "config/vqa_demo.yaml"
 configfile: "config/mt_demo.yaml"
 configfile: "config/consistency_demo.yaml"
+configfile: "config/sentiment_demo.yaml"
 
 
 report: "workflow/report/workflow.rst"

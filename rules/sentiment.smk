@@ -67,7 +67,7 @@ rule sentiment_zero_shot:
         sent_set=SENT_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: SENT_THREADS
+    threads: sent_threads
     resources:
         gpu=sent_gpu,
     params:
@@ -97,7 +97,7 @@ rule sentiment_head_arm:
         sent_seed=SENT_SEEDS,
     conda:
         "../envs/gpu.yaml"
-    threads: SENT_THREADS
+    threads: sent_threads
     resources:
         gpu=sent_gpu,
     params:
@@ -127,7 +127,7 @@ rule sentiment_lora_label_pair:
         sent_seed=SENT_SEEDS,
     conda:
         "../envs/gpu.yaml"
-    threads: SENT_THREADS
+    threads: sent_threads
     resources:
         gpu=sent_gpu,
     params:
@@ -142,11 +142,11 @@ rule sentiment_lora_label_gather:
     input:
         variants=lambda w: [
             f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/variants.parquet"
-            for k in sent_d_pairs()
+            for k in sent_d_pairs(w)
         ],
         records=lambda w: [
             f"results/sentiment/{w.sent_set}/arms/lora_label/seed{w.sent_seed}/pairs/{k}/record.json"
-            for k in sent_d_pairs()
+            for k in sent_d_pairs(w)
         ],
     output:
         predictions="results/sentiment/{sent_set}/arms/lora_label/seed{sent_seed}/predictions.parquet",
@@ -164,7 +164,7 @@ rule sentiment_lora_label_gather:
     threads: 1
     params:
         cfg=sent_arm_cfg,
-        pairs=lambda w: canonical(sent_d_pairs()),
+        pairs=lambda w: canonical(sent_d_pairs(w)),
         code=code("sentiment_lora_label_gather"),
     script:
         "../workflow/scripts/sentiment_lora_label_gather.py"
@@ -187,7 +187,7 @@ rule sentiment_score:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        metrics=canonical(SENT["metrics"]),
+        metrics=lambda w: canonical(sent_run(w.sent_set)["metrics"]),
         code=code("sentiment_score"),
     script:
         "../workflow/scripts/sentiment_score.py"
@@ -227,12 +227,12 @@ rule sentiment_aggregate:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        arms=canonical(SENT["arms"]),
-        runs=lambda w: canonical(sent_runs()),
+        arms=lambda w: canonical(sent_run(w.sent_set)["arms"]),
+        runs=lambda w: canonical(sent_runs(w.sent_set)),
         settings=lambda w: canonical(
             {
                 "model": {"name": sent_model(w), **SENT["models"][sent_model(w)]},
-                **{k: SENT[k] for k in ("prompt", "labels", "train", "predict", "metrics")},
+                **{k: sent_run(w.sent_set)[k] for k in ("prompt", "labels", "train", "predict", "metrics")},
             }
         ),
         code=code("sentiment_aggregate"),

@@ -6,7 +6,6 @@ variants) and ``leverplus.tracks.sentiment.report`` (scoring, comparison, sweep 
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -21,25 +20,16 @@ HEAD_ARMS = ("head_last", "head_mean", "lora_head")  # trained through head_arm 
 LABEL_ARMS = ("zero_shot", "lora_label")  # score label tokens: they have the verbaliser sweep
 TRAINED_ARMS = tuple(a for a in ARMS if a != "zero_shot")  # one run per training seed
 
-__all__ = ["track_config", "download", "model", "zero_shot", "head_arm", "lora_label_pair", "lora_label_gather", "score",
+__all__ = ["check_config", "download", "model", "zero_shot", "head_arm", "lora_label_pair", "lora_label_gather", "score",
            "aggregate", "arm_config"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # config (parse time, from rules/sentiment.smk; no torch)
 # ---------------------------------------------------------------------------------------------------------------------
-def track_config(config: dict, schema_path: str) -> dict:
-    """Validate and fill the ``sentiment`` block. ``datasets`` and ``models`` given in a config file ADD to the
-    schema's defaults (the demo stays available when a --configfile adds ChnSentiCorp)."""
-    from leverplus.core.config import load_schema, validate_track
-
-    schema = load_schema(schema_path)
-    block = config.get("sentiment") or {}
-    for key in ("datasets", "models"):
-        if isinstance(block.get(key), dict):
-            block[key] = {**copy.deepcopy(schema["properties"][key]["default"]), **block[key]}
-    config["sentiment"] = block
-    sent = validate_track(config, "sentiment", schema_path)
+def check_config(sent: dict) -> None:
+    """The sentiment track's reference checks, run by the one loader on the loaded block (rules/sentiment_common.smk:
+    ``load_track(config, "sentiment", schema, check=check_config)``)."""
     from leverplus.core.config import ConfigError
 
     for name, ds in sent["datasets"].items():
@@ -57,10 +47,10 @@ def track_config(config: dict, schema_path: str) -> dict:
             raise ConfigError(f"invalid config: sentiment.models.{name}: source hf needs repo_id")
         if m["source"] == "local" and "path" not in m:
             raise ConfigError(f"invalid config: sentiment.models.{name}: source local needs path")
-    if sent["labels"]["main"] not in sent["labels"]["pairs"]:
-        raise ConfigError(f"invalid config: sentiment.labels.main: {sent['labels']['main']!r} is not a key of "
-                          f"sentiment.labels.pairs {sorted(sent['labels']['pairs'])}")
-    return sent
+    for name, run in sent["runs"].items():
+        if run["labels"]["main"] not in run["labels"]["pairs"]:
+            raise ConfigError(f"invalid config: sentiment.labels.main: {run['labels']['main']!r} is not a key of "
+                              f"sentiment.labels.pairs {sorted(run['labels']['pairs'])} (dataset {name}'s run)")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
