@@ -13,6 +13,7 @@ configfile: "config/vqa_demo.yaml"
 configfile: "config/mt_demo.yaml"
 configfile: "config/consistency_demo.yaml"
 configfile: "config/sentiment_demo.yaml"
+configfile: "config/audio_demo.yaml"
 
 
 report: "workflow/report/workflow.rst"

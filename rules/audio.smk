@@ -93,18 +93,18 @@ rule audio_edge_infer:
         audio_set=AUDIO_SETS,
     conda:
         "../envs/cpu.yaml"
-    threads: AUDIO["edge"]["threads"]
+    threads: lambda w: audio_run(w)["edge"]["threads"]
     params:
         arm="edge",
-        device=AUDIO["edge"]["device"],
-        dtype=AUDIO["edge"]["dtype"],
+        device=lambda w: audio_run(w)["edge"]["device"],
+        dtype=lambda w: audio_run(w)["edge"]["dtype"],
         model=audio_model_json("edge_model"),
         model_name=lambda w: audio_ds(w)["edge_model"],
-        generation=canonical(AUDIO["generation"]),
-        warmup=AUDIO["warmup_requests"],
-        latency=canonical(AUDIO["latency"]),
-        batch_size=AUDIO["quality_batch_size"],
-        scoring=AUDIO_SCORING,
+        generation=lambda w: canonical(audio_run(w)["generation"]),
+        warmup=lambda w: audio_run(w)["warmup_requests"],
+        latency=lambda w: canonical(audio_run(w)["latency"]),
+        batch_size=lambda w: audio_run(w)["quality_batch_size"],
+        scoring=audio_scoring,
         code=code("audio_generate"),
     script:
         "../workflow/scripts/audio_generate.py"
@@ -126,19 +126,19 @@ rule audio_cloud_infer:
         audio_set=AUDIO_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: AUDIO["cloud"]["threads"]
+    threads: lambda w: audio_run(w)["cloud"]["threads"]
     resources:
         gpu=1,
     params:
         arm="cloud",
-        device=AUDIO["cloud"]["device"],
+        device=lambda w: audio_run(w)["cloud"]["device"],
         model=audio_model_json("cloud_model"),
         model_name=lambda w: audio_ds(w)["cloud_model"],
-        generation=canonical(AUDIO["generation"]),
-        warmup=AUDIO["warmup_requests"],
-        latency=canonical(AUDIO["latency"]),
-        batch_size=AUDIO["quality_batch_size"],
-        scoring=AUDIO_SCORING,
+        generation=lambda w: canonical(audio_run(w)["generation"]),
+        warmup=lambda w: audio_run(w)["warmup_requests"],
+        latency=lambda w: canonical(audio_run(w)["latency"]),
+        batch_size=lambda w: audio_run(w)["quality_batch_size"],
+        scoring=audio_scoring,
         code=code("audio_generate"),
     script:
         "../workflow/scripts/audio_generate.py"
@@ -156,14 +156,14 @@ use rule audio_cloud_infer as audio_unaligned_infer with:
         "benchmarks/audio/{audio_set}/unaligned_infer.tsv"
     params:
         arm="unaligned",
-        device=AUDIO["cloud"]["device"],
+        device=lambda w: audio_run(w)["cloud"]["device"],
         model=audio_model_json("cloud_model"),
         model_name=lambda w: audio_ds(w)["cloud_model"],
-        generation=canonical(AUDIO["unaligned"]),
-        warmup=AUDIO["warmup_requests"],
-        latency=canonical(AUDIO["latency"]),
-        batch_size=AUDIO["quality_batch_size"],
-        scoring=AUDIO_SCORING,
+        generation=lambda w: canonical(audio_run(w)["unaligned"]),
+        warmup=lambda w: audio_run(w)["warmup_requests"],
+        latency=lambda w: canonical(audio_run(w)["latency"]),
+        batch_size=lambda w: audio_run(w)["quality_batch_size"],
+        scoring=audio_scoring,
         code=code("audio_generate"),
 
 
@@ -187,19 +187,19 @@ rule audio_api_infer:
         audio_set=AUDIO_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: AUDIO["cloud"]["threads"]
+    threads: lambda w: audio_run(w)["cloud"]["threads"]
     resources:
         gpu=lambda w: 1 if audio_ds(w)["api"]["base_url"] is None else 0,
     params:
         api=lambda w: canonical(audio_ds(w)["api"]),
-        device=AUDIO["cloud"]["device"],
+        device=lambda w: audio_run(w)["cloud"]["device"],
         model=audio_model_json("cloud_model"),
         model_name=lambda w: audio_ds(w)["api"]["model"],
-        generation=canonical(AUDIO["generation"]),
-        warmup=AUDIO["warmup_requests"],
-        latency=canonical(AUDIO["latency"]),
-        batch_size=AUDIO["quality_batch_size"],
-        scoring=AUDIO_SCORING,
+        generation=lambda w: canonical(audio_run(w)["generation"]),
+        warmup=lambda w: audio_run(w)["warmup_requests"],
+        latency=lambda w: canonical(audio_run(w)["latency"]),
+        batch_size=lambda w: audio_run(w)["quality_batch_size"],
+        scoring=audio_scoring,
         code=code("audio_api_infer"),
     script:
         "../workflow/scripts/audio_api_infer.py"
@@ -226,17 +226,17 @@ rule audio_cascade:
         audio_set=AUDIO_SETS,
     conda:
         "../envs/gpu.yaml"
-    threads: AUDIO["cloud"]["threads"]
+    threads: lambda w: audio_run(w)["cloud"]["threads"]
     resources:
         gpu=1,
     params:
-        device=AUDIO["cloud"]["device"],
+        device=lambda w: audio_run(w)["cloud"]["device"],
         model=audio_model_json("cloud_model"),
-        generation=canonical(AUDIO["generation"]),
-        cascade=canonical(AUDIO["cascade"]),
-        warmup=AUDIO["warmup_requests"],
-        latency=canonical(AUDIO["latency"]),
-        batch_size=AUDIO["quality_batch_size"],
+        generation=lambda w: canonical(audio_run(w)["generation"]),
+        cascade=lambda w: canonical(audio_run(w)["cascade"]),
+        warmup=lambda w: audio_run(w)["warmup_requests"],
+        latency=lambda w: canonical(audio_run(w)["latency"]),
+        batch_size=lambda w: audio_run(w)["quality_batch_size"],
         code=code("audio_cascade"),
     script:
         "../workflow/scripts/audio_cascade.py"
@@ -263,7 +263,7 @@ rule audio_score:
     params:
         arms=AUDIO_ARMS.split("|"),
         metric_models=audio_metric_models,
-        scoring=AUDIO_SCORING,
+        scoring=audio_scoring,
         code=code("audio_score"),
     script:
         "../workflow/scripts/audio_score.py"
@@ -298,12 +298,12 @@ rule audio_aggregate:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        generation=canonical(AUDIO["generation"]),
-        unaligned=canonical(AUDIO["unaligned"]),
-        cascade=canonical(AUDIO["cascade"]),
-        latency=canonical(AUDIO["latency"]),
+        generation=lambda w: canonical(audio_run(w)["generation"]),
+        unaligned=lambda w: canonical(audio_run(w)["unaligned"]),
+        cascade=lambda w: canonical(audio_run(w)["cascade"]),
+        latency=lambda w: canonical(audio_run(w)["latency"]),
         metric_models=audio_metric_models,
-        scoring=AUDIO_SCORING,
+        scoring=audio_scoring,
         code=code("audio_aggregate"),
     script:
         "../workflow/scripts/audio_aggregate.py"
@@ -327,17 +327,17 @@ rule audio_secap_protocol:
         role="edge|cloud",
     conda:
         "../envs/gpu.yaml"
-    threads: lambda w: AUDIO[w.role]["threads"]
+    threads: lambda w: audio_run(w)[w.role]["threads"]
     resources:
         gpu=lambda w: 1 if w.role == "cloud" else 0,
     params:
-        protocol=canonical(AUDIO["secap_protocol"]),
+        protocol=lambda w: canonical(audio_run(w)["secap_protocol"]),
         similarity=audio_similarity_spec,
         model=lambda w: canonical(AUDIO["models"][audio_ds(w)[f"{w.role}_model"]]),
         model_name=lambda w: audio_ds(w)[f"{w.role}_model"],
-        device=lambda w: AUDIO[w.role]["device"],
-        dtype=lambda w: AUDIO["edge"]["dtype"] if w.role == "edge" else None,
-        batch_size=AUDIO["quality_batch_size"],
+        device=lambda w: audio_run(w)[w.role]["device"],
+        dtype=lambda w: audio_run(w)["edge"]["dtype"] if w.role == "edge" else None,
+        batch_size=lambda w: audio_run(w)["quality_batch_size"],
         code=code("audio_secap_protocol"),
     script:
         "../workflow/scripts/audio_secap_protocol.py"

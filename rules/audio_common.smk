@@ -1,27 +1,22 @@
-# Audio track: config validation, config slices and input functions for rules/audio.smk (no torch at parse time).
-from leverplus.core.config import ConfigError, canonical, validate_track
+# Audio track: config loading (the one loader; the demo is config/audio_demo.yaml), config slices and input
+# functions for rules/audio.smk (no torch at parse time).
+from leverplus.core.config import ConfigError, canonical, load_track
+from leverplus.tracks.audio.stages import check_config as audio_check_config
 
 try:
-    AUDIO = validate_track(config, "audio", workflow.source_path("../config/audio.schema.yaml"))
-    _audio_defaults = validate_track({"audio": {}}, "audio", workflow.source_path("../config/audio.schema.yaml"))
-    for _k in ("datasets", "models", "metric_models"):  # a --configfile adds entries; the demo's stay known
-        AUDIO[_k] = {**_audio_defaults[_k], **AUDIO[_k]}
-    validate_track(config, "audio", workflow.source_path("../config/audio.schema.yaml"))  # fills the added ones
-    for _name, _ds in AUDIO["datasets"].items():
-        for _role in ("edge_model", "cloud_model"):
-            if _ds[_role] not in AUDIO["models"]:
-                raise ConfigError(
-                    f"invalid config: audio.datasets.{_name}.{_role}: {_ds[_role]!r} is not a key of "
-                    f"audio.models {sorted(AUDIO['models'])}"
-                )
-        for _role, _m in _ds["metrics"].items():
-            if _m not in AUDIO["metric_models"]:
-                raise ConfigError(
-                    f"invalid config: audio.datasets.{_name}.metrics.{_role}: {_m!r} is not a key of "
-                    f"audio.metric_models {sorted(AUDIO['metric_models'])}"
-                )
+    AUDIO = load_track(config, "audio", workflow.source_path("../config/audio.schema.yaml"), check=audio_check_config)
 except ConfigError as err:
     sys.exit(f"lever-plus: {err}")
+
+
+def audio_run(w):
+    """The settings a dataset's targets read: the global ones with `runs.<dataset>` merged over them."""
+    return AUDIO["runs"][w.audio_set]
+
+
+def audio_scoring(w):
+    return canonical(audio_run(w)["scoring"])
+
 
 AUDIO_SETS = _alternatives(AUDIO["datasets"])
 AUDIO_MODELS = _alternatives(AUDIO["models"])
@@ -75,9 +70,6 @@ def audio_similarity_spec(w):
     name = audio_ds(w)["metrics"]["similarity_model"]
     spec = dict(AUDIO["metric_models"][name])
     return canonical({**spec, "label": f"{name}, {spec['pooling']} pooling"})
-
-
-AUDIO_SCORING = canonical(AUDIO["scoring"])
 
 
 def audio_score_inputs(w):

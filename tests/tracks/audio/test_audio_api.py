@@ -37,9 +37,9 @@ def _vllm_accepts(req: dict) -> None:
 
 def _schema_defaults():
 
-    from leverplus.core.config import validate_track
+    from leverplus.core.config import load_track
 
-    return validate_track({"audio": {}}, "audio", "config/audio.schema.yaml")
+    return load_track({"audio": {}}, "audio", "config/audio.schema.yaml")
 
 
 @pytest.mark.parametrize("block", ["generation", "unaligned"])

@@ -36,7 +36,7 @@ def smk(*args, cwd=ROOT, check=True):
 
 def _slice_config(path: Path) -> Path:
     cfg = yaml.safe_load((ROOT / ".test/audio.yaml").read_text())
-    cfg["audio"].update(LATENCY)
+    cfg["audio"]["runs"]["demo"].update(LATENCY)
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     return path
 
@@ -45,7 +45,8 @@ def _slice_config(path: Path) -> Path:
 def audio_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("audio_dag")
     smk(TARGET, "--cores", "2", "--resources", "gpu=2", "--directory", str(work),
-        "--configfile", str(ROOT / "config/config.yaml"), str(_slice_config(work / "slice.yaml")))
+        "--configfile", str(ROOT / "config/config.yaml"), str(ROOT / "config/audio_demo.yaml"),
+        str(_slice_config(work / "slice.yaml")))
     return work
 
 
@@ -55,10 +56,13 @@ def result(audio_run):
 
 
 def _config():
-    from leverplus.core.config import validate_track
+    """The demo dataset's resolved run under the slice (what its jobs read)."""
+    from leverplus.core.config import merge_config_files, load_track, track_run
+    from leverplus.tracks.audio.stages import check_config
 
-    cfg = {"audio": {**yaml.safe_load((ROOT / ".test/audio.yaml").read_text())["audio"], **LATENCY}}
-    return validate_track(cfg, "audio", ROOT / "config/audio.schema.yaml")
+    files = [ROOT / "config/config.yaml", ROOT / "config/audio_demo.yaml", ROOT / ".test/audio.yaml"]
+    cfg = merge_config_files(*[yaml.safe_load(f.read_text()) for f in files], {"audio": {"runs": {"demo": LATENCY}}})
+    return track_run(load_track(cfg, "audio", ROOT / "config/audio.schema.yaml", check=check_config), "demo")
 
 
 def _files(audio_run, arm):
@@ -259,10 +263,10 @@ def test_rescoring_saved_predictions_reproduces_the_table(audio_run, result, arm
 
 
 def test_secap_dag_resolves_offline(tmp_path):
-    # as the README runs it from the repository root (config/config.yaml from the Snakefile, the SECap file over it);
-    # here in an empty directory, so both are given by absolute path
+    # as the README runs it from the repository root (config/config.yaml and the demo file from the Snakefile, the
+    # SECap file over them); here in an empty directory, so all three are given by absolute path
     proc = smk("-n", "results/audio/secap/comparison.json", "--directory", str(tmp_path), "--configfile",
-               str(ROOT / "config/config.yaml"), str(ROOT / "config/audio_secap.yaml"))
+               str(ROOT / "config/config.yaml"), str(ROOT / "config/audio_demo.yaml"), str(ROOT / "config/audio_secap.yaml"))
     out = proc.stdout + proc.stderr
     for rule in ("audio_download_data", "audio_download_model", "audio_download_metric_model", "audio_edge_infer",
                  "audio_cloud_infer", "audio_api_infer", "audio_unaligned_infer", "audio_cascade", "audio_score",
@@ -274,7 +278,7 @@ def test_secap_dag_resolves_offline(tmp_path):
 def test_bad_audio_config_fails_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("audio: {generation: {max_new_tokens: 0}}\n")
-    proc = smk("-n", TARGET, "--directory", str(tmp_path), "--configfile", str(ROOT / "config/config.yaml"), str(bad),
-               check=False)
+    proc = smk("-n", TARGET, "--directory", str(tmp_path), "--configfile", str(ROOT / "config/config.yaml"),
+               str(ROOT / "config/audio_demo.yaml"), str(bad), check=False)
     assert proc.returncode != 0
     assert "lever-plus: invalid config: audio.generation.max_new_tokens" in proc.stdout + proc.stderr

@@ -42,6 +42,22 @@ def _tqdm(it, **kw):
     return tqdm(it, file=sys.stderr, mininterval=5.0, **kw)
 
 
+def check_config(block: dict) -> None:
+    """The audio track's reference checks (run by leverplus.core.config.load_track on the loaded `audio` block): each
+    dataset's edge/cloud model and metric models are entries of `models` / `metric_models`."""
+    from leverplus.core.config import ConfigError
+
+    for name, ds in block["datasets"].items():
+        for role in ("edge_model", "cloud_model"):
+            if ds[role] not in block["models"]:
+                raise ConfigError(f"invalid config: audio.datasets.{name}.{role}: {ds[role]!r} is not a key of "
+                                  f"audio.models {sorted(block['models'])}")
+        for role, m in ds["metrics"].items():
+            if m not in block["metric_models"]:
+                raise ConfigError(f"invalid config: audio.datasets.{name}.metrics.{role}: {m!r} is not a key of "
+                                  f"audio.metric_models {sorted(block['metric_models'])}")
+
+
 def read_manifest(path) -> pd.DataFrame:
     from leverplus.tracks.audio.sets import load_manifest
 
