@@ -77,22 +77,6 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under xdist (`--dist loadgroup`), tests that share a costly module-scoped fixture of their own module (a whole
-    DAG run, a trained model) go to one worker, so that fixture is built once per session, not once per worker.
-    Tests of the same module that need no such fixture stay free to run on either worker."""
-    for item in items:
-        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}) or {}
-        own = sorted(
-            name for name, fdefs in defs.items()
-            for fd in fdefs
-            if fd.scope == "module" and getattr(fd, "baseid", "").split("::")[0] == item.nodeid.split("::")[0]
-        )
-        if own:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if anything -- here or in a subprocess -- tried to leave the machine, even if the library that
     tried caught the refusal. Checked once, in the controlling process (xdist workers share its log file)."""

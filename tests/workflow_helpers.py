@@ -29,3 +29,26 @@ def workdir(tmp_path: Path) -> Path:
     work.mkdir(parents=True)
     (work / "config").symlink_to(ROOT / "config")
     return work
+
+
+def build_once(tmp_path_factory, name: str, build) -> Path:
+    """A directory that `build(directory)` fills once per test session, whichever xdist worker asks for it first
+    (the others wait on a file lock and reuse it): a whole-DAG run or another costly artefact is never built once per
+    worker. A build that failed leaves no completion marker, so the next request rebuilds it from scratch."""
+    import os
+    import shutil
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, shared by its workers (each has its own popen-gwN below it)
+    target = root / f"shared-{name}"
+    with FileLock(str(target) + ".lock"):
+        done = target / ".built"
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            build(target)
+            done.write_text("")
+    return target
