@@ -365,3 +365,112 @@ def test_lora_same_seed_bit_identical(image_task, tmp_path):
     a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+# ---- v2_lora's cached vision states and fixed text length change no number -----------------------------------------
+@pytest.fixture(scope="module")
+def small_clip_task(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("clip_cache")
+    words = "what colour is the shape on left right top bottom of this picture".split()
+    build_tiny_clip(root / "clip", words)  # text tower: 16 positions; questions here: at most 5 + 2 tokens
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(24):
+        path = root / f"t{i}.png"
+        Image.fromarray(rng.integers(0, 256, size=(40, 40, 3)).astype(np.uint8)).save(path)
+        rows.append({"id": f"t{i}", "image": str(path), "question": " ".join(rng.choice(words, int(rng.integers(2, 6))))})
+    table = pd.DataFrame(rows)
+    pools = pd.DataFrame({"anchor": [f"t{a}" for a in range(24)],
+                          "candidates": [[f"t{c}" for c in rng.permutation([j for j in range(24) if j != a])[:8]]
+                                         for a in range(24)]})
+    beam = pd.DataFrame({"anchor": pools["anchor"], "beam_rank": 0, "picked": [list(c[:2]) for c in pools["candidates"]]})
+    return dict(root=root, table=table, pools=pools, beam=beam)
+
+
+def _lora_epoch(t, *, text_length: int | None = None, from_pixels: bool = False) -> dict[str, torch.Tensor]:
+    """One v2_lora epoch (LoRA dropout on) in float64.  ``text_length`` overrides the source's question length;
+    ``from_pixels`` encodes every step from uint8 pixels through the whole vision tower (no cached states)."""
+    from leverplus.icd.selector_training import supervised_epochs
+    from leverplus.icd.selectors.common import compute_dtype
+    from leverplus.icd.selectors.v2_lora import LoRAPointerSelector
+
+    cfg = config_for("v2_lora", {"epochs": 1, "batch_size": 8, "d_model": 32, "beam_ranks": 1, "dtype": "float64"})
+    with compute_dtype(cfg):
+        torch.manual_seed(0)
+        model, src = LoRAPointerSelector.for_training(cfg, None, encoder_dir=str(t["root"] / "clip"),
+                                                      train_table=t["table"])
+        enc = model.encoder
+        src.text_length = text_length or src.text_length
+        if from_pixels:
+            def encode_rows(rows):
+                inputs = [(enc.pixels_uint8(src.images[r]), *enc.tokens(src.questions[r])) for r in rows]
+                px, ids, mask = (torch.stack(x) for x in zip(*inputs))
+                return enc.embed(model.clip, px, ids[:, : src.text_length], mask[:, : src.text_length])
+
+            src.encode_rows = encode_rows
+        data = build_sequences(t["beam"], t["pools"], src, 1)
+        supervised_epochs(model, data, src, shuffle=torch.Generator().manual_seed(0))
+        return {k: v.detach().clone() for k, v in model.saved_parameters().items()}
+
+
+def test_lora_cached_vision_states_bit_identical(small_clip_task):
+    """Vision states cached per example (computed alone) train the same weights, bit for bit, as running the
+    whole vision tower from pixels on each step's batch."""
+    full = _lora_epoch(small_clip_task, text_length=16, from_pixels=True)
+    cached = _lora_epoch(small_clip_task, text_length=16)
+    assert set(cached) == set(full) and all(torch.equal(cached[k], full[k]) for k in cached)
+
+
+def test_lora_image_path_is_get_image_features(small_clip_task):
+    """The vision half of an example vector (states → layers → CLS → post-LayerNorm → projection) is what
+    ``CLIPModel.get_image_features`` computes from the same pixels, bit for bit."""
+    from leverplus.icd.selectors.common import compute_dtype
+    from leverplus.icd.selectors.v2_lora import LoRAPointerSelector
+
+    t = small_clip_task
+    cfg = config_for("v2_lora", {"d_model": 32, "dtype": "float64"})
+    with compute_dtype(cfg), torch.no_grad():
+        model, src = LoRAPointerSelector.for_training(cfg, None, encoder_dir=str(t["root"] / "clip"),
+                                                      train_table=t["table"])
+        for name, p in model.clip.named_parameters():
+            if "lora_B" in name:  # B starts at zero: make LoRA change the encodings
+                p.normal_(0.0, 0.1)
+        model.eval()
+        enc = model.encoder
+        px = torch.stack([enc.pixels_uint8(p) for p in src.images])
+        pixel_values = (px.double() * enc.scale - enc.mean.double()) / enc.std.double()
+        ref = torch.nn.functional.normalize(model.clip.get_image_features(pixel_values=pixel_values).pooler_output,
+                                            dim=-1)
+        vec = src.encode_rows(range(len(src.ids)))
+    assert torch.equal(vec[:, : ref.shape[1]], ref)
+
+
+def test_lora_text_length_and_full_length_dropout(small_clip_task, monkeypatch):
+    """Questions at the source's fixed length (8 here, of the tower's 16) train the weights of the full length to
+    float rounding: the dropped padding never reaches the pooled vector, and LoRA's text dropout draws the
+    full-length masks.  With plain dropout (masks drawn for the shorter input) the weights are another draw."""
+    from leverplus.icd.selectors import v2_lora
+
+    full = _lora_epoch(small_clip_task, text_length=16)
+    short = _lora_epoch(small_clip_task)
+    assert all(torch.allclose(short[k], full[k], rtol=0, atol=1e-12) for k in full)
+    monkeypatch.setattr(v2_lora.FullLengthDropout, "forward",
+                        lambda self, x: torch.nn.functional.dropout(x, self.p, self.training))
+    plain = _lora_epoch(small_clip_task)
+    assert max(float((plain[k] - full[k]).abs().max()) for k in full) > 1e-6
+
+
+def test_lora_source_text_length(small_clip_task):
+    from leverplus.icd.selectors.common import compute_dtype
+    from leverplus.icd.selectors.v2_lora import TEXT_LENGTH_MULTIPLE, LoRAPointerSelector
+
+    t = small_clip_task
+    cfg = config_for("v2_lora", {"d_model": 32, "dtype": "float64"})
+    with compute_dtype(cfg):
+        model, src = LoRAPointerSelector.for_training(cfg, None, encoder_dir=str(t["root"] / "clip"),
+                                                      train_table=t["table"])
+    longest = max(len(q.split()) + 2 for q in t["table"]["question"])  # + start and end of text
+    assert src.text_length == -(-longest // TEXT_LENGTH_MULTIPLE) * TEXT_LENGTH_MULTIPLE == 8
+    assert model.encoder.max_text_length == 16

@@ -6,9 +6,16 @@ selector trains, instead of from cached frozen features.
   selector head train, and only those are saved (the base weights are read from ``encoder_dir`` at load time).
 * An example vector is, as for the frozen features, the L2-normalised projected CLIP image embedding followed by the
   L2-normalised projected text embedding of the question.
-* What LoRA cannot change is computed once per example and cached: the resized/cropped image as uint8 (the
-  rescale + normalise step is applied in torch, exactly as the image processor would) and the question's token
-  ids, padded to the text tower's maximum length so encodings never depend on which examples share a forward.
+* What LoRA cannot change is computed once per example and cached: the vision tower's input states (the
+  resized/cropped image, rescaled and normalised in torch exactly as the image processor would, through the frozen
+  patch/position embeddings and the pre-LayerNorm, all before the first LoRA layer; computed for that example
+  alone) and the question's token ids.
+* Questions are encoded at one fixed length per source: the longest question of the source rounded up to
+  ``TEXT_LENGTH_MULTIPLE`` tokens (at most the text tower's maximum), so encodings never depend on which examples
+  share a forward. CLIP's text tower is causal and pools at the first end-of-text token, so the padding it drops
+  never reached the pooled vector; the vectors equal those at the full length to float rounding (bit for bit on the
+  demo's CLIP, 16 of 24 positions). LoRA's dropout in the text tower draws its mask at the full length and keeps
+  the used positions (:class:`FullLengthDropout`), so training draws the masks it drew at the full length.
 * Training encodes, per optimiser step, exactly the distinct examples of the batch: its queries and their
   candidate pools — at most ``batch_size × (1 + pool size)`` images and questions.  Lower ``batch_size`` if that
   does not fit in memory.
@@ -28,6 +35,8 @@ import torch
 from leverplus.tracks.vqa.icd.selectors.common import FeatureSource, Source
 from leverplus.tracks.vqa.icd.selectors.v2 import DEFAULTS as V2_DEFAULTS
 from leverplus.tracks.vqa.icd.selectors.v2 import CrossAttentionPointerSelector
+
+TEXT_LENGTH_MULTIPLE = 8  # questions are encoded at the source's longest, rounded up to this (see the docstring)
 
 DEFAULTS: dict[str, Any] = {
     **V2_DEFAULTS,
@@ -52,7 +61,7 @@ class ClipEncoder:
         self.model = CLIPModel.from_pretrained(self.dir)
         self.image_processor = AutoImageProcessor.from_pretrained(self.dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.dir)
-        self.text_length = int(self.model.config.text_config.max_position_embeddings)
+        self.max_text_length = int(self.model.config.text_config.max_position_embeddings)
         self.mean = torch.tensor(self.image_processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(self.image_processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
         self.scale = float(self.image_processor.rescale_factor)
@@ -71,23 +80,76 @@ class ClipEncoder:
         return torch.from_numpy(np.ascontiguousarray(out.astype(np.uint8)))
 
     def tokens(self, question: str) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer([question], padding="max_length", truncation=True, max_length=self.text_length,
+        enc = self.tokenizer([question], padding="max_length", truncation=True, max_length=self.max_text_length,
                              return_tensors="pt")
         return enc["input_ids"][0], enc["attention_mask"][0]
 
-    def embed(self, model, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(n, 2·projection_dim) example vectors through ``model`` (the LoRA-wrapped CLIP)."""
+    def text_length(self, questions: Sequence[str]) -> int:
+        """The fixed token length a source of these questions encodes at: the longest, rounded up to
+        ``TEXT_LENGTH_MULTIPLE``, at most the text tower's maximum."""
+        if not questions:
+            return self.max_text_length
+        enc = self.tokenizer(list(questions), padding="max_length", truncation=True,
+                             max_length=self.max_text_length, return_tensors="pt")
+        longest = int(enc["attention_mask"].sum(dim=1).max())
+        return min(self.max_text_length, -(-longest // TEXT_LENGTH_MULTIPLE) * TEXT_LENGTH_MULTIPLE)
+
+    def image_states(self, model, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, tokens, hidden) input states of the vision encoder's layers: rescale + normalise, the patch and
+        position embeddings and the pre-LayerNorm — every step before the first LoRA layer (all frozen)."""
         dtype = torch.get_default_dtype()  # the selector's compute dtype (common.compute_dtype)
         pixel_values = (pixels.to(dtype) * self.scale - self.mean.to(dtype)) / self.std.to(dtype)
-        image = model.get_image_features(pixel_values=pixel_values).pooler_output
+        vision = _clip_model(model).vision_model
+        return vision.pre_layrnorm(vision.embeddings(pixel_values))
+
+    def embed_states(self, model, image_states: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """(n, 2·projection_dim) example vectors through ``model`` (the LoRA-wrapped CLIP) from vision input
+        states (:meth:`image_states`): the vision encoder's layers, CLS pooling, post-LayerNorm and projection as
+        ``CLIPModel.get_image_features`` runs them, and the text tower on the token ids."""
+        clip = _clip_model(model)
+        hidden = clip.vision_model.encoder(inputs_embeds=image_states).last_hidden_state
+        image = clip.visual_projection(clip.vision_model.post_layernorm(hidden[:, 0, :]))
         text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
         return torch.cat([torch.nn.functional.normalize(image, dim=-1),
                           torch.nn.functional.normalize(text, dim=-1)], dim=-1)
 
+    def embed(self, model, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(n, 2·projection_dim) example vectors through ``model`` (a CLIP, LoRA-wrapped or not) from uint8
+        pixels (:meth:`pixels_uint8`) and token ids (:meth:`tokens`)."""
+        return self.embed_states(model, self.image_states(model, pixels), input_ids, attention_mask)
+
+
+def _clip_model(model):
+    """The ``CLIPModel`` inside a peft wrapper (its LoRA layers injected), or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class FullLengthDropout(torch.nn.Module):
+    """Dropout on (n, length, d) inputs that draws its mask for (n, ``full_length``, d) and keeps the first
+    ``length`` positions: the random stream and the mask of every kept position are those ``nn.Dropout`` draws for
+    inputs padded to ``full_length`` (CPU dropout: a Bernoulli mask divided by 1 − p, times the input)."""
+
+    def __init__(self, p: float, full_length: int):
+        super().__init__()
+        self.p = float(p)
+        self.full_length = int(full_length)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.dim() != 3 or x.shape[1] >= self.full_length:
+            return torch.nn.functional.dropout(x, self.p, self.training)
+        noise = torch.empty((x.shape[0], self.full_length, x.shape[2]), dtype=x.dtype, device=x.device)
+        noise.bernoulli_(1 - self.p)
+        noise.div_(1 - self.p)
+        return x * noise[:, : x.shape[1]]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, full_length={self.full_length}"
+
 
 class ClipSource(Source):
-    """Example vectors encoded on demand by the selector's (LoRA-adapted) CLIP, with the frozen preprocessing of
-    each example cached the first time it is used."""
+    """Example vectors encoded on demand by the selector's (LoRA-adapted) CLIP, with the frozen part of each
+    example (vision input states, token ids) cached the first time it is used, computed for that example alone."""
 
     def __init__(self, selector: "LoRAPointerSelector", table: pd.DataFrame, ids: Sequence[str] | None = None):
         table = _by_id(table)
@@ -99,17 +161,21 @@ class ClipSource(Source):
         self.selector = selector
         self.images = table.loc[ids, "image"].astype(str).tolist()
         self.questions = table.loc[ids, "question"].astype(str).tolist()
+        self.text_length = selector.encoder.text_length(self.questions)  # every question encoded at this length
         self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _frozen_inputs(self, row: int):
-        if row not in self._inputs:
+        if row not in self._inputs or self._inputs[row][0].dtype != torch.get_default_dtype():
             enc = self.selector.encoder
-            self._inputs[row] = (enc.pixels_uint8(self.images[row]), *enc.tokens(self.questions[row]))
+            with torch.no_grad():
+                states = enc.image_states(self.selector.clip, enc.pixels_uint8(self.images[row])[None])[0]
+            self._inputs[row] = (states, *enc.tokens(self.questions[row]))
         return self._inputs[row]
 
     def encode_rows(self, rows: Sequence[int]) -> torch.Tensor:
-        pixels, ids, mask = (torch.stack(x) for x in zip(*(self._frozen_inputs(r) for r in rows)))
-        return self.selector.encoder.embed(self.selector.clip, pixels, ids, mask)
+        states, ids, mask = (torch.stack(x) for x in zip(*(self._frozen_inputs(r) for r in rows)))
+        n = self.text_length
+        return self.selector.encoder.embed_states(self.selector.clip, states, ids[:, :n], mask[:, :n])
 
     def vectors(self, rows: torch.Tensor) -> torch.Tensor:
         unique, inverse = torch.unique(rows.flatten(), return_inverse=True)
@@ -153,6 +219,11 @@ class LoRAPointerSelector(CrossAttentionPointerSelector):
         ))
         encoder.model = None  # the wrapped model lives in self.clip (one copy, registered as a submodule)
         self.clip.to(torch.get_default_dtype())  # the compute dtype (the checkpoint's own may differ)
+        for name, module in self.clip.named_modules():  # text-tower LoRA dropout: the full-length masks
+            if ".text_model." in f".{name}." and name.endswith("lora_dropout"):
+                for adapter, drop in list(module.items()):
+                    if isinstance(drop, torch.nn.Dropout):
+                        module[adapter] = FullLengthDropout(drop.p, encoder.max_text_length)
 
     @classmethod
     def for_training(cls, cfg, train_features, *, encoder_dir=None, train_table=None):
