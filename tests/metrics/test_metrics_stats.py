@@ -87,3 +87,13 @@ def test_summarize_and_format():
     s = summarize([1.0, 1.0, 0.0, 1.0], scale=100)  # mean 3/4 -> 75.0
     assert s["mean"] == 75.0 and s["n"] == 4
     assert format_with_ci(75.0, [50.0, 100.0], n=4) == "75.00 [50.00, 100.00] (n=4)"
+
+
+def test_scoring_jobs_do_not_import_scipy_stats():
+    """scipy.stats (~1 s of import) loads where a test needs it, not in every inference job that scores."""
+    import subprocess
+    import sys
+
+    code = "import sys, leverplus.stages.infer, leverplus.metrics.stats; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -13,7 +13,6 @@ import numbers
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-from scipy import stats as _sps
 
 _BLOCK = 256
 
@@ -232,6 +231,8 @@ def minimum_detectable_difference(ci95: Sequence[float], *, confidence: float = 
     lo, hi = float(ci95[0]), float(ci95[1])
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
         raise ValueError(f"not an interval: {ci95!r}")
+    from scipy import stats as _sps  # here, not at import: scipy.stats costs ~1 s in every job that scores
+
     z = float(_sps.norm.ppf((1 + confidence) / 2))
     return (z + float(_sps.norm.ppf(power))) * (hi - lo) / (2 * z)
 
@@ -257,6 +258,8 @@ def mcnemar(a_correct: Sequence, b_correct: Sequence, *, exact: bool | None = No
         exact = n_disc < 25
     if n_disc == 0:
         return {"b01": 0, "b10": 0, "statistic": 0.0, "p_value": 1.0, "exact": bool(exact), "n": int(a.size)}
+    from scipy import stats as _sps  # imported where used (see mdd)
+
     if exact:
         k = min(b01, b10)
         stat = float(k)
