@@ -196,3 +196,31 @@ def test_feature_source_unused_warning_free(data):
     v3 = selector_class("v3")(cfg, FeatureSource.from_features(data["train"]).dim)
     v2 = selector_class("v2")(config_for("v2", CFG), FeatureSource.from_features(data["train"]).dim)
     assert set(v3.saved_parameters()) == set(v2.saved_parameters())
+
+
+def test_grpo_reusing_full_passes_is_bit_identical(data, tmp_path, monkeypatch):
+    """Where every batch has the same shape, GRPO reads the old and reference log-probabilities from its full
+    passes instead of recomputing them per epoch: the same weights and curves, bit for bit."""
+    from leverplus.icd.selectors.v3 import GRPOPointerSelector
+
+    beam = data["beam"]
+    size = min(len(c) for c in data["pools"]["candidates"])
+    picked = {a: set(p) for a, p in zip(beam["anchor"], beam["picked"])}
+    picked = {a: set().union(*(set(p) for p in beam.loc[beam["anchor"] == a, "picked"])) for a in picked}
+    pools = data["pools"].assign(candidates=[
+        [c for c in cs if c in picked[a]] + [c for c in cs if c not in picked[a]][: size - len(picked[a])]
+        for a, cs in zip(data["pools"]["anchor"], data["pools"]["candidates"])])
+    cfg = {**CFG, "batch_size": 24}  # 120 anchors x 3 beams = 15 full batches, pools of one size
+    model, src = selector_class("v3").for_training(config_for("v3", cfg), data["train"])
+    assert model._uniform_batches(build_sequences(beam, pools, src, 3))
+
+    def run(name):
+        stats = train_selector("v3", beam=beam, pools=pools, train_features=data["train"], cfg=cfg,
+                               out_dir=tmp_path / name, seed=0)
+        return load_file(str(tmp_path / name / "model.safetensors")), stats["grpo"]
+
+    reused, reused_curves = run("reused")
+    monkeypatch.setattr(GRPOPointerSelector, "reuse_full_passes", False)
+    recomputed, recomputed_curves = run("recomputed")
+    assert all(torch.equal(reused[k], recomputed[k]) for k in reused)
+    assert reused_curves == recomputed_curves

@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
 class GRPOPointerSelector(CrossAttentionPointerSelector):
     version = "v3"
     DEFAULTS = DEFAULTS
+    # GRPO reads the epoch's old and reference log-probabilities from the full passes it makes anyway (before
+    # GRPO, after each epoch) when every batch has the same shape; see `grpo`
+    reuse_full_passes: ClassVar[bool] = True
 
     # ---- rewards ---------------------------------------------------------------------------------------------
     @classmethod
@@ -124,11 +127,28 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
         return logp, rl.sequence_log_prob(logp, batch.targets)
 
     @torch.no_grad()
-    def _policy_reward(self, data, source, reward) -> float:
+    def _full_pass(self, data, source) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Every sequence's step log-probabilities (N, S, P) — None unless every batch has the same shape — and
+        sequence log-probability (N,), in batches of the sequences in order."""
+        uniform = self._uniform_batches(data)
         seq = torch.empty(len(data))
+        step = None
         for idx, batch in self._batches(data, list(range(len(data)))):
-            seq[idx] = self._step_logp(self, batch, source)[1]
-        return rl.expected_group_reward(data.anchors, seq, reward)
+            logp, seq[idx] = self._step_logp(self, batch, source)
+            if uniform:
+                step = logp.new_empty((len(data), *logp.shape[1:])) if step is None else step
+                step[idx] = logp
+        return step, seq
+
+    def _uniform_batches(self, data) -> bool:
+        """Every batch of ``data`` has the same shape, whatever the order: full batches, pools of one size,
+        sequences of one length. A sequence's log-probabilities are then the same, bit for bit, in any batch."""
+        return (len(data) % int(self.cfg["batch_size"]) == 0 and len({len(p) for p in data.pool_rows}) == 1
+                and len({len(t) for t in data.targets}) == 1)
+
+    @torch.no_grad()
+    def _policy_reward(self, data, source, reward) -> float:
+        return rl.expected_group_reward(data.anchors, self._full_pass(data, source)[1], reward)
 
     def grpo(self, data, source, reward, *, shuffle: torch.Generator) -> dict[str, Any]:
         from tqdm.auto import tqdm
@@ -142,8 +162,15 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=self.cfg["weight_decay"])
         self.eval()  # no dropout: the ratio and the KL compare deterministic log-probabilities
+        # The policy before GRPO is the reference and the first epoch's old policy; the policy after an epoch is
+        # the next epoch's old policy. Where every batch has the same shape (_uniform_batches), their log-probs
+        # are read from these full passes (made for the mean-reward curve) instead of recomputed on each epoch's
+        # shuffled batches: the same values bit for bit, a third of the forward passes.
+        ref_step, full_seq = self._full_pass(data, source)
+        reuse = self.reuse_full_passes and ref_step is not None
         curves: dict[str, Any] = {"loss": [], "mean_reward": [], "clip_fraction": [], "kl": [], "ratio_min": [],
-                                  "ratio_max": [], "mean_reward_before": self._policy_reward(data, source, reward),
+                                  "ratio_max": [],
+                                  "mean_reward_before": rl.expected_group_reward(data.anchors, full_seq, reward),
                                   "adv_eps_reward_units": eps, "n_sequences": len(data)}
         n_batches = math.ceil(len(data) / int(self.cfg["batch_size"]))
         with tqdm(total=cfg["grpo_epochs"] * n_batches, desc=f"{self.version} GRPO", unit="batch",
@@ -151,9 +178,13 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
             for epoch in range(cfg["grpo_epochs"]):
                 order = torch.randperm(len(data), generator=shuffle).tolist()
                 batches = list(self._batches(data, order))
-                with torch.no_grad():  # the epoch's old policy and the reference, on the same batches
-                    old = [self._step_logp(self, b, source)[1] for _, b in batches]
-                    ref = [self._step_logp(reference, b, source)[0] for _, b in batches]
+                if reuse:
+                    old = [full_seq[idx] for idx, _ in batches]
+                    ref = [ref_step[idx] for idx, _ in batches]
+                else:
+                    with torch.no_grad():  # the epoch's old policy and the reference, on the same batches
+                        old = [self._step_logp(self, b, source)[1] for _, b in batches]
+                        ref = [self._step_logp(reference, b, source)[0] for _, b in batches]
                 tot = {"loss": 0.0, "clip": 0.0, "kl": 0.0}
                 lo, hi = math.inf, -math.inf
                 for k, (idx, batch) in enumerate(batches):
@@ -181,5 +212,6 @@ class GRPOPointerSelector(CrossAttentionPointerSelector):
                 curves["kl"].append(tot["kl"] / len(data))
                 curves["ratio_min"].append(lo)
                 curves["ratio_max"].append(hi)
-                curves["mean_reward"].append(self._policy_reward(data, source, reward))
+                full_seq = self._full_pass(data, source)[1]  # the next epoch's old policy
+                curves["mean_reward"].append(rl.expected_group_reward(data.anchors, full_seq, reward))
         return curves
