@@ -94,6 +94,6 @@ def test_scoring_jobs_do_not_import_scipy_stats():
     import subprocess
     import sys
 
-    code = "import sys, leverplus.stages.infer, leverplus.metrics.stats; print('scipy.stats' in sys.modules)"
+    code = "import sys, leverplus.tracks.vqa.stages.infer, leverplus.metrics.stats; print('scipy.stats' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -392,9 +392,9 @@ def small_clip_task(tmp_path_factory):
 def _lora_epoch(t, *, text_length: int | None = None, from_pixels: bool = False) -> dict[str, torch.Tensor]:
     """One v2_lora epoch (LoRA dropout on) in float64.  ``text_length`` overrides the source's question length;
     ``from_pixels`` encodes every step from uint8 pixels through the whole vision tower (no cached states)."""
-    from leverplus.icd.selector_training import supervised_epochs
-    from leverplus.icd.selectors.common import compute_dtype
-    from leverplus.icd.selectors.v2_lora import LoRAPointerSelector
+    from leverplus.tracks.vqa.icd.selector_training import supervised_epochs
+    from leverplus.tracks.vqa.icd.selectors.common import compute_dtype
+    from leverplus.tracks.vqa.icd.selectors.v2_lora import LoRAPointerSelector
 
     cfg = config_for("v2_lora", {"epochs": 1, "batch_size": 8, "d_model": 32, "beam_ranks": 1, "dtype": "float64"})
     with compute_dtype(cfg):
@@ -426,8 +426,8 @@ def test_lora_cached_vision_states_bit_identical(small_clip_task):
 def test_lora_image_path_is_get_image_features(small_clip_task):
     """The vision half of an example vector (states → layers → CLS → post-LayerNorm → projection) is what
     ``CLIPModel.get_image_features`` computes from the same pixels, bit for bit."""
-    from leverplus.icd.selectors.common import compute_dtype
-    from leverplus.icd.selectors.v2_lora import LoRAPointerSelector
+    from leverplus.tracks.vqa.icd.selectors.common import compute_dtype
+    from leverplus.tracks.vqa.icd.selectors.v2_lora import LoRAPointerSelector
 
     t = small_clip_task
     cfg = config_for("v2_lora", {"d_model": 32, "dtype": "float64"})
@@ -451,7 +451,7 @@ def test_lora_text_length_and_full_length_dropout(small_clip_task, monkeypatch):
     """Questions at the source's fixed length (8 here, of the tower's 16) train the weights of the full length to
     float rounding: the dropped padding never reaches the pooled vector, and LoRA's text dropout draws the
     full-length masks.  With plain dropout (masks drawn for the shorter input) the weights are another draw."""
-    from leverplus.icd.selectors import v2_lora
+    from leverplus.tracks.vqa.icd.selectors import v2_lora
 
     full = _lora_epoch(small_clip_task, text_length=16)
     short = _lora_epoch(small_clip_task)
@@ -463,8 +463,8 @@ def test_lora_text_length_and_full_length_dropout(small_clip_task, monkeypatch):
 
 
 def test_lora_source_text_length(small_clip_task):
-    from leverplus.icd.selectors.common import compute_dtype
-    from leverplus.icd.selectors.v2_lora import TEXT_LENGTH_MULTIPLE, LoRAPointerSelector
+    from leverplus.tracks.vqa.icd.selectors.common import compute_dtype
+    from leverplus.tracks.vqa.icd.selectors.v2_lora import TEXT_LENGTH_MULTIPLE, LoRAPointerSelector
 
     t = small_clip_task
     cfg = config_for("v2_lora", {"d_model": 32, "dtype": "float64"})

@@ -201,7 +201,7 @@ def test_feature_source_unused_warning_free(data):
 def test_grpo_reusing_full_passes_is_bit_identical(data, tmp_path, monkeypatch):
     """Where every batch has the same shape, GRPO reads the old and reference log-probabilities from its full
     passes instead of recomputing them per epoch: the same weights and curves, bit for bit."""
-    from leverplus.icd.selectors.v3 import GRPOPointerSelector
+    from leverplus.tracks.vqa.icd.selectors.v3 import GRPOPointerSelector
 
     beam = data["beam"]
     size = min(len(c) for c in data["pools"]["candidates"])
