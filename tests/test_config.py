@@ -209,7 +209,7 @@ def test_a_run_override_deep_merges_over_the_global_blocks():
         ({"d": {"beam": {"beam_size": 0}}}, "runs.d.beam.beam_size"),
         ({"d": {"models": {}}}, "runs.d: unknown key(s) ['models']"),
         ({"d": {"experiment": {"encoder": "nope"}}}, "runs.d (merged): experiment.encoder: 'nope'"),
-        ({"d": {"experiment": {"cand_num": 1}}}, "runs.d (merged over the global blocks): experiment.cand_num"),
+        ({"d": {"experiment": {"cand_num": 1}}}, "runs.d.experiment.cand_num: 1 violates minimum 2 (runs.d merged over the global settings)"),
         ({"elsewhere": {}}, "runs.elsewhere: not a key of datasets"),
     ],
 )

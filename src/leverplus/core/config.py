@@ -61,27 +61,21 @@ def load_schema(path: str | Path) -> dict:
 
 
 def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Fill defaults into `config` (in place) and validate it; raise ConfigError with one line on failure."""
-    from jsonschema import Draft202012Validator
+    """The VQA track's config (the top level of the workflow config) through the one loader, `load_track` (its
+    block is the top level): validated, the schema's defaults (the real runs') filled in place, every dataset's run
+    resolved into `config["runs"]` and checked (`_check_vqa`). Raises ConfigError with one line on failure."""
+    return load_track(config, None, schema_path, check=_check_vqa)
 
-    schema = load_schema(schema_path)
-    validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        raise ConfigError(f"invalid config: {_describe(errors[0])}")
-    _fill_defaults(schema, config)
-    _check_references(config)
-    for name in config["datasets"]:
-        run = run_config(config, name)
-        errors = sorted(validator.iter_errors(run), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-        if errors:
-            raise ConfigError(f"invalid config: runs.{name} (merged over the global blocks): {_describe(errors[0])}")
-        _fill_defaults(schema, run)
+
+def _check_vqa(block: dict) -> None:
+    """The VQA track's reference checks, on the global settings and on every dataset's resolved run."""
+    _check_references(block)
+    keyed = {k: block[k] for k in ("datasets", "models", "encoders")}
+    for name, run in block[RUNS_KEY].items():
         try:
-            _check_references(run)
+            _check_references({**run, **keyed})
         except ConfigError as err:
             raise ConfigError(str(err).replace("invalid config: ", f"invalid config: runs.{name} (merged): ", 1)) from None
-    return config
 
 
 # the blocks a dataset's run may set in `runs.<dataset>` (config.schema.yaml); the rest is shared by every run
@@ -121,10 +115,6 @@ def _check_references(config: dict) -> None:
     if config.get("control_dataset") and config["control_dataset"] not in config["datasets"]:
         raise ConfigError(f"invalid config: control_dataset: {config['control_dataset']!r} is not a key of datasets "
                           f"{sorted(config['datasets'])}")
-    for name, spec in config["datasets"].items():
-        if spec.get("settings_from") is not None and spec["settings_from"] not in config["datasets"]:
-            raise ConfigError(f"invalid config: datasets.{name}.settings_from: {spec['settings_from']!r} is not a key of "
-                              f"datasets {sorted(config['datasets'])}")
     for name in config.get("runs") or {}:
         if name not in config["datasets"]:
             raise ConfigError(f"invalid config: runs.{name}: not a key of datasets {sorted(config['datasets'])}")
@@ -141,22 +131,6 @@ def _check_references(config: dict) -> None:
             raise ConfigError(f"invalid config: models.{name}: source hf needs repo_id")
         if spec["source"] == "local" and "path" not in spec:
             raise ConfigError(f"invalid config: models.{name}: source local needs path")
-
-
-def validate_track(config: dict, track: str, schema_path: str | Path) -> dict:
-    """Validate the `track` block of `config` (audio, sentiment, consistency, mt) against its own schema file, fill
-    its defaults in place and return it. The error names the full key path (e.g. `audio.generation.max_new_tokens`)."""
-    from jsonschema import Draft202012Validator
-
-    schema = load_schema(schema_path)
-    block = config.setdefault(track, {})
-    if block is None:
-        block = config[track] = {}
-    errors = sorted(Draft202012Validator(schema).iter_errors(block), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        raise ConfigError(f"invalid config: {_describe(errors[0], prefix=(track,))}")
-    _fill_defaults(schema, block)
-    return block
 
 
 def canonical(obj: Any) -> str:
@@ -187,7 +161,8 @@ def selector_seeds(config: dict) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# One loader for every track's block (audio, sentiment, consistency, mt; issue 21 item 4)
+# One loader for every track (issue 21 item 4): the block of audio, sentiment, consistency and mt, and the top level
+# for VQA (validate_config)
 #
 # The schema's defaults are the REAL run's settings; a demo is its own config file (config/<track>_demo.yaml) that
 # adds its dataset (and its models) and puts its demo-only cuts under `runs.<demo dataset>`. The same rules for every
@@ -236,8 +211,9 @@ def load_track(config: dict, track: str, schema_path: str | Path, check=None) ->
 
     schema = load_schema(schema_path)
     validator = Draft202012Validator(schema)
-    given = copy.deepcopy(config.get(track) or {})
-    err = _first_error(validator, given, (track,))
+    where = (track,) if track else ()  # track None: the block is the top level (the VQA track's config)
+    given = copy.deepcopy((config.get(track) if track else config) or {})
+    err = _first_error(validator, given, where)
     if err:
         raise ConfigError(f"invalid config: {err}")
     keyed = keyed_maps(schema)
@@ -247,27 +223,39 @@ def load_track(config: dict, track: str, schema_path: str | Path, check=None) ->
     runs = given.pop(RUNS_KEY, None) or {}
     settings = {k: copy.deepcopy(v) for k, v in given.items() if k not in keyed}  # as given: defaults come last
     _fill_defaults(schema, given)
+    pre = f"{track}." if track else ""
+    datasets = given.get("datasets", {})
     for name, over in runs.items():
-        if name not in given.get("datasets", {}):
-            raise ConfigError(f"invalid config: {track}.{RUNS_KEY}.{name}: not a key of {track}.datasets "
-                              f"{sorted(given.get('datasets', {}))}")
+        if name not in datasets:
+            raise ConfigError(f"invalid config: {pre}{RUNS_KEY}.{name}: not a key of {pre}datasets {sorted(datasets)}")
         bad = sorted(set(over or {}) & {*keyed, RUNS_KEY})
         if bad:
-            raise ConfigError(f"invalid config: {track}.{RUNS_KEY}.{name}: {bad} cannot be set per dataset (keyed maps "
+            raise ConfigError(f"invalid config: {pre}{RUNS_KEY}.{name}: {bad} cannot be set per dataset (keyed maps "
                               f"add entries globally)")
+    for name, spec in datasets.items():
+        source = (spec or {}).get("settings_from")
+        if source is not None and source not in datasets:
+            raise ConfigError(f"invalid config: {pre}datasets.{name}.settings_from: {source!r} is not a key of "
+                              f"{pre}datasets {sorted(datasets)}")
     block = dict(given)
     block[RUNS_KEY] = {}
-    for name in given.get("datasets", {}):
-        run = deep_merge(settings, runs.get(name) or {})
-        err = _first_error(validator, run, (track, RUNS_KEY, name))
+    for name, spec in datasets.items():
+        source = (spec or {}).get("settings_from")  # a dataset that runs with another's settings (a demo's control)
+        run = deep_merge(settings, runs.get(source) or {}) if source else settings
+        run = deep_merge(run, runs.get(name) or {})
+        err = _first_error(validator, {**run, **{k: given[k] for k in keyed if k in given}}, (*where, RUNS_KEY, name))
         if err:
             raise ConfigError(f"invalid config: {err} (runs.{name} merged over the global settings)")
         _fill_defaults(schema, run)
         block[RUNS_KEY][name] = {k: v for k, v in run.items() if k not in (*keyed, RUNS_KEY)}
     if check is not None:
         check(block)
-    config[track] = block
-    return block
+    if track:
+        config[track] = block
+    else:  # the top level, in place (Snakemake's `config` object)
+        config.clear()
+        config.update(block)
+    return config if not track else block
 
 
 def track_run(block: dict, dataset: str) -> dict:
