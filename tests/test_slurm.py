@@ -346,12 +346,16 @@ def _drop_volatile(node):
 
 def _run_real(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The real Snakefile on the .test/slurm.yaml slice, started from the repository root as a user would
-    (so profiles/default also applies, as the workflow profile). No wall-clock limit: on a loaded machine the
-    cluster's jobs take longer, they do not fail (a job that never ends stalls the run up to CI's own limit)."""
+    (so profiles/default also applies, as the workflow profile), with the Snakefile's own config files (read from
+    the working directory: config/ is linked there) and the slice over them. No wall-clock limit: on a loaded
+    machine the cluster's jobs take longer, they do not fail (a job that never ends stalls the run up to CI's own
+    limit)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "config").exists():
+        (workdir / "config").symlink_to(REPO / "config")
     cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), f"--configfile={SLICE}", *SLICE_TARGETS,
            *args]
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, **(env or {})), capture_output=True, text=True)
-    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "snakemake.out").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
     assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return proc
