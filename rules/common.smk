@@ -71,14 +71,6 @@ def run_dir(w):
     return f"{w.model}/{w.sampler}_{w.sample_num}"
 
 
-def slice_json(*keys):
-    """params value: the (global) config slice at `keys`, canonical JSON."""
-    node = config
-    for k in keys:
-        node = node[k]
-    return canonical(node)
-
-
 def dataset_json(w):
     """params value: how the job's dataset is made (`datasets.<dataset>` without `settings_from`, which says which
     settings its runs take, not what the data is), canonical JSON."""

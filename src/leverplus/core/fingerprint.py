@@ -29,7 +29,6 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "leverplus"
-GLUE = f"{PACKAGE}.stages"
 
 
 def is_glue(module: str) -> bool:
