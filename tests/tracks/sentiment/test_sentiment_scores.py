@@ -1,6 +1,10 @@
 """Issue 27: scores stored as margins (log-odds) so confident models keep their ranking, the report warns with numbers
 instead of aborting, label token counts keep pair order through record.json, and contextual calibration is Zhao et
-al.'s (known answers from running their code)."""
+al.'s (known answers from running their code).
+
+No model is replaced by a stand-in: the 30–60-nat margins (which the shipped tiny LM does not produce) are given as
+label scores to the model-free half of label scoring (arms.variants_from_scores); the token counts come from running
+the shipped tiny LM."""
 from __future__ import annotations
 
 import json
@@ -13,25 +17,9 @@ from sklearn.metrics import roc_auc_score
 
 from leverplus.core.io import read_json, write_json
 from leverplus.tracks.sentiment import label_scoring as ls
-from leverplus.tracks.sentiment.arms import arm_settings, label_variants
+from leverplus.tracks.sentiment.arms import arm_settings, label_variants, variants_from_scores
 from leverplus.tracks.sentiment.report import (SentimentCheckWarning, _tokens, aggregate_sentiment, auc_invariance,
                                         verbalizer_table)
-
-PLAIN = {"use_chat_template": False, "enable_thinking": None, "system": None, "instruction": "评论：{text}\n情感："}
-
-
-def _fake_scoring(monkeypatch, ll: np.ndarray, n_tokens, cf_ll: np.ndarray, dom_ll: np.ndarray):
-    """label_variants with the model replaced by fixed label log-probs (its scoring functions patched)."""
-    n = len(ll)
-
-    def score_labels(model, tok, ctx, labels, **_):
-        assert len(ctx) == n
-        return ls.LabelScores(loglik=np.asarray(ll, dtype=float), n_tokens=np.tile(np.asarray(n_tokens), (n, 1)),
-                              n_chars=np.tile([len(x) for x in labels], (n, 1)), labels=list(labels))
-
-    monkeypatch.setattr(ls, "score_labels", score_labels)
-    monkeypatch.setattr(ls, "content_free_loglik", lambda *a, **k: np.asarray(cf_ll, dtype=float))
-    monkeypatch.setattr(ls, "domain_loglik", lambda *a, **k: np.asarray(dom_ll, dtype=float))
 
 
 def _items(n: int, rng) -> tuple[pd.DataFrame, np.ndarray]:
@@ -43,16 +31,18 @@ def _items(n: int, rng) -> tuple[pd.DataFrame, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. margins of 30–60 nats: stored as margins, AUC from them, calibration leaves it exactly unchanged
 # ---------------------------------------------------------------------------------------------------------------------
-def test_confident_margins_keep_ranking_and_auc_invariance(monkeypatch):
+def test_confident_margins_keep_ranking_and_auc_invariance():
     rng = np.random.default_rng(27)
     items, y = _items(400, rng)
     m = 30.0 + 30.0 * rng.random(400) + 4.0 * y  # 30–64 nats, positives a little higher, the classes overlap
     ll_pos = -1e-3 * rng.random(400)
     ll = np.column_stack([ll_pos, ll_pos - m])
+    sc = ls.LabelScores(loglik=ll, n_tokens=np.tile([2, 3], (400, 1)), n_chars=np.tile([2, 2], (400, 1)),
+                        labels=["正面", "负面"])
     # content-free and domain scores that shift the margin by +2.3 and −5 nats
-    _fake_scoring(monkeypatch, ll, [2, 3], cf_ll=[[-4.0, -1.7], [-3.0, -0.7]], dom_ll=[-1.0, -6.0])
-    cfg = arm_settings({"template": PLAIN})
-    sweep, rec = label_variants(None, None, items, cfg, ["正面", "负面"])
+    sweep, rec = variants_from_scores(items["id"], ["正面", "负面"], sc, cf_ll=[[-4.0, -1.7], [-3.0, -0.7]],
+                                      domain_ll=[-1.0, -6.0])
+    assert rec["margin_shift"] == pytest.approx({"contextual": 2.3, "pmi_dc": -5.0})
     none = sweep[sweep.variant == "none"].set_index("id").loc[items["id"]]
     np.testing.assert_array_equal(none["score"].to_numpy(), m)  # the stored score IS the margin
     assert (none["prediction"] == "pos").all()
@@ -70,13 +60,17 @@ def test_confident_margins_keep_ranking_and_auc_invariance(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. token counts in pair order, through the record.json round trip
 # ---------------------------------------------------------------------------------------------------------------------
-def test_label_token_counts_survive_record_json_round_trip(monkeypatch, tmp_path):
-    rng = np.random.default_rng(3)
-    items, _ = _items(40, rng)
-    ll = np.column_stack([rng.normal(-2, 1, 40), rng.normal(-2, 1, 40)])
-    # 好 is one token, 坏 two: the order write_json's sorted keys would swap (坏 U+574F sorts before 好 U+597D)
-    _fake_scoring(monkeypatch, ll, [1, 2], cf_ll=[[-1.0, -1.0]], dom_ll=[-1.0, -1.0])
-    sweep, rec = label_variants(None, None, items, arm_settings({"template": PLAIN}), ["好", "坏"])
+def test_label_token_counts_survive_record_json_round_trip(tmp_path):
+    from leverplus.tracks.sentiment.assets import TINY_LM_DIR
+    from leverplus.tracks.sentiment.causal_lm import load_causal_lm
+
+    model, tok = load_causal_lm(TINY_LM_DIR)  # the shipped tiny LM and its tokenizer
+    items = pd.DataFrame({"id": ["a", "b", "c"], "text": ["质量很好，物流也快", "太差了，不推荐", "一般般"],
+                          "label": ["pos", "neg", "neg"]})
+    sweep, rec = label_variants(model, tok, items, arm_settings(), ["好", "坏"])
+    # after the prompt 好 is one token and 坏 two: the order write_json's sorted keys would swap (坏 U+574F sorts
+    # before 好 U+597D), so a record keyed by label and read by position shows "2/1"
+    assert rec["label_tokens"] == {"pos": [1], "neg": [2]}
     path = tmp_path / "record.json"
     write_json(path, {"pairs": [rec]})
     back = read_json(path)

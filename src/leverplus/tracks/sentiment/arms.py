@@ -50,6 +50,7 @@ __all__ = [
     "arm_lora_head",
     "arm_lora_label",
     "label_variants",
+    "variants_from_scores",
 ]
 
 LABEL_ORDER = ("neg", "pos")  # class index 0 = neg, 1 = pos (leverplus.tracks.sentiment.data.LABELS)
@@ -248,8 +249,10 @@ def _nolog(*_a, **_k):
 def label_variants(model, tokenizer, items: pd.DataFrame, cfg: Mapping, label_pair: Sequence[str]
                    ) -> tuple[pd.DataFrame, dict]:
     """Long-form predictions (``id, label_pair, variant, prediction, score``) of every :data:`VARIANTS` for one
-    (positive, negative) label pair, and the pair's record (token counts, calibration constants)."""
-    from leverplus.tracks.sentiment.label_scoring import content_free_loglik, content_free_prior, domain_loglik, margin, margin_shift, score_labels
+    (positive, negative) label pair, and the pair's record (token counts, calibration constants): the model's label
+    scores after every item's prompt, after the content-free inputs and after the domain premise, turned into the
+    variants by :func:`variants_from_scores`."""
+    from leverplus.tracks.sentiment.label_scoring import content_free_loglik, domain_loglik, score_labels
 
     pair = [str(label_pair[0]), str(label_pair[1])]
     ctx = _prompts(tokenizer, items["text"].tolist(), cfg)
@@ -258,6 +261,18 @@ def label_variants(model, tokenizer, items: pd.DataFrame, cfg: Mapping, label_pa
     cf = content_free_loglik(model, tokenizer, pair, template=cfg["template"], content_free=cfg["content_free"],
                              batch_size=bs)
     dom = domain_loglik(model, tokenizer, pair, template=cfg["template"], batch_size=bs)
+    return variants_from_scores(items["id"], pair, sc, cf, dom)
+
+
+def variants_from_scores(ids: Sequence, label_pair: Sequence[str], sc, cf_ll: np.ndarray, domain_ll: np.ndarray
+                         ) -> tuple[pd.DataFrame, dict]:
+    """:func:`label_variants` after the model has run: ``sc`` the items' :class:`LabelScores` for the pair
+    (pos, neg), ``cf_ll`` [n_content_free, 2] and ``domain_ll`` [2] the label scores after the content-free inputs and
+    the domain premise. No model: every variant's margin and the record follow from these numbers."""
+    from leverplus.tracks.sentiment.label_scoring import content_free_prior, margin, margin_shift
+
+    pair = [str(label_pair[0]), str(label_pair[1])]
+    cf, dom = np.asarray(cf_ll, dtype=np.float64), np.asarray(domain_ll, dtype=np.float64)
     shift = {"contextual": margin_shift(cf_ll=cf), "pmi_dc": margin_shift(domain_ll=dom)}
     m_none = margin(sc.loglik)
     # every variant's stored score is a margin (log-odds); the calibrations add one constant to every item's margin
@@ -268,7 +283,7 @@ def label_variants(model, tokenizer, items: pd.DataFrame, cfg: Mapping, label_pa
     name = "/".join(pair)
     frames = []
     for v in VARIANTS:
-        f = _pred_frame(items["id"], margins[v])
+        f = _pred_frame(ids, margins[v])
         f.insert(1, "label_pair", name)
         f.insert(2, "variant", v)
         frames.append(f)
