@@ -14,9 +14,12 @@ the continuation) and then splits the joint tokenisation at the token count of t
 The two agree when the context does not end in whitespace and nothing merges across the boundary. They differ on a
 chat context: Qwen3's ``enable_thinking=False`` context ends in ``"</think>\n\n"``, so lm-eval's continuation is
 ``"\n\n" + label`` and its score includes the log-prob of the ``"\n\n"`` token(s) after ``</think>`` (the same
-number for both labels only when ``"\n\n"`` is its own token), while here the whole rendered chat context,
-``"\n\n"`` included, is context and only the label's tokens are scored. This module keeps the context as the chat
-template renders it (the label is what the assistant writes after the empty think block).
+number for both labels when the whitespace does not merge with a label's first token), while here the whole
+rendered chat context, ``"\n\n"`` included, is context and only the label's tokens are scored. This module keeps
+the context as the chat template renders it (the label is what the assistant writes after the empty think block).
+Checked with lm_eval 0.4.13's ``HFLM.loglikelihood`` on the shipped tiny LM (2026-12-07, not a dependency of the
+project): on the chat prompt its continuation is ``"\n\n正面"`` and its score equals this module's plus the
+``"\n\n"`` tokens' log-prob (to 1.1e-6); on a context that does not end in whitespace the two agree to 2e-6.
 
 Two paths give the same numbers (``tests/tracks/sentiment/test_label_scoring.py`` checks ≤ 1e-5), batched the same way — the same
 ``batch_size`` items per step, every label of an item in that step:
