@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from leverplus.tracks.vqa.icd.features import Features
-from leverplus.tracks.vqa.icd.selector_training import build_sequences
+from leverplus.tracks.vqa.icd.selector_training import build_sequences, epoch_order
 from leverplus.tracks.vqa.icd.selectors import SELECTORS, config_for, load_selector, train_selector
 from leverplus.tracks.vqa.icd.selectors.common import FeatureSource, make_batch
 from leverplus.tracks.vqa.icd.selectors.v2_lora import ClipEncoder
@@ -204,6 +204,29 @@ def test_training_sequences_use_the_beam_pool(data):
     # the targets are the beam's picks, in pick order
     first = data["beam"].sort_values(["anchor", "beam_rank"]).iloc[0]
     assert [src.ids[seqs.pool_rows[0][t]] for t in seqs.targets[0]] == list(first["picked"])
+
+
+def test_epoch_order_by_anchor_keeps_each_anchors_beams_together(data):
+    """batch_by: anchor — every sequence once per epoch, an anchor's beams consecutive (in beam-rank order), the
+    anchors' order drawn by the seed and independent of the beam table's row order; batch_by: sequence is the plain
+    permutation (Lever-LM's shuffled loader)."""
+    src = FeatureSource.from_features(data["train"])
+    seqs = build_sequences(data["beam"], data["pools"], src, beam_ranks=2)
+    assert len(set(seqs.anchors)) > 3 and len(seqs) > len(set(seqs.anchors))
+    order = epoch_order(seqs, torch.Generator().manual_seed(0), "anchor")
+    assert sorted(order) == list(range(len(seqs)))
+    runs = [seqs.anchors[i] for k, i in enumerate(order) if k == 0 or seqs.anchors[order[k - 1]] != seqs.anchors[i]]
+    assert len(runs) == len(set(seqs.anchors))  # each anchor appears as one consecutive run
+    assert all(seqs.beam_ranks[a] < seqs.beam_ranks[b] for a, b in zip(order, order[1:])
+               if seqs.anchors[a] == seqs.anchors[b])
+    assert epoch_order(seqs, torch.Generator().manual_seed(1), "anchor") != order  # the seed draws the order
+    shuffled = build_sequences(data["beam"].sample(frac=1.0, random_state=3), data["pools"], src, beam_ranks=2)
+    assert [shuffled.anchors[i] for i in epoch_order(shuffled, torch.Generator().manual_seed(0), "anchor")] == [
+        seqs.anchors[i] for i in order]
+    assert epoch_order(seqs, torch.Generator().manual_seed(0), "sequence") == torch.randperm(
+        len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
+    with pytest.raises(ValueError, match="batch_by"):
+        epoch_order(seqs, torch.Generator().manual_seed(0), "query")
 
 
 def test_inconsistent_beam_and_pool_rejected(data):

@@ -88,6 +88,29 @@ def build_sequences(beam: pd.DataFrame, pools: pd.DataFrame, source: Source, bea
     return seqs
 
 
+BATCH_BY = ("sequence", "anchor")
+
+
+def epoch_order(data: TrainingSequences, shuffle: torch.Generator, batch_by: str = "sequence") -> list[int]:
+    """One epoch's order of the training sequences, cut into batches of ``batch_size`` by the caller.
+
+    ``sequence``: a random permutation of every (anchor, beam) sequence, as Lever-LM's shuffled data loader.
+    ``anchor``: a random permutation of the anchors, each followed by all of its sequences (by beam rank), so an
+    anchor's beams sit in one batch (or two, where a batch boundary falls inside it). Same sequences, same epochs;
+    a batch then holds ~batch_size / beam_ranks distinct pools instead of ~batch_size, which is what v2_lora pays
+    for (it encodes every distinct image and question of a batch through CLIP at each step).
+    """
+    if batch_by == "sequence":
+        return torch.randperm(len(data), generator=shuffle).tolist()
+    if batch_by != "anchor":
+        raise ValueError(f"selector batch_by {batch_by!r}: choose from {list(BATCH_BY)}")
+    members: dict[str, list[int]] = {}
+    for i, anchor in enumerate(data.anchors):
+        members.setdefault(anchor, []).append(i)
+    anchors = sorted(members)  # a fixed order before the draw: the input's row order does not matter
+    return [i for k in torch.randperm(len(anchors), generator=shuffle).tolist() for i in members[anchors[k]]]
+
+
 def supervised_epochs(model, data: TrainingSequences, source, *, shuffle: torch.Generator,
                       weights: torch.Tensor | None = None, desc: str | None = None) -> list[float]:
     """``cfg["epochs"]`` passes of teacher-forced cross-entropy (dropout on), shuffled by ``shuffle``; with
@@ -104,7 +127,7 @@ def supervised_epochs(model, data: TrainingSequences, source, *, shuffle: torch.
     with tqdm(total=cfg["epochs"] * n_batches, desc=desc or f"train_selector {model.version}", unit="batch",
               file=sys.stderr, mininterval=1.0) as bar:
         for epoch in range(cfg["epochs"]):
-            order = torch.randperm(len(data), generator=shuffle).tolist()
+            order = epoch_order(data, shuffle, cfg.get("batch_by", "sequence"))
             total = 0.0
             for s in range(0, len(data), batch_size):
                 idx = order[s : s + batch_size]

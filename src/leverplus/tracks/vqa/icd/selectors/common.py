@@ -51,6 +51,7 @@ FORMAT_VERSION = 1
 COMMON_DEFAULTS: dict[str, Any] = {
     "epochs": 10,  # passes over the training sequences
     "batch_size": 32,  # training sequences (anchor × beam) per optimiser step
+    "batch_by": "sequence",  # shuffle sequences (Lever-LM), or whole anchors so an anchor's beams share a batch
     "lr": 1e-3,  # AdamW learning rate
     "weight_decay": 0.0,  # AdamW weight decay
     "grad_clip": 1.0,  # max global gradient norm (0 = no clipping)
