@@ -123,6 +123,20 @@ def test_served_no_repeat_ngram_has_no_effect_and_top_k_0_is_a_400(tiny_backend)
             client.chat_stream(msgs, settings={**base, "top_k": 0})
 
 
+@pytest.mark.parametrize("system_prompt", [None, "", "你是一个语音情感描述助手。"])
+def test_api_and_local_arms_render_the_same_prompt(tiny_backend, system_prompt):
+    """The api arm's messages, read back as the endpoint reads them, render the prompt the local arms render for the
+    same `system_prompt` (null: no system turn, the template's default one; "": an empty system turn, not the
+    default)."""
+    from leverplus.serving.omni_backend import parse_audio_messages
+    from leverplus.tracks.audio.stages import chat_messages
+
+    cap = tiny_backend.captioner
+    prompts = {"system_prompt": system_prompt, "prompt": "描述情绪"}
+    system, _, prompt = parse_audio_messages(chat_messages(np.zeros(1600, np.float32), prompts))
+    assert cap.prompt_text(system_prompt=system, prompt=prompt) == cap.prompt_text(**prompts)
+
+
 def test_local_and_api_arms_count_the_same_tokens():
     """Issue 24 item 5: one latency definition. A trained demo model that ends its caption with the end-of-turn
     token: the local arm's timing row and the API arm's usage give the same N (EOS included), and the local TTFT

@@ -314,7 +314,7 @@ def chat_messages(wav: np.ndarray, prompts: dict) -> list[dict]:
     from leverplus.api import audio_content_part
 
     msgs = []
-    if prompts.get("system_prompt"):
+    if prompts.get("system_prompt") is not None:  # "" is an empty system turn, as the local arms render it
         msgs.append({"role": "system", "content": prompts["system_prompt"]})
     msgs.append({"role": "user", "content": [audio_content_part(wav), {"type": "text", "text": prompts["prompt"]}]})
     return msgs
