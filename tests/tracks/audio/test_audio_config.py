@@ -55,3 +55,14 @@ def test_the_demo_run_has_the_demo_settings_and_the_defaults_are_real():
     real = track_run(real_cfg, REAL_SET)
     assert real["latency"]["n_timed"] is None and real["edge"]["threads"] == 2 and real["cloud"]["threads"] == 8
     assert 'configfile: "config/audio_demo.yaml"' in (ROOT / "Snakefile").read_text()
+
+
+def test_the_real_edge_runs_on_the_cpu_in_float32():
+    """Issue 24 item 2: the real run's edge is the CPU in float32 (its rule passes audio.edge.device/dtype), though
+    the edge checkpoint's model entry says bfloat16 (which the cloud jobs use); the cloud jobs take CUDA when
+    visible."""
+    cfg = resolve_track_files([BASE, DEMO, REAL], "audio", SCHEMA, check=check_config)
+    real = track_run(cfg, REAL_SET)
+    assert real["edge"]["device"] == "cpu" and real["edge"]["dtype"] == "float32"
+    assert cfg["models"][cfg["datasets"][REAL_SET]["edge_model"]]["dtype"] == "bfloat16"
+    assert real["cloud"]["device"] == "auto"
