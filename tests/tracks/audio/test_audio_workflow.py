@@ -24,6 +24,9 @@ BASE_ARMS = ("edge", "cloud", "api", "unaligned")
 N_CLIPS = 10  # .test/audio.yaml
 N_TIMED = 6  # LATENCY below
 LATENCY = {"latency": {"n_timed": N_TIMED, "seed": 0}, "quality_batch_size": 4}
+# the edge checkpoint's entry says bfloat16, as the real config's does: the edge job must still run float32
+# (audio.edge.dtype), so a rule or stage that takes the entry's dtype instead shows in the thread test
+EDGE_ENTRY = {"omni_edge_demo": {"source": "demo", "shipped": "omni_edge", "dtype": "bfloat16"}}
 
 
 def smk(*args, cwd=ROOT, check=True):
@@ -37,6 +40,7 @@ def smk(*args, cwd=ROOT, check=True):
 def _slice_config(path: Path) -> Path:
     cfg = yaml.safe_load((ROOT / ".test/audio.yaml").read_text())
     cfg["audio"]["runs"]["demo"].update(LATENCY)
+    cfg["audio"].setdefault("models", {}).update(EDGE_ENTRY)
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     return path
 
@@ -61,7 +65,8 @@ def _config():
     from leverplus.tracks.audio.stages import check_config
 
     files = [ROOT / "config/config.yaml", ROOT / "config/audio_demo.yaml", ROOT / ".test/audio.yaml"]
-    cfg = merge_config_files(*[yaml.safe_load(f.read_text()) for f in files], {"audio": {"runs": {"demo": LATENCY}}})
+    cfg = merge_config_files(*[yaml.safe_load(f.read_text()) for f in files],
+                             {"audio": {"runs": {"demo": LATENCY}, "models": EDGE_ENTRY}})
     return track_run(load_track(cfg, "audio", ROOT / "config/audio.schema.yaml", check=check_config), "demo")
 
 
@@ -173,7 +178,8 @@ def test_edge_job_runs_with_its_declared_threads(result):
     assert t["threads_effective"] == t["torch_num_threads"] == 2
     assert t["cpu_model"]
     d = result["runs"]["edge"]["device"]  # the edge is the CPU whatever GPU the machine has
-    assert d["device"] == "cpu" and d["dtype"] == "float32" == _config()["edge"]["dtype"]
+    assert d["requested"] == "cpu" == _config()["edge"]["device"] and d["device"] == "cpu"  # audio.edge.device
+    assert d["dtype"] == "float32" == _config()["edge"]["dtype"]  # audio.edge.dtype, not the entry's bfloat16
 
 
 @pytest.mark.slow
@@ -203,6 +209,10 @@ def test_decoding_settings_in_results_equal_the_config(audio_run, result):
     assert result["runs"]["api"]["generation"] == gen
     dec = {k: v for k, v in gen.items() if k not in ("prompt", "system_prompt")}
     assert result["runs"]["api"]["request_settings"] == AudioGenerationSettings.from_config(dec).to_openai()
+    probe = result["runs"]["api"]["startup_probe"]  # the endpoint's greedy captions vs the cloud arm's, recorded
+    assert probe["n"] == 3 and probe["identical"] == 3 and [c["id"] for c in probe["clips"]] == list(
+        pd.read_json(audio_run / "data/audio/demo/eval.jsonl", lines=True, dtype={"id": str})["id"][:3])
+    assert result["runs"]["api"]["api"]["server_ignored_fields"] == {}  # nothing sent that vLLM would drop
     assert gen["do_sample"] is False and gen["min_new_tokens"] == 8 and gen["max_new_tokens"] == 12  # the slice's
     for arm, block in (("edge", gen), ("unaligned", unal)):  # and no output is longer than the config allows
         for f in _files(audio_run, arm):  # the batched captions and the timed requests
