@@ -292,3 +292,18 @@ def test_bad_audio_config_fails_in_one_line(tmp_path):
                str(ROOT / "config/audio_demo.yaml"), str(bad), check=False)
     assert proc.returncode != 0
     assert "lever-plus: invalid config: audio.generation.max_new_tokens" in proc.stdout + proc.stderr
+
+
+def test_the_demo_report_shows_fair_and_biased_disagreeing(tmp_path):
+    """Issue 24's Done-when, on the demo itself (300 clips, its own config; ~150 s): the unaligned arm answers the
+    unanchored prompt with bare emotion words, so the fair sentence similarity ranks it above the edge where the
+    document's biased BLEU/CIDEr do not — a reversal the report names; the cloud, aligned with the edge, shows none.
+    (The 10-clip slice above is too small for either verdict.)"""
+    smk(TARGET, "--cores", "2", "--resources", "gpu=2", "--directory", str(tmp_path),
+        "--configfile", str(ROOT / "config/config.yaml"), str(ROOT / "config/audio_demo.yaml"))
+    verdict = json.loads((tmp_path / TARGET).read_text())["verdict"]
+    assert verdict["unaligned_vs_edge"]["reversal"] == ["sentence_similarity vs doc_bleu",
+                                                        "sentence_similarity vs doc_cider"]
+    assert verdict["cloud_vs_edge"]["reversal"] == []
+    report = (tmp_path / TARGET).with_suffix(".md").read_text(encoding="utf-8")
+    assert "sentence_similarity vs doc_bleu" in report
