@@ -15,6 +15,7 @@ import pytest
 from checkpoint_kill import complete_lines, run_until_killed
 
 from leverplus.tracks.vqa.bench import RecordingModel, reference_beam_search
+from leverplus.tracks.vqa.cost import SliceConfig, analytic_limit, predict
 from leverplus.tracks.vqa.data.records import VQAExample
 from leverplus.tracks.vqa.icd.infoscore import beam_search_anchor, run_shard
 from leverplus.tracks.vqa.models.base import ICLModel, extend, load_icl_model
@@ -210,6 +211,22 @@ def test_bench_infoscore_reports_agreement(tiny_qwen_dir, vqa_examples, tmp_path
     assert res["speedup"] > 0 and res["order"] == "left"
     assert res["repeats"] == 2 and len(res["speedup_per_repeat"]) == 2
     assert res["reference"]["seconds"] == min(res["reference"]["all_seconds"])
+    # issue 28 items 3-4, in the fast tier: the cost model (unit costs measured here, >= 3 repeats) predicts every
+    # path of the config that ran, and the analytic limit and the fraction of it ours reached are printed from it
+    cm, lim = res["cost_model"], res["analytic_limit"]
+    assert res["unit_costs"]["repeats"] >= 3 and res["unit_costs"]["load_average"]["cpus"] >= 1
+    assert {k: cm["slice"][k] for k in ("anchors", "cand_num", "beam_size", "shot_num", "order")} == {
+        "anchors": 1, "cand_num": 4, "beam_size": 2, "shot_num": 2, "order": "left"}
+    cfg = SliceConfig(**cm["slice"])
+    pred, meas = predict(res["unit_costs"], cfg), cm["measured_seconds"]  # the printed unit costs, composed again
+    assert cm["predicted_seconds"] == {k: round(v, 3) for k, v in pred.items()}
+    assert pred["original"] > pred["limit"] > 0 and pred["reference"] > pred["limit"]
+    assert meas == {p: res[p]["seconds"] for p in ("reference", "original", "ours")}
+    assert cm["relative_error"] == {p: pytest.approx((pred[p] - meas[p]) / meas[p], abs=0.01) for p in meas}
+    assert {k: v for k, v in lim.items() if not k.startswith("limit_vs_measured")} == analytic_limit(
+        res["unit_costs"], cfg)
+    assert res["achieved_fraction_of_limit"] == pytest.approx(pred["limit"] / res["ours"]["seconds"], rel=0.02)
+    assert res["achieved_fraction_of_limit_predicted"] == round(pred["limit"] / pred["ours"], 3)
 
 
 # ---- kill and resume ------------------------------------------------------------------------------------------------
