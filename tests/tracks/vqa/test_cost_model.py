@@ -206,3 +206,28 @@ def test_batched_original_qwen_pads_rows(qwen, vqa_examples):
     want = [qwen.score_reference(s, e[0]) for s in seqs]
     np.testing.assert_allclose(np.log(got), np.log(want), rtol=0, atol=2e-5)
     assert qwen.tokenizer.padding_side == side
+
+
+@pytest.mark.parametrize("order", ["right", "left"])
+@pytest.mark.parametrize("batch", [1, 2, 32])
+def test_batched_original_equals_batch_one_qwen(qwen, vqa_examples, order, batch):
+    """On the tiny Qwen2.5-VL too, Lever-LM's schedule (per beam the re-scored beam row, then `batch` right-padded
+    whole rows per processor forward) scores every sequence as the batch-1 original does, within float noise, and
+    keeps the same beams; ours keeps them as well."""
+    e = vqa_examples
+    anchor, pool = e[0], e[1:6]
+    counts: dict = {}
+    rec_b: dict = {}
+    got = original_beam_search(qwen, anchor, pool, beam_size=2, shot_num=2, order=order, batch=batch, record=rec_b,
+                               counts=counts)
+    rec_1: dict = {}
+    ref = reference_beam_search(qwen, anchor, pool, beam_size=2, shot_num=2, order=order, record=rec_1)
+    assert [b.picked for b in got[0]] == [b.picked for b in ref[0]]
+    assert rec_b.keys() == rec_1.keys()
+    assert max(abs(math.log(rec_b[k]) - math.log(rec_1[k])) for k in rec_1) < 2e-5
+    assert max(abs(x - y) for b, r in zip(got[0], ref[0]) for x, y in zip(b.step_scores, r.step_scores)) < 1e-5
+    n = len(pool)
+    assert counts["rows"] == 1 + n + 2 * (1 + n - 1)
+    assert counts["forwards"] == (1 + math.ceil(n / batch)) + 2 * (1 + math.ceil((n - 1) / batch))
+    ours = beam_search_anchor(qwen, anchor, pool, beam_size=2, shot_num=2, order=order)
+    assert [b.picked for b in ours[0]] == [b.picked for b in got[0]]
