@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from leverplus.tracks.vqa.bench import original_beam_search, original_scores, reference_beam_search
-from leverplus.tracks.vqa.cost import SliceConfig, _nnls, analytic_limit, predict
+from leverplus.tracks.vqa.cost import SliceConfig, _nnls, _timed, analytic_limit, cpu_view, predict
 from leverplus.tracks.vqa.icd.infoscore import beam_search_anchor
 from leverplus.tracks.vqa.plan import sequences_per_anchor
 
@@ -90,6 +90,23 @@ def test_left_order_has_no_prefix():
     left = SliceConfig(**{**CFG.as_dict(), "order": "left"})
     p = predict(units(per_token=1.0), left)
     assert p["limit"] == pytest.approx(3 * ((15 - 1) + 10 * (20 + 15 - 1) + 4 * 9 * (40 + 15 - 1)))
+
+
+def test_timed_counts_cpu_seconds_of_this_process_not_waiting():
+    """`_timed` gives wall and CPU seconds of the same calls: time spent waiting (here: asleep, as a process is while
+    other jobs hold the cores) counts in wall seconds only; computing counts in both."""
+    import time
+
+    t = _timed(lambda: time.sleep(0.05), 3)
+    assert t["best"] >= 0.05 and t["cpu_best"] < 0.02 and len(t["cpu_all"]) == 3
+
+    def spin():
+        c0 = time.process_time()
+        while time.process_time() - c0 < 0.05:
+            pass
+
+    t = _timed(spin, 3)
+    assert t["cpu_best"] >= 0.05 and t["best"] >= t["cpu_best"] * 0.9
 
 
 def test_nnls_recovers_coefficients():
@@ -191,6 +208,12 @@ def test_unit_costs_measured_with_repeats(tiny_flamingo, fl_examples):
     assert set(u["lm"]) == {"per_call", "per_token", "per_token_key", "per_token_image"}
     assert len(u["lm_samples"]) == 6 and all(len(s["all"]) == 3 for s in u["lm_samples"])
     assert {s["B"] for s in u["lm_samples"]} == {1, 2} and {s["P"] > 0 for s in u["lm_samples"]} == {True, False}
+    # the same unit costs in CPU seconds of the process, from the same repeats
+    assert all(len(s["cpu_all"]) == 3 and s["cpu_seconds"] == pytest.approx(min(s["cpu_all"]), abs=1e-5)
+               for s in u["lm_samples"])
+    c = cpu_view(u)
+    assert set(c["lm"]) == set(u["lm"]) and c["head_per_token"] > 0 and c["vision_per_image"] + c["vision_per_call"] > 0
+    assert predict(c, SliceConfig(anchors=1, cand_num=5, beam_size=2, shot_num=2, **shape))["limit"] > 0
     cfg = SliceConfig(anchors=1, cand_num=5, beam_size=2, shot_num=2, **shape)
     p = predict(u, cfg)
     assert p["original"] > p["ours"] >= p["limit"] > 0

@@ -15,7 +15,7 @@ import pytest
 from checkpoint_kill import complete_lines, run_until_killed
 
 from leverplus.tracks.vqa.bench import RecordingModel, reference_beam_search
-from leverplus.tracks.vqa.cost import SliceConfig, analytic_limit, predict
+from leverplus.tracks.vqa.cost import SliceConfig, analytic_limit, cpu_view, predict
 from leverplus.tracks.vqa.data.records import VQAExample
 from leverplus.tracks.vqa.icd.infoscore import beam_search_anchor, run_shard
 from leverplus.tracks.vqa.models.base import ICLModel, extend, load_icl_model
@@ -227,6 +227,13 @@ def test_bench_infoscore_reports_agreement(tiny_qwen_dir, vqa_examples, tmp_path
         res["unit_costs"], cfg)
     assert res["achieved_fraction_of_limit"] == pytest.approx(pred["limit"] / res["ours"]["seconds"], rel=0.02)
     assert res["achieved_fraction_of_limit_predicted"] == round(pred["limit"] / pred["ours"], 3)
+    # the same in CPU seconds of the process (unit costs and runs both): a load-independent check
+    pc = predict(cpu_view(res["unit_costs"]), cfg)
+    assert cm["predicted_cpu_seconds"] == {k: round(v, 3) for k, v in pc.items()}
+    assert cm["measured_cpu_seconds"] == {p: res[p]["cpu_seconds"] for p in ("reference", "original", "ours")}
+    assert all(res[p]["cpu_seconds"] == min(res[p]["all_cpu_seconds"]) > 0 for p in meas)
+    assert res["achieved_fraction_of_limit_cpu"] == pytest.approx(pc["limit"] / res["ours"]["cpu_seconds"], rel=0.02)
+    assert res["analytic_limit_cpu"]["limit_vs_original"] == round(pc["original"] / pc["limit"], 2)
 
 
 # ---- kill and resume ------------------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ only ever add time, and the benchmark reports each path's fastest run too):
   the language model's own head (Flamingo's MPT computes logits at every position) is subtracted first;
 * LM head — seconds per position whose logits are computed (``h @ W_vocab``).
 
+Every timing reads two clocks (`clocks`): wall seconds and this process's CPU seconds. The unit costs are fitted
+from each (`process_cpu`, `cpu_view`): on a machine shared with other jobs the wall-clock costs hold only for runs made
+under the same load, while the CPU-second costs (at one torch thread ≈ wall seconds on an idle machine) predict a
+run's CPU seconds under another load.
+
 `predict` composes them for a `SliceConfig` — anchors, pool, beams, shots, batch sizes and the row shape (tokens
 per demonstration, query, answer, chat head; read off the adapter's own tokenisation by `row_shape`) — following
 each path's schedule step by step: the batch-1 original (every sequence one forward, every image re-encoded), the
@@ -87,16 +92,26 @@ def row_shape(model, anchors: Sequence, pools: Sequence[Sequence]) -> dict:
 
 
 # ---- measuring -------------------------------------------------------------------------------------------------
+def clocks() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, every thread): the two clocks every timing here reads."""
+    return time.perf_counter(), time.process_time()
+
+
 def _timed(fn, repeats: int) -> dict:
     """The fastest of `repeats` timed calls after one untimed warm-up (contention from other processes only ever
     adds time; the benchmark also reports each path's fastest run), the median and every time."""
     fn()  # warm-up, untimed
-    ts = []
+    ts, cs = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = clocks()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return {"best": min(ts), "median": statistics.median(ts), "all": [round(t, 5) for t in ts]}
+        t1, c1 = clocks()
+        ts.append(t1 - t0)
+        cs.append(c1 - c0)
+    # CPU seconds of this process beside wall seconds: other processes on a shared machine take turns on the cores
+    # (wall time grows with the load), while a call's CPU seconds stay close to its wall time on an idle machine
+    return {"best": min(ts), "median": statistics.median(ts), "all": [round(t, 5) for t in ts],
+            "cpu_best": min(cs), "cpu_all": [round(c, 5) for c in cs]}
 
 
 def _parts(model):
@@ -205,13 +220,10 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
     # encodes every image of a batch in one forward, ours one image per forward)
     v1 = _timed(lambda: vision_fn(image), repeats)
     vn = _timed(lambda: vision_fn(image, vision_batch), repeats)
-    v_img = max(0.0, (vn["best"] - v1["best"]) / (vision_batch - 1))
-    v_call = max(0.0, v1["best"] - v_img)
     W = head.weight
     h = torch.randn(head_tokens, W.shape[1], dtype=W.dtype, device=W.device)
     with torch.no_grad():
         hd = _timed(lambda: torch.nn.functional.linear(h, W), repeats)
-    per_head = hd["best"] / head_tokens
     own = max(2, int(round(shape["demo_tokens"] + shape["query_tokens"])))
     whole = max(own + 1, int(round(shape["head_tokens"] + 2 * shape["demo_tokens"] + shape["query_tokens"])))
     prefix = max(1, int(round(shape["head_tokens"] + shape["demo_tokens"])))
@@ -222,15 +234,25 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
             (b1, whole, 0, 3)]
     if model.name != "flamingo":
         grid = sorted({(B, L, P, 1) for B, L, P, _ in grid})
-    samples = []
-    for B, L, P, T in grid:
-        r = _timed(lm_call(B, L, P, T, image), repeats)
-        body = r["best"] - (per_head * B * L if head_in_lm else 0.0)
-        samples.append({"B": B, "L": L, "P": P, "T": T, "seconds": r["best"], "all": r["all"], "body_seconds": body})
-    X = np.array([_lm_features(s["B"], s["L"], s["P"], s["T"], model.name) for s in samples])
-    y = np.array([s["body_seconds"] for s in samples])
-    coef = _nnls(X, y)
-    fit = X @ coef
+    runs = [(B, L, P, T, _timed(lm_call(B, L, P, T, image), repeats)) for B, L, P, T in grid]
+
+    def fit(best: str) -> dict:
+        """Unit costs from the `best` times ("best": wall seconds, "cpu_best": this process's CPU seconds)."""
+        v_img = max(0.0, (vn[best] - v1[best]) / (vision_batch - 1))
+        per_head = hd[best] / head_tokens
+        samples = [{"B": B, "L": L, "P": P, "T": T, "seconds": r[best], "body_seconds":
+                    r[best] - (per_head * B * L if head_in_lm else 0.0)} for B, L, P, T, r in runs]
+        X = np.array([_lm_features(s["B"], s["L"], s["P"], s["T"], model.name) for s in samples])
+        y = np.array([s["body_seconds"] for s in samples])
+        coef = _nnls(X, y)
+        return {"vision_per_image": v_img, "vision_per_call": max(0.0, v1[best] - v_img), "head_per_token": per_head,
+                "coef": coef, "samples": samples,
+                "lm_fit_max_rel_error": float(np.max(np.abs(X @ coef - y) / np.maximum(y, 1e-9)))}
+
+    wall, cpu = fit("best"), fit("cpu_best")
+    samples = [{**s, "all": r["all"], "cpu_seconds": c["seconds"], "cpu_all": r["cpu_all"]}
+               for s, c, (*_, r) in zip(wall["samples"], cpu["samples"], runs)]
+    v_img, v_call, per_head, coef = (wall[k] for k in ("vision_per_image", "vision_per_call", "head_per_token", "coef"))
     names = ["per_call", "per_token", "per_token_key"] + (["per_token_image"] if model.name == "flamingo" else [])
     return {
         "format": FORMAT,
@@ -245,7 +267,12 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
         "head_scope": "scored" if model.name != "flamingo" or model._keep_kw(1) else "all",
         "lm": dict(zip(names, coef.tolist())),
         "lm_samples": samples,
-        "lm_fit_max_rel_error": float(np.max(np.abs(fit - y) / np.maximum(y, 1e-9))),
+        "lm_fit_max_rel_error": wall["lm_fit_max_rel_error"],
+        # the same unit costs in this process's CPU seconds (`cpu_view`): what a machine nobody else uses would take
+        "process_cpu": {"vision_per_image": cpu["vision_per_image"], "vision_per_call": cpu["vision_per_call"],
+                        "head_per_token": cpu["head_per_token"], "lm": dict(zip(names, cpu["coef"].tolist())),
+                        "lm_fit_max_rel_error": cpu["lm_fit_max_rel_error"],
+                        "vision_all": {"1": v1["cpu_all"], str(vision_batch): vn["cpu_all"]}, "head_all": hd["cpu_all"]},
         "shape": shape,
         "repeats": repeats,
         "device": str(model.device),
@@ -255,6 +282,15 @@ def measure_unit_costs(model, image: str, shape: dict, *, batches: Sequence[int]
         "measure_seconds": round(time.perf_counter() - t_start, 1),
         "load_average": {"start": load0, "end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()},
     }
+
+
+def cpu_view(u: dict) -> dict | None:
+    """The unit costs `u` in CPU seconds of the measuring process (None where `u` has none): on a machine shared with
+    other jobs, wall seconds grow with the load while CPU seconds do not (much), so a prediction in CPU seconds can
+    be checked against a run made under another load by that run's CPU seconds."""
+    if "process_cpu" not in u:
+        return None
+    return {**u, **{k: v for k, v in u["process_cpu"].items() if k not in ("vision_all", "head_all")}}
 
 
 def _lm_features(B, L, P, T, adapter) -> list[float]:
