@@ -164,7 +164,20 @@ def test_plan_uses_the_cost_model_and_prints_its_inputs():
     assert f["basis"] == "cost model" and f["hours_original"] > f["hours_ours"] >= f["hours_limit"]
     q = next(r for r in result["rows"] if r["model"] == "qwen2.5_vl_3B")
     assert q["basis"].startswith("seconds per sequence") and "hours_limit" not in q
+    # unit costs that carry CPU seconds too are composed in CPU seconds, and say so
+    cpu = {"vision_per_image": 1.0, "vision_per_call": 0.0, "head_per_token": 5e-4, "lm_fit_max_rel_error": 0.01,
+           "lm": {"per_call": 0.05, "per_token": 0.004, "per_token_key": 1e-5, "per_token_image": 1e-3}}
+    with_cpu = plan(config, measured, ["okvqa"], unit_costs={"flamingo_3B": {**u, "process_cpu": cpu}})
+    fc = next(r for r in with_cpu["rows"] if r["model"] == "flamingo_3B")
+    want_cpu = predict({**u, **cpu}, SliceConfig(anchors=800, cand_num=64, beam_size=5, shot_num=2, order="right",
+                                                 batch_size=8, original_batch=32, adapter="flamingo", head_tokens=0.0,
+                                                 demo_tokens=20.0, query_tokens=16.0, answer_tokens=2.0,
+                                                 tail_tokens=1.0))
+    assert fc["hours_ours"] == round(want_cpu["ours"] / 3600, 1) != f["hours_ours"]
+    md_cpu = plan_markdown(with_cpu)
+    assert "flamingo_3B (CPU seconds of the measuring process): vision 1 s/image" in md_cpu
     md = plan_markdown(result)
+    assert "flamingo_3B (wall seconds): vision 2 s/image" in md
     assert "vision 2 s/image + 0 s/forward" in md and "per_token_image 0.001 s" in md and "leverplus bench-costs --arch X" in md
     assert "20.0/demonstration" in md and "no unit costs" in md
     # qwen has no unit costs: no total may add hours of some models only

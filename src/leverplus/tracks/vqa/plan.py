@@ -80,9 +80,11 @@ PATHS = ("original", "reference", "ours", "limit")
 def plan(config: dict, measured: dict, datasets: list[str] | None = None, unit_costs: dict | None = None) -> dict:
     """Rows per (dataset, model, sampler, sample_num). `unit_costs` (per model) drive the cost model; `measured`
     (per model, seconds per sequence) is the fallback for models without unit costs."""
-    from leverplus.tracks.vqa.cost import SliceConfig, predict
+    from leverplus.tracks.vqa.cost import SliceConfig, cpu_view, predict
 
-    unit_costs = unit_costs or {}
+    # unit costs measured in CPU seconds too (`cost.cpu_view`) are composed in CPU seconds: on the shared machine that
+    # measured them, wall seconds carry its load at the time; CPU seconds are what a machine running nothing else takes
+    unit_costs = {k: (cpu_view(u) or u) for k, u in (unit_costs or {}).items()}
     rows, missing, fallback = [], set(), set()
     real = [d for d, spec in config["datasets"].items() if (spec or {}).get("source") != "demo"]  # not the demos
     for name in datasets or real or list(config["datasets"]):
@@ -139,6 +141,8 @@ def plan(config: dict, measured: dict, datasets: list[str] | None = None, unit_c
             "beams, shots, construct order and batch sizes (original: Lever-LM's batch 32; reference: batch 1); "
             "rows of a step have the measured mean shape; pools of different anchors share no image",
             "one device, no shard parallelism: divide by the devices the shards run on",
+            "unit costs in CPU seconds (where measured) are hours of a machine running nothing else; wall-second unit "
+            "costs carry the load of the machine while they were measured",
             f"hours are for the device{'s' if len(devices) > 1 else ''} measured ({', '.join(devices) or 'none'}); "
             "another device (a GPU, bf16) needs its own unit costs (leverplus bench-costs, --unit-costs)",
         ],
@@ -160,7 +164,8 @@ def plan_markdown(result: dict) -> str:
     for model, u in result["unit_costs"].items():
         lm = ", ".join(f"{k} {v:.3g} s" for k, v in u["lm"].items())
         sh = u["shape"]
-        out += (f"- {model}: vision {u['vision_per_image']:.3g} s/image + {u.get('vision_per_call', 0.0):.3g} s/forward; "
+        clock = "CPU seconds of the measuring process" if "process_cpu" in u else "wall seconds"
+        out += (f"- {model} ({clock}): vision {u['vision_per_image']:.3g} s/image + {u.get('vision_per_call', 0.0):.3g} s/forward; "
                 f"LM {lm} (fit max rel. error "
                 f"{u['lm_fit_max_rel_error']:.2f}); LM head {u['head_per_token']:.3g} s/position; row shape: "
                 f"{sh['head_tokens']:.0f} head + {sh['demo_tokens']:.1f}/demonstration + {sh['query_tokens']:.1f} query "
