@@ -313,3 +313,44 @@ def test_killed_beam_search_resumes_to_identical_output(tiny_qwen_dir, vqa_examp
     run_shard(resumed, anchors, pools, out, **BEAM)
     assert out.read_bytes() == full.read_bytes()
     assert not partial.exists()
+
+
+def test_bench_frees_each_paths_model_before_the_next_loads(tiny_qwen_dir, vqa_examples, tmp_path, monkeypatch):
+    """Each path of `bench_infoscore` loads its own adapter; the previous one must be gone by then. An adapter sits
+    in a reference cycle, so dropping the last name does not free it: at real size the previous path's 13-15 GB
+    stayed resident while the next path ran (issue 28). Checked with the cyclic collector off between loads, as it
+    is whenever its allocation thresholds have not been reached."""
+    import gc
+    import weakref
+
+    import pandas as pd
+
+    from leverplus.tracks.vqa import bench
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    pd.DataFrame({"id": [e.id for e in vqa_examples], "image": [e.image for e in vqa_examples],
+                  "question": [e.question for e in vqa_examples], "answers": [[e.answer] * 10 for e in vqa_examples],
+                  "answer": [e.answer for e in vqa_examples]}).to_parquet(ds / "train.parquet")
+    loaded: list = []
+    alive_at_load: list[int] = []
+    real_load = bench.load_icl_model
+
+    def load_and_watch(*args, **kwargs):
+        alive_at_load.append(sum(ref() is not None for ref in loaded))
+        model = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(bench, "load_icl_model", load_and_watch)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        res = bench.bench_infoscore(tiny_qwen_dir, ds, 1, 3, 2, 2, "right", paths=("original", "ours"), repeats=2,
+                                    breakdown=True)
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive_at_load == [0, 0, 0, 0]  # original, ours, original, ours: nothing left from the path before
+    assert res["beams_equal"]
+    assert res["breakdown"]["ours"]["rss_after_model_freed_gb"] > 0
