@@ -193,6 +193,35 @@ def test_score_step_equals_reference_across_beams(tiny_qwen_dir, vqa_examples, o
         assert_scores_close(g, [model.score_reference(extend(beam, c, order), query) for c in cs])
 
 
+def test_zero_shot_row_runs_on_the_shared_head_not_as_a_prefix_of_its_own(tiny_qwen_dir, vqa_examples):
+    """Step 0 with `beam_rows`: the zero-shot row joins the empty beam's group, so the one prefix forward runs the
+    chat head once (one row, no padding) and the zero-shot row adds only its own tokens to the candidates' forward
+    (issue 28: as a group of its own it made the prefix forward two rows padded to the whole zero-shot row)."""
+    ex = vqa_examples
+    query, cands = ex[0], [ex[5], ex[6], ex[12], ex[15]]
+    model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=32)
+    shapes = []
+
+    def watch(module, args, kwargs):
+        shapes.append((tuple(kwargs["inputs_embeds"].shape[:2]), kwargs.get("past_key_values") is not None))
+
+    handle = model.model.model.language_model.register_forward_pre_hook(watch, with_kwargs=True)
+    try:
+        (got,), (base,) = model.score_step([[]], [cands], query, "right", beam_rows=True)
+    finally:
+        handle.remove()
+    assert_scores_close(got, [model.score_reference([c], query) for c in cands])
+    assert_scores_close([base], [model.score_reference([], query)])
+    rows = [model._row([c], query, with_answer=True) for c in cands]
+    zero = model._row([], query, with_answer=True)
+    head = 0  # tokens every row shares, images told apart (the group's prefix)
+    while all(r.ids[head] == zero.ids[head] for r in rows) and zero.ids[head] != model.image_token_id:
+        head += 1
+    longest = max(model._answer_span(r.ids)[1] - 1 - head for r in rows)
+    assert model._answer_span(zero.ids)[1] - 1 - head < longest
+    assert shapes == [((1, head), False), ((5, longest), True)]
+
+
 def test_left_and_right_orders_score_different_sequences(qwen, vqa_examples):
     ex = vqa_examples
     left = qwen.score_candidates([ex[1]], [ex[2]], ex[9], "left")[0]

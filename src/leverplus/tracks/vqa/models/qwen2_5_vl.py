@@ -325,8 +325,11 @@ class Qwen25VLICL(ICLModel):
     def score_step(self, beams, candidates, query, order, *, beam_rows: bool = False):
         """All (beam, candidate) extensions of one beam-search step, batched across beams: each beam's shared
         prefix (its demonstrations, with construct_order `right`) is run once, rows of several beams share one
-        forward. `beam_rows`: also P̄ of each beam's own row (beam ⊕ query), each its own group, in the same
-        forwards; returned as a second list (step 0: the zero-shot row)."""
+        forward. `beam_rows`: also P̄ of each beam's own row (beam ⊕ query), in the same forwards, in its beam's group:
+        it shares the beam's prefix (step 0: the chat head), so only its own tokens run; returned as a second list
+        (step 0: the zero-shot row). As a group of its own, the whole zero-shot row was run as a "prefix" beside
+        the head (padding the head's row to it) and then padded to the longest candidate row: ~300 wasted tokens at
+        step 0 of a real-size slice (issue 28)."""
         self._load_pixels([d.image for seq in (*beams, *candidates) for d in seq] + [query.image])
         rows, groups = [], []
         for g, (beam, cands) in enumerate(zip(beams, candidates)):
@@ -334,7 +337,7 @@ class Qwen25VLICL(ICLModel):
             groups += [g] * len(cands)
         if beam_rows:
             rows += [self._row(list(beam), query, with_answer=True) for beam in beams]
-            groups += [len(beams) + g for g in range(len(beams))]
+            groups += list(range(len(beams)))
         flat = self._score_rows(rows, groups)
         n = sum(len(c) for c in candidates)
         out = np.split(flat[:n], np.cumsum([len(c) for c in candidates])[:-1])
