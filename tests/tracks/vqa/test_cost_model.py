@@ -64,7 +64,15 @@ def test_per_token_cost_counts_own_tokens():
     own = 20 + 15 - 1
     want_limit = 3 * ((15 - 1) + 10 * own + 4 * 20 + 4 * 9 * own)
     assert p["limit"] == pytest.approx(want_limit)
-    assert p["ours"] == pytest.approx(want_limit)  # every row, the zero-shot one too, cut at its last scored token
+    # every row, the zero-shot one too, cut at its last scored token; but the zero-shot row shares the last of step
+    # 0's forwards (10 + 1 rows in batches of 4) with two candidate rows, so ours pays it padded to their length
+    assert p["ours"] == pytest.approx(want_limit + 3 * (own - (15 - 1)))
+    alone = SliceConfig(**{**CFG.as_dict(), "cand_num": 8})  # 8 + 1 rows: the zero-shot row alone, no padding
+    assert predict(units(per_token=1.0), alone)["ours"] == pytest.approx(predict(units(per_token=1.0), alone)["limit"])
+    # a chat head (Qwen): run once per step as the prefix, the zero-shot row on it (not whole beside it)
+    headed = SliceConfig(**{**CFG.as_dict(), "head_tokens": 5, "cand_num": 8, "adapter": "qwen2_5_vl"})
+    q = predict(units("qwen2_5_vl", per_token=1.0), headed)
+    assert q["limit"] == pytest.approx(3 * (5 + (15 - 1) + 8 * own + 4 * (5 + 20) + 4 * 7 * own)) == q["ours"]
     whole = lambda k: k * 20 + 15  # noqa: E731
     assert p["original"] == pytest.approx(3 * (whole(0) + 10 * whole(1) + 4 * (whole(1) + 9 * whole(2))))
     lim = analytic_limit(units(per_token=1.0), CFG)

@@ -352,9 +352,11 @@ def predict(u: dict, cfg: SliceConfig) -> dict:
     # scored predictions (`logits_to_keep`: ~ the answer + 1 per row at the mean shape) or, where the LM cannot
     # keep only those (remote-code MosaicGPT), on every position it runs
     scored_only = not flam or u.get("head_scope") == "scored"
-    ours += _lm(u, 1, H + Q - tail, 0, 1, per_call=not merged) + hd * (
-        A if not flam else (A + 1 if scored_only else H + Q - tail))
-    lim += _lm(u, 1, H + Q - tail, 0, 1, per_call=False) + hd * A
+    # with `right`, the zero-shot row runs on the first step's prefix (the head H: it is the empty beam's own row)
+    zs_pre, zs_own = (H, Q - tail) if merged and cfg.order == "right" else (0, H + Q - tail)
+    ours += _lm(u, 1, zs_own, zs_pre, 1, per_call=not merged) + hd * (
+        A if not flam else (A + 1 if scored_only else zs_own))
+    lim += _lm(u, 1, zs_own, zs_pre, 1, per_call=False) + hd * A
     for s, beams, cands in _steps(cfg):
         k = s + 1  # demonstrations in a scored row
         ref += beams * cands * whole(k)
@@ -373,6 +375,8 @@ def predict(u: dict, cfg: SliceConfig) -> dict:
         n = beams * cands
         calls = -(-(n + (1 if merged and s == 0 else 0)) // cfg.batch_size)  # (Qwen: its prefix in the prefix forward)
         ours += calls * _lm(u, 0, 0, 0, 0) + _lm(u, n, own, prefix, T_own, per_call=False)
+        if merged and s == 0 and n % cfg.batch_size:  # the zero-shot row shares a forward: padded to the rows' length
+            ours += _lm(u, 1, own, prefix, T_own, per_call=False) - _lm(u, 1, zs_own, zs_pre, 1, per_call=False)
         ours += hd * n * (A if not flam else (A + 1 if scored_only else own))
         lim += _lm(u, beams * cands, own, prefix, T_own, per_call=False) + hd * beams * cands * A
     n = cfg.anchors
