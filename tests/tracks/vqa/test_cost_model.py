@@ -69,10 +69,14 @@ def test_per_token_cost_counts_own_tokens():
     assert p["ours"] == pytest.approx(want_limit + 3 * (own - (15 - 1)))
     alone = SliceConfig(**{**CFG.as_dict(), "cand_num": 8})  # 8 + 1 rows: the zero-shot row alone, no padding
     assert predict(units(per_token=1.0), alone)["ours"] == pytest.approx(predict(units(per_token=1.0), alone)["limit"])
-    # a chat head (Qwen): run once per step as the prefix, the zero-shot row on it (not whole beside it)
-    headed = SliceConfig(**{**CFG.as_dict(), "head_tokens": 5, "cand_num": 8, "adapter": "qwen2_5_vl"})
+    # a chat head (Qwen): the zero-shot row carries it (runs whole as step 0's prefix forward, the head counted
+    # once), so it is never padded among the candidates (10 + 1 rows in batches of 4: it would be)
+    headed = SliceConfig(**{**CFG.as_dict(), "head_tokens": 5, "adapter": "qwen2_5_vl"})
     q = predict(units("qwen2_5_vl", per_token=1.0), headed)
-    assert q["limit"] == pytest.approx(3 * (5 + (15 - 1) + 8 * own + 4 * (5 + 20) + 4 * 7 * own)) == q["ours"]
+    assert q["limit"] == pytest.approx(3 * (5 + (15 - 1) + 10 * own + 4 * (5 + 20) + 4 * 9 * own)) == q["ours"]
+    # ... nor adds a forward: 8 candidate rows in 2 forwards of 4 (+ the prefix forward), not 3
+    calls = predict(units("qwen2_5_vl", per_call=1.0), SliceConfig(**{**headed.as_dict(), "cand_num": 8}))
+    assert calls["ours"] == 3 * (1 + 8 // 4 + 1 + math.ceil(4 * 7 / 4))
     whole = lambda k: k * 20 + 15  # noqa: E731
     assert p["original"] == pytest.approx(3 * (whole(0) + 10 * whole(1) + 4 * (whole(1) + 9 * whole(2))))
     lim = analytic_limit(units(per_token=1.0), CFG)

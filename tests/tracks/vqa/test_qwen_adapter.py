@@ -193,13 +193,15 @@ def test_score_step_equals_reference_across_beams(tiny_qwen_dir, vqa_examples, o
         assert_scores_close(g, [model.score_reference(extend(beam, c, order), query) for c in cs])
 
 
-def test_zero_shot_row_runs_on_the_shared_head_not_as_a_prefix_of_its_own(tiny_qwen_dir, vqa_examples):
-    """Step 0 with `beam_rows`: the zero-shot row joins the empty beam's group, so the one prefix forward runs the
-    chat head once (one row, no padding) and the zero-shot row adds only its own tokens to the candidates' forward
-    (issue 28: as a group of its own it made the prefix forward two rows padded to the whole zero-shot row)."""
+@pytest.mark.parametrize("batch_size", [2, 32])
+def test_zero_shot_row_carries_the_head_in_the_prefix_forward(tiny_qwen_dir, vqa_examples, batch_size):
+    """Step 0 with `beam_rows`: the zero-shot row starts with the chat head the candidate rows share, so it runs
+    whole as the step's one prefix forward (one row, no padding), is scored there, and its first tokens' cache
+    serves the candidates; the candidate rows then run without it (issue 28: as a group of its own it made the
+    prefix forward two rows padded to the whole zero-shot row, and ran again padded among the candidates)."""
     ex = vqa_examples
     query, cands = ex[0], [ex[5], ex[6], ex[12], ex[15]]
-    model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=32)
+    model = load_icl_model("qwen2_5_vl", str(tiny_qwen_dir), batch_size=batch_size)
     shapes = []
 
     def watch(module, args, kwargs):
@@ -217,9 +219,9 @@ def test_zero_shot_row_runs_on_the_shared_head_not_as_a_prefix_of_its_own(tiny_q
     head = 0  # tokens every row shares, images told apart (the group's prefix)
     while all(r.ids[head] == zero.ids[head] for r in rows) and zero.ids[head] != model.image_token_id:
         head += 1
-    longest = max(model._answer_span(r.ids)[1] - 1 - head for r in rows)
-    assert model._answer_span(zero.ids)[1] - 1 - head < longest
-    assert shapes == [((1, head), False), ((5, longest), True)]
+    own = [model._answer_span(r.ids)[1] - 1 - head for r in rows]
+    batches = [((len(own[i : i + batch_size]), max(own[i : i + batch_size])), True) for i in range(0, 4, batch_size)]
+    assert shapes == [((1, model._answer_span(zero.ids)[1] - 1), False), *batches]
 
 
 def test_left_and_right_orders_score_different_sequences(qwen, vqa_examples):

@@ -352,8 +352,11 @@ def predict(u: dict, cfg: SliceConfig) -> dict:
     # scored predictions (`logits_to_keep`: ~ the answer + 1 per row at the mean shape) or, where the LM cannot
     # keep only those (remote-code MosaicGPT), on every position it runs
     scored_only = not flam or u.get("head_scope") == "scored"
-    # with `right`, the zero-shot row runs on the first step's prefix (the head H: it is the empty beam's own row)
+    # with `right`, the zero-shot row runs on the first step's prefix (the head H: it is the empty beam's own row);
+    # where there is a head (Qwen's chat head), the zero-shot row carries it: it runs whole as step 0's prefix
+    # forward and its first H tokens' cache serves the candidates, so it is not among the candidates' rows
     zs_pre, zs_own = (H, Q - tail) if merged and cfg.order == "right" else (0, H + Q - tail)
+    carried = merged and cfg.order == "right" and H > 0
     ours += _lm(u, 1, zs_own, zs_pre, 1, per_call=not merged) + hd * (
         A if not flam else (A + 1 if scored_only else zs_own))
     lim += _lm(u, 1, zs_own, zs_pre, 1, per_call=False) + hd * A
@@ -373,9 +376,10 @@ def predict(u: dict, cfg: SliceConfig) -> dict:
             prefix, own, T_own = 0.0, H + k * D + Q - tail, k + 1
         # rows of every beam together, chunks of batch_size (Flamingo's first step: the zero-shot row too)
         n = beams * cands
-        calls = -(-(n + (1 if merged and s == 0 else 0)) // cfg.batch_size)  # (Qwen: its prefix in the prefix forward)
+        in_rows = merged and s == 0 and not carried  # the zero-shot row among the first step's candidate rows
+        calls = -(-(n + (1 if in_rows else 0)) // cfg.batch_size)
         ours += calls * _lm(u, 0, 0, 0, 0) + _lm(u, n, own, prefix, T_own, per_call=False)
-        if merged and s == 0 and n % cfg.batch_size:  # the zero-shot row shares a forward: padded to the rows' length
+        if in_rows and n % cfg.batch_size:  # the zero-shot row shares a forward: padded to the rows' length
             ours += _lm(u, 1, own, prefix, T_own, per_call=False) - _lm(u, 1, zs_own, zs_pre, 1, per_call=False)
         ours += hd * n * (A if not flam else (A + 1 if scored_only else own))
         lim += _lm(u, beams * cands, own, prefix, T_own, per_call=False) + hd * beams * cands * A

@@ -325,42 +325,61 @@ class Qwen25VLICL(ICLModel):
     def score_step(self, beams, candidates, query, order, *, beam_rows: bool = False):
         """All (beam, candidate) extensions of one beam-search step, batched across beams: each beam's shared
         prefix (its demonstrations, with construct_order `right`) is run once, rows of several beams share one
-        forward. `beam_rows`: also P̄ of each beam's own row (beam ⊕ query), in the same forwards, in its beam's group:
-        it shares the beam's prefix (step 0: the chat head), so only its own tokens run; returned as a second list
-        (step 0: the zero-shot row). As a group of its own, the whole zero-shot row was run as a "prefix" beside
-        the head (padding the head's row to it) and then padded to the longest candidate row: ~300 wasted tokens at
-        step 0 of a real-size slice (issue 28)."""
+        forward. `beam_rows`: also P̄ of each beam's own row (beam ⊕ query), returned as a second list (step 0: the
+        zero-shot row). A beam's row starts with the prefix its candidates share (its demonstrations; step 0: the
+        chat head), so it *carries* that prefix: it runs whole in the prefix forward, is scored there, and its
+        first tokens' keys and values are the prefix cache of the beam's candidate rows (causal attention: they do
+        not depend on what follows). Nothing runs twice and nothing is padded for it. Before (issue 28) it was a
+        group of its own: the whole zero-shot row ran as a "prefix" beside the head, whose row was padded to it,
+        and again, padded to the longest candidate row, in the candidates' forward."""
         self._load_pixels([d.image for seq in (*beams, *candidates) for d in seq] + [query.image])
         rows, groups = [], []
         for g, (beam, cands) in enumerate(zip(beams, candidates)):
             rows += [self._row(extend(beam, c, order), query, with_answer=True) for c in cands]
             groups += [g] * len(cands)
+        carriers = {}
         if beam_rows:
-            rows += [self._row(list(beam), query, with_answer=True) for beam in beams]
-            groups += list(range(len(beams)))
-        flat = self._score_rows(rows, groups)
+            for g, beam in enumerate(beams):
+                carriers[g] = len(rows)
+                rows.append(self._row(list(beam), query, with_answer=True))
+                groups.append(g)
+        flat = self._score_rows(rows, groups, carriers)
         n = sum(len(c) for c in candidates)
         out = np.split(flat[:n], np.cumsum([len(c) for c in candidates])[:-1])
         return (out, [float(x) for x in flat[n:]]) if beam_rows else out
 
-    def _score_rows(self, rows: Sequence[_Piece], groups: Sequence[int]) -> np.ndarray:
+    def _score_rows(self, rows: Sequence[_Piece], groups: Sequence[int], carriers: dict[int, int] | None = None
+                    ) -> np.ndarray:
         """P̄ of every row. Rows of one group share a prefix (`_group_prefixes`); every group's prefix is run once,
-        in one forward, and its KV cache serves the group's rows in whichever batch they fall."""
+        in one forward, and its KV cache serves the group's rows in whichever batch they fall. `carriers`: group →
+        one of its rows that runs whole in that forward instead of the bare prefix (scored there, not again)."""
         spans = [self._answer_span(r.ids) for r in rows]
         self._image_features([p for r in rows for p in r.images])
         prefixes = self._group_prefixes(rows, groups, spans)
         slot = {g: i for i, g in enumerate(prefixes)}
         P = [prefixes[g][1] for g in groups]
-        kv = None
-        if max(P) > 0:
-            # Right-padded: a real token never attends a later pad, and pads are masked out of every row below.
-            emb, pos = self._embed([(rows[rep], 0, n) for rep, n in prefixes.values()])
-            cache = self.model.model(inputs_embeds=emb, position_ids=pos, use_cache=True).past_key_values
-            kv = [(layer.keys, layer.values) for layer in cache.layers]
         out = np.empty(len(rows), dtype=np.float64)
-        for lo in range(0, len(rows), self.batch_size):
-            hi = min(lo + self.batch_size, len(rows))
-            out[lo:hi] = self._score_batch(rows[lo:hi], P[lo:hi], spans[lo:hi], kv, [slot[g] for g in groups[lo:hi]])
+        kv = None
+        carried = {}
+        if max(P) > 0:
+            carried = {g: c for g, c in (carriers or {}).items() if prefixes[g][1] > 0}
+            # each group's prefix, or its carrier row up to the input of its last scored logit (it starts with the
+            # prefix). Right-padded: a real token never attends a later pad, and pads are masked out of every row.
+            runs = [(rows[c], 0, spans[c][1] - 1) if (c := carried.get(g)) is not None else (rows[rep], 0, n)
+                    for g, (rep, n) in prefixes.items()]
+            emb, pos = self._embed(runs)
+            res = self.model.model(inputs_embeds=emb, position_ids=pos, use_cache=True)
+            kv = [(layer.keys, layer.values) for layer in res.past_key_values.layers]
+            if carried:
+                idx = list(carried.values())
+                hidden = [res.last_hidden_state[slot[g], spans[c][0] - 1 : spans[c][1] - 1] for g, c in carried.items()]
+                out[idx] = self._mean_p(hidden, [rows[c] for c in idx], [spans[c] for c in idx])
+        done = set(carried.values())
+        rest = [b for b in range(len(rows)) if b not in done]
+        for lo in range(0, len(rest), self.batch_size):
+            part = rest[lo : lo + self.batch_size]
+            out[part] = self._score_batch([rows[b] for b in part], [P[b] for b in part], [spans[b] for b in part], kv,
+                                          [slot[groups[b]] for b in part])
         return out
 
     def _group_prefixes(self, rows, groups, spans) -> dict[int, tuple[int, int]]:
@@ -402,9 +421,14 @@ class Qwen25VLICL(ICLModel):
             past_key_values=cache,
             use_cache=False,
         ).last_hidden_state
-        # One lm_head call over the answer-predicting positions of every row, then the per-row mean CE.
-        h = torch.cat([hidden[b, a0 - 1 - p : a1 - 1 - p] for b, (p, (a0, a1)) in enumerate(zip(P, spans))])
-        logits = _at_least_float32(self.model.lm_head(h))  # float64 models keep float64 P̄ (same on every CPU)
+        return self._mean_p([hidden[b, a0 - 1 - p : a1 - 1 - p] for b, (p, (a0, a1)) in enumerate(zip(P, spans))],
+                            rows, spans)
+
+    def _mean_p(self, hidden: Sequence[torch.Tensor], rows, spans) -> np.ndarray:
+        """P̄ of each row from the hidden states at its answer-predicting positions: one lm_head call over all of
+        them, then the per-row mean cross-entropy."""
+        B = len(rows)
+        logits = _at_least_float32(self.model.lm_head(torch.cat(list(hidden))))  # float64 models keep float64 P̄
         target = torch.from_numpy(np.concatenate([r.ids[a0:a1] for (a0, a1), r in zip(spans, rows)])).to(self.device)
         ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         n = torch.tensor([a1 - a0 for a0, a1 in spans], device=self.device)
