@@ -108,7 +108,8 @@ def plan(config: dict, measured: dict, datasets: list[str] | None = None, unit_c
                         pred = predict(u, cfg)
                         for path in PATHS:
                             row[f"hours_{path}"] = round(pred[path] / 3600, 1)
-                        row["basis"] = "cost model"
+                        scope = (u.get("held_out_check") or {}).get("scope")  # a check not at these costs' size
+                        row["basis"] = f"cost model ({scope})" if scope else "cost model"
                     elif m:
                         spq = m["seconds_per_sequence"]
                         for path in ("original", "reference", "ours"):  # shipped measurements: batch 1 only
@@ -175,7 +176,8 @@ def plan_markdown(result: dict) -> str:
         if h:
             errs = ", ".join(f"{p} measured {h['measured_seconds'][p]} s, predicted {h['predicted_seconds'][p]} s "
                              f"({h['relative_error'][p]:+.1%})" for p in h["measured_seconds"])
-            out += f"  held-out check ({h['command']}): {errs}\n"
+            scope = f" [{h['scope']}]" if h.get("scope") else ""  # e.g. a check made at another image size
+            out += f"  held-out check ({h['command']}): {errs}{scope}\n"
     for model, m in result["measured"].items():
         s = m["seconds_per_sequence"]
         out += (f"- {model}: no unit costs; seconds per sequence of one slice: "
